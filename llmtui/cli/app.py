@@ -1,0 +1,180 @@
+"""The `llmtui` command line: thin commands that parse arguments and call the library.
+
+Heavy libraries (TensorFlow, Keras) are imported inside the commands that need them, so `--help`,
+`validate` and `schema` answer at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+import llmtui
+from llmtui.errors import LlmtuiError
+
+app = typer.Typer(
+    name="llmtui",
+    help="Build, train, evaluate and use your own language model: raw text → vocabulary → model → results.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe file (TOML), e.g. recipes/quickstart.toml.", show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable); wins over the file.")]
+RunArg = Annotated[str, typer.Argument(help="Run folder (e.g. runs/quickstart) or run name under ./runs.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmtui {llmtui.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """llmtui: from raw text to a trained, evaluated, usable language model."""
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn library errors into one message on stderr and an exit code; never a raw traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except LlmtuiError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True, fg="yellow")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a bug of ours: keep the details in a file, show one line
+        log = Path(tempfile.gettempdir()) / "llmtui-error.log"
+        log.write_text(traceback.format_exc(), encoding="utf-8")
+        typer.secho(f"internal error: {type(exc).__name__}: {exc}\n  details: {log}", err=True, fg="red")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def run(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    until: Annotated[Optional[str], typer.Option(
+        help="Stop after this stage: data, tokenizer, model, train, eval or generate.")] = None,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Start over: ignore earlier results and checkpoints in the run folder.")] = False,
+) -> None:
+    """Run a recipe headless: data → tokenizer → model → train → eval → generate.
+
+    Stages whose inputs have not changed since the last run are skipped, and training continues from
+    the newest checkpoint, so a killed or interrupted run resumes when the same command runs again.
+    """
+    with user_errors():
+        from llmtui.cli.console import ConsoleSink
+        from llmtui.config import load_recipe
+        from llmtui.pipeline import Pipeline
+
+        config = load_recipe(recipe, set_ or [])
+        pipeline = Pipeline(config, base_dir=Path.cwd(), sinks=[ConsoleSink()])
+        if fresh:
+            pipeline.run.clear()
+        try:
+            pipeline.execute(until=until)
+        except _interrupted() as exc:
+            where = f"; checkpoint {exc.checkpoint}" if exc.checkpoint else ""
+            typer.secho(f"interrupted at step {exc.step}{where}. Run the same command again to continue.",
+                        err=True, fg="yellow")
+            raise typer.Exit(130) from None
+
+
+def _interrupted():
+    from llmtui.training.trainer import TrainingInterrupted
+
+    return TrainingInterrupted
+
+
+@app.command()
+def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Check a recipe and print it fully resolved (defaults filled in, overrides applied)."""
+    with user_errors():
+        from llmtui.config import load_recipe, recipe_to_toml
+
+        typer.echo(recipe_to_toml(load_recipe(recipe, set_ or [])), nl=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the recipe's JSON Schema (for editor completion and checking)."""
+    from llmtui.config import recipe_schema
+
+    typer.echo(json.dumps(recipe_schema(), indent=2))
+
+
+@app.command()
+def generate(
+    run_dir: RunArg,
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text to continue (repeatable).")] = ["The "],
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.")] = 200,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens; 0 turns it off.")] = 40,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus mass; 1 turns it off.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Continue a prompt with the trained model of a run."""
+    with user_errors():
+        from llmtui.backend import configure_backend, native_stderr_to
+        from llmtui.config import load_recipe
+        from llmtui.runfolder import RunFolder, resolve_run_dir
+
+        run = RunFolder(resolve_run_dir(run_dir))
+        config = load_recipe(run.require(run.recipe_path, "recipe", "is this a run folder?"))
+        run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
+        with native_stderr_to(run.log_file):
+            configure_backend(config.run.backend)
+            from llmtui.generation.sampler import Generator
+            from llmtui.pipeline import load_final_model
+            from llmtui.tokenizers import TextTokenizer
+
+            generator = Generator(load_final_model(run), TextTokenizer.load(run.tokenizer_dir), config.model.context)
+            for index, text in enumerate(prompt):
+                out = generator.generate(text, max_tokens, temperature, top_k, top_p, seed + index)
+                typer.echo(text + out)
+                if index < len(prompt) - 1:
+                    typer.echo("")
+
+
+@app.command()
+def tensorboard(
+    run_dir: RunArg,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 6006,
+) -> None:
+    """Serve a run's TensorBoard logs on 127.0.0.1 and print the address."""
+    with user_errors():
+        from llmtui.runfolder import RunFolder, resolve_run_dir
+
+        run = RunFolder(resolve_run_dir(run_dir))
+        logdir = run.require(run.logs_dir, "TensorBoard logs", "train the run first: llmtui run RECIPE")
+        import subprocess
+
+        command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
+                   "--port", str(port)]
+        typer.echo(f"TensorBoard for {run.root} at http://127.0.0.1:{port}/  (Ctrl-C to stop)")
+        try:
+            raise typer.Exit(subprocess.call(command))
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
+def main() -> None:
+    app()

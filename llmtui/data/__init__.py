@@ -1,0 +1,1 @@
+"""Collecting and preparing text: sources, cleaning, deduplication, splits and token files."""

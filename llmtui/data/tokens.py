@@ -1,0 +1,100 @@
+"""Token files on disk and the batches read from them.
+
+A split is encoded once into a flat binary file of token ids (`uint16`, or `uint32` for large
+vocabularies), with an end-of-text token after every document, and read back through a memory map.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from llmtui.data.prepare import read_split
+from llmtui.runfolder import write_json_atomic
+
+ENCODE_BATCH = 256
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def encode_split(tokenizer, split_path: Path, out_path: Path) -> dict:
+    """Encode a split file into `out_path`; returns its token and byte counts."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    tokens = 0
+    text_bytes = 0
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        batch: list[str] = []
+
+        def flush() -> None:
+            nonlocal tokens
+            for ids in tokenizer.encode_batch(batch):
+                ids.append(tokenizer.eos_id)
+                np.asarray(ids, dtype=dtype).tofile(out)
+                tokens += len(ids)
+            batch.clear()
+
+        for text in read_split(split_path):
+            batch.append(text)
+            # Each end-of-text token stands for the document break, counted as one byte.
+            text_bytes += len(text.encode("utf-8")) + 1
+            if len(batch) >= ENCODE_BATCH:
+                flush()
+        if batch:
+            flush()
+    tmp.replace(out_path)
+    return {"tokens": tokens, "bytes": text_bytes, "dtype": dtype.name}
+
+
+def write_token_meta(folder: Path, meta: dict) -> None:
+    write_json_atomic(folder / "tokens.json", meta)
+
+
+def load_tokens(folder: Path, split: str) -> np.ndarray:
+    meta = json.loads((folder / "tokens.json").read_text(encoding="utf-8"))
+    return np.memmap(folder / f"{split}.bin", dtype=meta[split]["dtype"], mode="r")
+
+
+class WindowSampler:
+    """Random (input, target) windows of `context` tokens from a token array, reproducible and resumable.
+
+    The generator's state is part of a checkpoint, so a resumed run draws the same batches.
+    """
+
+    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int):
+        if len(tokens) < context + 2:
+            raise ValueError(f"{len(tokens)} tokens are fewer than one window of context {context} + 1")
+        self.tokens = tokens
+        self.context = context
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self._offsets = np.arange(context + 1)
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        starts = self.rng.integers(0, len(self.tokens) - self.context - 1, size=self.batch_size)
+        windows = self.tokens[starts[:, None] + self._offsets].astype(np.int32)  # (B, T+1)
+        return windows[:, :-1], windows[:, 1:]
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+def sequential_windows(tokens: np.ndarray, context: int, batch_size: int, max_batches: int = 0):
+    """Non-overlapping windows covering the split in order (for evaluation): yields (x, y) batches.
+
+    Every token after the first is predicted exactly once; the last batch may be smaller.
+    """
+    count = (len(tokens) - 1) // context
+    if max_batches:
+        count = min(count, max_batches * batch_size)
+    for first in range(0, count, batch_size):
+        rows = range(first, min(first + batch_size, count))
+        block = np.stack([np.asarray(tokens[r * context: r * context + context + 1], dtype=np.int32) for r in rows])
+        yield block[:, :-1], block[:, 1:]

@@ -1,0 +1,39 @@
+"""Errors that reach the user as one clear message (never a traceback).
+
+Every error the library raises on purpose is an `LlmtuiError`; the CLI prints its message on stderr and
+exits with its `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class LlmtuiError(Exception):
+    """An error with a message meant for the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class RecipeError(LlmtuiError):
+    """The recipe (file or --set override) is malformed or invalid."""
+
+    exit_code = 2
+
+
+class DataError(LlmtuiError):
+    """A data source is missing, unreadable, or left nothing to train on."""
+
+
+class RunFolderError(LlmtuiError):
+    """The run folder is locked by another run, or lacks what a command needs."""
+
+
+class TrainingError(LlmtuiError):
+    """Training cannot go on (for example the loss became NaN)."""

@@ -1,0 +1,297 @@
+"""The ordered stages from text to a usable model; the same code serves the CLI, the TUI and tests.
+
+Each stage reads and writes artifacts in the run folder and records a fingerprint of its inputs (its own
+recipe section plus the fingerprints of the stages before it) in `manifest.json`. A stage whose
+fingerprint matches and whose outputs exist is skipped; training continues from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from llmtui.backend import chosen_backend, configure_backend, native_stderr_to
+from llmtui.config.loader import recipe_to_toml
+from llmtui.config.recipe import Recipe
+from llmtui.errors import LlmtuiError
+from llmtui.events import (Event, EventBus, Message, RunFailed, RunFinished, RunStarted, Sample, StageFinished,
+                           StageSkipped, StageStarted)
+from llmtui.runfolder import RunFolder, fingerprint, write_json_atomic, write_text_atomic
+
+STAGES = ("data", "tokenizer", "model", "train", "eval", "generate")
+
+
+@dataclass
+class StageResult:
+    outputs: list[Path]
+    summary: dict = field(default_factory=dict)
+
+
+class Pipeline:
+    """Runs a recipe's stages in a run folder, emitting events to `sinks`."""
+
+    def __init__(self, recipe: Recipe, base_dir: Path | str = ".", sinks: list[Callable[[Event], None]] | None = None):
+        self.recipe = recipe
+        self.base_dir = Path(base_dir)
+        self.run = RunFolder(self.base_dir / recipe.run.out_dir / recipe.run.name)
+        self.bus = EventBus(sinks)
+        self.backend = chosen_backend(recipe.run.backend)
+        self._fingerprints: dict[str, str] = {}
+        self._summaries: dict[str, dict] = {}
+        self._model = None
+
+    # Public -------------------------------------------------------------------------------------
+    def execute(self, until: str | None = None) -> dict:
+        """Run the stages up to and including `until`; returns the summary of the whole run."""
+        if until is not None and until not in STAGES:
+            raise LlmtuiError(f"unknown stage {until!r}", hint=f"stages: {', '.join(STAGES)}")
+        stages = STAGES if until is None else STAGES[: STAGES.index(until) + 1]
+        started = time.perf_counter()
+        with self.run:
+            write_text_atomic(self.run.recipe_path, recipe_to_toml(self.recipe))
+            self.bus.emit(RunStarted(run_dir=str(self.run.root), stages=stages, backend=self.backend))
+            manifest = self.run.read_manifest()
+            manifest["recipe"] = self.recipe.model_dump(mode="json")
+            current = None
+            try:
+                with native_stderr_to(self.run.log_file):
+                    for stage in stages:
+                        current = stage
+                        self._run_stage(stage, manifest)
+            except LlmtuiError as exc:
+                self.bus.emit(RunFailed(stage=current or "", error=str(exc)))
+                raise
+            finally:
+                self.run.write_manifest(manifest)
+            seconds = time.perf_counter() - started
+            summary = self.summary(seconds)
+            self.bus.emit(RunFinished(run_dir=str(self.run.root), seconds=seconds, summary=summary))
+            return summary
+
+    def summary(self, seconds: float) -> dict:
+        report = self._summaries.get("eval") or _read_json(self.run.eval_dir / "report.json") or {}
+        train = self._summaries.get("train") or {}
+        samples = self._summaries.get("generate", {}).get("samples") or \
+            (_read_json(self.run.root / "generate" / "samples.json") or {}).get("samples", [])
+        return {
+            "run_dir": str(self.run.root),
+            "wall_seconds": seconds,
+            "val_loss": report.get("loss"),
+            "perplexity": report.get("perplexity"),
+            "bits_per_byte": report.get("bits_per_byte"),
+            "accuracy": report.get("accuracy"),
+            "vocab_size": report.get("vocab_size"),
+            "uniform_loss": report.get("uniform_loss"),
+            "tokens_per_sec": train.get("tokens_per_sec") or report.get("train_tokens_per_sec"),
+            "samples": samples,
+        }
+
+    # Stages -------------------------------------------------------------------------------------
+    def _run_stage(self, stage: str, manifest: dict) -> None:
+        fp = self._fingerprint(stage)
+        self._fingerprints[stage] = fp
+        previous = manifest["stages"].get(stage, {})
+        outputs = [Path(p) for p in previous.get("outputs", [])]
+        if previous.get("fingerprint") == fp and outputs and all(p.exists() for p in outputs):
+            self._summaries[stage] = previous.get("summary", {})
+            self.bus.emit(StageSkipped(stage=stage, reason="inputs unchanged since the last run"))
+            return
+        self.bus.emit(StageStarted(stage=stage))
+        began = time.perf_counter()
+        result: StageResult = getattr(self, f"_stage_{stage}")()
+        seconds = time.perf_counter() - began
+        manifest["stages"][stage] = {"fingerprint": fp, "seconds": round(seconds, 3),
+                                     "outputs": [str(p) for p in result.outputs], "summary": result.summary,
+                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self._summaries[stage] = result.summary
+        self.run.write_manifest(manifest)
+        self.bus.emit(StageFinished(stage=stage, seconds=seconds, summary=result.summary))
+
+    def _fingerprint(self, stage: str) -> str:
+        r = self.recipe
+        upstream = self._fingerprints.get(STAGES[STAGES.index(stage) - 1]) if stage != "data" else None
+        if stage == "data":
+            from llmtui.data.sources import source_fingerprint
+
+            sources = [source_fingerprint(s, self.base_dir) for s in r.data.sources]
+            return fingerprint("data", r.data.model_dump(mode="json"), r.run.seed, sources)
+        section = {"tokenizer": r.tokenizer, "model": r.model, "train": r.train, "eval": r.eval,
+                   "generate": r.generate}[stage].model_dump(mode="json")
+        extra = [r.run.seed, self.backend] if stage in ("model", "train") else []
+        return fingerprint(stage, section, upstream, extra)
+
+    def _stage_data(self) -> StageResult:
+        from llmtui.data.prepare import prepare_data
+
+        folder = self.run.data_dir
+        report = prepare_data(self.recipe.data, self.recipe.run.seed, folder, self.base_dir)
+        self.bus.emit(Message(
+            f"data: {report['documents_kept']} of {report['documents_read']} documents kept, "
+            f"{report['characters_kept']:,} characters; train {report['splits']['train']['chunks']} chunks, "
+            f"validation {report['splits']['val']['chunks']}"))
+        for skip in report["skipped"]:
+            self.bus.emit(Message(f"skipped {skip['path']}: {skip['reason']}", level="warning"))
+        summary = {k: report[k] for k in ("documents_read", "documents_kept", "exact_duplicates", "characters_kept")}
+        return StageResult([folder / "train.jsonl", folder / "val.jsonl", folder / "report.json"], summary)
+
+    def _stage_tokenizer(self) -> StageResult:
+        from llmtui.data.prepare import read_split
+        from llmtui.data.tokens import encode_split, write_token_meta
+        from llmtui.tokenizers import train_tokenizer
+
+        folder = self.run.tokenizer_dir
+        tokenizer = train_tokenizer(self.recipe.tokenizer, read_split(self.run.data_dir / "train.jsonl"))
+        tokenizer.save(folder)
+        meta = {"vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind}
+        for split in ("train", "val"):
+            meta[split] = encode_split(tokenizer, self.run.data_dir / f"{split}.jsonl", folder / f"{split}.bin")
+        write_token_meta(folder, meta)
+        self.bus.emit(Message(
+            f"tokenizer: {tokenizer.kind}, {tokenizer.vocab_size} tokens; train {meta['train']['tokens']:,} tokens, "
+            f"validation {meta['val']['tokens']:,}"))
+        context = self.recipe.model.context
+        if meta["val"]["tokens"] < context + 1 or meta["train"]["tokens"] < context + 2:
+            raise LlmtuiError(
+                f"too little text for model.context={context}: train has {meta['train']['tokens']} tokens, "
+                f"validation {meta['val']['tokens']}",
+                hint="add data, raise data.val_fraction, or lower model.context")
+        summary = {"vocab_size": meta["vocab_size"], "train_tokens": meta["train"]["tokens"],
+                   "val_tokens": meta["val"]["tokens"]}
+        outputs = [folder / "tokenizer.json", folder / "tokens.json", folder / "train.bin", folder / "val.bin"]
+        return StageResult(outputs, summary)
+
+    def _stage_model(self) -> StageResult:
+        from llmtui.models import count_parameters
+
+        self._setup_backend()
+        model = self._build_model()
+        folder = self.run.model_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
+        model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+        write_text_atomic(folder / "summary.txt", "\n".join(lines) + "\n")
+        params = count_parameters(model)
+        info = {"arch": self.recipe.model.arch, "parameters": params, "vocab_size": self._vocab_size(),
+                "backend": self.backend, "config": self.recipe.model.model_dump(mode="json")}
+        write_json_atomic(folder / "architecture.json", info)
+        self.bus.emit(Message(f"model: {self.recipe.model.arch}, {params:,} parameters"))
+        return StageResult([folder / "architecture.json"], {"parameters": params})
+
+    def _stage_train(self) -> StageResult:
+        from llmtui.training.trainer import TrainInputs, train
+
+        self._setup_backend()
+        model = self._build_model()
+        inputs = self._train_inputs(TrainInputs)
+        generate = self.recipe.generate
+        prompt = generate.prompts[0] if generate.prompts else ""
+
+        def sample(current_model) -> tuple[str, str]:
+            return prompt, self._generator(current_model).generate(
+                prompt, max_tokens=min(generate.max_tokens, 80), temperature=generate.temperature,
+                top_k=generate.top_k, top_p=generate.top_p, seed=generate.seed)
+
+        summary = train(model, inputs, self.recipe.train, self.recipe.model, self.recipe.run.seed, self.run,
+                        self._fingerprints["train"], self.bus.emit, sampler_fn=sample)
+        self._save_final_model(model)
+        self._model = model
+        return StageResult([self.run.final_model_path], summary)
+
+    def _stage_eval(self) -> StageResult:
+        from llmtui.data.tokens import load_tokens
+        from llmtui.evaluation.language_model import make_scorer, score_tokens, summarize
+
+        self._setup_backend()
+        model = self._final_model()
+        meta = _read_json(self.run.tokenizer_dir / "tokens.json")
+        tokens = load_tokens(self.run.tokenizer_dir, "val")
+        batch = self.recipe.eval.batch_size or self.recipe.train.batch_size
+        scores = score_tokens(make_scorer(model, self.recipe.train.jit_compile), tokens, self.recipe.model.context,
+                              batch, self.recipe.eval.max_batches)
+        report = summarize(scores, meta["val"]["bytes"] / meta["val"]["tokens"], meta["vocab_size"])
+        train_summary = self._summaries.get("train", {})
+        report.update({"split": "val", "train_steps": train_summary.get("steps"),
+                       "train_tokens_per_sec": train_summary.get("tokens_per_sec"),
+                       "parameters": self._summaries.get("model", {}).get("parameters")})
+        self.run.eval_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.run.eval_dir / "report.json", report)
+        return StageResult([self.run.eval_dir / "report.json"],
+                           {k: report.get(k) for k in ("loss", "perplexity", "bits_per_byte", "accuracy")})
+
+    def _stage_generate(self) -> StageResult:
+        self._setup_backend()
+        generator = self._generator(self._final_model())
+        g = self.recipe.generate
+        samples = []
+        for index, prompt in enumerate(g.prompts):
+            text = generator.generate(prompt, g.max_tokens, g.temperature, g.top_k, g.top_p, g.seed + index)
+            samples.append({"prompt": prompt, "text": text})
+            self.bus.emit(Sample(step=-1, prompt=prompt, text=text))
+        folder = self.run.root / "generate"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder / "samples.json", {"samples": samples})
+        return StageResult([folder / "samples.json"], {"samples": samples})
+
+    # Helpers ------------------------------------------------------------------------------------
+    def _setup_backend(self) -> None:
+        configure_backend(self.recipe.run.backend)
+        import keras
+
+        keras.utils.set_random_seed(self.recipe.run.seed)
+        if self.recipe.train.precision != "float32":
+            keras.mixed_precision.set_dtype_policy(self.recipe.train.precision)
+
+    def _vocab_size(self) -> int:
+        return int(_read_json(self.run.tokenizer_dir / "tokens.json")["vocab_size"])
+
+    def _build_model(self):
+        from llmtui.models import build_model
+
+        return build_model(self.recipe.model, self._vocab_size(), seed=self.recipe.run.seed)
+
+    def _train_inputs(self, cls):
+        from llmtui.data.tokens import load_tokens
+
+        meta = _read_json(self.run.tokenizer_dir / "tokens.json")
+        return cls(train_tokens=load_tokens(self.run.tokenizer_dir, "train"),
+                   val_tokens=load_tokens(self.run.tokenizer_dir, "val"),
+                   bytes_per_token=meta["val"]["bytes"] / meta["val"]["tokens"], vocab_size=meta["vocab_size"])
+
+    def _save_final_model(self, model) -> None:
+        path = self.run.final_model_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name("final.tmp.keras")  # Keras wants the .keras suffix
+        model.save(tmp)
+        tmp.replace(path)
+
+    def _final_model(self):
+        if self._model is None:
+            self._model = load_final_model(self.run)
+        return self._model
+
+    def _generator(self, model):
+        from llmtui.generation.sampler import Generator
+        from llmtui.tokenizers import TextTokenizer
+
+        return Generator(model, TextTokenizer.load(self.run.tokenizer_dir), self.recipe.model.context)
+
+
+def load_final_model(run: RunFolder):
+    """The trained model of a run folder (Keras must already be configured)."""
+    import keras
+
+    import llmtui.evaluation.language_model  # noqa: F401  (registers custom objects)
+    import llmtui.training.keras_schedule  # noqa: F401
+
+    path = run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
+    return keras.models.load_model(path, compile=False)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None

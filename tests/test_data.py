@@ -1,0 +1,98 @@
+"""The data stage on real files the tests write."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmtui.config import recipe_from_dict
+from llmtui.data.builtin import iter_builtin
+from llmtui.data.prepare import chunk_text, clean_text, prepare_data, read_split
+from llmtui.errors import DataError
+
+
+def data_config(sources, **kw):
+    return recipe_from_dict({"data": {"sources": sources, **kw}}).data
+
+
+def test_clean_text_normalises():
+    raw = "Cafe\u0301  \r\nline\x07 two\t \n\n\n\nend  "
+    assert clean_text(raw) == "Caf\u00e9\nline two\n\nend"
+    assert clean_text("ABC", lowercase=True) == "abc"
+
+
+def test_chunk_text_splits_at_line_breaks():
+    text = "\n".join(f"line {i:03d}" for i in range(100))  # 100 lines of 8 chars
+    chunks = chunk_text(text, 100)
+    assert all(len(c) <= 100 for c in chunks)
+    assert "\n".join(chunks) == text
+
+
+def test_prepare_counts_duplicates_skips_and_splits(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"d{i}.txt").write_text(f"document number {i} with some words in it\n", encoding="utf-8")
+    (src / "copy.txt").write_text("document number 3   with some words in it\n", encoding="utf-8")  # whitespace dup
+    (src / "blob.txt").write_bytes(b"\x00\x01\x02binary")
+    (src / "empty.txt").write_bytes(b"")
+    (src / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (src / "notes.md").write_text("# A markdown note\n\nwith text", encoding="utf-8")
+    (src / "ignored.csv").write_text("a,b\n", encoding="utf-8")
+    out = tmp_path / "out"
+    report = prepare_data(data_config([str(src)], val_fraction=0.25), seed=0, out_dir=out, base=tmp_path)
+    assert report["documents_read"] == 22  # 20 + copy + notes.md (csv not included; 3 skipped)
+    assert report["exact_duplicates"] == 1
+    assert report["documents_kept"] == 21
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {"blob.txt", "empty.txt", "latin1.txt"}
+    assert "binary" in reasons["blob.txt"] and "empty" in reasons["empty.txt"] and "UTF-8" in reasons["latin1.txt"]
+    train, val = list(read_split(out / "train.jsonl")), list(read_split(out / "val.jsonl"))
+    assert len(train) + len(val) == 21 and train and val
+    assert not set(train) & set(val)
+    assert json.loads((out / "report.json").read_text())["documents_kept"] == 21
+
+
+def test_split_is_reproducible_and_seeded(tmp_path, corpus):
+    config = data_config([str(corpus)], chunk_chars=200)
+    a = prepare_data(config, 0, tmp_path / "a", tmp_path)
+    b = prepare_data(config, 0, tmp_path / "b", tmp_path)
+    c = prepare_data(config, 1, tmp_path / "c", tmp_path)
+    assert (tmp_path / "a/val.jsonl").read_text() == (tmp_path / "b/val.jsonl").read_text()
+    assert (tmp_path / "a/val.jsonl").read_text() != (tmp_path / "c/val.jsonl").read_text()
+    assert a["splits"] == b["splits"] and c["documents_kept"] == a["documents_kept"]
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="no such file or folder"):
+        prepare_data(data_config(["nowhere/at/all"]), 0, tmp_path / "o", tmp_path)
+    with pytest.raises(DataError, match="matches no file"):
+        prepare_data(data_config(["*.nothing"]), 0, tmp_path / "o", tmp_path)
+    with pytest.raises(DataError, match="unknown builtin corpus"):
+        prepare_data(data_config(["builtin:nope"]), 0, tmp_path / "o", tmp_path)
+
+
+def test_empty_corpus_names_the_filter(tmp_path):
+    (tmp_path / "a.txt").write_text("short\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("tiny\n", encoding="utf-8")
+    with pytest.raises(DataError, match="empty after cleaning.*min_chars removed 2"):
+        prepare_data(data_config(["*.txt"], min_chars=100), 0, tmp_path / "o", tmp_path)
+    assert not (tmp_path / "o" / "train.jsonl").exists()
+
+
+def test_all_binary_corpus_is_an_error(tmp_path):
+    (tmp_path / "x.txt").write_bytes(b"\x00\x00")
+    with pytest.raises(DataError, match="no document could be read.*binary"):
+        prepare_data(data_config([str(tmp_path / "x.txt")]), 0, tmp_path / "o", tmp_path)
+
+
+def test_builtin_corpus_is_real_prose():
+    docs = []
+    for _, text in iter_builtin("python-docs"):
+        docs.append(text)
+        if len(docs) == 300:
+            break
+    text = " ".join(docs)
+    assert len(text) > 100_000  # the pydoc topics alone are several hundred kB
+    assert " the " in text and "function" in text
