@@ -19,7 +19,7 @@ from llmtui.config.recipe import Recipe
 from llmtui.errors import LlmtuiError
 from llmtui.events import (Event, EventBus, Message, RunFailed, RunFinished, RunStarted, Sample, StageFinished,
                            StageSkipped, StageStarted)
-from llmtui.runfolder import RunFolder, fingerprint, write_json_atomic, write_text_atomic
+from llmtui.runfolder import RunFolder, file_digest, fingerprint, write_json_atomic, write_text_atomic
 
 STAGES = ("data", "tokenizer", "model", "train", "eval", "generate")
 
@@ -104,7 +104,9 @@ class Pipeline:
         result: StageResult = getattr(self, f"_stage_{stage}")()
         seconds = time.perf_counter() - began
         manifest["stages"][stage] = {"fingerprint": fp, "seconds": round(seconds, 3),
-                                     "outputs": [str(p) for p in result.outputs], "summary": result.summary,
+                                     "outputs": [str(p) for p in result.outputs],
+                                     "digests": {p.name: file_digest(p) for p in result.outputs if p.is_file()},
+                                     "summary": result.summary,
                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         self._summaries[stage] = result.summary
         self.run.write_manifest(manifest)

@@ -166,3 +166,43 @@ def test_jax_backend_runs_the_same_recipe(tmp_path, corpus):
     assert report["loss"] < report["uniform_loss"]
     manifest = json.loads((tmp_path / "runs/tiny/manifest.json").read_text())
     assert "jax" in manifest["versions"]
+
+
+def test_tensorboard_command_serves_the_run_on_loopback(finished_run):
+    import socket
+    import time
+    import urllib.request
+
+    _, root, _, _ = finished_run
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "llmtui", "tensorboard", str(root / "runs/tiny"),
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert f"http://127.0.0.1:{port}/" in server.stdout.readline()
+        runs = None
+        deadline = time.time() + 60
+        while time.time() < deadline and runs is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2) as reply:
+                    runs = json.loads(reply.read())
+            except OSError:
+                time.sleep(0.5)
+        assert runs is not None and {"train", "val"} <= set(runs)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, corpus):
+    from llmtui.errors import TrainingError
+
+    recipe = recipe_from_dict(tiny_recipe_dict(
+        corpus, tmp_path / "runs",
+        train={"steps": 200, "optimizer": "sgd", "lr": 10.0, "schedule": "constant", "warmup_steps": 0,
+               "grad_clip": 0.0, "checkpoint_every": 1, "keep_checkpoints": 1, "eval_every": 1000}))
+    with pytest.raises(TrainingError, match=r"the training loss became (nan|inf) at step \d+; the last good checkpoint"):
+        Pipeline(recipe, base_dir=tmp_path).execute()
+    assert list((tmp_path / "runs/tiny/checkpoints").glob("step_*/state.json"))
+    assert not (tmp_path / "runs/tiny/model/final.keras").exists()
