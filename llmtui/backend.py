@@ -84,3 +84,23 @@ def native_stderr_to(log_file: Path | None) -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         handle.close()
+
+
+def device_kind() -> str:
+    """The accelerator's name (e.g. "NVIDIA H100 80GB HBM3"), or "cpu" (Keras must be configured)."""
+    import keras
+
+    try:
+        if keras.backend.backend() == "jax":
+            import jax
+
+            return jax.devices()[0].device_kind
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    except Exception:  # a missing detail only costs the MFU estimate its device name
+        pass
+    return "cpu"

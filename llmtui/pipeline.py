@@ -42,6 +42,8 @@ class Pipeline:
         self._fingerprints: dict[str, str] = {}
         self._summaries: dict[str, dict] = {}
         self._model = None
+        # The TUI sets this to ask training to stop at the next step (with a checkpoint).
+        self.stop_requested: Callable[[], bool] | None = None
 
     # Public -------------------------------------------------------------------------------------
     def execute(self, until: str | None = None) -> dict:
@@ -168,6 +170,12 @@ class Pipeline:
     def _stage_model(self) -> StageResult:
         from llmtui.models import count_parameters
 
+        from llmtui.models.cost import estimate_cost, preflight_problem
+
+        cost = estimate_cost(self.recipe.model, self.recipe.train, self._vocab_size())
+        problem = preflight_problem(cost, self.recipe.train)
+        if problem:
+            raise LlmtuiError(f"pre-flight check: {problem}", hint="see llmtui model summary RECIPE")
         self._setup_backend()
         model = self._build_model()
         folder = self.run.model_dir
@@ -177,6 +185,7 @@ class Pipeline:
         write_text_atomic(folder / "summary.txt", "\n".join(lines) + "\n")
         params = count_parameters(model)
         info = {"arch": self.recipe.model.arch, "parameters": params, "vocab_size": self._vocab_size(),
+                "cost": cost.as_dict(),
                 "backend": self.backend, "config": self.recipe.model.model_dump(mode="json")}
         write_json_atomic(folder / "architecture.json", info)
         self.bus.emit(Message(f"model: {self.recipe.model.arch}, {params:,} parameters"))
@@ -196,8 +205,15 @@ class Pipeline:
                 prompt, max_tokens=min(generate.max_tokens, 80), temperature=generate.temperature,
                 top_k=generate.top_k, top_p=generate.top_p, seed=generate.seed)
 
+        from llmtui.backend import device_kind
+        from llmtui.models.cost import estimate_cost, peak_flops
+
+        cost = estimate_cost(self.recipe.model, self.recipe.train, inputs.vocab_size)
+        peak, peak_source = peak_flops(self.recipe.train, device_kind())
+        self.bus.emit(Message(f"MFU is measured against {peak / 1e12:.2f} TFLOP/s ({peak_source})"))
         summary = train(model, inputs, self.recipe.train, self.recipe.model, self.recipe.run.seed, self.run,
-                        self._fingerprints["train"], self.bus.emit, sampler_fn=sample)
+                        self._fingerprints["train"], self.bus.emit, sampler_fn=sample,
+                        flops_per_token=cost.flops_per_token, peak_flops=peak, stop_requested=self.stop_requested)
         self._save_final_model(model)
         self._model = model
         return StageResult([self.run.final_model_path], summary)

@@ -38,7 +38,8 @@ def test_artifacts_exist(finished_run):
                      "tokenizer/tokenizer.json", "tokenizer/train.bin", "model/architecture.json",
                      "model/final.keras", "eval/report.json", "generate/samples.json"]:
         assert (run / relative).is_file(), relative
-    assert any((run / "checkpoints").glob("step_*/model.weights.h5"))
+    assert any((run / "checkpoints").glob("step_*/model.npz"))
+    assert (run / "checkpoints/best/best.json").is_file()
     assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
     manifest = json.loads((run / "manifest.json").read_text())
     assert set(manifest["stages"]) == set(STAGES)
@@ -135,8 +136,11 @@ def test_interrupt_saves_and_rerun_resumes(tmp_path, corpus):
 
     recipe = recipe_from_dict(tiny_recipe_dict(corpus, tmp_path / "runs", train={"steps": 40, "checkpoint_every": 20}))
 
+    pressed = []
+
     def press_ctrl_c(event):
-        if isinstance(event, CheckpointSaved):
+        if isinstance(event, CheckpointSaved) and not pressed:
+            pressed.append(event.step)
             raise KeyboardInterrupt
 
     with pytest.raises(TrainingInterrupted) as stopped:

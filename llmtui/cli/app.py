@@ -176,5 +176,9 @@ def tensorboard(
             raise typer.Exit(0) from None
 
 
+from llmtui.cli.model_cmds import model_app  # noqa: E402  (light: its commands import the library when run)
+app.add_typer(model_app, name="model")
+
+
 def main() -> None:
     app()

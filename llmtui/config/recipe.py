@@ -84,45 +84,73 @@ class TokenizerConfig(Section):
 class ModelConfig(Section):
     """The network architecture."""
 
-    arch: Literal["gpt", "lstm", "gru", "rnn"] = Field("gpt", description="Architecture family.")
+    arch: Literal["gpt", "llama", "lstm", "gru", "rnn"] = Field(
+        "gpt", description="Architecture: gpt (GPT-2 style), llama (RoPE, RMSNorm, SwiGLU, GQA), lstm, gru, rnn.")
     layers: int = Field(4, ge=1, le=256, description="Number of blocks (transformer) or stacked recurrent layers.")
     dim: int = Field(256, ge=8, le=65536, description="Width: embedding and hidden size.")
     heads: int = Field(4, ge=1, le=512, description="Attention heads (transformers only).")
+    kv_heads: int = Field(0, ge=0, le=512,
+                          description="Key/value heads for grouped-query attention (llama; 0 = same as heads).")
+    rope_base: float = Field(10000.0, gt=0, description="Rotary position embedding base wavelength (llama).")
     mlp_ratio: float = Field(4.0, gt=0.0, le=16.0, description="MLP hidden size as a multiple of dim (transformers).")
     context: int = Field(256, ge=2, le=1_048_576, description="Tokens per training sequence.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout rate.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0,
+                           description="Residual dropout (transformers) or dropout between layers (recurrent).")
+    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the token embeddings.")
+    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on attention probabilities.")
     embedding: Literal["learned"] = Field("learned", description="Token encoding: learned embeddings.")
     tie_embeddings: bool = Field(True, description="Share the input embedding with the output projection.")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> "ModelConfig":
-        if self.arch == "gpt" and self.dim % self.heads:
+        if self.arch in ("gpt", "llama") and self.dim % self.heads:
             raise ValueError(f"model.dim ({self.dim}) must be a multiple of model.heads ({self.heads})")
+        if self.kv_heads and self.heads % self.kv_heads:
+            raise ValueError(f"model.heads ({self.heads}) must be a multiple of model.kv_heads ({self.kv_heads})")
         return self
 
 
 class TrainConfig(Section):
-    """Optimisation."""
+    """Optimisation, regularisation, evaluation during training, checkpoints."""
 
     steps: int = Field(2000, ge=1, description="Optimizer steps to train for.")
-    batch_size: int = Field(32, ge=1, description="Sequences per step.")
-    optimizer: Literal["adamw", "adam", "sgd", "adagrad", "rmsprop", "lion"] = Field(
+    batch_size: int = Field(32, ge=1, description="Sequences per micro-batch (one forward/backward pass).")
+    grad_accum_steps: int = Field(1, ge=1, le=1024,
+                                  description="Micro-batches averaged into each optimizer step (effective batch = batch_size x this).")
+    optimizer: Literal["adamw", "adam", "sgd", "adagrad", "rmsprop", "lion", "muon"] = Field(
         "adamw", description="Optimizer.")
     lr: float = Field(3e-4, gt=0.0, le=10.0, description="Peak learning rate.")
-    schedule: Literal["constant", "cosine", "linear"] = Field(
-        "cosine", description="Learning-rate schedule after warmup.")
+    beta1: float = Field(0.9, ge=0.0, lt=1.0, description="First-moment decay (adam, adamw, lion, muon's Adam part).")
+    beta2: float = Field(0.95, ge=0.0, lt=1.0, description="Second-moment decay (adam, adamw, lion, muon's Adam part).")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum (sgd, rmsprop, muon).")
+    nesterov: bool = Field(True, description="Nesterov momentum (sgd, muon).")
+    schedule: Literal["constant", "cosine", "linear", "wsd"] = Field(
+        "cosine", description="Learning-rate schedule after warmup; wsd = warmup, stable, then linear decay.")
     warmup_steps: int = Field(100, ge=0, description="Linear warmup steps from 0 to lr.")
-    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Final learning rate as a share of lr (cosine, linear).")
-    weight_decay: float = Field(0.1, ge=0.0, le=10.0, description="Decoupled weight decay (adamw, lion).")
+    decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="Share of the steps spent decaying (wsd).")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0,
+                                description="Final learning rate as a share of lr (cosine, linear, wsd).")
+    weight_decay: float = Field(0.1, ge=0.0, le=10.0,
+                                description="Decoupled weight decay (adamw, lion, muon); never on biases or norms.")
+    decay_embeddings: bool = Field(False, description="Apply weight decay to embeddings too.")
     grad_clip: float = Field(1.0, ge=0.0, description="Global gradient-norm clip (0 = off).")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the next-token targets.")
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
-        "float32", description="Numeric precision policy.")
+        "float32", description="Numeric precision policy (mixed_float16 adds loss scaling).")
     eval_every: int = Field(200, ge=1, description="Evaluate on the validation split every this many steps.")
     eval_batches: int = Field(20, ge=1, description="Validation batches per periodic evaluation.")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="Stop after this many evaluations without a better validation loss (0 = off).")
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every this many steps.")
-    keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep.")
+    keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep (the best is kept apart).")
     log_every: int = Field(10, ge=1, description="Report training loss every this many steps.")
     jit_compile: bool = Field(True, description="XLA-compile the training step.")
+    distribute: Literal["none", "data_parallel"] = Field(
+        "none", description="Data parallel over every local device (keras.distribution on JAX, MirroredStrategy on TensorFlow).")
+    peak_tflops: float = Field(0.0, ge=0.0,
+                               description="Peak TFLOP/s of the device for the MFU estimate (0 = look it up or estimate).")
+    max_memory_gb: float = Field(0.0, ge=0.0,
+                                 description="Memory the pre-flight check allows (0 = what the machine has available).")
 
 
 class EvalConfig(Section):

@@ -10,10 +10,12 @@ import math
 
 from llmtui.config.recipe import ModelConfig
 from llmtui.models.gpt import build_gpt
+from llmtui.models.llama import build_llama
 from llmtui.models.recurrent import build_recurrent
 
 BUILDERS = {
     "gpt": build_gpt,
+    "llama": build_llama,
     "lstm": build_recurrent,
     "gru": build_recurrent,
     "rnn": build_recurrent,

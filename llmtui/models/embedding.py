@@ -25,8 +25,6 @@ def output_logits(x, embedding, config: ModelConfig, vocab_size: int, seed: int)
     """Next-token logits (B, T, V) in float32 (stable loss under mixed precision)."""
     import keras
 
-    if config.tie_embeddings:
-        logits = embedding(x, reverse=True)
-    else:
-        logits = keras.layers.Dense(vocab_size, kernel_initializer=init_normal(seed + 2), name="lm_head")(x)
+    # Untied, the reversible embedding holds a separate (dim, vocab) output matrix; tied, it reuses its own.
+    logits = embedding(x, reverse=True)
     return keras.layers.Activation("linear", dtype="float32", name="logits")(logits)

@@ -15,7 +15,7 @@ def build_recurrent(config: ModelConfig, vocab_size: int, seed: int):
     embedding = token_embedding(config, vocab_size, seed,
                                 initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed))
     x = embedding(ids)  # (B, T, C)
-    x = keras.layers.Dropout(config.dropout, seed=seed, name="embedding_dropout")(x)
+    x = keras.layers.Dropout(config.embedding_dropout, seed=seed, name="embedding_dropout")(x)
     for i in range(config.layers):
         x = layer_cls(config.dim, return_sequences=True,
                       kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 100 + i),

@@ -1,34 +1,72 @@
-"""Optimizers from `[train]`: decoupled weight decay that skips biases and normalisation scales."""
+"""Optimizers from `[train]`.
+
+Decoupled weight decay never touches biases or normalisation scales, and touches embeddings only when
+`decay_embeddings` is set. Every optimizer also records the global norm of the gradients it applies
+(before clipping) in a variable, so the trainer can log it on any backend.
+"""
 
 from __future__ import annotations
+
+import keras
+from keras import ops
 
 from llmtui.config.recipe import TrainConfig
 from llmtui.training.schedule import make_schedule
 
-# Substrings of variable names that weight decay leaves alone (biases, LayerNorm gamma/beta, RMSNorm scale).
+# Variable-name pieces that weight decay leaves alone: biases, LayerNorm gamma/beta, RMSNorm scale.
 NO_DECAY = ["bias", "gamma", "beta", "scale"]
+EMBEDDINGS = ["embeddings"]
+
+_CLASSES = {"adamw": keras.optimizers.AdamW, "adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
+            "adagrad": keras.optimizers.Adagrad, "rmsprop": keras.optimizers.RMSprop,
+            "lion": keras.optimizers.Lion, "muon": keras.optimizers.Muon}
+_TRACKED: dict[str, type] = {}
+
+
+def _tracked_class(base: type) -> type:
+    """`base` plus a `grad_norm` variable updated at every apply (part of the optimizer's state)."""
+    if base.__name__ in _TRACKED:
+        return _TRACKED[base.__name__]
+
+    def build(self, variables):
+        if self.built:
+            return
+        base.build(self, variables)
+        self.grad_norm = self.add_variable(shape=(), dtype="float32", initializer="zeros", name="grad_norm")
+
+    def apply(self, grads, trainable_variables=None):
+        squares = [ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None]
+        if squares and hasattr(self, "grad_norm"):
+            self.grad_norm.assign(ops.sqrt(ops.sum(ops.stack(squares))))
+        return base.apply(self, grads, trainable_variables)
+
+    cls = type(f"GradNorm{base.__name__}", (base,), {"build": build, "apply": apply})
+    cls = keras.saving.register_keras_serializable(package="llmtui")(cls)
+    _TRACKED[base.__name__] = cls
+    return cls
 
 
 def make_optimizer(config: TrainConfig):
-    import keras
-
-    lr = make_schedule(config.lr, config.steps, config.warmup_steps, config.schedule, config.min_lr_ratio)
-    clip = {"global_clipnorm": config.grad_clip} if config.grad_clip > 0 else {}
+    accum = config.grad_accum_steps
+    common = {"learning_rate": make_schedule(config, accum)}
+    if config.grad_clip > 0:
+        common["global_clipnorm"] = config.grad_clip
+    if accum > 1:
+        common["gradient_accumulation_steps"] = accum
     kind = config.optimizer
-    if kind == "adamw":
-        opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay, beta_2=0.95, **clip)
-    elif kind == "adam":
-        opt = keras.optimizers.Adam(learning_rate=lr, **clip)
-    elif kind == "sgd":
-        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, **clip)
-    elif kind == "adagrad":
-        opt = keras.optimizers.Adagrad(learning_rate=lr, **clip)
-    elif kind == "rmsprop":
-        opt = keras.optimizers.RMSprop(learning_rate=lr, **clip)
-    elif kind == "lion":
-        opt = keras.optimizers.Lion(learning_rate=lr, weight_decay=config.weight_decay or None, **clip)
-    else:  # unreachable through the recipe's Literal
-        raise ValueError(f"unknown optimizer {kind!r}")
-    if getattr(opt, "weight_decay", None):
-        opt.exclude_from_weight_decay(var_names=NO_DECAY)
-    return opt
+    specific = {
+        "adamw": {"weight_decay": config.weight_decay, "beta_1": config.beta1, "beta_2": config.beta2},
+        "adam": {"beta_1": config.beta1, "beta_2": config.beta2},
+        "sgd": {"momentum": config.momentum, "nesterov": config.nesterov},
+        "adagrad": {},
+        "rmsprop": {"momentum": config.momentum},
+        "lion": {"weight_decay": config.weight_decay or None, "beta_1": config.beta1, "beta_2": config.beta2},
+        # Muon orthogonalises 2-D weight updates; embeddings, norms and biases go through its Adam part.
+        "muon": {"weight_decay": config.weight_decay, "adam_weight_decay": config.weight_decay,
+                 "adam_beta_1": config.beta1, "adam_beta_2": config.beta2, "momentum": config.momentum,
+                 "nesterov": config.nesterov, "exclude_embeddings": True},
+    }[kind]
+    optimizer = _tracked_class(_CLASSES[kind])(**common, **specific)
+    if getattr(optimizer, "weight_decay", None):
+        optimizer.exclude_from_weight_decay(var_names=NO_DECAY + ([] if config.decay_embeddings else EMBEDDINGS))
+    return optimizer

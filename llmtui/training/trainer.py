@@ -1,10 +1,12 @@
-"""The training loop: next-token prediction with XLA-compiled steps, periodic evaluation, checkpoints.
+"""The training loop: next-token prediction with XLA-compiled steps, evaluation, checkpoints, resume.
 
 A loop over `train_on_batch` rather than `model.fit`: on 2 CPU cores it had less per-step overhead, and it
-keeps evaluation, checkpointing, the NaN guard and Ctrl-C handling plain Python.
+keeps gradient accumulation, evaluation, checkpointing, early stopping, the NaN guard and stopping
+requests (Ctrl-C, the TUI's stop button) plain Python at optimizer-step boundaries.
 
-Checkpoints (`checkpoints/step_NNNNNNN/`) hold the model weights, the optimizer's variables and the batch
-sampler's random state, so a rerun of the same recipe continues where a killed run stopped.
+Checkpoints (`checkpoints/step_NNNNNNN/`, and `checkpoints/best/`) hold the model's variables (weights and
+dropout random state), the optimizer's variables and the batch sampler's random state, so a resumed run
+continues exactly where the interrupted one stopped.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
+from keras import ops
 
 from llmtui.config.recipe import ModelConfig, TrainConfig
 from llmtui.data.tokens import WindowSampler
@@ -31,7 +37,7 @@ from llmtui.training.tensorboard import ScalarWriter
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training; a checkpoint was written first."""
+    """Training stopped on request (Ctrl-C or a stop button) after writing a checkpoint."""
 
     def __init__(self, step: int, checkpoint: Path | None):
         super().__init__(f"interrupted at step {step}")
@@ -47,100 +53,173 @@ class TrainInputs:
     vocab_size: int
 
 
+@keras.saving.register_keras_serializable(package="llmtui")
+class NextTokenLoss(keras.losses.Loss):
+    """Cross-entropy of next-token logits against integer targets, with optional label smoothing."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "next_token_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        logits = ops.cast(y_pred, "float32")
+        nll = ops.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+        if not self.label_smoothing:
+            return nll
+        uniform = -ops.mean(ops.log_softmax(logits, axis=-1), axis=-1)  # cross-entropy against uniform targets
+        return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
 def compile_model(model, config: TrainConfig) -> None:
-    model.compile(optimizer=make_optimizer(config),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    model.compile(optimizer=make_optimizer(config), loss=NextTokenLoss(config.label_smoothing),
                   jit_compile=config.jit_compile)
 
 
+class _StopFlag:
+    """Ctrl-C asks to stop at the next optimizer step (a second Ctrl-C stops at once)."""
+
+    def __init__(self, external: Callable[[], bool] | None):
+        self.external = external
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __call__(self) -> bool:
+        return self.requested or bool(self.external and self.external())
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def train(model, inputs: TrainInputs, config: TrainConfig, model_config: ModelConfig, seed: int,
-          run: RunFolder, fingerprint: str, emit, sampler_fn=None) -> dict:
-    """Train `model` to `config.steps`, resuming from the newest matching checkpoint. Returns a summary."""
+          run: RunFolder, fingerprint: str, emit, sampler_fn=None, flops_per_token: float = 0.0,
+          peak_flops: float = 0.0, stop_requested: Callable[[], bool] | None = None) -> dict:
+    """Train `model` to `config.steps` optimizer steps, resuming from the newest matching checkpoint."""
     compile_model(model, config)
     batches = WindowSampler(inputs.train_tokens, model_config.context, config.batch_size, seed)
     scorer = make_scorer(model, config.jit_compile)
-    writer = ScalarWriter(run.logs_dir / "train")
-    val_writer = ScalarWriter(run.logs_dir / "val")
     checkpoints = CheckpointManager(run.checkpoint_dir, config.keep_checkpoints, fingerprint)
-
-    step, best_val = 0, math.inf
+    state = {"step": 0, "best_val_loss": math.inf, "evals_since_best": 0}
     resumed = checkpoints.latest()
     if resumed is not None:
-        step, best_val = checkpoints.restore(resumed, model, batches)
-        emit(Message(f"resuming from checkpoint {resumed.name} (step {step})"))
+        state.update(checkpoints.restore(resumed, model, batches))
+        emit(Message(f"resuming from checkpoint {resumed.name} (step {state['step']})"))
 
-    tokens_per_step = config.batch_size * model_config.context
+    accum = config.grad_accum_steps
+    tokens_per_step = config.batch_size * model_config.context * accum
     from llmtui.models import count_parameters
-    emit(TrainingStarted(total_steps=config.steps, start_step=step, tokens_per_step=tokens_per_step,
+    emit(TrainingStarted(total_steps=config.steps, start_step=state["step"], tokens_per_step=tokens_per_step,
                          parameters=count_parameters(model)))
 
-    history = {"first_loss": None, "last_loss": None, "val_loss": None}
-    window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
-    tokens_per_sec = 0.0
-    train_seconds = 0.0
-    try:
-        while step < config.steps:
-            x, y = batches.next_batch()
-            logs = model.train_on_batch(x, y, return_dict=True)
-            loss = float(logs["loss"])
-            if not math.isfinite(loss):
-                latest = checkpoints.latest()
-                kept = f"; the last good checkpoint is {latest}" if latest else ""
-                raise TrainingError(
-                    f"the training loss became {loss} at step {step + 1}{kept}",
-                    hint="lower train.lr, keep train.grad_clip on, or check the data")
-            step += 1
-            window_steps += 1
-            window_loss += loss
-            if history["first_loss"] is None:
-                history["first_loss"] = loss
-            if step % config.log_every == 0 or step == config.steps:
-                elapsed = time.perf_counter() - window_start
-                train_seconds += elapsed
-                tokens_per_sec = window_steps * tokens_per_step / max(elapsed, 1e-9)
-                mean_loss = window_loss / window_steps
-                history["last_loss"] = mean_loss
-                lr = lr_at(step - 1, config.lr, config.steps, config.warmup_steps, config.schedule, config.min_lr_ratio)
-                values = {"loss": mean_loss, "lr": lr, "tokens_per_sec": tokens_per_sec}
-                emit(Metrics(step=step, split="train", values=values))
-                for tag, value in values.items():
-                    writer.scalar(tag, value, step)
-                window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
-            if step % config.eval_every == 0 or step == config.steps:
-                val = summarize(score_tokens(scorer, inputs.val_tokens, model_config.context, config.batch_size,
-                                             config.eval_batches), inputs.bytes_per_token, inputs.vocab_size)
-                best_val = min(best_val, val["loss"])
-                history["val_loss"] = val["loss"]
-                values = {"loss": val["loss"], "perplexity": val["perplexity"], "accuracy": val["accuracy"]}
-                emit(Metrics(step=step, split="val", values=values))
-                for tag, value in values.items():
-                    val_writer.scalar(tag, value, step)
-                if sampler_fn is not None:
-                    prompt, text = sampler_fn(model)
-                    emit(Sample(step=step, prompt=prompt, text=text))
-                    val_writer.text("sample", f"{prompt}{text}", step)
-                writer.flush()
-                val_writer.flush()
-                window_start = time.perf_counter()  # evaluation time does not count against tokens/s
-            if step % config.checkpoint_every == 0 and step < config.steps:
-                path = checkpoints.save(step, best_val, model, batches)
-                emit(CheckpointSaved(step=step, path=str(path)))
-    except KeyboardInterrupt:
-        path = checkpoints.save(step, best_val, model, batches) if step else None
-        raise TrainingInterrupted(step, path) from None
-    finally:
-        writer.close()
-        val_writer.close()
+    writer, val_writer = ScalarWriter(run.logs_dir / "train"), ScalarWriter(run.logs_dir / "val")
+    result = {"first_loss": None, "last_loss": None, "val_loss": None, "stopped_early": False,
+              "tokens_per_sec": 0.0, "train_seconds": 0.0}
+    window = {"start": time.perf_counter(), "steps": 0, "loss": 0.0}
 
-    path = checkpoints.save(step, best_val, model, batches)
-    emit(CheckpointSaved(step=step, path=str(path)))
-    return {"steps": step, "first_loss": history["first_loss"], "last_loss": history["last_loss"],
-            "val_loss": history["val_loss"], "best_val_loss": best_val, "tokens_per_sec": tokens_per_sec,
-            "train_seconds": train_seconds}
+    def checkpoint() -> Path:
+        path = checkpoints.save(state, model, batches)
+        emit(CheckpointSaved(step=state["step"], path=str(path)))
+        return path
+
+    with _StopFlag(stop_requested) as stop:
+        try:
+            while state["step"] < config.steps:
+                loss = 0.0
+                for _ in range(accum):
+                    x, y = batches.next_batch()
+                    loss += float(model.train_on_batch(x, y, return_dict=True)["loss"]) / accum
+                if not math.isfinite(loss):
+                    latest = checkpoints.latest()
+                    kept = f"; the last good checkpoint is {latest}" if latest else ""
+                    raise TrainingError(f"the training loss became {loss} at step {state['step'] + 1}{kept}",
+                                        hint="lower train.lr, keep train.grad_clip on, or check the data")
+                state["step"] += 1
+                step = state["step"]
+                window["steps"] += 1
+                window["loss"] += loss
+                if result["first_loss"] is None:
+                    result["first_loss"] = loss
+                if step % config.log_every == 0 or step == config.steps:
+                    values = _train_metrics(model, config, window, tokens_per_step, flops_per_token, peak_flops, step)
+                    result["train_seconds"] += time.perf_counter() - window["start"]
+                    result["last_loss"], result["tokens_per_sec"] = values["loss"], values["tokens_per_sec"]
+                    emit(Metrics(step=step, split="train", values=values))
+                    for tag, value in values.items():
+                        writer.scalar(tag, value, step)
+                    window.update(start=time.perf_counter(), steps=0, loss=0.0)
+                evaluate_now = step % config.eval_every == 0 or step == config.steps
+                if evaluate_now or (step % config.checkpoint_every == 0 and step < config.steps):
+                    saved = checkpoint()  # before each evaluation too: a failing evaluation loses nothing
+                    window["start"] = time.perf_counter()
+                if evaluate_now:
+                    val = summarize(score_tokens(scorer, inputs.val_tokens, model_config.context, config.batch_size,
+                                                 config.eval_batches), inputs.bytes_per_token, inputs.vocab_size)
+                    result["val_loss"] = val["loss"]
+                    values = {"loss": val["loss"], "perplexity": val["perplexity"], "accuracy": val["accuracy"]}
+                    emit(Metrics(step=step, split="val", values=values))
+                    for tag, value in values.items():
+                        val_writer.scalar(tag, value, step)
+                    if val["loss"] < state["best_val_loss"]:
+                        state["best_val_loss"], state["evals_since_best"] = val["loss"], 0
+                        checkpoints.mark_best(saved, val["loss"])
+                    else:
+                        state["evals_since_best"] += 1
+                    if sampler_fn is not None:
+                        prompt, text = sampler_fn(model)
+                        emit(Sample(step=step, prompt=prompt, text=text))
+                        val_writer.text("sample", f"{prompt}{text}", step)
+                    writer.flush()
+                    val_writer.flush()
+                    window["start"] = time.perf_counter()  # evaluation time does not count against tokens/s
+                    patience = config.early_stopping_patience
+                    if patience and state["evals_since_best"] >= patience and step < config.steps:
+                        emit(Message(f"early stopping at step {step}: no better validation loss in {patience} "
+                                     f"evaluations (best {state['best_val_loss']:.4f})"))
+                        result["stopped_early"] = True
+                        break
+                if stop() and step < config.steps:
+                    raise TrainingInterrupted(step, checkpoint())
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(state["step"], checkpoint() if state["step"] else None) from None
+        finally:
+            writer.close()
+            val_writer.close()
+
+    result.update(steps=state["step"], best_val_loss=state["best_val_loss"])
+    return result
+
+
+def _train_metrics(model, config: TrainConfig, window: dict, tokens_per_step: int, flops_per_token: float,
+                   peak_flops: float, step: int) -> dict:
+    elapsed = max(time.perf_counter() - window["start"], 1e-9)
+    tokens_per_sec = window["steps"] * tokens_per_step / elapsed
+    values = {
+        "loss": window["loss"] / window["steps"],
+        "lr": lr_at(step - 1, config.lr, config.steps, config.warmup_steps, config.schedule, config.min_lr_ratio,
+                    config.decay_fraction),
+        "tokens_per_sec": tokens_per_sec,
+        "grad_norm": float(np.asarray(model.optimizer.grad_norm)),
+    }
+    if flops_per_token and peak_flops:
+        values["mfu"] = flops_per_token * tokens_per_sec / peak_flops
+    return values
 
 
 class CheckpointManager:
-    """Atomic checkpoints (written to a temporary folder, then renamed), keeping the newest K."""
+    """Atomic checkpoints (written to a temporary folder, then renamed): the newest K, and the best."""
 
     def __init__(self, folder: Path, keep: int, fingerprint: str):
         self.folder = folder
@@ -164,18 +243,20 @@ class CheckpointManager:
                 return path
         return None
 
-    def save(self, step: int, best_val: float, model, sampler: WindowSampler) -> Path:
+    def save(self, state: dict, model, sampler: WindowSampler) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        final = self.folder / f"step_{step:07d}"
-        tmp = self.folder / f"step_{step:07d}.tmp"
+        final = self.folder / f"step_{state['step']:07d}"
+        tmp = self.folder / f"step_{state['step']:07d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        model.save_weights(tmp / "model.weights.h5")
-        optimizer_values = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(model.optimizer.variables)}
-        np.savez(tmp / "optimizer.npz", **optimizer_values)
+        # Every model variable, trainable or not (dropout seed-generator states included).
+        np.savez(tmp / "model.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(model.variables)})
+        np.savez(tmp / "optimizer.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
+        best = state["best_val_loss"]
         write_json_atomic(tmp / "state.json", {
-            "step": step, "best_val_loss": best_val if math.isfinite(best_val) else None,
-            "fingerprint": self.fingerprint, "sampler": sampler.state(),
+            "step": state["step"], "best_val_loss": best if math.isfinite(best) else None,
+            "evals_since_best": state["evals_since_best"], "fingerprint": self.fingerprint,
+            "sampler": sampler.state(),
         })
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -183,9 +264,19 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def restore(self, path: Path, model, sampler: WindowSampler) -> tuple[int, float]:
+    def mark_best(self, checkpoint: Path, val_loss: float) -> None:
+        best, tmp = self.folder / "best", self.folder / "best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(checkpoint, tmp)
+        write_json_atomic(tmp / "best.json", {"val_loss": val_loss, "from": checkpoint.name})
+        shutil.rmtree(best, ignore_errors=True)
+        tmp.rename(best)
+
+    def restore(self, path: Path, model, sampler: WindowSampler) -> dict:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        model.load_weights(path / "model.weights.h5")
+        with np.load(path / "model.npz") as values:
+            for i, variable in enumerate(model.variables):
+                variable.assign(values[f"v{i}"])
         optimizer = model.optimizer
         optimizer.build(model.trainable_variables)
         with np.load(path / "optimizer.npz") as values:
@@ -193,4 +284,5 @@ class CheckpointManager:
                 variable.assign(values[f"v{i}"])
         sampler.set_state(state["sampler"])
         best = state.get("best_val_loss")
-        return int(state["step"]), (best if best is not None else math.inf)
+        return {"step": int(state["step"]), "best_val_loss": best if best is not None else math.inf,
+                "evals_since_best": int(state.get("evals_since_best", 0))}

@@ -1,0 +1,265 @@
+"""Training speed: llmtui's engine (Keras 3, XLA) against a plain PyTorch eager baseline, in the same run.
+
+Two models on the character vocabulary of tinyshakespeare:
+  - "baby GPT": 4 layers, 4 heads, 128 wide, context 64, batch 12, AdamW, no dropout;
+  - LSTM: 2 layers, 256 wide, context 64, batch 12, AdamW.
+For each framework: steady-state training tokens/s, and the wall time (start-up and compilation included)
+until validation loss <= the target (1.88 for the GPT). Both sides draw the same batches from the same
+seeded sampler and use the same learning-rate schedule.
+
+Usage (torch is a benchmark-only dependency: `pip install torch==2.13.0`):
+    python bench/bench_train.py [--data ../shared/data/tinyshakespeare.txt] [--quick]
+Writes bench/results/train.json. Each measurement runs in its own process, one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {
+    "gpt": {"arch": "gpt", "layers": 4, "heads": 4, "dim": 128, "context": 64, "batch": 12, "lr": 1e-3,
+            "target": 1.88, "max_steps": 6000},
+    "lstm": {"arch": "lstm", "layers": 2, "heads": 1, "dim": 256, "context": 64, "batch": 12, "lr": 2e-3,
+             "target": 1.88, "max_steps": 6000},
+}
+EVAL_EVERY = 250
+EVAL_BATCHES = 40
+WARMUP = 100
+
+
+def load_corpus(path: Path):
+    import numpy as np
+
+    text = path.read_text(encoding="utf-8")
+    chars = sorted(set(text))
+    index = {c: i for i, c in enumerate(chars)}
+    ids = np.array([index[c] for c in text], dtype=np.int32)
+    split = int(len(ids) * 0.9)
+    return ids[:split], ids[split:], len(chars)
+
+
+def lr_at(step: int, peak: float, total: int) -> float:
+    if step < WARMUP:
+        return peak * (step + 1) / WARMUP
+    progress = min(1.0, (step - WARMUP) / max(1, total - WARMUP))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Batches:
+    def __init__(self, ids, context, batch, seed):
+        import numpy as np
+
+        self.ids, self.context, self.batch = ids, context, batch
+        self.rng = np.random.default_rng(seed)
+        self.offsets = np.arange(context + 1)
+
+    def next(self):
+        starts = self.rng.integers(0, len(self.ids) - self.context - 1, size=self.batch)
+        w = self.ids[starts[:, None] + self.offsets]
+        return w[:, :-1], w[:, 1:]
+
+
+def val_batches(ids, context, batch, count):
+    import numpy as np
+
+    rng = np.random.default_rng(1234)
+    offsets = np.arange(context + 1)
+    out = []
+    for _ in range(count):
+        starts = rng.integers(0, len(ids) - context - 1, size=batch)
+        w = ids[starts[:, None] + offsets]
+        out.append((w[:, :-1], w[:, 1:]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+def run_llmtui(cfg: dict, data: Path, mode: str) -> dict:
+    t0 = time.perf_counter()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from llmtui.backend import configure_backend
+
+    configure_backend(os.environ.get("KERAS_BACKEND", "tensorflow"))
+    import keras
+    import numpy as np
+
+    from llmtui.config import recipe_from_dict
+    from llmtui.evaluation.language_model import make_scorer
+    from llmtui.models import build_model
+    from llmtui.training.trainer import compile_model
+
+    train_ids, val_ids, vocab = load_corpus(data)
+    recipe = recipe_from_dict({
+        "model": {"arch": cfg["arch"], "layers": cfg["layers"], "heads": cfg["heads"], "dim": cfg["dim"],
+                  "context": cfg["context"], "dropout": 0.0},
+        "train": {"optimizer": "adamw", "lr": cfg["lr"], "steps": cfg["max_steps"], "warmup_steps": WARMUP,
+                  "schedule": "cosine", "weight_decay": 0.1, "grad_clip": 1.0, "batch_size": cfg["batch"]}})
+    keras.utils.set_random_seed(0)
+    model = build_model(recipe.model, vocab, seed=0)
+    compile_model(model, recipe.train)
+    scorer = make_scorer(model)
+    batches = Batches(train_ids, cfg["context"], cfg["batch"], 0)
+    val = val_batches(val_ids, cfg["context"], cfg["batch"], EVAL_BATCHES)
+
+    def evaluate():
+        scores = [np.asarray(scorer.predict_on_batch([x, y]))[..., 0].mean() for x, y in val]
+        return float(np.mean(scores))
+
+    return _loop(lambda x, y: float(model.train_on_batch(x, y, return_dict=True)["loss"]), evaluate, batches,
+                 cfg, mode, t0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+def run_torch(cfg: dict, data: Path, mode: str) -> dict:
+    t0 = time.perf_counter()
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    train_ids, val_ids, vocab = load_corpus(data)
+    d, heads, context = cfg["dim"], cfg["heads"], cfg["context"]
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+            q, k, v = (z.view(b, t, heads, d // heads).transpose(1, 2) for z in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
+            return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(context, d)
+            self.blocks = nn.ModuleList(Block() for _ in range(cfg["layers"]))
+            self.ln = nn.LayerNorm(d)
+            self.apply(lambda m: nn.init.normal_(m.weight, std=0.02) if isinstance(m, (nn.Linear, nn.Embedding)) else None)
+
+        def forward(self, idx):
+            x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+            for block in self.blocks:
+                x = block(x)
+            return self.ln(x) @ self.tok.weight.T  # tied output embedding
+
+    class LSTMModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = nn.Embedding(vocab, d)
+            self.lstm = nn.LSTM(d, d, num_layers=cfg["layers"], batch_first=True)
+
+        def forward(self, idx):
+            h, _ = self.lstm(self.tok(idx))
+            return h @ self.tok.weight.T
+
+    model = GPT() if cfg["arch"] == "gpt" else LSTMModel()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "tok" not in n and "pos" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "tok" not in n and "pos" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg["lr"], betas=(0.9, 0.95))
+    batches = Batches(train_ids, context, cfg["batch"], 0)
+    val = [(torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64)))
+           for x, y in val_batches(val_ids, context, cfg["batch"], EVAL_BATCHES)]
+    step_counter = {"n": 0}
+
+    def train_step(x, y):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step_counter["n"], cfg["lr"], cfg["max_steps"])
+        step_counter["n"] += 1
+        logits = model(torch.from_numpy(x.astype(np.int64)))
+        loss = F.cross_entropy(logits.reshape(-1, vocab), torch.from_numpy(y.astype(np.int64)).reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return float(loss)
+
+    def evaluate():
+        model.eval()
+        with torch.no_grad():
+            losses = [float(F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))) for x, y in val]
+        model.train()
+        return float(np.mean(losses))
+
+    return _loop(train_step, evaluate, batches, cfg, mode, t0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _loop(step_fn, evaluate, batches, cfg, mode, t0) -> dict:
+    """Throughput over steps 50..250 (after compilation), then (mode "target") train until val <= target."""
+    result = {"steps": 0}
+    for step in range(250):
+        if step == 50:
+            start = time.perf_counter()
+        step_fn(*batches.next())
+    tokens = 200 * cfg["batch"] * cfg["context"]
+    result["tokens_per_sec"] = tokens / (time.perf_counter() - start)
+    result["steps"] = 250
+    if mode != "target":
+        return result
+    val_loss = evaluate()
+    step = 250
+    while val_loss > cfg["target"] and step < cfg["max_steps"]:
+        for _ in range(EVAL_EVERY):
+            step_fn(*batches.next())
+        step += EVAL_EVERY
+        val_loss = evaluate()
+    result.update(steps=step, val_loss=val_loss, reached=val_loss <= cfg["target"],
+                  seconds_to_target=time.perf_counter() - t0)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "tinyshakespeare.txt")
+    parser.add_argument("--quick", action="store_true", help="throughput only (no training to the target)")
+    parser.add_argument("--models", default="gpt,lstm")
+    parser.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "MODEL", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        framework, name, mode = args.worker
+        runner = run_llmtui if framework == "llmtui" else run_torch
+        print(json.dumps(runner(CONFIGS[name], args.data, mode)))
+        return
+    if not args.data.exists():
+        sys.exit(f"no corpus at {args.data}: pass --data PATH (tinyshakespeare.txt)")
+    mode = "throughput" if args.quick else "target"
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+               "mode": mode, "models": {}}
+    for name in args.models.split(","):
+        entry = {"config": CONFIGS[name]}
+        for framework in ("torch", "llmtui"):  # the baseline first, then ours, never at the same time
+            out = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--worker", framework, name, mode],
+                                 capture_output=True, text=True, cwd=ROOT)
+            if out.returncode != 0:
+                sys.exit(f"{framework} {name} failed:\n{out.stderr[-3000:]}")
+            entry[framework] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(name, framework, entry[framework], flush=True)
+        entry["speedup_tokens_per_sec"] = entry["llmtui"]["tokens_per_sec"] / entry["torch"]["tokens_per_sec"]
+        if mode == "target":
+            entry["speedup_time_to_target"] = entry["torch"]["seconds_to_target"] / entry["llmtui"]["seconds_to_target"]
+        results["models"][name] = entry
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"train{'_quick' if args.quick else ''}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({k: {m: v for m, v in e.items() if m.startswith("speedup")} for k, e in results["models"].items()}))
+
+
+if __name__ == "__main__":
+    main()

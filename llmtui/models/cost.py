@@ -1,0 +1,144 @@
+"""What a model choice costs before anything is built: parameters, FLOPs per token, training memory.
+
+Pure arithmetic on the recipe (no Keras import), so the CLI, the TUI and the pre-flight check can call it
+freely. Parameter counts match the built models exactly (a test holds them to it); FLOPs follow the usual
+6·N + attention accounting; memory is an estimate (weights, gradients, optimizer state, activations).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+from llmtui.config.recipe import ModelConfig, TrainConfig
+
+# Optimizer state per parameter, in float32 values.
+_OPTIMIZER_SLOTS = {"adamw": 2, "adam": 2, "lion": 1, "muon": 2, "sgd": 1, "adagrad": 1, "rmsprop": 2}
+
+
+@dataclass
+class ModelCost:
+    parameters: int
+    embedding_parameters: int
+    flops_per_token: float  # training (forward + backward)
+    memory_bytes: float  # estimated peak training memory
+    weights_bytes: float
+    optimizer_bytes: float
+    activation_bytes: float
+    tokens_per_step: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _swiglu_width(dim: int, mlp_ratio: float) -> int:
+    from llmtui.models.llama import swiglu_width
+
+    return swiglu_width(dim, mlp_ratio)
+
+
+def count_model_parameters(config: ModelConfig, vocab_size: int) -> tuple[int, int]:
+    """(all trainable parameters, of which embedding parameters) of the model `build_model` makes."""
+    d, layers = config.dim, config.layers
+    embedding = vocab_size * d
+    head = 0 if config.tie_embeddings else vocab_size * d
+    if config.arch == "gpt":
+        mlp = int(d * config.mlp_ratio)
+        attention = d * 3 * d + 3 * d + d * d + d
+        block = attention + (d * mlp + mlp) + (mlp * d + d) + 4 * d  # two LayerNorms
+        positions = config.context * d
+        body = layers * block + 2 * d  # final LayerNorm
+        return embedding + positions + body + head, embedding + positions
+    if config.arch == "llama":
+        head_dim = d // config.heads
+        kv = config.kv_heads or config.heads
+        mlp = _swiglu_width(d, config.mlp_ratio)
+        attention = d * (config.heads + 2 * kv) * head_dim + config.heads * head_dim * d
+        block = attention + d * 2 * mlp + mlp * d + 2 * d  # two RMSNorm scales
+        return embedding + layers * block + d + head, embedding
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.arch]
+    per_layer = gates * (d * d + d * d + d)
+    if config.arch == "gru":
+        per_layer += gates * d  # Keras GRU (reset_after) has a second bias
+    return embedding + layers * per_layer + head, embedding
+
+
+def estimate_cost(model: ModelConfig, train: TrainConfig, vocab_size: int) -> ModelCost:
+    params, embed = count_model_parameters(model, vocab_size)
+    d, layers, context = model.dim, model.layers, model.context
+    non_embedding = params - embed
+    output_head = vocab_size * d  # the logits matmul, tied or not
+    flops = 6.0 * (non_embedding + output_head)
+    if model.arch in ("gpt", "llama"):
+        flops += 12.0 * layers * d * context  # attention scores and weighted sums, forward + backward
+    tokens = train.batch_size * context
+    value_bytes = 2 if train.precision.startswith("mixed") else 4
+    weights = 4.0 * params
+    grads = 4.0 * params
+    optimizer = 4.0 * params * _OPTIMIZER_SLOTS.get(train.optimizer, 2)
+    if model.arch in ("gpt", "llama"):
+        # Per layer and token: ~34·d values kept for the backward pass, plus the (heads × T) attention matrix.
+        per_layer = tokens * (34 * d + 5 * model.heads * context) * value_bytes / 2
+    else:
+        per_layer = tokens * 12 * d * value_bytes
+    logits = tokens * vocab_size * 4 * 3  # logits, softmax and its gradient in float32
+    activations = layers * per_layer + logits
+    total = weights + grads + optimizer + activations
+    return ModelCost(params, embed, flops, total, weights, optimizer, activations, tokens)
+
+
+def available_memory_bytes() -> float:
+    """Memory this process may use: MemAvailable on Linux, else physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError):
+        return float("inf")
+
+
+def preflight_problem(cost: ModelCost, train: TrainConfig, available: float | None = None) -> str | None:
+    """A message when the estimated memory exceeds what is available, with a way out; else None."""
+    limit = train.max_memory_gb * 1e9 if train.max_memory_gb else (available or available_memory_bytes())
+    if cost.memory_bytes <= limit:
+        return None
+    fixed = cost.memory_bytes - cost.activation_bytes
+    if fixed > limit:
+        return (f"the model needs about {fixed / 1e9:.1f} GB for weights, gradients and optimizer state alone, "
+                f"more than the {limit / 1e9:.1f} GB available: choose a smaller model (model.dim, model.layers)")
+    fits = max(1, int((limit - fixed) / cost.activation_bytes * train.batch_size))
+    share = max(d for d in range(1, min(fits, train.batch_size) + 1) if train.batch_size % d == 0)
+    accum = train.batch_size // share
+    return (f"training needs about {cost.memory_bytes / 1e9:.1f} GB, more than the {limit / 1e9:.1f} GB available; "
+            f"try train.batch_size={share} with train.grad_accum_steps={accum * train.grad_accum_steps} "
+            f"(the same effective batch)")
+
+
+def peak_flops(train: TrainConfig, device_kind: str = "") -> tuple[float, str]:
+    """Peak FLOP/s for the MFU estimate, and where the figure comes from."""
+    if train.peak_tflops:
+        return train.peak_tflops * 1e12, "train.peak_tflops"
+    dense = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "V100": 125e12}
+    for name, value in dense.items():  # bf16 dense tensor-core peaks
+        if name in device_kind:
+            return value, f"{name} bf16 dense peak"
+    cores = os.cpu_count() or 1
+    ghz = _cpu_ghz()
+    # One AVX2 core issues two 8-wide float32 FMAs a cycle: 32 FLOPs.
+    return cores * ghz * 1e9 * 32, f"CPU estimate: {cores} cores x {ghz:.1f} GHz x 32 FLOP/cycle"
+
+
+def _cpu_ghz() -> float:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":")[1]) / 1000
+    except (OSError, ValueError):
+        pass
+    return 2.5

@@ -1,0 +1,235 @@
+"""The training engine: architectures, optimizers, schedules, accumulation, resume, backends, costs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from llmtui.config import recipe_from_dict
+from llmtui.events import EventRecorder, Message, Metrics
+from llmtui.models import build_model, count_parameters
+from llmtui.models.cost import count_model_parameters, estimate_cost, preflight_problem
+from llmtui.pipeline import Pipeline, load_final_model
+from llmtui.training.optimizers import make_optimizer
+from llmtui.training.schedule import lr_at
+from llmtui.training.trainer import compile_model
+from tests.conftest import tiny_recipe_dict
+
+ARCHS = ["gpt", "llama", "lstm", "gru", "rnn"]
+HERE = Path(__file__).parent
+
+
+def model_config(arch, **extra):
+    return recipe_from_dict({"model": {"arch": arch, "layers": 2, "dim": 32, "heads": 4,
+                                       "kv_heads": 2 if arch == "llama" else 0, "context": 16, **extra}}).model
+
+
+def fixed_batches(n, vocab=40, batch=8, context=16, seed=0):
+    rng = np.random.default_rng(seed)
+    # A learnable pattern: each token is the previous one plus one (mod vocab).
+    starts = rng.integers(0, vocab, size=(n, batch, 1))
+    seq = (starts + np.arange(context + 1)) % vocab
+    return [(s[:, :-1].astype("int32"), s[:, 1:].astype("int32")) for s in seq]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_architecture_learns_and_round_trips(arch, tmp_path):
+    config = model_config(arch)
+    model = build_model(config, 40, seed=0)
+    assert count_parameters(model) == count_model_parameters(config, 40)[0]
+    # Not XLA: these only check the architectures (the pipeline tests cover XLA-compiled training).
+    train = recipe_from_dict({"train": {"lr": 1e-2, "warmup_steps": 0, "schedule": "constant",
+                                        "jit_compile": False}}).train
+    compile_model(model, train)
+    losses = [float(model.train_on_batch(x, y, return_dict=True)["loss"]) for x, y in fixed_batches(30)]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+    x = fixed_batches(1)[0][0]
+    path = tmp_path / "m.keras"
+    model.save(path)
+    import llmtui.evaluation.language_model  # noqa: F401  (registers custom layers)
+
+    reloaded = keras.models.load_model(path, compile=False)
+    np.testing.assert_allclose(np.asarray(reloaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt", "llama"])
+def test_transformers_are_causal(arch):
+    model = build_model(model_config(arch, attention_dropout=0.1, dropout=0.1), 40, seed=0)
+    x = fixed_batches(1)[0][0]
+    changed = x.copy()
+    changed[:, 10] = (changed[:, 10] + 1) % 40
+    a, b = np.asarray(model(x)), np.asarray(model(changed))
+    np.testing.assert_allclose(a[:, :10], b[:, :10], atol=1e-6)
+    assert np.abs(a[:, 10:] - b[:, 10:]).max() > 1e-4
+
+
+def test_llama_uses_grouped_query_attention_without_biases():
+    model = build_model(model_config("llama"), 40)
+    names = [v.path for v in model.trainable_variables]
+    assert not any("bias" in n for n in names)
+    qkv = next(v for v in model.trainable_variables if "qkv" in v.path)
+    assert qkv.shape == (32, (4 + 2 * 2) * 8)  # 4 query heads, 2 key/value heads of width 8
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd", "adagrad", "rmsprop", "lion", "muon"])
+def test_each_optimizer_is_built_from_the_recipe_and_trains(optimizer):
+    train = recipe_from_dict({"train": {"optimizer": optimizer, "lr": 3e-3, "warmup_steps": 0,
+                                        "weight_decay": 0.1, "jit_compile": False}}).train
+    model = build_model(model_config("gpt"), 40, seed=0)
+    compile_model(model, train)
+    losses = [float(model.train_on_batch(x, y, return_dict=True)["loss"]) for x, y in fixed_batches(12)]
+    assert all(math.isfinite(v) for v in losses)
+    assert float(np.asarray(model.optimizer.grad_norm)) > 0
+    if getattr(model.optimizer, "weight_decay", None):
+        # Weight decay skips biases, norm scales and (by default) embeddings.
+        decayed = {v.path for v in model.trainable_variables if model.optimizer._use_weight_decay(v)}
+        assert decayed and not any(("bias" in p or "gamma" in p or "beta" in p or "embeddings" in p) for p in decayed)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear", "wsd"])
+@pytest.mark.parametrize("accum", [1, 3])
+def test_keras_schedule_matches_the_plain_definition(schedule, accum):
+    train = recipe_from_dict({"train": {"schedule": schedule, "steps": 100, "warmup_steps": 10, "lr": 1e-3,
+                                        "min_lr_ratio": 0.1, "decay_fraction": 0.3, "grad_accum_steps": accum}}).train
+    schedule_fn = make_optimizer(train)._learning_rate  # the optimizer's own schedule object
+    for step in (0, 5, 9, 10, 50, 75, 99, 100):
+        expected = lr_at(step, 1e-3, 100, 10, schedule, 0.1, 0.3)
+        for micro in range(step * accum, (step + 1) * accum):  # every micro-batch of the step
+            assert float(np.asarray(schedule_fn(micro))) == pytest.approx(expected, rel=1e-5)
+    assert lr_at(99, 1e-3, 100, 10, "cosine", 0.1) == pytest.approx(1e-4, rel=1e-2)
+    assert lr_at(50, 1e-3, 100, 10, "wsd", 0.1, 0.3) == pytest.approx(1e-3)  # stable phase
+
+
+def test_gradient_accumulation_equals_the_larger_batch():
+    (x1, y1), (x2, y2) = fixed_batches(2, batch=4)
+    big_x, big_y = np.concatenate([x1, x2]), np.concatenate([y1, y2])
+    results = []
+    for accum, batches in ((1, [(big_x, big_y)]), (2, [(x1, y1), (x2, y2)])):
+        keras.utils.set_random_seed(0)
+        model = build_model(model_config("gpt"), 40, seed=0)
+        compile_model(model, recipe_from_dict({"train": {"grad_accum_steps": accum, "lr": 1e-2, "warmup_steps": 0,
+                                                         "grad_clip": 0.0, "jit_compile": False}}).train)
+        for x, y in batches:
+            model.train_on_batch(x, y)
+        results.append([np.asarray(v) for v in model.trainable_variables])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_label_smoothing_raises_the_loss_of_confident_predictions():
+    from llmtui.training.trainer import NextTokenLoss
+
+    logits = np.array([[[10.0, 0.0, 0.0]]], dtype="float32")
+    targets = np.array([[0]])
+    plain = float(np.asarray(NextTokenLoss(0.0)(targets, logits)))
+    smooth = float(np.asarray(NextTokenLoss(0.1)(targets, logits)))
+    assert smooth > plain
+    log_probs = logits[0, 0] - np.log(np.exp(logits[0, 0]).sum())
+    assert smooth == pytest.approx(0.9 * -log_probs[0] + 0.1 * -log_probs.mean(), rel=1e-5)
+
+
+def run_recipe(corpus, root, sinks=(), **train):
+    recipe = recipe_from_dict(tiny_recipe_dict(corpus, root / "runs", train=train,
+                                               model={"dropout": 0.1, "embedding_dropout": 0.1}))
+    recorder = EventRecorder()
+    Pipeline(recipe, base_dir=root, sinks=[recorder, *sinks]).execute(until="eval")
+    report = json.loads((root / "runs/tiny/eval/report.json").read_text())
+    return recorder, report
+
+
+def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, corpus):
+    """Same final metrics (float tolerance) whether or not training stopped at step 20 and resumed."""
+    from llmtui.events import CheckpointSaved
+    from llmtui.training.trainer import TrainingInterrupted
+
+    _, straight = run_recipe(corpus, tmp_path / "a", steps=40, checkpoint_every=20)
+    pressed = []
+
+    def ctrl_c_once(event):
+        if isinstance(event, CheckpointSaved) and not pressed:
+            pressed.append(event.step)
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        run_recipe(corpus, tmp_path / "b", sinks=[ctrl_c_once], steps=40, checkpoint_every=20)
+    assert pressed == [20]
+    recorder, resumed = run_recipe(corpus, tmp_path / "b", steps=40, checkpoint_every=20)
+    assert any("resuming from checkpoint step_0000020" in e.text for e in recorder.of_type(Message))
+    assert resumed["loss"] == pytest.approx(straight["loss"], rel=1e-5, abs=1e-5)
+
+
+def test_early_stopping_stops_when_validation_stalls(tmp_path, corpus):
+    recorder, _ = run_recipe(corpus, tmp_path, steps=200, optimizer="sgd", lr=1e-12, warmup_steps=0,
+                             schedule="constant", eval_every=10, early_stopping_patience=2)
+    assert any("early stopping at step 30" in e.text for e in recorder.of_type(Message))
+    assert max(e.step for e in recorder.of_type(Metrics)) == 30
+
+
+def test_training_logs_grad_norm_and_mfu(tmp_path, corpus):
+    recorder, _ = run_recipe(corpus, tmp_path, steps=10, log_every=5)
+    train = [e.values for e in recorder.of_type(Metrics) if e.split == "train"]
+    assert all(v["grad_norm"] > 0 and 0 < v["mfu"] < 1 and v["tokens_per_sec"] > 0 for v in train)
+
+
+def test_cost_estimate_and_preflight():
+    recipe = recipe_from_dict({"model": {"arch": "gpt", "layers": 12, "dim": 768, "heads": 12, "context": 1024},
+                               "train": {"batch_size": 8}})
+    cost = estimate_cost(recipe.model, recipe.train, 50257)
+    assert 120e6 < cost.parameters < 130e6  # GPT-2 small: 124M
+    assert cost.flops_per_token == pytest.approx(6 * (cost.parameters - cost.embedding_parameters + 50257 * 768)
+                                                 + 12 * 12 * 768 * 1024)
+    assert preflight_problem(cost, recipe.train, available=1e12) is None
+    problem = preflight_problem(cost, recipe.train, available=cost.memory_bytes - cost.activation_bytes / 2)
+    assert "train.batch_size=" in problem and "grad_accum_steps=" in problem
+    assert "smaller model" in preflight_problem(cost, recipe.train, available=1e6)
+
+
+def test_pipeline_refuses_a_model_too_big_for_memory(tmp_path, corpus):
+    from llmtui.errors import LlmtuiError
+
+    recipe = recipe_from_dict(tiny_recipe_dict(corpus, tmp_path / "runs", train={"max_memory_gb": 0.001},
+                                               model={"dim": 512, "layers": 4, "heads": 4}))
+    with pytest.raises(LlmtuiError, match="pre-flight check"):
+        Pipeline(recipe, base_dir=tmp_path).execute(until="model")
+
+
+def test_backends_agree_on_the_first_steps(tmp_path):
+    """The same weights and batches give matching losses on TensorFlow and on JAX (within 1e-4)."""
+    pytest.importorskip("jax")
+    results = {}
+    for arch in ("gpt", "llama"):
+        weights = tmp_path / f"{arch}.npz"
+        for backend in ("tensorflow", "jax"):
+            env = {**os.environ, "KERAS_BACKEND": backend}
+            out = subprocess.run([sys.executable, str(HERE / "parity_script.py"), arch, str(weights)], env=env,
+                                 capture_output=True, text=True, timeout=300, cwd=HERE.parent)
+            assert out.returncode == 0, out.stderr[-2000:]
+            results[arch, backend] = json.loads(out.stdout.strip().splitlines()[-1])
+        np.testing.assert_allclose(results[arch, "tensorflow"], results[arch, "jax"], rtol=1e-4, atol=1e-4)
+        assert results[arch, "jax"][-1] < results[arch, "jax"][0]
+
+
+def test_model_summary_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from llmtui.cli.app import app
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[tokenizer]\nkind = "bpe"\nvocab_size = 1000\n[model]\narch = "llama"\nlayers = 2\ndim = 64\n'
+                      'heads = 4\nkv_heads = 2\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["model", "summary", str(recipe)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    params = count_model_parameters(recipe_from_dict({"model": {"arch": "llama", "layers": 2, "dim": 64, "heads": 4,
+                                                                "kv_heads": 2}}).model, 1000)[0]
+    assert f"{params:,}" in result.output and "FLOPs per token" in result.output and "fits" in result.output
+    big = CliRunner().invoke(app, ["model", "summary", str(recipe), "--set", "train.max_memory_gb=0.3",
+                                   "--set", "model.dim=512"], env={"COLUMNS": "160"})
+    assert big.exit_code == 1 and "does not fit" in big.output and "grad_accum_steps=" in big.output
