@@ -45,6 +45,10 @@ def configure_backend(requested: str) -> str:
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if backend == "tensorflow":
+        from llmtui.training.distribute import split_tensorflow_cpu
+
+        split_tensorflow_cpu()  # before TensorFlow starts its devices
     import keras  # noqa: F401  (imported here, with the environment set)
     import keras_hub  # noqa: F401
 

@@ -7,6 +7,7 @@ fingerprint matches and whose outputs exist is skipped; training continues from 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -195,6 +196,26 @@ class Pipeline:
         from llmtui.training.trainer import TrainInputs, train
 
         self._setup_backend()
+        train_config = self.recipe.train
+        with self._distribution() as devices:
+            if devices > 1:
+                self.bus.emit(Message(f"data parallel over {devices} devices"))
+            if train_config.distribute == "data_parallel" and self.backend == "tensorflow" and train_config.jit_compile:
+                # XLA cannot compile a step whose variables live on several devices (MirroredStrategy).
+                self.bus.emit(Message("XLA is off for MirroredStrategy training on TensorFlow", level="warning"))
+                train_config = train_config.model_copy(update={"jit_compile": False})
+            return self._train_on_devices(train, TrainInputs, train_config)
+
+    def _distribution(self):
+        if self.recipe.train.distribute == "data_parallel":
+            import keras
+
+            from llmtui.training.distribute import data_parallel
+
+            return data_parallel(keras.backend.backend(), self.recipe.train.batch_size)
+        return contextlib.nullcontext(1)
+
+    def _train_on_devices(self, train, TrainInputs, train_config) -> StageResult:
         model = self._build_model()
         inputs = self._train_inputs(TrainInputs)
         generate = self.recipe.generate
@@ -208,10 +229,10 @@ class Pipeline:
         from llmtui.backend import device_kind
         from llmtui.models.cost import estimate_cost, peak_flops
 
-        cost = estimate_cost(self.recipe.model, self.recipe.train, inputs.vocab_size)
-        peak, peak_source = peak_flops(self.recipe.train, device_kind())
+        cost = estimate_cost(self.recipe.model, train_config, inputs.vocab_size)
+        peak, peak_source = peak_flops(train_config, device_kind())
         self.bus.emit(Message(f"MFU is measured against {peak / 1e12:.2f} TFLOP/s ({peak_source})"))
-        summary = train(model, inputs, self.recipe.train, self.recipe.model, self.recipe.run.seed, self.run,
+        summary = train(model, inputs, train_config, self.recipe.model, self.recipe.run.seed, self.run,
                         self._fingerprints["train"], self.bus.emit, sampler_fn=sample,
                         flops_per_token=cost.flops_per_token, peak_flops=peak, stop_requested=self.stop_requested)
         self._save_final_model(model)

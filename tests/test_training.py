@@ -233,3 +233,24 @@ def test_model_summary_command(tmp_path):
     big = CliRunner().invoke(app, ["model", "summary", str(recipe), "--set", "train.max_memory_gb=0.3",
                                    "--set", "model.dim=512"], env={"COLUMNS": "160"})
     assert big.exit_code == 1 and "does not fit" in big.output and "grad_accum_steps=" in big.output
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_data_parallel_on_two_virtual_devices(backend, tmp_path, corpus):
+    """`train.distribute = "data_parallel"` over 2 virtual CPU devices, in a fresh process per backend."""
+    if backend == "jax":
+        pytest.importorskip("jax")
+    import tomli_w
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs",
+                                                     train={"distribute": "data_parallel", "steps": 30})),
+                      encoding="utf-8")
+    env = {**os.environ, "KERAS_BACKEND": backend, "COLUMNS": "200",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    out = subprocess.run([sys.executable, "-m", "llmtui", "run", str(recipe), "--until", "eval"], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "data parallel over 2 devices" in out.stdout
+    report = json.loads((tmp_path / "runs/tiny/eval/report.json").read_text())
+    assert report["loss"] < report["uniform_loss"]
