@@ -254,3 +254,54 @@ def test_data_parallel_on_two_virtual_devices(backend, tmp_path, corpus):
     assert "data parallel over 2 devices" in out.stdout
     report = json.loads((tmp_path / "runs/tiny/eval/report.json").read_text())
     assert report["loss"] < report["uniform_loss"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_kill_9_then_rerun_continues(tmp_path, corpus):
+    """A real SIGINT saves and exits 130; a SIGKILL loses at most the steps since the last checkpoint."""
+    import signal
+    import time
+
+    import tomli_w
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs",
+                                                     train={"steps": 2000, "checkpoint_every": 5, "eval_every": 1000,
+                                                            "log_every": 50, "keep_checkpoints": 1000})),
+                      encoding="utf-8")
+    command = [sys.executable, "-m", "llmtui", "run", str(recipe), "--until", "train"]
+    env = {**os.environ, "COLUMNS": "200"}
+    checkpoints = tmp_path / "runs/tiny/checkpoints"
+
+    def start_and_wait_for_checkpoint(after: int):
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            steps = [int(p.name[5:]) for p in checkpoints.glob("step_*") if not p.name.endswith(".tmp")]
+            if steps and max(steps) > after:
+                return process, max(steps)
+            if process.poll() is not None:
+                break
+            time.sleep(0.2)
+        process.kill()
+        raise AssertionError(process.communicate()[1][-3000:])
+
+    process, _ = start_and_wait_for_checkpoint(0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "interrupted at step" in stderr and "Traceback" not in stderr
+    stopped_at = int(stderr.split("interrupted at step ")[1].split(";")[0])
+    assert (checkpoints / f"step_{stopped_at:07d}" / "state.json").exists()
+
+    process, seen = start_and_wait_for_checkpoint(stopped_at)
+    process.kill()  # SIGKILL: no chance to save anything
+    process.communicate(timeout=60)
+    latest = max(int(p.name[5:]) for p in checkpoints.glob("step_*") if not p.name.endswith(".tmp"))
+    assert latest >= seen > stopped_at
+
+    final = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert f"resuming from checkpoint step_{latest:07d} (step {latest})" in final.stdout
+    assert (checkpoints / "step_0002000").exists()
