@@ -3,7 +3,9 @@
 JAX: `keras.distribution.DataParallel` (a mesh over the devices; each batch is split along its first
 axis). TensorFlow: `tf.distribute.MirroredStrategy` (the model is built and compiled in its scope).
 On a CPU-only machine, `XLA_FLAGS=--xla_force_host_platform_device_count=N` gives N virtual devices on
-both backends (TensorFlow gets N logical CPUs), which is how the tests exercise this path.
+both backends (TensorFlow gets N logical CPUs), which is how the tests exercise this path. Several hosts:
+JAX joins them when JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES, JAX_PROCESS_ID) is set; TensorFlow
+uses MultiWorkerMirroredStrategy when TF_CONFIG is set (neither is exercised by the tests).
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def data_parallel(backend: str, batch_size: int):
     if backend == "jax":
         import keras
 
+        if os.environ.get("JAX_COORDINATOR_ADDRESS"):  # several hosts: join them before listing devices
+            import jax
+
+            jax.distributed.initialize()
         devices = keras.distribution.list_devices()
         _check_batch(batch_size, len(devices))
         previous = keras.distribution.distribution()
@@ -56,7 +62,10 @@ def data_parallel(backend: str, batch_size: int):
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         _check_batch(batch_size, len(devices))
-        strategy = tf.distribute.MirroredStrategy(devices=devices)
+        if os.environ.get("TF_CONFIG"):  # several workers, as TF_CONFIG describes them
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        else:
+            strategy = tf.distribute.MirroredStrategy(devices=devices)
         with strategy.scope():
             yield strategy.num_replicas_in_sync
     else:
