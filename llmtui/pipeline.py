@@ -43,6 +43,7 @@ class Pipeline:
         self._fingerprints: dict[str, str] = {}
         self._summaries: dict[str, dict] = {}
         self._model = None
+        self._pretrained = None  # the pretrained embedding table, read once per run
         # The TUI sets this to ask training to stop at the next step (with a checkpoint).
         self.stop_requested: Callable[[], bool] | None = None
 
@@ -122,10 +123,15 @@ class Pipeline:
             from llmtui.data.sources import source_fingerprint
 
             sources = [source_fingerprint(s, self.base_dir) for s in r.data.sources]
-            return fingerprint("data", r.data.model_dump(mode="json"), r.run.seed, sources)
+            evals = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in
+                     (self.base_dir / f for f in r.data.eval_files) if p.is_file()]
+            return fingerprint("data", r.data.model_dump(mode="json"), r.run.seed, sources, evals)
         section = {"tokenizer": r.tokenizer, "model": r.model, "train": r.train, "eval": r.eval,
                    "generate": r.generate}[stage].model_dump(mode="json")
         extra = [r.run.seed, self.backend] if stage in ("model", "train") else []
+        if extra and r.model.embedding == "pretrained":  # new vectors in the same file redo the model
+            vectors = self._pretrained_path()
+            extra.append([vectors.stat().st_size, vectors.stat().st_mtime_ns] if vectors.is_file() else None)
         return fingerprint(stage, section, upstream, extra)
 
     def _stage_data(self) -> StageResult:
@@ -137,18 +143,33 @@ class Pipeline:
             f"data: {report['documents_kept']} of {report['documents_read']} documents kept, "
             f"{report['characters_kept']:,} characters; train {report['splits']['train']['chunks']} chunks, "
             f"validation {report['splits']['val']['chunks']}"))
-        for skip in report["skipped"]:
+        for skip in report["skipped"][:20]:
             self.bus.emit(Message(f"skipped {skip['path']}: {skip['reason']}", level="warning"))
-        summary = {k: report[k] for k in ("documents_read", "documents_kept", "exact_duplicates", "characters_kept")}
-        return StageResult([folder / "train.jsonl", folder / "val.jsonl", folder / "report.json"], summary)
+        if len(report["skipped"]) > 20:
+            self.bus.emit(Message(f"... and {len(report['skipped']) - 20} more skipped (llmtui data inspect RUN)",
+                                  level="warning"))
+        for name, found in (report.get("contamination") or {}).items():
+            if isinstance(found, dict) and found.get("contaminated"):
+                self.bus.emit(Message(f"contamination: {found['contaminated']} of {found['examples']} {name} "
+                                      f"examples share a {report['contamination']['ngram']}-word n-gram with train",
+                                      level="warning"))
+        summary = {k: report[k] for k in ("documents_read", "documents_kept", "exact_duplicates", "near_duplicates",
+                                          "characters_kept")}
+        outputs = [folder / f"{split}.jsonl" for split in report["splits"]] + [folder / "report.json"]
+        return StageResult(outputs, summary)
 
     def _stage_tokenizer(self) -> StageResult:
+        import numpy as np
+
         from llmtui.data.prepare import read_split
-        from llmtui.data.tokens import encode_split, write_token_meta
+        from llmtui.data.tokens import encode_split, load_tokens, write_token_meta
         from llmtui.tokenizers import train_tokenizer
+        from llmtui.tokenizers.report import report_lines, vocabulary_report
 
         folder = self.run.tokenizer_dir
-        tokenizer = train_tokenizer(self.recipe.tokenizer, read_split(self.run.data_dir / "train.jsonl"))
+        tokenizer = train_tokenizer(self.recipe.tokenizer, read_split(self.run.data_dir / "train.jsonl"),
+                                    lowercase=self.recipe.data.lowercase,
+                                    normalization=self.recipe.data.clean.normalize)
         tokenizer.save(folder)
         meta = {"vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind}
         for split in ("train", "val"):
@@ -157,6 +178,11 @@ class Pipeline:
         self.bus.emit(Message(
             f"tokenizer: {tokenizer.kind}, {tokenizer.vocab_size} tokens; train {meta['train']['tokens']:,} tokens, "
             f"validation {meta['val']['tokens']:,}"))
+        train_counts = np.bincount(load_tokens(folder, "train"), minlength=tokenizer.vocab_size)
+        report = vocabulary_report(tokenizer, read_split(self.run.data_dir / "val.jsonl"), train_counts)
+        write_json_atomic(folder / "report.json", report)
+        for line in report_lines(report):
+            self.bus.emit(Message(line))
         context = self.recipe.model.context
         if meta["val"]["tokens"] < context + 1 or meta["train"]["tokens"] < context + 2:
             raise LlmtuiError(
@@ -164,8 +190,11 @@ class Pipeline:
                 f"validation {meta['val']['tokens']}",
                 hint="add data, raise data.val_fraction, or lower model.context")
         summary = {"vocab_size": meta["vocab_size"], "train_tokens": meta["train"]["tokens"],
-                   "val_tokens": meta["val"]["tokens"]}
-        outputs = [folder / "tokenizer.json", folder / "tokens.json", folder / "train.bin", folder / "val.bin"]
+                   "val_tokens": meta["val"]["tokens"], "unknown_rate": report["validation"]["unknown_rate"],
+                   "bytes_per_token": report["validation"]["bytes_per_token"],
+                   "tokens_per_word": report["validation"]["tokens_per_word"]}
+        outputs = [folder / "tokenizer.json", folder / "tokens.json", folder / "train.bin", folder / "val.bin",
+                   folder / "report.json"]
         return StageResult(outputs, summary)
 
     def _stage_model(self) -> StageResult:
@@ -288,8 +317,35 @@ class Pipeline:
 
     def _build_model(self):
         from llmtui.models import build_model
+        from llmtui.models.embedding import pretrained_table
 
-        return build_model(self.recipe.model, self._vocab_size(), seed=self.recipe.run.seed)
+        config, accum = self.recipe.model, self.recipe.train.grad_accum_steps
+        if config.freeze_steps > 0 and accum > 1:  # the embedding counts forward passes, one per micro-batch
+            config = config.model_copy(update={"freeze_steps": config.freeze_steps * accum})
+        with pretrained_table(self._pretrained_table()):
+            return build_model(config, self._vocab_size(), seed=self.recipe.run.seed)
+
+    def _pretrained_table(self):
+        """The vocabulary's rows of model.pretrained_path (None unless model.embedding = pretrained)."""
+        m = self.recipe.model
+        if m.embedding != "pretrained":
+            return None
+        if self._pretrained is None:
+            from llmtui.models.pretrained import coverage_line, map_onto_vocabulary
+            from llmtui.tokenizers import TextTokenizer
+
+            tokenizer = TextTokenizer.load(self.run.tokenizer_dir)
+            matrix, report = map_onto_vocabulary(tokenizer, self._pretrained_path(), m.pretrained_format,
+                                                 self.recipe.run.seed)
+            self.run.model_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.run.model_dir / "embedding_report.json", report)
+            self.bus.emit(Message(coverage_line(report)))
+            self._pretrained = matrix
+        return self._pretrained
+
+    def _pretrained_path(self) -> Path:
+        path = Path(self.recipe.model.pretrained_path).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
 
     def _train_inputs(self, cls):
         from llmtui.data.tokens import load_tokens
@@ -323,6 +379,8 @@ def load_final_model(run: RunFolder):
     import keras
 
     import llmtui.evaluation.language_model  # noqa: F401  (registers custom objects)
+    import llmtui.models.token_encoding  # noqa: F401
+    import llmtui.models.transformer  # noqa: F401
     import llmtui.training.keras_schedule  # noqa: F401
 
     path = run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")

@@ -42,16 +42,29 @@ def test_prepare_counts_duplicates_skips_and_splits(tmp_path):
     (src / "ignored.csv").write_text("a,b\n", encoding="utf-8")
     out = tmp_path / "out"
     report = prepare_data(data_config([str(src)], val_fraction=0.25), seed=0, out_dir=out, base=tmp_path)
-    assert report["documents_read"] == 22  # 20 + copy + notes.md (csv not included; 3 skipped)
+    assert report["documents_read"] == 23  # 20 + copy + notes.md + latin1 (csv not included; 2 skipped)
     assert report["exact_duplicates"] == 1
-    assert report["documents_kept"] == 21
+    assert report["documents_kept"] == 22
+    assert report["repaired_encoding"] == 1  # the Latin-1 file, read as Windows-1252
     reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in report["skipped"]}
-    assert set(reasons) == {"blob.txt", "empty.txt", "latin1.txt"}
-    assert "binary" in reasons["blob.txt"] and "empty" in reasons["empty.txt"] and "UTF-8" in reasons["latin1.txt"]
+    assert set(reasons) == {"blob.txt", "empty.txt"}
+    assert "binary" in reasons["blob.txt"] and "empty" in reasons["empty.txt"]
     train, val = list(read_split(out / "train.jsonl")), list(read_split(out / "val.jsonl"))
-    assert len(train) + len(val) == 21 and train and val
+    assert len(train) + len(val) == 22 and train and val
+    assert "caf\u00e9 au lait" in train + val
     assert not set(train) & set(val)
-    assert json.loads((out / "report.json").read_text())["documents_kept"] == 21
+    assert json.loads((out / "report.json").read_text())["documents_kept"] == 22
+
+
+def test_strict_encoding_reports_the_latin1_file(tmp_path):
+    (tmp_path / "good.txt").write_text("plain words here\n" * 5, encoding="utf-8")
+    (tmp_path / "other.txt").write_text("other words there\n" * 5, encoding="utf-8")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    config = data_config([{"path": "*.txt", "encoding": "utf-8"}])
+    report = prepare_data(config, 0, tmp_path / "o", tmp_path)
+    assert report["documents_read"] == 2 and report["repaired_encoding"] == 0
+    [skip] = report["skipped"]
+    assert skip["path"].endswith("latin1.txt") and "not utf-8 text (invalid byte 0xe9" in skip["reason"]
 
 
 def test_split_is_reproducible_and_seeded(tmp_path, corpus):

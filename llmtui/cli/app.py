@@ -176,8 +176,17 @@ def tensorboard(
             raise typer.Exit(0) from None
 
 
+from llmtui.cli.data_cmds import data_app  # noqa: E402  (light: its commands import the library when run)
+app.add_typer(data_app, name="data")
+from llmtui.cli.tokenizer_cmds import tokenizer_app  # noqa: E402
+app.add_typer(tokenizer_app, name="tokenizer")
+from llmtui.cli.embeddings_cmds import embeddings_app  # noqa: E402
+app.add_typer(embeddings_app, name="embeddings")
 from llmtui.cli.model_cmds import model_app  # noqa: E402  (light: its commands import the library when run)
 app.add_typer(model_app, name="model")
+from llmtui.cli.tune_cmds import ladder as ladder_command, tune as tune_command  # noqa: E402  (light)
+app.command("tune")(tune_command)
+app.command("ladder")(ladder_command)
 
 
 def main() -> None:

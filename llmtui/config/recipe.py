@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 
 class Section(BaseModel):
@@ -34,10 +34,99 @@ class SourceConfig(Section):
     """One data source with options (a plain string in `sources` is the same with defaults)."""
 
     path: str = Field(..., min_length=1,
-                      description="A file, folder, glob pattern, or builtin:<name> corpus.")
+                      description="A file, folder, glob pattern, http(s) URL, hf:<dataset name>, or builtin:<name> corpus.")
     include: list[str] = Field(default_factory=lambda: ["*.txt", "*.md"],
                                description="Glob patterns of file names to read inside a folder.")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of file names to skip inside a folder.")
+    format: Literal["auto", "text", "markdown", "jsonl", "json", "csv", "tsv", "parquet", "html"] = Field(
+        "auto", description="File format; auto decides by the file name (.txt .md .jsonl .json .csv .tsv .parquet "
+                            ".html, optionally .gz/.zst/.bz2/.xz).")
+    text_field: str = Field("text", min_length=1,
+                            description="Where the text is: a JSON path such as meta.body or items.*.text "
+                                        "(* = every item), or a CSV/Parquet/dataset column.")
+    encoding: str = Field("auto", description="Text encoding: auto (UTF-8, else Windows-1252, counted as "
+                                              "repaired_encoding) or a codec name read strictly (e.g. utf-8, latin-1).")
+    crawl: bool = Field(False, description="URL sources: follow links from the page.")
+    max_depth: int = Field(1, ge=0, le=20, description="URL crawl: how many links away from the start page to go.")
+    max_pages: int = Field(20, ge=1, le=100_000, description="URL crawl: at most this many page requests.")
+    same_domain: bool = Field(True, description="URL crawl: only follow links to the start page's host.")
+    subset: str = Field("", description="hf: sources: the dataset configuration (subset) name, if it has several.")
+    split: str = Field("train", min_length=1, description="hf: sources: the dataset split to read.")
+    limit: int = Field(0, ge=0, description="Read at most this many documents from this source (0 = no limit).")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        if value != "auto":
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(f"unknown text encoding {value!r}; use auto or a codec name such as utf-8 or latin-1")
+        return value
+
+
+class CleanConfig(Section):
+    """Cleaning steps applied to every document, in this order (each can be turned off)."""
+
+    fix_encoding: bool = Field(True, description="Repair mojibake (UTF-8 read as another encoding) with ftfy.")
+    normalize: Literal["none", "nfc", "nfkc"] = Field("nfc", description="Unicode normalisation form.")
+    control_chars: bool = Field(True, description="Remove control characters other than tab and newline.")
+    strip_markup: bool = Field(False, description="Remove HTML/XML tags and comments left in the text; decode entities.")
+    scrub_pii: list[Literal["email", "phone", "ip"]] = Field(
+        default_factory=list, description="Replace e-mail addresses, phone numbers and IP addresses by <EMAIL>, <PHONE>, <IP>.")
+    allowed_chars: str = Field("", description="Keep only these characters (a regex character-class body such as "
+                                               "'a-zA-Z0-9 .,;:!?\\n'); empty keeps all.")
+    whitespace: bool = Field(True, description="Unify line ends, drop trailing spaces, squeeze runs of spaces and blank lines.")
+
+    @field_validator("allowed_chars")
+    @classmethod
+    def _valid_class(cls, value: str) -> str:
+        import re
+
+        if value:
+            try:
+                re.compile(f"[^{value}]")
+            except re.error as exc:
+                raise ValueError(f"allowed_chars {value!r} is not a valid character class: {exc}")
+        return value
+
+
+class FilterConfig(Section):
+    """Line and document filters in the manner of the Gopher and C4 heuristics (0 or false = off)."""
+
+    max_chars: int = Field(0, ge=0, description="Drop documents longer than this many characters (0 = off).")
+    min_words: int = Field(0, ge=0, description="Drop documents with fewer words (Gopher: 50).")
+    max_symbol_ratio: float = Field(0.0, ge=0.0, description="Drop documents with more '#' and '...' per word (Gopher: 0.1).")
+    min_alpha_words: float = Field(0.0, ge=0.0, le=1.0,
+                                   description="Drop documents where fewer words contain a letter (Gopher: 0.8).")
+    max_duplicate_lines: float = Field(0.0, ge=0.0, le=1.0,
+                                       description="Drop documents whose share of repeated lines is higher (Gopher: 0.3).")
+    max_top_ngram: float = Field(0.0, ge=0.0, le=1.0,
+                                 description="Drop documents whose most frequent word 2-gram covers a larger share of "
+                                             "characters (Gopher: 0.2).")
+    max_duplicate_ngrams: float = Field(0.0, ge=0.0, le=1.0,
+                                        description="Drop documents whose repeated word 5-grams cover a larger share of "
+                                                    "characters (Gopher: 0.15).")
+    c4_lines: bool = Field(False, description="C4 line filter: keep lines that end in terminal punctuation and have at "
+                                              "least 3 words; drop lines with 'javascript', 'lorem ipsum' or braces.")
+    boilerplate_min_docs: int = Field(0, ge=0, description="Remove lines that occur in at least this many documents "
+                                                            "(menus, footers; 0 = off).")
+
+
+class WebConfig(Section):
+    """How URL sources are fetched: politely, with limits and a local cache."""
+
+    user_agent: str = Field("llmtui/0.1 (+language-model data collection)", min_length=1,
+                            description="User-Agent header sent with every request (and matched against robots.txt).")
+    timeout_s: float = Field(20.0, gt=0.0, description="Seconds to wait for a page before giving up.")
+    retries: int = Field(2, ge=0, le=10, description="Retries after a timeout, connection error, 429 or 5xx.")
+    backoff_s: float = Field(1.0, ge=0.0, description="Wait before the first retry; doubles on each further retry.")
+    max_bytes: int = Field(5_000_000, ge=1, description="Skip pages larger than this many bytes.")
+    rate_limit_s: float = Field(1.0, ge=0.0, description="Minimum seconds between two requests to the same host.")
+    cache: bool = Field(True, description="Keep fetched pages in a local cache so a rerun does not fetch again.")
+    cache_dir: str = Field("", description="Cache folder (empty = $XDG_CACHE_HOME/llmtui/web or ~/.cache/llmtui/web).")
 
 
 class DataConfig(Section):
@@ -49,11 +138,33 @@ class DataConfig(Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5,
                                 description="Share of documents held out for validation.")
     lowercase: bool = Field(False, description="Lowercase all text before building the vocabulary.")
-    dedup: Literal["none", "exact"] = Field(
-        "exact", description="Duplicate removal: none or exact (hash of whitespace-normalised text).")
+    dedup: Literal["none", "exact", "near"] = Field(
+        "exact", description="Duplicate removal: none, exact (hash of whitespace-normalised text) or near "
+                             "(also MinHash LSH over word 5-grams).")
+    near_threshold: float = Field(0.8, gt=0.0, lt=1.0,
+                                  description="Near dedup: estimated Jaccard similarity at which a document is a duplicate.")
+    minhash_perms: int = Field(128, ge=16, le=1024, description="Near dedup: MinHash permutations (more = finer, slower).")
     min_chars: int = Field(1, ge=1, description="Drop documents shorter than this many characters after cleaning.")
     max_documents: int = Field(0, ge=0, description="Read at most this many documents (0 = no limit).")
     chunk_chars: int = Field(4000, ge=100, description="Split longer documents at line breaks into chunks of about this size.")
+    test_fraction: float = Field(0.0, ge=0.0, lt=0.5, description="Share of documents held out as a test split (test.jsonl).")
+    split_by: Literal["document", "chunk"] = Field(
+        "document", description="Assign whole documents to a split (very long ones, over 64 chunks, by chunk), "
+                                "or every chunk on its own.")
+    contamination_ngram: int = Field(13, ge=0, le=64, description="Contamination check: word n-gram length shared "
+                                                                   "between train and val/test/eval files (0 = off).")
+    eval_files: list[str] = Field(default_factory=list,
+                                  description="Evaluation files (text, JSONL with a text field) checked for overlap with train.")
+    workers: int = Field(0, ge=0, le=256, description="Processes for cleaning and hashing (0 = one per CPU core).")
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning steps.")
+    filters: FilterConfig = Field(default_factory=FilterConfig, description="Line and document filters.")
+    web: WebConfig = Field(default_factory=WebConfig, description="Fetching URL sources.")
+
+    @model_validator(mode="after")
+    def _splits_leave_train(self) -> "DataConfig":
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("data.val_fraction + data.test_fraction must leave at least 10% for training")
+        return self
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -98,13 +209,26 @@ class ModelConfig(Section):
                            description="Residual dropout (transformers) or dropout between layers (recurrent).")
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the token embeddings.")
     attention_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on attention probabilities.")
-    embedding: Literal["learned"] = Field("learned", description="Token encoding: learned embeddings.")
+    embedding: Literal["learned", "onehot", "pretrained"] = Field(
+        "learned", description="Token encoding: learned embeddings, one-hot inputs times a learned matrix, or "
+                               "embeddings initialised from Word2Vec/GloVe vectors (pretrained_path).")
+    pretrained_path: str = Field("", description="Vectors file for embedding = pretrained (Word2Vec text or binary, "
+                                                 "GloVe text); relative paths resolve against the working folder.")
+    pretrained_format: Literal["auto", "word2vec", "word2vec_binary", "glove"] = Field(
+        "auto", description="Format of pretrained_path; auto decides from its first line and its bytes.")
+    freeze_steps: int = Field(0, ge=-1, description="Keep the token embedding fixed for this many training steps "
+                                                    "(0 = train it from the start, -1 = frozen for good).")
+    projection: bool = Field(False, description="When the vectors' size differs from dim, learn a projection to dim "
+                                                "(false: a size mismatch is an error).")
     tie_embeddings: bool = Field(True, description="Share the input embedding with the output projection.")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> "ModelConfig":
         if self.arch in ("gpt", "llama") and self.dim % self.heads:
             raise ValueError(f"model.dim ({self.dim}) must be a multiple of model.heads ({self.heads})")
+        if self.embedding == "pretrained" and not self.pretrained_path:
+            raise ValueError("model.embedding = 'pretrained' needs model.pretrained_path (a Word2Vec or GloVe "
+                             "vectors file; `llmtui embeddings train RECIPE` writes one)")
         if self.kv_heads and self.heads % self.kv_heads:
             raise ValueError(f"model.heads ({self.heads}) must be a multiple of model.kv_heads ({self.kv_heads})")
         return self
@@ -171,6 +295,57 @@ class GenerateConfig(Section):
     seed: int = Field(0, ge=0, description="Seed for sampling.")
 
 
+class SpaceParam(Section):
+    """One searched recipe field: a range (low, high; log scale or a step) or a list of choices."""
+
+    low: float | None = Field(None, description="Lowest value of a range.")
+    high: float | None = Field(None, description="Highest value of a range.")
+    log: bool = Field(False, description="Sample the range on a log scale.")
+    step: float | None = Field(None, gt=0, description="Spacing of a range's values (needed by grid for a float range).")
+    choices: list[Any] | None = Field(None, min_length=1, description="Values to choose from (categorical).")
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> "SpaceParam":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (a range) or choices (a list)")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("a range takes log or step, not both")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler) -> dict:
+        # TOML has no null: leave out the parts a parameter does not use.
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class TuneConfig(Section):
+    """Hyperparameter search over recipe fields (`llmtui tune RECIPE`)."""
+
+    method: Literal["grid", "random", "bayes"] = Field("bayes", description="Search: grid, random or bayes (TPE).")
+    trials: int = Field(20, ge=1, le=100_000, description="Number of trials (finished and pruned ones count).")
+    objective: Literal["val_loss", "perplexity", "bits_per_byte"] = Field(
+        "val_loss", description="What the final evaluation of each trial reports to the search.")
+    direction: Literal["minimize", "maximize"] = Field("minimize", description="Whether to lower or raise the objective.")
+    steps: int = Field(0, ge=0, description="train.steps of every trial (0 = the recipe's train.steps).")
+    seconds: float = Field(0.0, ge=0.0, description="Stop a trial's training at its first validation evaluation after "
+                                                    "this many seconds of training (0 = no limit); that evaluation "
+                                                    "is then its objective.")
+    pruner: Literal["none", "median", "halving"] = Field(
+        "median", description="Stop poor trials early on their validation loss: none, median or successive halving.")
+    pruner_startup_trials: int = Field(2, ge=0, description="Median pruner: trials finished before any is pruned.")
+    seed: int = Field(0, ge=0, description="Seed of the search (sampler).")
+    space: dict[str, SpaceParam] = Field(default_factory=dict, description="Searched fields by recipe key path, "
+                                         "e.g. \"train.lr\" = {low = 1e-4, high = 1e-2, log = true}.")
+
+
 class Recipe(Section):
     """A whole llmtui recipe: one section per pipeline stage."""
 
@@ -181,3 +356,4 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Sampling.")
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search (llmtui tune).")

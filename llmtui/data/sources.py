@@ -1,8 +1,9 @@
-"""Readers that turn the recipe's sources into a stream of documents.
+"""Sources: what the recipe names, turned into one stream of documents.
 
-A source is a file, a folder (read recursively, filtered by include/exclude globs), a glob pattern, or a
-`builtin:` corpus. Unreadable inputs inside a folder are skipped and reported with a reason; a source
-that names nothing at all is an error.
+A source is a file, a folder (read recursively, filtered by include/exclude globs), a glob pattern, an
+http(s) URL (one page, or a crawl), `hf:<dataset>` (Hugging Face `datasets`, streamed; an optional extra)
+or a `builtin:` corpus. Inputs that cannot be used (binary, empty, unreadable, HTTP errors, robots.txt…)
+are skipped and reported with a reason; a source that names nothing at all is an error.
 """
 
 from __future__ import annotations
@@ -10,22 +11,23 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from llmtui.config.recipe import SourceConfig
+from llmtui.config.recipe import DataConfig, SourceConfig
 from llmtui.data.builtin import BUILTIN_CORPORA, builtin_fingerprint, iter_builtin
+from llmtui.data.readers import detect, read_file
 from llmtui.errors import DataError
-
-BINARY_SNIFF_BYTES = 8192
 
 
 @dataclass
 class Document:
     source: str  # the recipe source it came from
-    origin: str  # file path or builtin key
+    origin: str  # file path (with :line or #piece), URL, dataset row or builtin key
     text: str
+    repaired: bool = False  # decoded with the fallback encoding
 
 
 @dataclass
@@ -35,18 +37,31 @@ class Skip:
     reason: str
 
 
+def source_kind(path: str) -> str:
+    if path.startswith("builtin:"):
+        return "builtin"
+    if path.startswith("hf:"):
+        return "hf"
+    if path.startswith(("http://", "https://")):
+        return "url"
+    return "files"
+
+
 def resolve_files(source: SourceConfig, base: Path) -> list[Path]:
-    """The files a (non-builtin) source names, sorted; raises DataError when it names nothing."""
+    """The files a file source names, sorted; raises DataError when it names nothing."""
     raw = os.path.expanduser(source.path)
     path = Path(raw) if os.path.isabs(raw) else base / raw
     if glob.has_magic(raw):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
+                       if Path(p).is_file() and not _excluded(Path(p).name, source.exclude))
         if not files:
             raise DataError(f"data source {source.path!r}: the pattern matches no file")
         return files
     if path.is_file():
         return [path]
     if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise DataError(f"data source {source.path!r}: permission denied (cannot list the folder {path})")
         files = []
         for folder, dirs, names in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -63,47 +78,109 @@ def resolve_files(source: SourceConfig, base: Path) -> list[Path]:
 
 
 def _wanted(name: str, include: list[str], exclude: list[str]) -> bool:
-    return any(fnmatch.fnmatch(name, p) for p in include) and not any(fnmatch.fnmatch(name, p) for p in exclude)
+    return any(fnmatch.fnmatch(name, p) for p in include) and not _excluded(name, exclude)
+
+
+def _excluded(name: str, exclude: list[str]) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in exclude)
 
 
 def source_fingerprint(source: SourceConfig, base: Path) -> list:
-    """What decides a source's documents: names, sizes and modification times (cheap, no reading)."""
-    if source.path.startswith("builtin:"):
+    """What decides a source's documents, found cheaply (names, sizes and times; nothing is read or fetched)."""
+    kind = source_kind(source.path)
+    if kind == "builtin":
         return [builtin_fingerprint(source.path.split(":", 1)[1])]
+    if kind in ("url", "hf"):
+        return [source.model_dump(mode="json")]  # a rerun reads the web cache; a dataset is pinned by its name
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in resolve_files(source, base)]
 
 
-def iter_source(source: SourceConfig, base: Path, skips: list[Skip]) -> Iterator[Document]:
-    """Documents of one source; unreadable files are appended to `skips` with their reason."""
-    if source.path.startswith("builtin:"):
-        name = source.path.split(":", 1)[1]
-        if name not in BUILTIN_CORPORA:
-            raise DataError(f"data source {source.path!r}: unknown builtin corpus",
-                            hint=f"builtin corpora: {', '.join('builtin:' + n for n in BUILTIN_CORPORA)}")
-        for origin, text in iter_builtin(name):
-            yield Document(source.path, origin, text)
-        return
-    for path in resolve_files(source, base):
-        text, reason = read_text_file(path)
-        if text is None:
-            skips.append(Skip(source.path, str(path), reason))
-            continue
-        yield Document(source.path, str(path), text)
+class SourceReader:
+    """Reads every source of a `[data]` section in order, recording skips and per-source counts."""
+
+    def __init__(self, config: DataConfig, base: Path):
+        self.config = config
+        self.base = base
+        self.skips: list[Skip] = []
+        self.per_source: dict[str, Counter] = {}
+        self.fetcher = None
+
+    def documents(self) -> Iterator[Document]:
+        total = 0
+        for source in self.config.sources:
+            stats = self.per_source.setdefault(source.path, Counter())
+            for count, doc in enumerate(self._iter_source(source, stats), start=1):
+                stats["documents_read"] += 1
+                yield doc
+                total += 1
+                if self.config.max_documents and total >= self.config.max_documents:
+                    return
+                if source.limit and count >= source.limit:
+                    break
+
+    def _skip(self, source: SourceConfig, path: str, reason: str) -> None:
+        self.skips.append(Skip(source.path, path, reason))
+        self.per_source.setdefault(source.path, Counter())["skipped"] += 1
+
+    def _iter_source(self, source: SourceConfig, stats: Counter) -> Iterator[Document]:
+        kind = source_kind(source.path)
+        if kind == "builtin":
+            name = source.path.split(":", 1)[1]
+            if name not in BUILTIN_CORPORA:
+                raise DataError(f"data source {source.path!r}: unknown builtin corpus",
+                                hint=f"builtin corpora: {', '.join('builtin:' + n for n in BUILTIN_CORPORA)}")
+            for origin, text in iter_builtin(name):
+                yield Document(source.path, origin, text)
+        elif kind == "url":
+            yield from self._iter_url(source, stats)
+        elif kind == "hf":
+            yield from iter_hf_dataset(source)
+        else:
+            for path in resolve_files(source, self.base):
+                fmt, compression = detect(path, source.format)
+                problems = []
+                for origin, text, repaired in read_file(path, fmt, compression, source.text_field, source.encoding,
+                                                        problems.append):
+                    yield Document(source.path, origin, text, repaired)
+                for reason in problems:
+                    self._skip(source, str(path), reason)
+
+    def _iter_url(self, source: SourceConfig, stats: Counter) -> Iterator[Document]:
+        from llmtui.data.web import Fetcher, iter_url
+
+        if self.fetcher is None:
+            self.fetcher = Fetcher(self.config.web)
+        crawl: dict = {}
+        for url, text in iter_url(source, self.fetcher, lambda u, r: self._skip(source, u, r), crawl):
+            yield Document(source.path, url, text)
+        stats["pages_requested"] += crawl.get("pages_requested", 0)
+
+    def web_counts(self) -> dict:
+        if self.fetcher is None:
+            return {}
+        return {"requests": self.fetcher.requests, "cache_hits": self.fetcher.cache_hits}
 
 
-def read_text_file(path: Path) -> tuple[str | None, str]:
-    """The file's text, or None with the reason it cannot be used as text."""
+def iter_hf_dataset(source: SourceConfig) -> Iterator[Document]:
+    """Rows of a Hugging Face dataset, streamed (needs the optional `datasets` package and a connection)."""
+    from llmtui.data.readers import find_texts
+
+    name = source.path.split(":", 1)[1]
     try:
-        raw = path.read_bytes()
-    except PermissionError:
-        return None, "permission denied"
-    except OSError as exc:
-        return None, f"unreadable: {exc.strerror or exc}"
-    if not raw:
-        return None, "empty file"
-    if b"\x00" in raw[:BINARY_SNIFF_BYTES]:
-        return None, "binary file (contains NUL bytes)"
+        import datasets
+    except ImportError:
+        raise DataError(f"data source {source.path!r}: reading Hugging Face datasets needs the 'datasets' package",
+                        hint="pip install 'llmtui[datasets]'  (or save the dataset as .jsonl/.parquet files and "
+                             "name those)") from None
     try:
-        return raw.decode("utf-8-sig"), ""
-    except UnicodeDecodeError as exc:
-        return None, f"not UTF-8 text (invalid byte {raw[exc.start]:#04x} at offset {exc.start})"
+        rows = datasets.load_dataset(name, source.subset or None, split=source.split, streaming=True)
+        parts = source.text_field.split(".")
+        for index, row in enumerate(rows):
+            texts = find_texts(row, parts)
+            if texts:
+                yield Document(source.path, f"{source.path}[{source.split}]:{index}", "\n\n".join(texts))
+    except DataError:
+        raise
+    except Exception as exc:  # the datasets library raises many kinds: missing, offline, bad split…
+        raise DataError(f"data source {source.path!r}: cannot load the dataset: {type(exc).__name__}: {exc}",
+                        hint="check the name, subset and split on huggingface.co, and the network connection") from None

@@ -1,11 +1,20 @@
-"""Vocabulary training, saving and loading on top of Hugging Face `tokenizers`.
+"""Vocabulary training, saving and loading on top of Hugging Face `tokenizers` (and `sentencepiece`).
 
 Every kind is saved as a standard `tokenizer.json` (loadable by `tokenizers.Tokenizer.from_file` and by
 transformers' `PreTrainedTokenizerFast`). Special tokens take the first ids in a fixed order.
+
+Normalisation agrees with the data stage: the training text is already in the Unicode form of
+`data.clean.normalize` (and lowercased when `data.lowercase` is on), and the saved tokenizer applies the same
+normaliser, so prompts typed at generation time are treated like the training text.
+
+The unigram kind is trained by `sentencepiece` itself (the reference implementation of the Unigram
+language model) and saved twice: `tokenizer.model` (the SentencePiece proto, which keras-hub's
+`SentencePieceTokenizer` loads in-graph) and the equivalent `tokenizer.json` built from its pieces and scores.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from pathlib import Path
@@ -16,14 +25,21 @@ from llmtui.errors import RunFolderError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
+SENTENCEPIECE_FILE = "tokenizer.model"
+META_FILE = "llmtui_tokenizer.json"
+METASPACE = "\u2581"  # ▁, SentencePiece's visible space
 
 
 class TextTokenizer:
     """A trained vocabulary: text <-> ids."""
 
-    def __init__(self, backend, kind: str):
+    def __init__(self, backend, kind: str, lowercase: bool = False, normalization: str = "nfc",
+                 sentencepiece_proto: bytes | None = None):
         self.backend = backend  # tokenizers.Tokenizer
         self.kind = kind
+        self.lowercase = lowercase
+        self.normalization = normalization  # none | nfc | nfkc
+        self.sentencepiece_proto = sentencepiece_proto  # unigram only
         self.pad_id = backend.token_to_id(PAD)
         self.unk_id = backend.token_to_id(UNK)
         self.bos_id = backend.token_to_id(BOS)
@@ -37,7 +53,13 @@ class TextTokenizer:
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        # The fast variant skips character offsets, which nothing here needs.
+        return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def pieces(self, text: str) -> list[tuple[int, str, tuple[int, int]]]:
+        """(id, piece, (start, end) character span in `text`) for each token: what `llmtui tokenizer encode` shows."""
+        encoding = self.backend.encode(text, add_special_tokens=False)
+        return list(zip(encoding.ids, encoding.tokens, encoding.offsets))
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=True)
@@ -45,13 +67,45 @@ class TextTokenizer:
     def token(self, token_id: int) -> str:
         return self.backend.id_to_token(int(token_id))
 
+    def surface_bytes(self, token_id: int) -> bytes:
+        """The bytes of text a token stands for (b"" for special tokens): what reports and vector lookups use."""
+        piece = self.token(token_id)
+        if piece is None or piece in SPECIAL_TOKENS:
+            return b""
+        if self.kind in ("bpe", "byte"):
+            return bytes(_BYTE_OF_SYMBOL.get(c, 0) for c in piece)
+        if self.kind == "wordpiece" and piece.startswith("##"):
+            piece = piece[2:]
+        elif self.kind == "unigram":
+            piece = piece.replace(METASPACE, " ")
+        return piece.encode("utf-8")
+
+    def surface(self, token_id: int) -> str:
+        """The text a token stands for; a byte-level piece of a character shows as escapes such as \\xc3."""
+        return self.surface_bytes(token_id).decode("utf-8", errors="backslashreplace")
+
+    def is_word_start(self, token_id: int) -> bool:
+        """Whether the token begins a word (rather than continuing one): whole words versus pieces."""
+        piece = self.token(token_id) or ""
+        if self.kind in ("bpe", "byte"):
+            return piece.startswith("\u0120")  # Ġ, the byte-level space
+        if self.kind == "wordpiece":
+            return not piece.startswith("##")
+        if self.kind == "unigram":
+            return piece.startswith(METASPACE)
+        return True
+
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "tokenizer.json"
         tmp = folder / "tokenizer.json.tmp"
         self.backend.save(str(tmp))
         tmp.replace(path)
-        (folder / "llmtui_tokenizer.json").write_text(json.dumps({"kind": self.kind}) + "\n", encoding="utf-8")
+        if self.sentencepiece_proto is not None:
+            (folder / SENTENCEPIECE_FILE).write_bytes(self.sentencepiece_proto)
+        meta = {"kind": self.kind, "lowercase": self.lowercase, "normalization": self.normalization,
+                "special_tokens": SPECIAL_TOKENS}
+        (folder / META_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
         return path
 
     @classmethod
@@ -61,15 +115,24 @@ class TextTokenizer:
         path = folder / "tokenizer.json"
         if not path.exists():
             raise RunFolderError(f"no tokenizer at {path}", hint="run the recipe's tokenizer stage first (llmtui run RECIPE)")
-        meta_path = folder / "llmtui_tokenizer.json"
-        kind = json.loads(meta_path.read_text(encoding="utf-8"))["kind"] if meta_path.exists() else "unknown"
-        return cls(Tokenizer.from_file(str(path)), kind)
+        meta_path = folder / META_FILE
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        proto_path = folder / SENTENCEPIECE_FILE
+        proto = proto_path.read_bytes() if proto_path.exists() else None
+        return cls(Tokenizer.from_file(str(path)), meta.get("kind", "unknown"), bool(meta.get("lowercase", False)),
+                   meta.get("normalization", "nfc"), proto)
 
 
-def train_tokenizer(config: TokenizerConfig, texts: Iterable[str]) -> TextTokenizer:
-    """Train a vocabulary of the configured kind on `texts` (the train split)."""
+def train_tokenizer(config: TokenizerConfig, texts: Iterable[str], lowercase: bool = False,
+                    normalization: str = "nfc") -> TextTokenizer:
+    """Train a vocabulary of the configured kind on `texts` (the train split, as the data stage wrote it).
+
+    `lowercase` and `normalization` (none, nfc or nfkc) are the data stage's `data.lowercase` and
+    `data.clean.normalize`: the saved tokenizer treats new text the same way.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    proto = None
     if config.kind == "char":
         counts = Counter()
         for text in texts:
@@ -81,8 +144,9 @@ def train_tokenizer(config: TokenizerConfig, texts: Iterable[str]) -> TextTokeni
         backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
         backend.decoder = decoders.Fuse()
     elif config.kind == "byte":
-        alphabet = pre_tokenizers.ByteLevel.alphabet()
-        vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + sorted(alphabet))}
+        # Id = 4 + byte value, so the in-graph twin is keras-hub's ByteTokenizer shifted past the special tokens.
+        symbols = _byte_symbols()
+        vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + symbols)}
         backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         backend.decoder = decoders.ByteLevel()
@@ -102,16 +166,79 @@ def train_tokenizer(config: TokenizerConfig, texts: Iterable[str]) -> TextTokeni
                                             special_tokens=SPECIAL_TOKENS, show_progress=False)
         backend.train_from_iterator(_batched(texts), trainer=trainer)
     elif config.kind == "unigram":
-        backend = Tokenizer(models.Unigram())
-        backend.pre_tokenizer = pre_tokenizers.Metaspace()
-        backend.decoder = decoders.Metaspace()
-        trainer = trainers.UnigramTrainer(vocab_size=config.vocab_size, special_tokens=SPECIAL_TOKENS,
-                                          unk_token=UNK, show_progress=False)
-        backend.train_from_iterator(_batched(texts), trainer=trainer)
+        proto = _train_sentencepiece(config, texts)
+        backend = _unigram_from_sentencepiece(proto)
     else:  # the recipe's Literal makes this unreachable; kept for direct library callers
         raise ValueError(f"unknown tokenizer kind {config.kind!r}")
+    backend.normalizer = _normalizer(lowercase, normalization, sentencepiece=config.kind == "unigram")
     backend.add_special_tokens(SPECIAL_TOKENS)
-    return TextTokenizer(backend, config.kind)
+    return TextTokenizer(backend, config.kind, lowercase, normalization, proto)
+
+
+def _normalizer(lowercase: bool, normalization: str, sentencepiece: bool = False):
+    from tokenizers import normalizers
+
+    forms = {"none": [], "nfc": [normalizers.NFC()], "nfkc": [normalizers.NFKC()]}
+    if normalization not in forms:
+        raise ValueError(f"unknown Unicode normalization {normalization!r}; use none, nfc or nfkc")
+    steps = list(forms[normalization])
+    if lowercase:
+        steps.append(normalizers.Lowercase())
+    if sentencepiece:  # what SentencePiece does itself: a "▁" before the text, and "▁" for every space
+        steps += [normalizers.Prepend(METASPACE), normalizers.Replace(" ", METASPACE)]
+    return normalizers.Sequence(steps)
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable stand-ins of byte-level tokenizers (GPT-2's table), indexed by byte value."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(256 + extra)
+            extra += 1
+    return [table[b] for b in range(256)]
+
+
+_BYTE_OF_SYMBOL = {symbol: byte for byte, symbol in enumerate(_byte_symbols())}
+
+
+def _train_sentencepiece(config: TokenizerConfig, texts: Iterable[str]) -> bytes:
+    """A SentencePiece Unigram model proto, trained without any normalisation of its own (the data stage did it)."""
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=model, model_type="unigram",
+            vocab_size=config.vocab_size, hard_vocab_limit=False, character_coverage=1.0,
+            normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
+            pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS,
+            max_sentence_length=1 << 24, input_sentence_size=1_000_000, shuffle_input_sentence=True,
+            minloglevel=2, num_threads=2)
+    except RuntimeError as exc:
+        from llmtui.errors import LlmtuiError
+
+        raise LlmtuiError(f"sentencepiece could not train a unigram vocabulary: {exc}",
+                          hint="add text, or lower tokenizer.vocab_size") from None
+    return model.getvalue()
+
+
+def _unigram_from_sentencepiece(proto: bytes):
+    """The `tokenizers` twin of a SentencePiece Unigram proto: same pieces, scores, ids and whitespace handling."""
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    spec = sentencepiece_model_pb2.ModelProto()
+    spec.ParseFromString(proto)
+    vocab = [(piece.piece, piece.score) for piece in spec.pieces]
+    backend = Tokenizer(models.Unigram(vocab, unk_id=SPECIAL_TOKENS.index(UNK), byte_fallback=False))
+    # The normaliser already wrote the spaces as "▁"; split before each so pieces never span words.
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="never", split=True)
+    backend.decoder = decoders.Metaspace(replacement=METASPACE, prepend_scheme="always", split=True)
+    return backend
 
 
 def _batched(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:

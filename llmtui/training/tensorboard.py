@@ -34,6 +34,15 @@ class ScalarWriter:
         summary = Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
         self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
 
+    def hparams(self, values: dict, trial_id: str) -> None:
+        """Record a trial's hyperparameters for TensorBoard's HParams dashboard (scalars in the same folder
+        become its metrics)."""
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.plugins.hparams import summary_v2
+
+        summary = summary_v2.hparams_pb(values, trial_id=trial_id)
+        self._writer.add_event(Event(wall_time=time.time(), step=0, summary=summary))
+
     def flush(self) -> None:
         self._writer.flush()
 

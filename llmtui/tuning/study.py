@@ -1,0 +1,446 @@
+"""Hyperparameter search with Optuna: every trial is a real pipeline run in `runs/<name>/trials/trial_NNN/`.
+
+The run's data and tokenizer stages run once, in the run folder itself. Each trial folder then receives
+hard links (copies where links are impossible) of `data/` and `tokenizer/` and their manifest entries, so the
+trial's own pipeline finds matching fingerprints and skips those stages (the `StageSkipped` events say so).
+The study lives in `runs/<name>/study.db` (SQLite): a killed search continues with the trials it has.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from llmtui.config.loader import recipe_from_dict, recipe_to_dict, save_recipe
+from llmtui.config.recipe import Recipe
+from llmtui.errors import LlmtuiError, RecipeError, RunFolderError
+from llmtui.events import Event, Metrics, TrainingStarted
+from llmtui.runfolder import RunFolder, fingerprint
+from llmtui.tuning.space import Param, apply_values, grid_points, search_space
+
+SHARED_STAGES = ("data", "tokenizer")
+BEST_RECIPE = "best_recipe.toml"
+
+
+@dataclass
+class TuneResult:
+    """What a finished search reports: trials sorted best first, importances, the best recipe's path."""
+
+    run_dir: Path
+    trials: list[dict] = field(default_factory=list)
+    importances: dict[str, float] = field(default_factory=dict)
+    best: dict | None = None
+    best_recipe: Path | None = None
+
+
+class PruningSink:
+    """Reports each validation evaluation to the Optuna trial and stops the trial when the pruner says so.
+
+    `optuna.TrialPruned` travels out of the training loop and the pipeline unchanged (both only clean up on
+    the way), and Optuna records the trial as pruned.
+    """
+
+    def __init__(self, trial, objective: str):
+        self.trial = trial
+        self.metric = "perplexity" if objective == "perplexity" else "loss"
+        self.last: float | None = None
+        self.last_step = 0
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, Metrics) or event.split != "val":
+            return
+        value = float(event.values[self.metric])
+        self.last, self.last_step = value, event.step
+        self.trial.report(value, event.step)
+        self.trial.set_user_attr("step", event.step)
+        if self.trial.should_prune():
+            import optuna
+
+            raise optuna.TrialPruned(f"pruned at step {event.step}: validation {self.metric} {value:.4f}")
+
+
+class TimeBudget:
+    """`tune.seconds`: training stops at the first validation evaluation after this much training time."""
+
+    def __init__(self, seconds: float, pruning: PruningSink):
+        self.seconds = seconds
+        self.pruning = pruning
+        self.started: float | None = None
+        self.evaluated_after = False
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, TrainingStarted) and self.started is None:
+            self.started = time.perf_counter()
+        elif isinstance(event, Metrics) and event.split == "val" and self._over():
+            self.evaluated_after = True
+
+    def _over(self) -> bool:
+        return bool(self.seconds) and self.started is not None and time.perf_counter() - self.started > self.seconds
+
+    def spent(self) -> bool:
+        return self.evaluated_after and self.pruning.last is not None
+
+
+def study_paths(recipe: Recipe, base_dir: Path) -> tuple[Path, str]:
+    """The run folder and the default storage URL (SQLite in the run folder)."""
+    root = (Path(base_dir) / recipe.run.out_dir / recipe.run.name).resolve()
+    return root, f"sqlite:///{root / 'study.db'}"
+
+
+class Tuner:
+    """Runs a recipe's `[tune]` search in its run folder."""
+
+    def __init__(self, recipe: Recipe, base_dir: Path | str = ".", storage: str | None = None,
+                 where: str = "recipe", worker_index: int = 0):
+        self.recipe = recipe
+        self.worker_index = worker_index  # each worker process samples with its own seed
+        self.base_dir = Path(base_dir)
+        self.params: list[Param] = search_space(recipe, where)  # every input error before any trial
+        self.root, default_storage = study_paths(recipe, self.base_dir)
+        self.storage_url = storage or default_storage
+        self.local_storage = storage is None
+        self.study_name = f"llmtui-{recipe.run.name}"
+        self.trials_dir = self.root / "trials"
+
+    # Setup ------------------------------------------------------------------------------------
+    def prepare(self, sinks: list[Callable[[Event], None]] | None = None) -> None:
+        """Build the data and tokenizer once, in the run folder (skipped when already built)."""
+        from llmtui.pipeline import Pipeline
+
+        Pipeline(self.recipe, self.base_dir, sinks).execute(until="tokenizer")
+
+    def space_fingerprint(self) -> str:
+        tune = self.recipe.tune
+        return fingerprint(tune.method, tune.objective, tune.direction, tune.steps, tune.seconds,
+                           {k: v.model_dump(mode="json") for k, v in tune.space.items()},
+                           self.recipe.model_dump(mode="json", exclude={"tune", "run"}), self.recipe.run.seed)
+
+    def study(self):
+        """Create or load the study; refuse one made for another search."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        tune = self.recipe.tune
+        if self.local_storage:
+            self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            study = optuna.create_study(storage=self.storage_url, study_name=self.study_name,
+                                        direction=tune.direction, sampler=self._sampler(),
+                                        pruner=self._pruner(), load_if_exists=True)
+        except (ImportError, ValueError, RuntimeError) as exc:
+            raise LlmtuiError(f"cannot open the study storage {self.storage_url}: {exc}",
+                              hint="a database URL such as sqlite:///path/study.db or postgresql://user@host/db") from None
+        except Exception as exc:  # SQLAlchemy's errors (bad URL, unreachable server)
+            raise LlmtuiError(f"cannot open the study storage {self.storage_url}: {type(exc).__name__}: {exc}") from None
+        if study.trials:  # a resumed study: a sampler seeded as before would propose the same values again
+            study.sampler = self._sampler(resumed_at=len(study.trials))
+        made_for = study.user_attrs.get("search")
+        if made_for is None:
+            study.set_user_attr("search", self.space_fingerprint())
+        elif made_for != self.space_fingerprint():
+            raise RecipeError(f"the study {self.study_name} in {self.storage_url} was made for another recipe "
+                              f"or [tune] section",
+                              hint="give the run another name (--set run.name=...), or delete study.db to start over")
+        return study
+
+    def _sampler(self, resumed_at: int = 0):
+        import optuna
+
+        tune = self.recipe.tune
+        seed = tune.seed + 1000 * self.worker_index + resumed_at
+        if tune.method == "grid":
+            return optuna.samplers.GridSampler({p.path: p.grid_values() for p in self.params}, seed=seed)
+        if tune.method == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, tune.trials // 3)))
+
+    def _pruner(self):
+        import optuna
+
+        tune = self.recipe.tune
+        if tune.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials, n_warmup_steps=0)
+        if tune.pruner == "halving":
+            return optuna.pruners.SuccessiveHalvingPruner()
+        return optuna.pruners.NopPruner()
+
+    # Trials -----------------------------------------------------------------------------------
+    def trial_recipe(self, values: dict[str, Any], number: int) -> Recipe:
+        recipe = apply_values(self.recipe, values, where=f"trial {number}")
+        data = recipe_to_dict(recipe)
+        data["run"].update(name=f"trial_{number:03d}", out_dir=str(self.trials_dir))
+        if self.recipe.tune.steps:
+            data["train"]["steps"] = self.recipe.tune.steps
+        return recipe_from_dict(data, where=f"trial {number}")
+
+    def best_recipe(self, values: dict[str, Any]) -> Recipe:
+        """The run's recipe with the best trial's values: `llmtui run` on it trains in the run folder itself,
+        reusing the data and tokenizer built there."""
+        recipe = apply_values(self.recipe, values, where="best recipe")
+        if self.recipe.tune.steps:
+            recipe = apply_values(recipe, {"train.steps": self.recipe.tune.steps}, where="best recipe")
+        return recipe
+
+    def share_artifacts(self, trial_root: Path) -> None:
+        share_artifacts(self.root, trial_root)
+
+    def objective(self, trial) -> float:
+        """One trial: a real training run in its own folder, evaluated on the validation split."""
+        from llmtui.pipeline import Pipeline
+
+        tune = self.recipe.tune
+        values = {p.path: p.suggest(trial, tune.method == "grid") for p in self.params}
+        trial_root = self.trials_dir / f"trial_{trial.number:03d}"
+        trial.set_user_attr("folder", str(trial_root))
+        try:
+            recipe = self.trial_recipe(values, trial.number)
+        except RecipeError as exc:  # a combination the recipe rejects (e.g. dim not a multiple of heads)
+            trial.set_user_attr("error", str(exc))
+            return math.nan
+        self.share_artifacts(trial_root)
+        pruning = PruningSink(trial, tune.objective)
+        budget = TimeBudget(tune.seconds, pruning)
+        pipeline = Pipeline(recipe, self.base_dir, [pruning, budget])
+        started = time.perf_counter()
+        if tune.seconds:
+            pipeline.stop_requested = budget.spent
+        try:
+            summary = pipeline.execute(until="eval")
+            value = summary[tune.objective]
+        except _interrupted():
+            if not budget.spent():  # Ctrl-C: the search stops; its next run tries these values first
+                trial.set_user_attr("error", "interrupted")
+                trial.study.enqueue_trial(values)
+                raise
+            trial.set_user_attr("stopped", f"time budget at step {pruning.last_step}")
+            value = pruning.last if tune.objective != "bits_per_byte" else self._bits_per_byte(pruning.last)
+        except LlmtuiError as exc:  # e.g. NaN loss: this trial failed, the search goes on
+            trial.set_user_attr("error", str(exc))
+            return math.nan
+        finally:
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
+            self._write_hparams(trial, values, pruning)
+        return float(value)
+
+    def _bits_per_byte(self, loss: float) -> float:
+        tokens = json.loads((self.root / "tokenizer" / "tokens.json").read_text(encoding="utf-8"))
+        return loss / math.log(2) / (tokens["val"]["bytes"] / tokens["val"]["tokens"])
+
+    def _write_hparams(self, trial, values: dict, pruning: PruningSink) -> None:
+        from llmtui.training.tensorboard import ScalarWriter
+
+        writer = ScalarWriter(self.trials_dir / f"trial_{trial.number:03d}" / "logs" / "hparams")
+        try:
+            writer.hparams(dict(values), trial_id=f"trial_{trial.number:03d}")
+            if pruning.last is not None:
+                writer.scalar(f"tune/last_eval_{pruning.metric}", pruning.last, pruning.last_step)
+        finally:
+            writer.close()
+
+    def write_objective(self, trial) -> None:
+        """The finished trial's objective as a scalar beside its hparams (the HParams dashboard's metric)."""
+        from llmtui.training.tensorboard import ScalarWriter
+
+        if trial.value is None or not math.isfinite(trial.value):
+            return
+        writer = ScalarWriter(self.trials_dir / f"trial_{trial.number:03d}" / "logs" / "hparams")
+        try:
+            writer.scalar(f"tune/{self.recipe.tune.objective}", trial.value, 0)
+        finally:
+            writer.close()
+
+    # The search -------------------------------------------------------------------------------
+    def remaining_trials(self, study) -> int:
+        from optuna.trial import TrialState
+
+        finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        remaining = self.recipe.tune.trials - len(finished)
+        if self.recipe.tune.method == "grid":
+            visited = {json.dumps(t.params, sort_keys=True) for t in finished}
+            remaining = min(remaining, sum(json.dumps(p, sort_keys=True) not in visited
+                                           for p in grid_points(self.params)))
+        return max(0, remaining)
+
+    def optimize(self, study, n_trials: int) -> None:
+        """Run trials in this process until the study has `tune.trials` finished trials."""
+        import optuna
+        from optuna.trial import TrialState
+
+        if n_trials <= 0:
+            return
+        stop_at = optuna.study.MaxTrialsCallback(self.recipe.tune.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+        def after_trial(study, trial) -> None:
+            if trial.state == TrialState.COMPLETE:
+                self.write_objective(trial)
+
+        study.optimize(self.objective, n_trials=n_trials, callbacks=[stop_at, after_trial], catch=(),
+                       gc_after_trial=True)
+
+    def fail_stale_trials(self, study) -> int:
+        """Trials left RUNNING by a killed search are marked failed and their values queued again (only safe
+        while this process holds the search lock: nothing else can be running them)."""
+        from optuna.trial import TrialState
+
+        stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+        for t in stale:
+            study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted (the search was stopped)")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            if t.params:
+                study.enqueue_trial(t.params, skip_if_exists=False)
+        return len(stale)
+
+    def lock(self):
+        """Hold `runs/<name>/tune.lock` for the whole search: one search per run folder on this machine."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / "tune.lock", "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RunFolderError(f"a search is already running in {self.root}",
+                                 hint="wait for it, or add workers to it with --storage from another machine") from None
+        return handle
+
+    def run(self, workers: int = 1, on_prepared: Callable[[Any], None] | None = None,
+            prepare_sinks: list | None = None) -> TuneResult:
+        """Prepare shared artifacts, then run the remaining trials in `workers` processes (1 = this one)."""
+        handle = self.lock()
+        try:
+            self.prepare(prepare_sinks)
+            study = self.study()
+            if self.local_storage:
+                self.fail_stale_trials(study)
+            remaining = self.remaining_trials(study)
+            if on_prepared is not None:
+                on_prepared(study)
+            if workers <= 1 or remaining <= 1:
+                self.optimize(study, remaining)
+            else:
+                run_workers(self, workers, remaining)
+            return self.result(study)
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
+
+    def result(self, study) -> TuneResult:
+        from optuna.trial import TrialState
+
+        result = TuneResult(run_dir=self.root)
+        rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+        sign = 1 if self.recipe.tune.direction == "minimize" else -1
+        result.trials = sorted(rows, key=lambda r: (r["value"] is None, sign * (r["value"] or 0.0), r["number"]))
+        complete = [t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None
+                    and math.isfinite(t.value)]
+        if not complete:
+            return result
+        best = min(complete, key=lambda t: sign * t.value)
+        result.best = trial_row(best)
+        path = self.root / BEST_RECIPE
+        save_recipe(self.best_recipe(best.params), path)
+        result.best_recipe = path
+        if len(complete) >= 2 and len(self.params) >= 1:
+            try:
+                import optuna
+
+                result.importances = dict(optuna.importance.get_param_importances(study))
+            except (RuntimeError, ValueError):
+                result.importances = {}  # e.g. every trial had the same values
+        return result
+
+
+def _interrupted():
+    """The trainer's stop exception, imported only once an exception happens (Keras is loaded by then:
+    importing it earlier would load Keras before the pipeline picks the backend)."""
+    from llmtui.training.trainer import TrainingInterrupted
+
+    return TrainingInterrupted
+
+
+def trial_row(trial) -> dict:
+    """One trial for tables and reports."""
+    seconds = trial.user_attrs.get("seconds")
+    if seconds is None and trial.datetime_start is not None:
+        end = trial.datetime_complete or __import__("datetime").datetime.now()
+        seconds = (end - trial.datetime_start).total_seconds()
+    value = trial.value if trial.value is not None and math.isfinite(trial.value) else None
+    intermediate = trial.intermediate_values
+    return {"number": trial.number, "state": trial.state.name.lower(), "params": dict(trial.params),
+            "value": value, "step": trial.user_attrs.get("step", max(intermediate) if intermediate else None),
+            "last_intermediate": intermediate[max(intermediate)] if intermediate else None,
+            "seconds": seconds, "error": trial.user_attrs.get("error"), "folder": trial.user_attrs.get("folder")}
+
+
+def share_artifacts(run_root: Path, trial_root: Path) -> None:
+    """Link a run's data and tokenizer into a trial folder, with their manifest entries: the trial's pipeline
+    then finds the same fingerprints and skips those stages."""
+    manifest = RunFolder(run_root).read_manifest()
+    missing = [s for s in SHARED_STAGES if s not in manifest["stages"]]
+    if missing:
+        raise RunFolderError(f"{run_root} has no {' or '.join(missing)} stage to share with the trials",
+                             hint="they are prepared first; run the command again")
+    trial = RunFolder(trial_root)
+    trial_root.mkdir(parents=True, exist_ok=True)
+    trial_manifest = trial.read_manifest()
+    for stage in SHARED_STAGES:
+        source, target = run_root / stage, trial_root / stage
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target, copy_function=_link_or_copy)
+        entry = json.loads(json.dumps(manifest["stages"][stage]))
+        entry["outputs"] = [str(target / Path(p).relative_to(source)) for p in entry["outputs"]]
+        entry["shared_from"] = str(source)
+        trial_manifest["stages"][stage] = entry
+    trial.write_manifest(trial_manifest)
+
+
+def _link_or_copy(source: str, target: str) -> str:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
+# Several processes ------------------------------------------------------------------------------
+def run_workers(tuner: Tuner, workers: int, remaining: int) -> None:
+    """Trials in `workers` fresh processes sharing the study's storage (spawned: TensorFlow does not fork)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    recipe = recipe_to_dict(tuner.recipe)
+    storage = None if tuner.local_storage else tuner.storage_url
+    shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
+    processes = [context.Process(target=_worker, args=(recipe, str(tuner.base_dir.resolve()), storage, share, i + 1),
+                                 name=f"llmtui-tune-{i}")
+                 for i, share in enumerate(shares) if share]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()
+            process.join()
+        raise
+    failed = [p.name for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        raise LlmtuiError(f"{len(failed)} of {len(processes)} tuning workers stopped with an error",
+                          hint=f"see the trial folders' run.log under {tuner.trials_dir}")
+
+
+def _worker(recipe_data: dict, base_dir: str, storage: str | None, n_trials: int, index: int) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tuner = Tuner(recipe_from_dict(recipe_data), base_dir, storage, worker_index=index)
+    # TensorFlow's and absl's native messages go to the worker's log, not over the live table.
+    log = os.open(tuner.root / f"tune-worker-{index}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 2)
+    tuner.optimize(tuner.study(), n_trials)
