@@ -191,3 +191,18 @@ def test_pipeline_tokenizer_stage_writes_the_report(tiny_recipe, tmp_path):
     assert report["counts_from"] == "train" and report["most_frequent"][0]["count"] > 0
     assert 0 <= report["validation"]["unknown_rate"] < 0.05
     assert any("bytes/token" in e.text for e in recorder.of_type(Message))
+
+
+@pytest.mark.parametrize("kind", ["char", "byte", "bpe", "wordpiece", "unigram"])
+def test_transformers_fast_tokenizer_loads_the_saved_file(kind, tmp_path):
+    """The saved tokenizer.json is the standard format: transformers gives the same ids and text."""
+    transformers = pytest.importorskip("transformers")
+    texts = ["The quick brown fox jumps over the lazy dog. It's 3.14, café ü!"] * 30 + \
+        ["Tokenizers split text; models learn."] * 30
+    tok = train_tokenizer(recipe_from_dict({"tokenizer": {"kind": kind, "vocab_size": 300}}).tokenizer, iter(texts))
+    tok.save(tmp_path)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    sample = "The lazy café fox's 3.14 learns models!"
+    ids = fast(sample, add_special_tokens=False)["input_ids"]
+    assert ids == tok.encode(sample)
+    assert fast.decode(ids, skip_special_tokens=True) == tok.decode(ids)
