@@ -244,9 +244,9 @@ class Pipeline:
             return data_parallel(keras.backend.backend(), self.recipe.train.batch_size)
         return contextlib.nullcontext(1)
 
-    def _train_on_devices(self, train, TrainInputs, train_config) -> StageResult:
+    def _train_on_devices(self, train, inputs_type, train_config) -> StageResult:
         model = self._build_model()
-        inputs = self._train_inputs(TrainInputs)
+        inputs = self._train_inputs(inputs_type)
         generate = self.recipe.generate
         prompt = generate.prompts[0] if generate.prompts else ""
 

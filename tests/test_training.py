@@ -17,7 +17,7 @@ from llmtui.config import recipe_from_dict
 from llmtui.events import EventRecorder, Message, Metrics
 from llmtui.models import build_model, count_parameters
 from llmtui.models.cost import count_model_parameters, estimate_cost, preflight_problem
-from llmtui.pipeline import Pipeline, load_final_model
+from llmtui.pipeline import Pipeline
 from llmtui.training.optimizers import make_optimizer
 from llmtui.training.schedule import lr_at
 from llmtui.training.trainer import compile_model

@@ -249,13 +249,18 @@ def _read_jsonl(path: Path, stream: BinaryIO, fmt: str, text_field: str, encodin
     problems.flush()
 
 
-def _read_json(path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str,
-               problem: Callable[[str], None]) -> Iterator[Record]:
+def _read_whole(stream: BinaryIO, encoding: str, what: str, advice: str = "") -> tuple[str, bool]:
+    """A format that must be parsed whole: read it (up to the size cap), refuse binary, decode."""
     raw = stream.read(MAX_WHOLE_FILE_BYTES + 1)
     _sniff(raw)
     if len(raw) > MAX_WHOLE_FILE_BYTES:
-        raise FileProblem(f"JSON file over {MAX_WHOLE_FILE_BYTES >> 20} MB; write it as JSON Lines (.jsonl) to stream it")
-    text, repaired = decode(raw, encoding)
+        raise FileProblem(f"{what} over {MAX_WHOLE_FILE_BYTES >> 20} MB{advice}")
+    return decode(raw, encoding)
+
+
+def _read_json(path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str,
+               problem: Callable[[str], None]) -> Iterator[Record]:
+    text, repaired = _read_whole(stream, encoding, "JSON file", "; write it as JSON Lines (.jsonl) to stream it")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -352,11 +357,7 @@ def _read_parquet(path: Path, text_field: str, problem: Callable[[str], None]) -
 
 def _read_html(path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str,
                problem: Callable[[str], None]) -> Iterator[Record]:
-    raw = stream.read(MAX_WHOLE_FILE_BYTES + 1)
-    _sniff(raw)
-    if len(raw) > MAX_WHOLE_FILE_BYTES:
-        raise FileProblem(f"HTML file over {MAX_WHOLE_FILE_BYTES >> 20} MB")
-    html, repaired = decode(raw, encoding)
+    html, repaired = _read_whole(stream, encoding, "HTML file")
     text = html_main_text(html)
     if not text:
         raise FileProblem("no main text found in the HTML")
