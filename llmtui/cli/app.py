@@ -22,7 +22,7 @@ from llmtui.errors import LlmtuiError
 app = typer.Typer(
     name="llmtui",
     help="Build, train, evaluate and use your own language model: raw text → vocabulary → model → results.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -41,9 +41,18 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+def _root(ctx: typer.Context,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit.")] = False) -> None:
-    """llmtui: from raw text to a trained, evaluated, usable language model."""
+    """llmtui: from raw text to a trained, evaluated, usable language model.
+
+    With no command, opens the wizard (a terminal app that walks through every step).
+    """
+    if ctx.invoked_subcommand is None:
+        from llmtui.cli.tui_cmds import open_wizard
+
+        with user_errors():
+            open_wizard()
 
 
 @contextlib.contextmanager
@@ -122,39 +131,6 @@ def schema() -> None:
 
 
 @app.command()
-def generate(
-    run_dir: RunArg,
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text to continue (repeatable).")] = ["The "],
-    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.")] = 200,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.8,
-    top_k: Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens; 0 turns it off.")] = 40,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus mass; 1 turns it off.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-) -> None:
-    """Continue a prompt with the trained model of a run."""
-    with user_errors():
-        from llmtui.backend import configure_backend, native_stderr_to
-        from llmtui.config import load_recipe
-        from llmtui.runfolder import RunFolder, resolve_run_dir
-
-        run = RunFolder(resolve_run_dir(run_dir))
-        config = load_recipe(run.require(run.recipe_path, "recipe", "is this a run folder?"))
-        run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
-        with native_stderr_to(run.log_file):
-            configure_backend(config.run.backend)
-            from llmtui.generation.sampler import Generator
-            from llmtui.pipeline import load_final_model
-            from llmtui.tokenizers import TextTokenizer
-
-            generator = Generator(load_final_model(run), TextTokenizer.load(run.tokenizer_dir), config.model.context)
-            for index, text in enumerate(prompt):
-                out = generator.generate(text, max_tokens, temperature, top_k, top_p, seed + index)
-                typer.echo(text + out)
-                if index < len(prompt) - 1:
-                    typer.echo("")
-
-
-@app.command()
 def tensorboard(
     run_dir: RunArg,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 6006,
@@ -187,6 +163,10 @@ app.add_typer(model_app, name="model")
 from llmtui.cli.tune_cmds import ladder as ladder_command, tune as tune_command  # noqa: E402  (light)
 app.command("tune")(tune_command)
 app.command("ladder")(ladder_command)
+# Each of these modules adds its own commands to `app` (they import the library only when a command runs).
+from llmtui.cli import eval_cmds, finetune_cmds, generate_cmds, tui_cmds  # noqa: E402
+for _module in (generate_cmds, eval_cmds, finetune_cmds, tui_cmds):
+    _module.register(app)
 
 
 def main() -> None:

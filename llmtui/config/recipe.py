@@ -293,6 +293,12 @@ class GenerateConfig(Section):
     top_k: int = Field(40, ge=0, description="Sample from the k most likely tokens (0 = off).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling probability mass (1 = off).")
     seed: int = Field(0, ge=0, description="Seed for sampling.")
+    beams: int = Field(1, ge=1, le=64, description="Beam search width (1 = sample or greedy; more = beam search, "
+                                                   "which ignores temperature, top_k and top_p).")
+    stop: list[str] = Field(default_factory=list, description="Stop generating when the text produced so far "
+                                                              "contains one of these strings (it is cut there).")
+    use_cache: bool = Field(True, description="Keep attention keys/values (transformers) or the recurrent state "
+                                              "between tokens instead of recomputing the whole window.")
 
 
 class SpaceParam(Section):
