@@ -34,6 +34,8 @@ class StageResult:
 class Pipeline:
     """Runs a recipe's stages in a run folder, emitting events to `sinks`."""
 
+    stages: tuple[str, ...] = STAGES  # a subclass (fine-tuning) may run other stages by the same rules
+
     def __init__(self, recipe: Recipe, base_dir: Path | str = ".", sinks: list[Callable[[Event], None]] | None = None):
         self.recipe = recipe
         self.base_dir = Path(base_dir)
@@ -50,9 +52,9 @@ class Pipeline:
     # Public -------------------------------------------------------------------------------------
     def execute(self, until: str | None = None) -> dict:
         """Run the stages up to and including `until`; returns the summary of the whole run."""
-        if until is not None and until not in STAGES:
-            raise LlmtuiError(f"unknown stage {until!r}", hint=f"stages: {', '.join(STAGES)}")
-        stages = STAGES if until is None else STAGES[: STAGES.index(until) + 1]
+        if until is not None and until not in self.stages:
+            raise LlmtuiError(f"unknown stage {until!r}", hint=f"stages: {', '.join(self.stages)}")
+        stages = self.stages if until is None else self.stages[: self.stages.index(until) + 1]
         started = time.perf_counter()
         with self.run:
             write_text_atomic(self.run.recipe_path, recipe_to_toml(self.recipe))
@@ -91,6 +93,8 @@ class Pipeline:
             "uniform_loss": report.get("uniform_loss"),
             "tokens_per_sec": train.get("tokens_per_sec") or report.get("train_tokens_per_sec"),
             "samples": samples,
+            # Fine-tuned tasks: accuracy, macro_f1, f1, exact_match, bleu or chrf (only the report file has them).
+            "task": (_read_json(self.run.eval_dir / "report.json") or {}).get("task"),
         }
 
     # Stages -------------------------------------------------------------------------------------
@@ -118,7 +122,7 @@ class Pipeline:
 
     def _fingerprint(self, stage: str) -> str:
         r = self.recipe
-        upstream = self._fingerprints.get(STAGES[STAGES.index(stage) - 1]) if stage != "data" else None
+        upstream = self._fingerprints.get(self.stages[self.stages.index(stage) - 1]) if stage != "data" else None
         if stage == "data":
             from llmtui.data.sources import source_fingerprint
 
@@ -253,7 +257,8 @@ class Pipeline:
         def sample(current_model) -> tuple[str, str]:
             return prompt, self._generator(current_model).generate(
                 prompt, max_tokens=min(generate.max_tokens, 80), temperature=generate.temperature,
-                top_k=generate.top_k, top_p=generate.top_p, seed=generate.seed)
+                top_k=generate.top_k, top_p=generate.top_p, seed=generate.seed, beams=generate.beams,
+                stop=generate.stop, use_cache=generate.use_cache)
 
         from llmtui.backend import device_kind
         from llmtui.models.cost import estimate_cost, peak_flops
@@ -262,32 +267,29 @@ class Pipeline:
         peak, peak_source = peak_flops(train_config, device_kind())
         self.bus.emit(Message(f"MFU is measured against {peak / 1e12:.2f} TFLOP/s ({peak_source})"))
         summary = train(model, inputs, train_config, self.recipe.model, self.recipe.run.seed, self.run,
-                        self._fingerprints["train"], self.bus.emit, sampler_fn=sample,
+                        self._fingerprints["train"], self.bus.emit, sampler_fn=self._training_sampler(sample),
                         flops_per_token=cost.flops_per_token, peak_flops=peak, stop_requested=self.stop_requested)
         self._save_final_model(model)
         self._model = model
         return StageResult([self.run.final_model_path], summary)
 
     def _stage_eval(self) -> StageResult:
-        from llmtui.data.tokens import load_tokens
-        from llmtui.evaluation.language_model import make_scorer, score_tokens, summarize
+        from llmtui.evaluation.language_model import make_scorer
+        from llmtui.evaluation.report import write_report
+        from llmtui.evaluation.run_eval import save_eval_report, validation_metrics
 
         self._setup_backend()
-        model = self._final_model()
-        meta = _read_json(self.run.tokenizer_dir / "tokens.json")
-        tokens = load_tokens(self.run.tokenizer_dir, "val")
-        batch = self.recipe.eval.batch_size or self.recipe.train.batch_size
-        scores = score_tokens(make_scorer(model, self.recipe.train.jit_compile), tokens, self.recipe.model.context,
-                              batch, self.recipe.eval.max_batches)
-        report = summarize(scores, meta["val"]["bytes"] / meta["val"]["tokens"], meta["vocab_size"])
-        train_summary = self._summaries.get("train", {})
-        report.update({"split": "val", "train_steps": train_summary.get("steps"),
-                       "train_tokens_per_sec": train_summary.get("tokens_per_sec"),
-                       "parameters": self._summaries.get("model", {}).get("parameters")})
-        self.run.eval_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.run.eval_dir / "report.json", report)
-        return StageResult([self.run.eval_dir / "report.json"],
-                           {k: report.get(k) for k in ("loss", "perplexity", "bits_per_byte", "accuracy")})
+        scorer = make_scorer(self._final_model(), self.recipe.train.jit_compile)
+        report = validation_metrics(scorer, self.run, self.recipe.model.context,
+                                    self.recipe.eval.batch_size or self.recipe.train.batch_size,
+                                    self.recipe.eval.max_batches)
+        save_eval_report(self.run, report)
+        pages = write_report(self.run)  # redrawn by llmtui report RUN, e.g. after the generate stage
+        self.bus.emit(Message(f"eval: loss {report['loss']:.4f}, perplexity {report['perplexity']:.3f}, "
+                              f"top-5 accuracy {report['top5_accuracy']:.3f}; report {pages['report.html']}"))
+        return StageResult([self.run.eval_dir / "report.json", pages["report.md"], pages["report.html"]],
+                           {k: report.get(k) for k in ("loss", "perplexity", "bits_per_byte", "accuracy",
+                                                       "top5_accuracy")})
 
     def _stage_generate(self) -> StageResult:
         self._setup_backend()
@@ -295,12 +297,17 @@ class Pipeline:
         g = self.recipe.generate
         samples = []
         for index, prompt in enumerate(g.prompts):
-            text = generator.generate(prompt, g.max_tokens, g.temperature, g.top_k, g.top_p, g.seed + index)
+            text = generator.generate(prompt, g.max_tokens, g.temperature, g.top_k, g.top_p, g.seed + index,
+                                      beams=g.beams, stop=g.stop, use_cache=g.use_cache)
             samples.append({"prompt": prompt, "text": text})
             self.bus.emit(Sample(step=-1, prompt=prompt, text=text))
         folder = self.run.root / "generate"
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / "samples.json", {"samples": samples})
+        if (self.run.eval_dir / "report.json").exists():  # the report pages show these samples too
+            from llmtui.evaluation.report import write_report
+
+            write_report(self.run)
         return StageResult([folder / "samples.json"], {"samples": samples})
 
     # Helpers ------------------------------------------------------------------------------------
@@ -355,6 +362,10 @@ class Pipeline:
                    val_tokens=load_tokens(self.run.tokenizer_dir, "val"),
                    bytes_per_token=meta["val"]["bytes"] / meta["val"]["tokens"], vocab_size=meta["vocab_size"])
 
+    def _training_sampler(self, sample):
+        """What writes a sample at each evaluation during training (None: no samples, e.g. a classifier)."""
+        return sample
+
     def _save_final_model(self, model) -> None:
         path = self.run.final_model_path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -371,7 +382,17 @@ class Pipeline:
         from llmtui.generation.sampler import Generator
         from llmtui.tokenizers import TextTokenizer
 
-        return Generator(model, TextTokenizer.load(self.run.tokenizer_dir), self.recipe.model.context)
+        return Generator(model, TextTokenizer.load(self.run.tokenizer_dir), self.recipe.model.context,
+                         use_cache=self.recipe.generate.use_cache)
+
+
+def pipeline_for(recipe: Recipe, base_dir: Path | str = ".", sinks: list[Callable[[Event], None]] | None = None) -> Pipeline:
+    """The pipeline a recipe asks for: fine-tuning when `[finetune] base` names a run, else training from scratch."""
+    if recipe.finetune.base:
+        from llmtui.finetune.pipeline import FinetunePipeline
+
+        return FinetunePipeline(recipe, base_dir, sinks)
+    return Pipeline(recipe, base_dir, sinks)
 
 
 def load_final_model(run: RunFolder):
@@ -379,6 +400,7 @@ def load_final_model(run: RunFolder):
     import keras
 
     import llmtui.evaluation.language_model  # noqa: F401  (registers custom objects)
+    import llmtui.finetune.classifier  # noqa: F401
     import llmtui.models.token_encoding  # noqa: F401
     import llmtui.models.transformer  # noqa: F401
     import llmtui.training.keras_schedule  # noqa: F401

@@ -94,6 +94,7 @@ def test_test_split_seed_and_document_integrity(tmp_path):
     assert sum(report["splits"][n]["documents"] for n in report["splits"]) == 60
     assert (tmp_path / "a/test.jsonl").read_text() == (tmp_path / "b/test.jsonl").read_text()
     assert (tmp_path / "a/test.jsonl").read_text() != (tmp_path / "c/test.jsonl").read_text()
+    assert sum(other["splits"][n]["documents"] for n in other["splits"]) == 60  # another seed, the same documents
     assert {k: v for k, v in report.items() if k != "timings"} == {k: v for k, v in again.items() if k != "timings"}
     # Chunks of one document stay together: each document id appears in exactly one split.
     owners = {}

@@ -198,7 +198,7 @@ def test_bad_search_spaces_are_one_clear_error(tmp_path, space, method, trials, 
     from llmtui.tuning import Tuner
 
     data = tune_dict(tmp_path, method=method, trials=trials, space=space)
-    with pytest.raises(RecipeError, match=message.replace("*", r"\*").replace("(", r"\(")) as caught:
+    with pytest.raises(RecipeError, match=message.replace("*", r"\*").replace("(", r"\(")):
         Tuner(recipe_from_dict(data), tmp_path)
     assert not (tmp_path / "runs").exists()  # caught before anything ran
 

@@ -86,25 +86,31 @@ def run(
 ) -> None:
     """Run a recipe headless: data → tokenizer → model → train → eval → generate.
 
-    Stages whose inputs have not changed since the last run are skipped, and training continues from
-    the newest checkpoint, so a killed or interrupted run resumes when the same command runs again.
+    A recipe whose \\[finetune] base names a trained run fine-tunes it (the same as llmtui finetune).
+    Stages whose inputs have not changed since the last run are skipped, and training continues from the
+    newest checkpoint, so a killed or interrupted run resumes when the same command runs again.
     """
     with user_errors():
         from llmtui.cli.console import ConsoleSink
         from llmtui.config import load_recipe
-        from llmtui.pipeline import Pipeline
 
-        config = load_recipe(recipe, set_ or [])
-        pipeline = Pipeline(config, base_dir=Path.cwd(), sinks=[ConsoleSink()])
-        if fresh:
-            pipeline.run.clear()
-        try:
-            pipeline.execute(until=until)
-        except _interrupted() as exc:
-            where = f"; checkpoint {exc.checkpoint}" if exc.checkpoint else ""
-            typer.secho(f"interrupted at step {exc.step}{where}. Run the same command again to continue.",
-                        err=True, fg="yellow")
-            raise typer.Exit(130) from None
+        execute_recipe(load_recipe(recipe, set_ or []), until, fresh, ConsoleSink())
+
+
+def execute_recipe(config, until: str | None, fresh: bool, sink) -> None:
+    """Run a loaded recipe (fine-tuning when [finetune] base is set); Ctrl-C leaves a checkpoint and exits 130."""
+    from llmtui.pipeline import pipeline_for
+
+    pipeline = pipeline_for(config, base_dir=Path.cwd(), sinks=[sink])
+    if fresh:
+        pipeline.run.clear()
+    try:
+        pipeline.execute(until=until)
+    except _interrupted() as exc:
+        where = f"; checkpoint {exc.checkpoint}" if exc.checkpoint else ""
+        typer.secho(f"interrupted at step {exc.step}{where}. Run the same command again to continue.",
+                    err=True, fg="yellow")
+        raise typer.Exit(130) from None
 
 
 def _interrupted():
@@ -164,8 +170,8 @@ from llmtui.cli.tune_cmds import ladder as ladder_command, tune as tune_command 
 app.command("tune")(tune_command)
 app.command("ladder")(ladder_command)
 # Each of these modules adds its own commands to `app` (they import the library only when a command runs).
-from llmtui.cli import eval_cmds, finetune_cmds, generate_cmds, tui_cmds  # noqa: E402
-for _module in (generate_cmds, eval_cmds, finetune_cmds, tui_cmds):
+from llmtui.cli import eval_cmds, export_cmds, finetune_cmds, generate_cmds, tui_cmds  # noqa: E402
+for _module in (generate_cmds, eval_cmds, finetune_cmds, export_cmds, tui_cmds):
     _module.register(app)
 
 

@@ -64,8 +64,9 @@ class ConsoleSink:
         else:
             self.last_val = f"{e.values['loss']:.3f}"
             self.progress.update(self.task, val=self.last_val)
-            self._print(f"  [dim]step {e.step}: validation loss {e.values['loss']:.4f} "
-                        f"(perplexity {e.values['perplexity']:.2f})[/]")
+            others = ", ".join(f"{name} {e.values[name]:.{2 if name == 'perplexity' else 3}f}"
+                               for name in ("perplexity", "accuracy") if name in e.values)
+            self._print(f"  [dim]step {e.step}: validation loss {e.values['loss']:.4f} ({others})[/]")
 
     def _on_Sample(self, e: ev.Sample) -> None:
         if e.step >= 0:

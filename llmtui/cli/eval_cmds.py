@@ -1,9 +1,119 @@
-"""`llmtui eval` and `llmtui compare`: held-out metrics and reports of trained runs."""
+"""`llmtui eval`, `llmtui report` and `llmtui compare`: held-out metrics, report pages and side-by-side runs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from llmtui.cli.app import RunArg, user_errors
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("eval")(evaluate)
+    app.command()(report)
+    app.command()(compare)
+
+
+def evaluate(
+    run_dir: RunArg,
+    data: Annotated[Optional[list[Path]], typer.Option(
+        "--data", "-d", help="Score this text file instead of the validation split (repeatable; any format the "
+                             "data stage reads: txt, md, jsonl, json, csv, html, compressed too).")] = None,
+    max_batches: Annotated[Optional[int], typer.Option(
+        min=0, help="Score at most this many batches per text (0 = all; default: the recipe's "
+                    "eval.max_batches).")] = None,
+    text_field: Annotated[str, typer.Option(help="Field holding the text in JSON/JSONL/CSV files.")] = "text",
+) -> None:
+    """Score a run's final model: loss, perplexity, bits per byte, accuracy, top-5, loss by position.
+
+    Updates eval/report.json (files given with --data go in its `files` section) and redraws the report
+    pages eval/report.md and eval/report.html.
+    """
+    with user_errors():
+        from rich.console import Console
+
+        from llmtui.backend import configure_backend, native_stderr_to
+        from llmtui.config import load_recipe
+        from llmtui.evaluation.run_facts import open_run
+
+        console = Console()
+        run = open_run(run_dir)
+        config = load_recipe(run.require(run.recipe_path, "recipe", "is this a run folder?"))
+        run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
+        with native_stderr_to(run.log_file):
+            configure_backend(config.run.backend)
+            from llmtui.evaluation.report import write_report
+            from llmtui.evaluation.run_eval import evaluate_run
+
+            result = evaluate_run(run, list(data or []), max_batches, text_field,
+                                  say=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
+            pages = write_report(run)
+        _print_metrics(console, result)
+        console.print(f"report: {pages['report.html']} (and report.md, report.json)", highlight=False)
+
+
+def report(run_dir: RunArg) -> None:
+    """Redraw a run's report pages (eval/report.md and eval/report.html) from its files, without re-scoring."""
+    with user_errors():
+        from llmtui.evaluation.report import write_report
+        from llmtui.evaluation.run_facts import open_run
+
+        pages = write_report(open_run(run_dir))
+        typer.echo(f"wrote {pages['report.md']} and {pages['report.html']}")
+
+
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Run folders or names under ./runs (two or more).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")] = False,
+) -> None:
+    """Compare evaluated runs side by side; the best value of each scored row is highlighted."""
+    with user_errors():
+        from llmtui.evaluation.compare import compare_runs, formatted
+
+        result = compare_runs(runs)
+        if as_json:
+            typer.echo(json.dumps({"runs": result["runs"], "best": result["best"]}, indent=2, default=str))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="Runs compared", title_justify="left")
+        table.add_column("", style="bold")
+        for entry in result["runs"]:
+            table.add_column(entry["name"], justify="right")
+        for row in result["rows"]:
+            if all(entry.get(row["key"]) is None for entry in result["runs"]):
+                continue
+            best = result["best"].get(row["key"], [])
+            arrow = {"low": " ↓", "high": " ↑"}.get(row["better"], "")
+            cells = [f"[bold green]{formatted(e, row)}[/]" if e["name"] in best else formatted(e, row)
+                     for e in result["runs"]]
+            table.add_row(row["label"] + arrow, *cells)
+        Console().print(table)
+
+
+def _print_metrics(console, result: dict) -> None:
+    from rich.table import Table
+
+    from llmtui.evaluation.report import metric_table, task_rows
+
+    columns, rows = metric_table(result)
+    table = Table(title="Evaluation", title_justify="left")
+    table.add_column("metric", style="bold")
+    for name in columns:
+        table.add_column(Path(name).name if name != "validation" else name, justify="right")
+    for label, values in rows:
+        table.add_row(label, *values)
+    console.print(table)
+    task = result.get("task")
+    if task:
+        extra = Table(title=f"Task: {task.get('kind')}", title_justify="left", show_header=False)
+        extra.add_column(style="bold")
+        extra.add_column(justify="right")
+        for label, value in task_rows(task):
+            extra.add_row(label, value)
+        console.print(extra)

@@ -1,4 +1,7 @@
-"""`llmtui generate` and `llmtui chat`: use a trained model."""
+"""`llmtui generate` and `llmtui chat`: use a trained model.
+
+Options left out take their values from the run's recipe `[generate]` section.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +11,138 @@ import typer
 
 from llmtui.cli.app import RunArg, user_errors
 
+PromptOpt = Annotated[list[str] | None, typer.Option(
+    "--prompt", "-p", help="Text to continue (repeatable). Default: the recipe's [generate] prompts.")]
+MaxTokensOpt = Annotated[int | None, typer.Option(min=1, help="Most tokens to generate.")]
+TemperatureOpt = Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy.")]
+TopKOpt = Annotated[int | None, typer.Option(min=0, help="Keep the k most likely tokens; 0 turns it off.")]
+TopPOpt = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Nucleus mass; 1 turns it off.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Sampling seed (same seed, same text).")]
+BeamsOpt = Annotated[int | None, typer.Option(
+    min=1, max=64, help="Beam search width; 1 samples (or is greedy at temperature 0).")]
+StopOpt = Annotated[list[str] | None, typer.Option(
+    "--stop", help="Stop at this string and cut the text there (repeatable).")]
+NoCacheOpt = Annotated[bool, typer.Option(
+    "--no-cache", help="Recompute the whole window per token instead of the key/value cache or carried state.")]
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
     app.command()(generate)
+    app.command()(chat)
+
+
+def _open(run_dir: str):
+    """(generator, [generate] section of the recipe) for a run folder with a trained model."""
+    from llmtui.backend import configure_backend, native_stderr_to
+    from llmtui.config import load_recipe
+    from llmtui.runfolder import RunFolder, resolve_run_dir
+
+    run = RunFolder(resolve_run_dir(run_dir))
+    config = load_recipe(run.require(run.recipe_path, "recipe", "is this a run folder?"))
+    run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
+    from llmtui.finetune.use import require_language_model
+
+    require_language_model(run, "generate")
+    with native_stderr_to(run.log_file):
+        configure_backend(config.run.backend)
+        from llmtui.generation.sampler import Generator
+        from llmtui.pipeline import load_final_model
+        from llmtui.tokenizers import TextTokenizer
+
+        generator = Generator(load_final_model(run), TextTokenizer.load(run.tokenizer_dir), config.model.context,
+                              use_cache=config.generate.use_cache)
+    return generator, config.generate, run
+
+
+def _settings(defaults, **given) -> dict:
+    """The options given on the command line, the recipe's [generate] values for the others."""
+    return {name: getattr(defaults, name) if value is None else value for name, value in given.items()}
 
 
 def generate(
     run_dir: RunArg,
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text to continue (repeatable).")] = ["The "],
-    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.")] = 200,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.8,
-    top_k: Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens; 0 turns it off.")] = 40,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus mass; 1 turns it off.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    prompt: PromptOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    seed: SeedOpt = None,
+    beams: BeamsOpt = None,
+    stop: StopOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> None:
-    """Continue a prompt with the trained model of a run."""
+    """Continue prompts with the trained model of a run (prompt followed by its continuation)."""
     with user_errors():
-        from llmtui.backend import configure_backend, native_stderr_to
-        from llmtui.config import load_recipe
-        from llmtui.runfolder import RunFolder, resolve_run_dir
+        from llmtui.backend import native_stderr_to
 
-        run = RunFolder(resolve_run_dir(run_dir))
-        config = load_recipe(run.require(run.recipe_path, "recipe", "is this a run folder?"))
-        run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
-        with native_stderr_to(run.log_file):
-            configure_backend(config.run.backend)
-            from llmtui.generation.sampler import Generator
-            from llmtui.pipeline import load_final_model
-            from llmtui.tokenizers import TextTokenizer
+        generator, defaults, run = _open(run_dir)
+        s = _settings(defaults, prompts=prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+                      top_p=top_p, seed=seed, beams=beams, stop=stop)
+        use_cache = defaults.use_cache and not no_cache
+        for index, text in enumerate(s["prompts"]):
+            with native_stderr_to(run.log_file):
+                result = generator.generate_full(
+                    text, s["max_tokens"], s["temperature"], s["top_k"], s["top_p"], s["seed"] + index,
+                    beams=s["beams"], stop=s["stop"], use_cache=use_cache)
+            if result.warning:
+                typer.secho(f"warning: {result.warning}", err=True, fg="yellow")
+            typer.echo(text + result.text)
+            if index < len(s["prompts"]) - 1:
+                typer.echo("")
 
-            generator = Generator(load_final_model(run), TextTokenizer.load(run.tokenizer_dir), config.model.context)
-            for index, text in enumerate(prompt):
-                out = generator.generate(text, max_tokens, temperature, top_k, top_p, seed + index)
-                typer.echo(text + out)
-                if index < len(prompt) - 1:
-                    typer.echo("")
+
+def chat(
+    run_dir: RunArg,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    top_k: TopKOpt = None,
+    top_p: TopPOpt = None,
+    seed: SeedOpt = None,
+    beams: BeamsOpt = None,
+    stop: Annotated[list[str] | None, typer.Option(
+        "--stop", help="Stop the reply at this string (repeatable). Default: the recipe's [generate] stop "
+                       "strings, or the end of the line.")] = None,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Talk with the trained model of a run: each turn continues the conversation so far.
+
+    Your line and a newline are added to the conversation, and the model's reply continues it (to the end
+    of its line unless --stop says otherwise). The model sees the most recent part that fits its context.
+    /reset starts over, /quit (or Ctrl-D) leaves.
+    """
+    with user_errors():
+        from llmtui.backend import native_stderr_to
+
+        generator, defaults, run = _open(run_dir)
+        s = _settings(defaults, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                      seed=seed, beams=beams, stop=stop)
+        stops = s["stop"] or ["\n"]
+        use_cache = defaults.use_cache and not no_cache
+        typer.secho(f"chat with {run.root} (context {generator.context} tokens) · /reset starts over, "
+                    "/quit or Ctrl-D leaves", fg="cyan")
+        conversation, turn = "", 0
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                typer.echo("")
+                break
+            command = line.strip()
+            if command in ("/quit", "/exit"):
+                break
+            if command == "/reset":
+                conversation = ""
+                typer.secho("(conversation cleared)", fg="cyan")
+                continue
+            if not command:
+                continue
+            conversation += line + "\n"
+            with native_stderr_to(run.log_file):
+                result = generator.generate_full(
+                    conversation, s["max_tokens"], s["temperature"], s["top_k"], s["top_p"], s["seed"] + turn,
+                    beams=s["beams"], stop=stops, use_cache=use_cache,
+                    on_text=lambda piece: typer.echo(piece, nl=False))
+            typer.echo("")
+            conversation += result.text if result.text.endswith("\n") else result.text + "\n"
+            turn += 1

@@ -337,8 +337,11 @@ class TuneConfig(Section):
 
     method: Literal["grid", "random", "bayes"] = Field("bayes", description="Search: grid, random or bayes (TPE).")
     trials: int = Field(20, ge=1, le=100_000, description="Number of trials (finished and pruned ones count).")
-    objective: Literal["val_loss", "perplexity", "bits_per_byte"] = Field(
-        "val_loss", description="What the final evaluation of each trial reports to the search.")
+    objective: Literal["val_loss", "perplexity", "bits_per_byte", "accuracy", "macro_f1", "f1", "exact_match",
+                       "bleu", "chrf"] = Field(
+        "val_loss", description="What the final evaluation of each trial reports to the search: val_loss, "
+                                "perplexity, bits_per_byte (language models), or a fine-tuned task's accuracy, "
+                                "macro_f1 (classification), f1, exact_match (qa), bleu, chrf (translation).")
     direction: Literal["minimize", "maximize"] = Field("minimize", description="Whether to lower or raise the objective.")
     steps: int = Field(0, ge=0, description="train.steps of every trial (0 = the recipe's train.steps).")
     seconds: float = Field(0.0, ge=0.0, description="Stop a trial's training at its first validation evaluation after "
@@ -350,6 +353,69 @@ class TuneConfig(Section):
     seed: int = Field(0, ge=0, description="Seed of the search (sampler).")
     space: dict[str, SpaceParam] = Field(default_factory=dict, description="Searched fields by recipe key path, "
                                          "e.g. \"train.lr\" = {low = 1e-4, high = 1e-2, log = true}.")
+
+    @model_validator(mode="after")
+    def _direction_fits_objective(self) -> "TuneConfig":
+        lower_is_better = self.objective in ("val_loss", "perplexity", "bits_per_byte")
+        if lower_is_better != (self.direction == "minimize"):
+            wanted = "minimize" if lower_is_better else "maximize"
+            raise ValueError(f"tune.objective = '{self.objective}' is better when {'lower' if lower_is_better else 'higher'}:"
+                             f" set tune.direction = '{wanted}'")
+        return self
+
+
+class FinetuneConfig(Section):
+    """Fine-tuning a trained run (`llmtui finetune RECIPE`); the base run's tokenizer and architecture are kept.
+
+    task = "domain" continues next-token training on this recipe's [data] sources. The other tasks read
+    examples from train_file (CSV, TSV or JSONL): classification trains a head on the backbone, qa and
+    translation train the model to continue a prompt with the target (loss on the target tokens only).
+    """
+
+    base: str = Field("", description="The trained run to start from: its folder, or its name under run.out_dir.")
+    task: Literal["domain", "classification", "qa", "translation"] = Field(
+        "domain", description="domain (continue pretraining on [data]), classification, qa or translation.")
+    method: Literal["full", "lora", "freeze"] = Field(
+        "full", description="Train every weight (full), low-rank adapters only (lora, merged into the saved "
+                            "model), or all but the lower freeze_layers layers (freeze).")
+    lora_rank: int = Field(8, ge=1, le=4096, description="Rank of the LoRA adapters (method = lora).")
+    lora_alpha: float = Field(0.0, ge=0.0, description="LoRA scale numerator: updates are scaled by "
+                                                       "alpha / rank (0 = rank, a scale of 1).")
+    freeze_layers: int = Field(0, ge=0, description="method = freeze: keep the token embedding and the lowest "
+                                                    "this many layers fixed.")
+    train_file: str = Field("", description="Task examples (classification, qa, translation): .csv, .tsv or .jsonl.")
+    val_file: str = Field("", description="Held-out task examples; empty = val_fraction of train_file.")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of train_file held out when val_file "
+                                                                 "is empty.")
+    text_field: str = Field("text", min_length=1, description="classification: the column or key of the text.")
+    label_field: str = Field("label", min_length=1, description="classification: the column or key of the label.")
+    labels: list[str] = Field(default_factory=list, description="classification: the label set, in order "
+                                                                "(empty = the labels of train_file, sorted).")
+    pooling: Literal["last", "mean"] = Field(
+        "last", description="classification: the text's vector is the last token's hidden state, or their mean.")
+    input_field: str = Field("input", min_length=1, description="qa, translation: the column or key of the input.")
+    target_field: str = Field("target", min_length=1,
+                              description="qa, translation: the column or key of the answer or translation.")
+    prompt_template: str = Field("{input}\n=> ", description="qa, translation: how an input becomes the prompt "
+                                                             "({input} is replaced); the target follows it.")
+    max_answer_tokens: int = Field(64, ge=1, le=100_000,
+                                   description="qa, translation: the longest answer generated when evaluating.")
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_input(cls, value: str) -> str:
+        if "{input}" not in value:
+            raise ValueError("the prompt template must contain {input}")
+        return value
+
+    @model_validator(mode="after")
+    def _task_needs_examples(self) -> "FinetuneConfig":
+        if self.task != "domain" and not self.train_file:
+            raise ValueError(f"finetune.task = '{self.task}' needs finetune.train_file (a CSV, TSV or JSONL file "
+                             f"of examples)")
+        if self.method == "freeze" and self.freeze_layers == 0:
+            raise ValueError("finetune.method = 'freeze' needs finetune.freeze_layers >= 1")
+        return self
 
 
 class Recipe(Section):
@@ -363,3 +429,5 @@ class Recipe(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Sampling.")
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search (llmtui tune).")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig,
+                                     description="Fine-tuning a trained run (llmtui finetune).")

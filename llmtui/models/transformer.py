@@ -88,6 +88,39 @@ class CausalSelfAttention(keras.layers.Layer):
             out = ops.dot_product_attention(q, k, v, is_causal=True)  # (B, T, H, D)
         return self.out(ops.reshape(out, (batch, time, self.heads * self.head_dim)))
 
+    def call_with_cache(self, x, cache, index):
+        """Attention for `x` at positions `index .. index + T - 1`, reading and extending a key/value cache.
+
+        Generation only (no dropout). `cache` is (B, 2, S, K, D): keys then values for the S positions of the
+        window; this call writes its own keys/values at `index` and attends to every cached position up to
+        its own, so whatever sits beyond (padding, stale entries) is never read. Returns (output, cache).
+        """
+        batch, time = ops.shape(x)[0], ops.shape(x)[1]
+        qkv = self.qkv(x)  # (B, T, (H + 2K) * D)
+        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        q = ops.reshape(qkv[..., :q_width], (batch, time, self.heads, self.head_dim))
+        k = ops.reshape(qkv[..., q_width:q_width + kv_width], (batch, time, self.kv_heads, self.head_dim))
+        v = ops.reshape(qkv[..., q_width + kv_width:], (batch, time, self.kv_heads, self.head_dim))
+        if self.rotary:
+            q, k = self.rope(q, start_index=index), self.rope(k, start_index=index)
+        zero = ops.zeros((), dtype="int32")
+        start = (zero, ops.cast(index, "int32"), zero, zero)
+        keys = ops.slice_update(cache[:, 0], start, ops.cast(k, cache.dtype))  # (B, S, K, D)
+        values = ops.slice_update(cache[:, 1], start, ops.cast(v, cache.dtype))
+        cache = ops.stack([keys, values], axis=1)
+        span = ops.shape(keys)[1]
+        group = self.heads // self.kv_heads  # query heads per key/value head (h = k * group + g)
+        q = ops.reshape(q, (batch, time, self.kv_heads, group, self.head_dim))
+        scores = ops.einsum("btkgd,bskd->bkgts", ops.cast(q, "float32"), ops.cast(keys, "float32"))
+        scores = scores / math.sqrt(self.head_dim)  # (B, K, G, T, S)
+        query_positions = ops.cast(index, "int32") + ops.arange(time, dtype="int32")
+        visible = ops.arange(span, dtype="int32")[None, :] <= query_positions[:, None]  # (T, S)
+        scores = ops.where(visible[None, None, None], scores, -1e9)
+        probs = ops.softmax(scores, axis=-1)
+        out = ops.einsum("bkgts,bskd->btkgd", probs, ops.cast(values, "float32"))  # (B, T, K, G, D)
+        out = ops.cast(ops.reshape(out, (batch, time, self.heads * self.head_dim)), x.dtype)
+        return self.out(out), cache
+
     def get_config(self):
         config = super().get_config()
         config.update({"heads": self.heads, "kv_heads": self.kv_heads, "use_bias": self.use_bias,
@@ -161,6 +194,23 @@ class DecoderBlock(keras.layers.Layer):
         else:
             h = ops.gelu(h, approximate=True)
         return x + self.residual_dropout(self.mlp_out(h), training=training)
+
+    def call_with_cache(self, x, cache, index):
+        """The block for `x` at positions `index ..` with a key/value cache (see
+        `CausalSelfAttention.call_with_cache`); generation only. Returns (output, cache)."""
+        attended, cache = self.attention.call_with_cache(self.attention_norm(x), cache, index)
+        x = x + attended
+        h = self.mlp_in(self.mlp_norm(x))
+        if self.mlp == "swiglu":
+            gate, value = h[..., :self.mlp_dim], h[..., self.mlp_dim:]
+            h = ops.silu(gate) * value
+        else:
+            h = ops.gelu(h, approximate=True)
+        return x + self.mlp_out(h), cache
+
+    def cache_shape(self, batch: int, length: int) -> tuple[int, ...]:
+        """Shape of this block's key/value cache: (batch, 2, length, kv_heads, head_dim)."""
+        return (batch, 2, length, self.kv_heads, self.attention.head_dim)
 
     def get_config(self):
         config = super().get_config()

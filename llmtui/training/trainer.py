@@ -4,8 +4,12 @@ A loop over `train_on_batch` rather than `model.fit`: on 2 CPU cores it had less
 keeps gradient accumulation, evaluation, checkpointing, early stopping, the NaN guard and stopping
 requests (Ctrl-C, the TUI's stop button) plain Python at optimizer-step boundaries.
 
+What is trained is a *task*: it supplies batches, the loss and the validation metrics. Pretraining and
+domain fine-tuning use `LanguageModelingTask` (random windows of a token file); classification and
+prompt-to-answer fine-tuning bring their own (`llmtui.finetune.tasks`). The loop is the same for all.
+
 Checkpoints (`checkpoints/step_NNNNNNN/`, and `checkpoints/best/`) hold the model's variables (weights and
-dropout random state), the optimizer's variables and the batch sampler's random state, so a resumed run
+dropout random state), the optimizer's variables and the task's batch-sampler random state, so a resumed run
 continues exactly where the interrupted one stopped.
 """
 
@@ -19,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import keras
 import numpy as np
@@ -53,6 +57,51 @@ class TrainInputs:
     vocab_size: int
 
 
+class TrainingTask(Protocol):
+    """What the training loop trains: batches, a loss, and a validation that returns at least `loss`."""
+
+    tokens_per_batch: int
+
+    def loss(self, config: TrainConfig) -> keras.losses.Loss: ...
+
+    def next_batch(self) -> tuple: ...  # (x, y) or (x, y, sample_weight)
+
+    def state(self) -> dict: ...
+
+    def set_state(self, state: dict) -> None: ...
+
+    def validate(self, model) -> dict: ...
+
+
+class LanguageModelingTask:
+    """Next-token prediction on random windows of a token file; validated on the validation tokens."""
+
+    def __init__(self, inputs: TrainInputs, context: int, config: TrainConfig, seed: int):
+        self.inputs, self.context, self.config = inputs, context, config
+        self.sampler = WindowSampler(inputs.train_tokens, context, config.batch_size, seed)
+        self.tokens_per_batch = config.batch_size * context
+        self._scorer = None
+
+    def loss(self, config: TrainConfig) -> keras.losses.Loss:
+        return NextTokenLoss(config.label_smoothing)
+
+    def next_batch(self) -> tuple:
+        return self.sampler.next_batch()
+
+    def state(self) -> dict:
+        return self.sampler.state()
+
+    def set_state(self, state: dict) -> None:
+        self.sampler.set_state(state)
+
+    def validate(self, model) -> dict:
+        if self._scorer is None:
+            self._scorer = make_scorer(model, self.config.jit_compile)
+        val = summarize(score_tokens(self._scorer, self.inputs.val_tokens, self.context, self.config.batch_size,
+                                     self.config.eval_batches), self.inputs.bytes_per_token, self.inputs.vocab_size)
+        return {"loss": val["loss"], "perplexity": val["perplexity"], "accuracy": val["accuracy"]}
+
+
 @keras.saving.register_keras_serializable(package="llmtui")
 class NextTokenLoss(keras.losses.Loss):
     """Cross-entropy of next-token logits against integer targets, with optional label smoothing."""
@@ -73,8 +122,8 @@ class NextTokenLoss(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-def compile_model(model, config: TrainConfig) -> None:
-    model.compile(optimizer=make_optimizer(config), loss=NextTokenLoss(config.label_smoothing),
+def compile_model(model, config: TrainConfig, loss: keras.losses.Loss | None = None) -> None:
+    model.compile(optimizer=make_optimizer(config), loss=loss or NextTokenLoss(config.label_smoothing),
                   jit_compile=config.jit_compile)
 
 
@@ -104,13 +153,16 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def train(model, inputs: TrainInputs, config: TrainConfig, model_config: ModelConfig, seed: int,
+def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_config: ModelConfig, seed: int,
           run: RunFolder, fingerprint: str, emit, sampler_fn=None, flops_per_token: float = 0.0,
           peak_flops: float = 0.0, stop_requested: Callable[[], bool] | None = None) -> dict:
-    """Train `model` to `config.steps` optimizer steps, resuming from the newest matching checkpoint."""
-    compile_model(model, config)
-    batches = WindowSampler(inputs.train_tokens, model_config.context, config.batch_size, seed)
-    scorer = make_scorer(model, config.jit_compile)
+    """Train `model` to `config.steps` optimizer steps, resuming from the newest matching checkpoint.
+
+    `inputs` is a task, or token files for next-token prediction (wrapped in a `LanguageModelingTask`).
+    """
+    batches = LanguageModelingTask(inputs, model_config.context, config, seed) if isinstance(inputs, TrainInputs) \
+        else inputs
+    compile_model(model, config, batches.loss(config))
     checkpoints = CheckpointManager(run.checkpoint_dir, config.keep_checkpoints, fingerprint)
     state = {"step": 0, "best_val_loss": math.inf, "evals_since_best": 0}
     resumed = checkpoints.latest()
@@ -119,7 +171,7 @@ def train(model, inputs: TrainInputs, config: TrainConfig, model_config: ModelCo
         emit(Message(f"resuming from checkpoint {resumed.name} (step {state['step']})"))
 
     accum = config.grad_accum_steps
-    tokens_per_step = config.batch_size * model_config.context * accum
+    tokens_per_step = batches.tokens_per_batch * accum
     from llmtui.models import count_parameters
     emit(TrainingStarted(total_steps=config.steps, start_step=state["step"], tokens_per_step=tokens_per_step,
                          parameters=count_parameters(model)))
@@ -139,8 +191,7 @@ def train(model, inputs: TrainInputs, config: TrainConfig, model_config: ModelCo
             while state["step"] < config.steps:
                 loss = 0.0
                 for _ in range(accum):
-                    x, y = batches.next_batch()
-                    loss += float(model.train_on_batch(x, y, return_dict=True)["loss"]) / accum
+                    loss += float(model.train_on_batch(*batches.next_batch(), return_dict=True)["loss"]) / accum
                 if not math.isfinite(loss):
                     latest = checkpoints.latest()
                     kept = f"; the last good checkpoint is {latest}" if latest else ""
@@ -165,12 +216,10 @@ def train(model, inputs: TrainInputs, config: TrainConfig, model_config: ModelCo
                     saved = checkpoint()  # before each evaluation too: a failing evaluation loses nothing
                     window["start"] = time.perf_counter()
                 if evaluate_now:
-                    val = summarize(score_tokens(scorer, inputs.val_tokens, model_config.context, config.batch_size,
-                                                 config.eval_batches), inputs.bytes_per_token, inputs.vocab_size)
+                    val = batches.validate(model)
                     result["val_loss"] = val["loss"]
-                    values = {"loss": val["loss"], "perplexity": val["perplexity"], "accuracy": val["accuracy"]}
-                    emit(Metrics(step=step, split="val", values=values))
-                    for tag, value in values.items():
+                    emit(Metrics(step=step, split="val", values=val))
+                    for tag, value in val.items():
                         val_writer.scalar(tag, value, step)
                     if val["loss"] < state["best_val_loss"]:
                         state["best_val_loss"], state["evals_since_best"] = val["loss"], 0
@@ -232,18 +281,17 @@ class CheckpointManager:
         return sorted(p for p in self.folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
                       and (p / "state.json").exists())
 
+    def _mine(self, path: Path) -> bool:
+        try:
+            return json.loads((path / "state.json").read_text(encoding="utf-8")).get("fingerprint") == self.fingerprint
+        except (OSError, json.JSONDecodeError):
+            return False
+
     def latest(self) -> Path | None:
         """The newest checkpoint written for this same training setup (a changed recipe starts afresh)."""
-        for path in reversed(self._all()):
-            try:
-                state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                continue
-            if state.get("fingerprint") == self.fingerprint:
-                return path
-        return None
+        return next((path for path in reversed(self._all()) if self._mine(path)), None)
 
-    def save(self, state: dict, model, sampler: WindowSampler) -> Path:
+    def save(self, state: dict, model, sampler: TrainingTask) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         final = self.folder / f"step_{state['step']:07d}"
         tmp = self.folder / f"step_{state['step']:07d}.tmp"
@@ -260,7 +308,9 @@ class CheckpointManager:
         })
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        for old in self._all()[:-self.keep]:
+        # Keep the newest K of this setup; checkpoints of an earlier, different setup can never resume.
+        mine = [path for path in self._all() if self._mine(path)]
+        for old in mine[:-self.keep] + [path for path in self._all() if path not in mine]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
@@ -272,7 +322,7 @@ class CheckpointManager:
         shutil.rmtree(best, ignore_errors=True)
         tmp.rename(best)
 
-    def restore(self, path: Path, model, sampler: WindowSampler) -> dict:
+    def restore(self, path: Path, model, sampler: TrainingTask) -> dict:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         with np.load(path / "model.npz") as values:
             for i, variable in enumerate(model.variables):

@@ -49,7 +49,9 @@ class PruningSink:
 
     def __init__(self, trial, objective: str):
         self.trial = trial
-        self.metric = "perplexity" if objective == "perplexity" else "loss"
+        # Pruning compares evaluations during training, in the objective's direction: task objectives (higher is
+        # better) are followed through the validation accuracy, the others through loss or perplexity.
+        self.metric = {"perplexity": "perplexity", "val_loss": "loss", "bits_per_byte": "loss"}.get(objective, "accuracy")
         self.last: float | None = None
         self.last_step = 0
 
@@ -112,9 +114,9 @@ class Tuner:
     # Setup ------------------------------------------------------------------------------------
     def prepare(self, sinks: list[Callable[[Event], None]] | None = None) -> None:
         """Build the data and tokenizer once, in the run folder (skipped when already built)."""
-        from llmtui.pipeline import Pipeline
+        from llmtui.pipeline import pipeline_for
 
-        Pipeline(self.recipe, self.base_dir, sinks).execute(until="tokenizer")
+        pipeline_for(self.recipe, self.base_dir, sinks).execute(until="tokenizer")
 
     def space_fingerprint(self) -> str:
         tune = self.recipe.tune
@@ -176,6 +178,10 @@ class Tuner:
         recipe = apply_values(self.recipe, values, where=f"trial {number}")
         data = recipe_to_dict(recipe)
         data["run"].update(name=f"trial_{number:03d}", out_dir=str(self.trials_dir))
+        if recipe.finetune.base:  # trials live elsewhere: name the base run by its folder
+            from llmtui.finetune.pipeline import base_run_folder
+
+            data["finetune"]["base"] = str(base_run_folder(recipe, self.base_dir).root.resolve())
         if self.recipe.tune.steps:
             data["train"]["steps"] = self.recipe.tune.steps
         return recipe_from_dict(data, where=f"trial {number}")
@@ -193,7 +199,7 @@ class Tuner:
 
     def objective(self, trial) -> float:
         """One trial: a real training run in its own folder, evaluated on the validation split."""
-        from llmtui.pipeline import Pipeline
+        from llmtui.pipeline import pipeline_for
 
         tune = self.recipe.tune
         values = {p.path: p.suggest(trial, tune.method == "grid") for p in self.params}
@@ -207,13 +213,13 @@ class Tuner:
         self.share_artifacts(trial_root)
         pruning = PruningSink(trial, tune.objective)
         budget = TimeBudget(tune.seconds, pruning)
-        pipeline = Pipeline(recipe, self.base_dir, [pruning, budget])
+        pipeline = pipeline_for(recipe, self.base_dir, [pruning, budget])
         started = time.perf_counter()
         if tune.seconds:
             pipeline.stop_requested = budget.spent
         try:
             summary = pipeline.execute(until="eval")
-            value = summary[tune.objective]
+            value = objective_value(summary, tune.objective)
         except _interrupted():
             if not budget.spent():  # Ctrl-C: the search stops; its next run tries these values first
                 trial.set_user_attr("error", "interrupted")
@@ -376,6 +382,19 @@ def trial_row(trial) -> dict:
             "value": value, "step": trial.user_attrs.get("step", max(intermediate) if intermediate else None),
             "last_intermediate": intermediate[max(intermediate)] if intermediate else None,
             "seconds": seconds, "error": trial.user_attrs.get("error"), "folder": trial.user_attrs.get("folder")}
+
+
+def objective_value(summary: dict, objective: str) -> float:
+    """The objective from a run's summary: a language-model metric, or a fine-tuned task's."""
+    if objective in summary and objective != "task":
+        return summary[objective]
+    task = summary.get("task") or {}
+    if objective not in task:
+        raise RecipeError(f"tune.objective = '{objective}' is not among this run's results"
+                          + (f" (a {task['kind']} task)" if task else " (a language model)"),
+                          hint="language models: val_loss, perplexity, bits_per_byte; classification: accuracy, "
+                               "macro_f1; qa: f1, exact_match; translation: bleu, chrf")
+    return task[objective]
 
 
 def share_artifacts(run_root: Path, trial_root: Path) -> None:

@@ -1,0 +1,85 @@
+"""What the Train screen shows, kept by the app from pipeline events (so it survives leaving the screen)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from llmtui.events import (
+    CheckpointSaved,
+    Event,
+    Message,
+    Metrics,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    Sample,
+    StageFinished,
+    StageSkipped,
+    StageStarted,
+    TrainingStarted,
+)
+from llmtui.pipeline import STAGES
+
+
+@dataclass
+class RunMonitor:
+    stages: dict[str, str] = field(default_factory=lambda: {stage: "waiting" for stage in STAGES})
+    train_loss: list[tuple[int, float]] = field(default_factory=list)
+    val_loss: list[tuple[int, float]] = field(default_factory=list)
+    latest: dict[str, float] = field(default_factory=dict)
+    total_steps: int = 0
+    start_step: int = 0
+    step: int = 0
+    tokens_per_step: int = 0
+    samples: list[tuple[int, str, str]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    checkpoint: str = ""
+    started: float = 0.0
+
+    def reset(self) -> None:
+        self.__init__()
+
+    def eta_seconds(self) -> float | None:
+        speed = self.latest.get("tokens_per_sec")
+        if not speed or not self.tokens_per_step or not self.total_steps:
+            return None
+        return (self.total_steps - self.step) * self.tokens_per_step / speed
+
+    def consume(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.started = time.monotonic()
+            self.log.append(f"run folder {event.run_dir} · backend {event.backend}")
+        elif isinstance(event, StageStarted):
+            self.stages[event.stage] = "running"
+        elif isinstance(event, StageSkipped):
+            self.stages[event.stage] = "skipped"
+        elif isinstance(event, StageFinished):
+            self.stages[event.stage] = "done"
+        elif isinstance(event, Message):
+            self.log.append(event.text if event.level == "info" else f"{event.level}: {event.text}")
+        elif isinstance(event, TrainingStarted):
+            self.total_steps, self.start_step, self.step = event.total_steps, event.start_step, event.start_step
+            self.tokens_per_step = event.tokens_per_step
+            self.train_loss = [p for p in self.train_loss if p[0] <= event.start_step]
+            self.val_loss = [p for p in self.val_loss if p[0] <= event.start_step]
+        elif isinstance(event, Metrics):
+            self.step = max(self.step, event.step)
+            loss = event.values.get("loss")
+            if event.split == "train":
+                self.latest.update(event.values)
+                if loss is not None:
+                    self.train_loss.append((event.step, loss))
+            else:
+                self.latest.update({f"val_{k}": v for k, v in event.values.items()})
+                if loss is not None:
+                    self.val_loss.append((event.step, loss))
+        elif isinstance(event, Sample):
+            self.samples.append((event.step, event.prompt, event.text))
+        elif isinstance(event, CheckpointSaved):
+            self.checkpoint = event.path
+        elif isinstance(event, RunFailed):
+            if event.stage:
+                self.stages[event.stage] = "failed"
+        elif isinstance(event, RunFinished):
+            self.log.append(f"finished in {event.seconds:.1f} s")

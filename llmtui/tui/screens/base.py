@@ -1,0 +1,73 @@
+"""What every step screen shares: the header, the step bar, a scrolling body, a help line and the footer."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from llmtui.tui.steps import STEP_NAMES
+from llmtui.tui.widgets.section_form import SectionForm
+from llmtui.tui.widgets.step_bar import StepBar
+
+
+class StepScreen(Screen):
+    STEP = ""
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("ctrl+n", "next", "Next"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(name=self.STEP)
+        self._generation = -1
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield StepBar(self.STEP)
+        with VerticalScroll(id="body"):
+            yield from self.body()
+        yield Static("", id="help")
+        yield Footer()
+
+    def body(self) -> ComposeResult:
+        yield from ()
+
+    @property
+    def forms(self) -> list[SectionForm]:
+        return list(self.query(SectionForm))
+
+    def on_screen_resume(self) -> None:
+        if self._generation != self.app.recipe_generation:
+            self._generation = self.app.recipe_generation
+            for form in self.forms:
+                form.load(self.app.state.recipe)
+            self.recipe_loaded()
+        self.refresh_view()
+
+    def recipe_loaded(self) -> None:
+        """A new recipe was opened: show its values in the parts forms do not cover."""
+
+    def refresh_view(self) -> None:
+        """Update what depends on the recipe or the run folder (called on every visit)."""
+
+    def on_section_form_changed(self, event: SectionForm.Changed) -> None:
+        if event.valid:
+            self.app.recipe_edited()
+            self.refresh_view()
+
+    def problems(self) -> list[str]:
+        """Messages of fields that hold the wizard on this step."""
+        return [text if key == form.section else f"{key}: {text}"
+                for form in self.forms for key, text in form.errors.items()]
+
+    def action_next(self) -> None:
+        index = STEP_NAMES.index(self.STEP)
+        if index + 1 < len(STEP_NAMES):
+            self.app.goto_step(STEP_NAMES[index + 1])
+
+    def action_back(self) -> None:
+        index = STEP_NAMES.index(self.STEP)
+        self.app.goto_step(STEP_NAMES[index - 1] if index else "welcome")

@@ -1,0 +1,71 @@
+"""Evaluate: the metrics of the run's held-out evaluation, and where its reports are."""
+
+from __future__ import annotations
+
+import json
+
+from rich.markup import escape
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from llmtui.tui.screens.base import StepScreen
+
+# Shown first, in this order, when present; any other scalar in report.json follows.
+_KNOWN = ("loss", "perplexity", "bits_per_byte", "accuracy", "top5_accuracy", "uniform_loss", "vocab_size",
+          "parameters", "train_steps", "train_tokens_per_sec", "split")
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 1e3 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def metrics_table(report: dict) -> Table:
+    table = Table(title="Held-out evaluation", title_justify="left", title_style="bold")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    keys = [k for k in _KNOWN if k in report] + [k for k in report if k not in _KNOWN]
+    for key in keys:
+        value = report[key]
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and value is not None:
+            table.add_row(key, _format(value))
+    task = report.get("task")
+    if isinstance(task, dict):
+        for key, value in task.items():
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                table.add_row(f"task.{key}", _format(value))
+    return table
+
+
+class EvaluateScreen(StepScreen):
+    STEP = "evaluate"
+
+    def body(self) -> ComposeResult:
+        yield Static("", id="metrics")
+        yield Static("", id="report-paths")
+
+    def refresh_view(self) -> None:
+        state = self.app.state
+        run = state.run
+        path = run.eval_dir / "report.json"
+        metrics = self.query_one("#metrics", Static)
+        paths = self.query_one("#report-paths", Static)
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            metrics.update(f"No evaluation yet for [b]{escape(state.shown(run.root))}[/b]: train the run (Train step) and "
+                           "its held-out evaluation is written when training ends.")
+            paths.update("")
+            return
+        metrics.update(metrics_table(report))
+        found = [p for p in (path, run.eval_dir / "report.md", run.eval_dir / "report.html") if p.is_file()]
+        samples = run.root / "generate" / "samples.json"
+        lines = ["[b]Reports[/b]"] + [f"  {escape(state.shown(p))}" for p in found]
+        if samples.is_file():
+            lines.append(f"  {escape(state.shown(samples))}  (samples after training)")
+        lines.append(f"TensorBoard: llmtui tensorboard {escape(state.shown(run.root))}")
+        paths.update("\n".join(lines))

@@ -1,0 +1,56 @@
+"""Review: name the run, read the recipe exactly as it will be saved, save it, run it."""
+
+from __future__ import annotations
+
+from rich.syntax import Syntax
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Button, Input, Label, Static
+
+from llmtui.tui.screens.base import StepScreen
+from llmtui.tui.widgets.section_form import SectionForm
+
+
+class ReviewScreen(StepScreen):
+    STEP = "review"
+    BINDINGS = [Binding("ctrl+s", "save", "Save"), Binding("ctrl+r", "run", "Save and run")]
+
+    def body(self) -> ComposeResult:
+        yield SectionForm("run", primary=("name", "out_dir", "seed", "backend"))
+        with Horizontal(classes="field"):
+            yield Label("save as", classes="field-label")
+            yield Input(id="save-path", compact=True)
+        with Horizontal(classes="buttons"):
+            yield Button("Save (ctrl+s)", id="save", compact=True)
+            yield Button("Save and run (ctrl+r)", id="run", variant="primary", compact=True)
+        yield Static("", id="saved")
+        yield Static("", id="toml")
+
+    def recipe_loaded(self) -> None:
+        self.query_one("#save-path", Input).value = self.app.default_save_path()
+
+    def refresh_view(self) -> None:
+        self.query_one("#toml", Static).update(
+            Syntax(self.app.state.toml(), "toml", theme="ansi_dark", line_numbers=True, word_wrap=True))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            self.action_save()
+        elif event.button.id == "run":
+            self.action_run()
+
+    def action_save(self) -> bool:
+        problems = self.app.all_problems()
+        if problems:
+            self.notify("Fix these first:\n" + "\n".join(problems[:5]), severity="error")
+            return False
+        path = self.app.save_recipe(self.query_one("#save-path", Input).value.strip())
+        if path is None:
+            return False
+        self.query_one("#saved", Static).update(f"Saved to [b]{path}[/b].  Headless: llmtui run {path}")
+        return True
+
+    def action_run(self) -> None:
+        if self.action_save() and self.app.start_pipeline():
+            self.app.goto_step("train")

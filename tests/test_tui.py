@@ -1,0 +1,266 @@
+"""The wizard, driven by Textual's Pilot: the round trip recipe → forms → recipe, on-the-spot validation,
+a whole walk from a recipe to a trained model (real training of a tiny model), and quitting during training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+pytest.importorskip("textual")
+
+from llmtui.config import load_recipe  # noqa: E402
+from llmtui.tui.app import WizardApp  # noqa: E402
+from llmtui.tui.steps import STEP_NAMES  # noqa: E402
+from tests.conftest import tiny_recipe_dict, write_corpus  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+SIZE = (100, 32)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+
+
+def write_tiny_recipe(folder: Path, **sections) -> Path:
+    """A tiny recipe with relative paths (the tests chdir into `folder`)."""
+    write_corpus(folder / "corpus")
+    data = tiny_recipe_dict(Path("corpus"), Path("runs"), **sections)
+    path = folder / "tiny.toml"
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    return path
+
+
+def text_of(widget) -> str:
+    """What a Static shows, as plain text (markup strings, Rich tables and Text alike)."""
+    import io
+
+    from rich.console import Console
+    from rich.text import Text
+
+    content = widget.content
+    if isinstance(content, str):
+        return Text.from_markup(content).plain
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(content)
+    return console.export_text()
+
+
+async def visit_every_step(app, pilot) -> None:
+    for step in STEP_NAMES:
+        app.goto_step(step)
+        await pilot.pause()
+        assert app.screen.name == step
+
+
+async def wait_for_run(app, pilot, timeout: float = 240.0) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while app.pipeline_running:
+        assert loop.time() < deadline, "the run did not finish in time"
+        await pilot.pause(0.2)
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("which", ["quickstart", "tiny"])
+async def test_recipe_fills_every_form_and_comes_back_equal(which, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = QUICKSTART if which == "quickstart" else write_tiny_recipe(tmp_path)
+    # Give the tiny recipe values off the defaults in nested sections, lists and the search space too.
+    if which == "tiny":
+        data = load_recipe(path).model_dump(mode="json")
+        data["data"]["clean"]["scrub_pii"] = ["email", "ip"]
+        data["data"]["filters"]["min_words"] = 3
+        data["generate"]["stop"] = ["\n\n", "END"]
+        data["tune"]["space"] = {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                                 "model.arch": {"choices": ["lstm", "gpt"]}}
+        path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    original = load_recipe(path)
+    app = WizardApp(recipe=path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.state.recipe == original
+        await visit_every_step(app, pilot)
+        assert app.recipe_from_forms() == original
+        assert app.all_problems() == []
+
+
+async def test_invalid_field_shows_the_loader_message_and_holds_the_step(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = WizardApp(recipe=write_tiny_recipe(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.goto_step("model")
+        await pilot.pause()
+        form = app.screen.query_one("SectionForm")
+        dim = form.controls["dim"]
+        dim.value = "abc"
+        await pilot.pause()
+        message = text_of(app.screen.query_one("#err-model-dim"))
+        assert "expected a whole number, got 'abc'" in message
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.name == "model"  # held
+        assert app.state.recipe.model.dim == 32  # the recipe keeps its last valid value
+
+        dim.value = "30"  # valid with 2 heads; 4 heads break a rule across fields
+        await pilot.pause()
+        assert form.errors == {}
+        form.controls["heads"].value = "4"
+        await pilot.pause()
+        summary = text_of(app.screen.query_one("#model-error"))
+        assert "model.dim (30) must be a multiple of model.heads (4)" in summary
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.name == "model"
+
+        form.controls["heads"].value = "3"
+        await pilot.pause()
+        assert form.errors == {}
+        assert (app.state.recipe.model.dim, app.state.recipe.model.heads) == (30, 3)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.name == "training"
+        await pilot.press("escape")  # back is always allowed
+        await pilot.pause()
+        assert app.screen.name == "model"
+
+
+async def test_walk_the_wizard_train_evaluate_and_generate(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_tiny_recipe(tmp_path)
+    app = WizardApp(recipe=path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "WelcomeScreen"
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.name == "data"
+        assert len(app.screen.query_one("#sources").children) == 1
+
+        await pilot.press("ctrl+n")  # Vocabulary: train it, read the report, try some text
+        await pilot.pause()
+        assert app.screen.name == "vocabulary"
+        await pilot.press("ctrl+t")
+        await wait_for_run(app, pilot)
+        assert app.run_outcome == "finished", app.monitor.log
+        assert "Vocabulary report" in text_of(app.screen.query_one("#vocab-report"))
+        await pilot.click("#try-text")
+        await pilot.press(*"the model")
+        await pilot.pause()
+        assert "9 tokens" in text_of(app.screen.query_one("#tokens"))
+
+        for step in ("model", "training", "tuning", "review"):
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+            assert app.screen.name == step
+        assert "parameters" in text_of(app.get_screen("model").query_one("CostPanel"))
+        assert "duration" in text_of(app.get_screen("training").query_one("CostPanel"))
+
+        await pilot.press("ctrl+r")  # Review: save and run
+        await pilot.pause()
+        assert app.screen.name == "train"
+        assert load_recipe(tmp_path / "tiny.toml") == load_recipe(path)
+        await wait_for_run(app, pilot)
+        assert app.run_outcome == "finished", app.monitor.log
+        monitor = app.monitor
+        assert monitor.total_steps == 40 and monitor.step == 40
+        assert len(monitor.train_loss) == 8 and len(monitor.val_loss) == 2
+        assert monitor.samples
+        assert "step 40/40" in text_of(app.screen.query_one("#stats"))
+
+        await pilot.press("ctrl+n")  # Evaluate
+        await pilot.pause()
+        metrics = text_of(app.screen.query_one("#metrics"))
+        assert "perplexity" in metrics and "bits_per_byte" in metrics
+        assert "runs/tiny/eval/report.json" in text_of(app.screen.query_one("#report-paths"))
+
+        await pilot.press("ctrl+n")  # Playground
+        await pilot.pause()
+        assert app.screen.name == "playground"
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen.last_output, str)
+        output = text_of(app.screen.query_one("#output"))
+        assert output.startswith("the ") and "error" not in output
+
+
+async def test_quitting_during_training_asks_and_leaves_a_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_tiny_recipe(tmp_path, run={"name": "long"}, train={"steps": 5000, "checkpoint_every": 5000},
+                             generate={"prompts": ["the "], "max_tokens": 4})
+    app = WizardApp(recipe=path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.goto_step("train")
+        await pilot.pause()
+        await pilot.press("r")
+        import asyncio
+
+        for _ in range(1200):  # until training has started
+            if app.monitor.step > 0:
+                break
+            await asyncio.sleep(0.1)
+        assert app.monitor.step > 0, app.monitor.log
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "ConfirmDialog"
+        await pilot.press("escape")  # keep training
+        await pilot.pause()
+        assert app.pipeline_running and app.screen.name == "train"
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.press("y")
+        for _ in range(1200):
+            if not app.is_running:
+                break
+            await asyncio.sleep(0.1)
+    assert app.run_outcome == "interrupted"
+    checkpoints = list((tmp_path / "runs" / "long" / "checkpoints").glob("step_*"))
+    assert checkpoints, "stopping leaves a checkpoint to resume from"
+
+
+async def test_a_failing_stage_shows_its_message_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_tiny_recipe(tmp_path, data={"sources": ["missing-folder"]})
+    app = WizardApp(recipe=path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.goto_step("vocabulary")
+        await pilot.pause()
+        await pilot.press("ctrl+t")
+        await wait_for_run(app, pilot, timeout=60)
+        assert app.run_outcome == "failed"
+        status = text_of(app.screen.query_one("#vocab-status"))
+        assert status.startswith("failed:") and "missing-folder" in status
+        assert "Traceback" not in status and "internal error" not in status
+
+
+async def test_data_step_adds_a_source_through_the_picker_and_previews_cleaned_text(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_tiny_recipe(tmp_path)
+    write_corpus(tmp_path / "more", files=1, lines=3, seed=1)
+    app = WizardApp(recipe=path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.goto_step("data")
+        await pilot.pause()
+        await pilot.click("#browse")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "PathDialog"
+        await pilot.press(*"more", "enter")
+        await pilot.pause()
+        assert [s.path for s in app.state.recipe.data.sources] == ["corpus", "more"]
+        assert len(app.screen.query_one("#sources").children) == 2
+        await pilot.press("ctrl+e")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        preview = text_of(app.screen.query_one("#preview-out"))
+        assert "characters" in preview and "documents read" in preview

@@ -1,0 +1,140 @@
+"""`llmtui wizard` and `llmtui web` from the command line; the web page in headless Chromium where one exists."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmtui.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wizard_and_web_are_commands():
+    runner = CliRunner()
+    for command in ("wizard", "web"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+    assert "127.0.0.1" in runner.invoke(app, ["web", "--help"]).output
+
+
+def test_wizard_on_a_missing_path_is_one_clear_error(tmp_path):
+    result = CliRunner().invoke(app, ["wizard", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 1
+    assert "no recipe or run folder at" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_does_not_import_textual_or_keras():
+    code = "import sys; from llmtui.cli.app import app; print(sorted(m for m in ('textual', 'keras', 'tensorflow') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def web_server(tmp_path):
+    """`llmtui web` on a free loopback port; yields its address and stops it afterwards."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "llmtui", "web", "--port", str(port)], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    page = response.read().decode("utf-8")
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output = process.stdout.read().decode("utf-8", "replace") if process.poll() is not None else ""
+                    pytest.fail(f"llmtui web did not answer on {url}: {output}")
+                time.sleep(0.3)
+        yield url, page
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the server and the app sessions it started
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_web_serves_the_app_on_loopback(web_server):
+    url, page = web_server
+    assert "xterm" in page  # the terminal the browser draws the app in
+    assert f'data-session-websocket-url="ws://127.0.0.1:{url.rsplit(":", 1)[1].strip("/")}/ws"' in page
+
+
+def test_web_session_runs_the_wizard(web_server):
+    """What the browser does, without one: open the page's websocket and read the app's screen from it."""
+    import asyncio
+
+    import aiohttp
+
+    url, _ = web_server
+
+    async def read_screen() -> str:
+        seen = ""
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url.replace("http", "ws") + "ws?width=100&height=32") as ws:
+                deadline = time.monotonic() + 90
+                while "Tiny run" not in seen and time.monotonic() < deadline:
+                    try:
+                        message = await ws.receive(timeout=5)
+                    except asyncio.TimeoutError:
+                        continue
+                    if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                        data = message.data
+                        seen += data.decode("utf-8", "ignore") if isinstance(data, bytes) else data
+                    elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        break
+                await ws.close()
+        return seen
+
+    screen = asyncio.run(read_screen())
+    assert "Tiny run" in screen and "Playground" in screen
+
+
+def _chromium():
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    manager = playwright.sync_playwright().start()
+    try:
+        browser = manager.chromium.launch(headless=True)
+    except Exception as exc:  # no browser downloaded (`python -m playwright install chromium` needs the network)
+        manager.stop()
+        pytest.skip(f"no headless Chromium available: {str(exc).splitlines()[0]}")
+    return manager, browser
+
+
+def test_web_page_runs_the_app_in_headless_chromium(web_server):
+    url, _ = web_server
+    manager, browser = _chromium()
+    try:
+        page = browser.new_page()
+        frames: list = []
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)))
+        page.goto(url)
+        page.wait_for_selector(".xterm", timeout=30_000)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("llmtui" in str(f) for f in frames):
+            page.wait_for_timeout(500)
+        assert any("llmtui" in str(f) for f in frames), "the app's screen never reached the browser"
+    finally:
+        browser.close()
+        manager.stop()
