@@ -166,7 +166,7 @@ class Pipeline:
         import numpy as np
 
         from llmtui.data.prepare import read_split
-        from llmtui.data.tokens import encode_split, load_tokens, write_token_meta
+        from llmtui.data.tokens import load_tokens
         from llmtui.tokenizers import train_tokenizer
         from llmtui.tokenizers.report import report_lines, vocabulary_report
 
@@ -175,10 +175,7 @@ class Pipeline:
                                     lowercase=self.recipe.data.lowercase,
                                     normalization=self.recipe.data.clean.normalize)
         tokenizer.save(folder)
-        meta = {"vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind}
-        for split in ("train", "val"):
-            meta[split] = encode_split(tokenizer, self.run.data_dir / f"{split}.jsonl", folder / f"{split}.bin")
-        write_token_meta(folder, meta)
+        meta = self._encode_splits(tokenizer, "text")
         self.bus.emit(Message(
             f"tokenizer: {tokenizer.kind}, {tokenizer.vocab_size} tokens; train {meta['train']['tokens']:,} tokens, "
             f"validation {meta['val']['tokens']:,}"))
@@ -187,12 +184,6 @@ class Pipeline:
         write_json_atomic(folder / "report.json", report)
         for line in report_lines(report):
             self.bus.emit(Message(line))
-        context = self.recipe.model.context
-        if meta["val"]["tokens"] < context + 1 or meta["train"]["tokens"] < context + 2:
-            raise LlmtuiError(
-                f"too little text for model.context={context}: train has {meta['train']['tokens']} tokens, "
-                f"validation {meta['val']['tokens']}",
-                hint="add data, raise data.val_fraction, or lower model.context")
         summary = {"vocab_size": meta["vocab_size"], "train_tokens": meta["train"]["tokens"],
                    "val_tokens": meta["val"]["tokens"], "unknown_rate": report["validation"]["unknown_rate"],
                    "bytes_per_token": report["validation"]["bytes_per_token"],
@@ -200,6 +191,23 @@ class Pipeline:
         outputs = [folder / "tokenizer.json", folder / "tokens.json", folder / "train.bin", folder / "val.bin",
                    folder / "report.json"]
         return StageResult(outputs, summary)
+
+    def _encode_splits(self, tokenizer, what: str) -> dict:
+        """Encode the train and validation splits into token files; refuse too little `what` for the context."""
+        from llmtui.data.tokens import encode_split, write_token_meta
+
+        folder = self.run.tokenizer_dir
+        meta = {"vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind}
+        for split in ("train", "val"):
+            meta[split] = encode_split(tokenizer, self.run.data_dir / f"{split}.jsonl", folder / f"{split}.bin")
+        write_token_meta(folder, meta)
+        context = self.recipe.model.context
+        if meta["val"]["tokens"] < context + 1 or meta["train"]["tokens"] < context + 2:
+            raise LlmtuiError(
+                f"too little {what} for model.context={context}: train has {meta['train']['tokens']} tokens, "
+                f"validation {meta['val']['tokens']}",
+                hint="add data, raise data.val_fraction, or lower model.context")
+        return meta
 
     def _stage_model(self) -> StageResult:
         from llmtui.models import count_parameters

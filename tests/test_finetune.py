@@ -50,7 +50,8 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def finetune_recipe(root: Path, name: str, finetune: dict, **sections):
-    train = {"steps": 20, "eval_every": 10, "checkpoint_every": 10, **sections.pop("train", {})}
+    # XLA off: compiling costs more than these few steps save (pretraining tests cover the compiled path).
+    train = {"steps": 20, "eval_every": 10, "checkpoint_every": 10, "jit_compile": False, **sections.pop("train", {})}
     recipe = tiny_recipe_dict(root / "domain", root / "runs", train=train, **sections)
     recipe["run"]["name"] = name
     recipe["finetune"] = {"base": "tiny", **finetune}
@@ -220,3 +221,26 @@ def test_task_objective_needs_a_maximising_direction():
 
     with pytest.raises(RecipeError, match="set tune.direction = 'maximize'"):
         recipe_from_dict({"tune": {"objective": "bleu"}})
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["domain", "sentiment", "qa", "translation"])
+def test_each_finetune_recipe_runs_end_to_end_on_a_tiny_base(workspace, tmp_path, name):
+    """The shipped recipes (and their example files) run as written, shrunk to a few steps on the tiny base."""
+    from llmtui.config import load_recipe
+
+    overrides = [f"finetune.base={workspace / 'runs' / 'tiny'}", f"run.out_dir={tmp_path}", "train.steps=4",
+                 "train.jit_compile=false",
+                 "train.eval_every=2", "train.checkpoint_every=2", "train.batch_size=4", "train.eval_batches=1",
+                 "eval.max_batches=2", "generate.max_tokens=4", "finetune.max_answer_tokens=4", "train.warmup_steps=1"]
+    recipe = load_recipe(REPO / "recipes" / f"finetune-{name}.toml", overrides)
+    if recipe.finetune.method == "freeze":  # the tiny base has two layers
+        recipe = load_recipe(REPO / "recipes" / f"finetune-{name}.toml", overrides + ["finetune.freeze_layers=1"])
+    if recipe.finetune.method == "lora":
+        recipe = load_recipe(REPO / "recipes" / f"finetune-{name}.toml", overrides + ["finetune.lora_rank=4"])
+    pipeline, _ = run_finetune(REPO, recipe)
+    report = json.loads((pipeline.run.eval_dir / "report.json").read_text())
+    assert ("finetune" in report) if name == "domain" else report["task"]["kind"] == recipe.finetune.task
+    assert (pipeline.run.eval_dir / "report.html").exists() and pipeline.run.final_model_path.exists()

@@ -260,3 +260,18 @@ def test_ladder_rejects_unknown_architectures(tmp_path):
         run_ladder(recipe_from_dict(tune_dict(tmp_path)), tmp_path, archs=("gpt", "transformer"))
     with pytest.raises(RecipeError, match="needs --seconds"):
         run_ladder(recipe_from_dict(tune_dict(tmp_path)), tmp_path, match="time")
+
+
+def test_a_study_in_another_storage_url(tmp_path):
+    """`--storage URL`: the study lives in the given database (here another SQLite file), not the run folder."""
+    from llmtui.tuning import Tuner
+
+    url = f"sqlite:///{tmp_path / 'shared' / 'studies.db'}"
+    (tmp_path / "shared").mkdir()
+    data = tune_dict(tmp_path, method="random", trials=1, space={"train.lr": {"low": 1e-3, "high": 3e-3}})
+    result = Tuner(recipe_from_dict(data), tmp_path, storage=url).run()
+    assert [row["state"] for row in result.trials] == ["complete"]
+    assert (tmp_path / "shared" / "studies.db").stat().st_size > 0
+    assert not (tmp_path / "runs" / "tiny" / "study.db").exists()
+    again = optuna.load_study(study_name="llmtui-tiny", storage=url)
+    assert len(again.trials) == 1 and again.trials[0].value == pytest.approx(result.trials[0]["value"])

@@ -97,9 +97,15 @@ def print_summary(console: Console, summary: dict) -> None:
     val = summary.get("val_loss")
     baseline = f" (uniform baseline ln({summary.get('vocab_size')}) = {uniform:.3f})" if uniform else ""
     table.add_row("validation loss", fmt(val, ".4f") + baseline)
-    table.add_row("perplexity", fmt(summary.get("perplexity"), ".3f"))
-    table.add_row("bits per byte", fmt(summary.get("bits_per_byte"), ".4f"))
-    table.add_row("next-token accuracy", fmt(summary.get("accuracy"), ".3f"))
+    task = summary.get("task")
+    if task:  # a fine-tuned task: its own metrics instead of the language model's
+        for name, value in task.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                table.add_row(f"{task['kind']} {name.replace('_', ' ')}", fmt(value, ".3f"))
+    else:
+        table.add_row("perplexity", fmt(summary.get("perplexity"), ".3f"))
+        table.add_row("bits per byte", fmt(summary.get("bits_per_byte"), ".4f"))
+        table.add_row("next-token accuracy", fmt(summary.get("accuracy"), ".3f"))
     table.add_row("training tokens/s", fmt(summary.get("tokens_per_sec"), ",.0f"))
     table.add_row("wall time", _duration(summary.get("wall_seconds")))
     table.add_row("run folder", str(summary.get("run_dir")))

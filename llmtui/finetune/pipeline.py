@@ -16,7 +16,7 @@ from typing import Callable
 
 from llmtui.config.loader import load_recipe
 from llmtui.config.recipe import Recipe
-from llmtui.errors import LlmtuiError, RecipeError, RunFolderError
+from llmtui.errors import RecipeError, RunFolderError
 from llmtui.events import Event, Message
 from llmtui.pipeline import STAGES, Pipeline, StageResult, load_final_model
 from llmtui.runfolder import RunFolder, file_digest, fingerprint, resolve_run_dir, write_json_atomic
@@ -146,19 +146,8 @@ class FinetunePipeline(Pipeline):
                             folder / "val_examples.npz"], {"vocab_size": tokenizer.vocab_size})
 
     def _encode_domain(self, tokenizer) -> StageResult:
-        from llmtui.data.tokens import encode_split, write_token_meta
-
         folder = self.run.tokenizer_dir
-        meta = {"vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind}
-        for split in ("train", "val"):
-            meta[split] = encode_split(tokenizer, self.run.data_dir / f"{split}.jsonl", folder / f"{split}.bin")
-        write_token_meta(folder, meta)
-        context = self.recipe.model.context
-        if meta["val"]["tokens"] < context + 1 or meta["train"]["tokens"] < context + 2:
-            raise LlmtuiError(
-                f"too little domain text for the base model's context of {context} tokens: train has "
-                f"{meta['train']['tokens']} tokens, validation {meta['val']['tokens']}",
-                hint="add domain text or raise data.val_fraction")
+        meta = self._encode_splits(tokenizer, "domain text (the base model's context)")
         self.bus.emit(Message(f"domain text with the base tokenizer: train {meta['train']['tokens']:,} tokens, "
                               f"validation {meta['val']['tokens']:,}"))
         return StageResult([folder / "tokenizer.json", folder / "tokens.json", folder / "train.bin",

@@ -66,13 +66,18 @@ class CausalSelfAttention(keras.layers.Layer):
                                             name="attention_dropout")
         super().build(input_shape)
 
-    def call(self, x, training=None):
-        batch, time = ops.shape(x)[0], ops.shape(x)[1]
+    def _project(self, x, batch, time):
+        """Queries (B, T, H, D), keys and values (B, T, K, D) from one fused projection."""
         qkv = self.qkv(x)  # (B, T, (H + 2K) * D)
         q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
         q = ops.reshape(qkv[..., :q_width], (batch, time, self.heads, self.head_dim))
         k = ops.reshape(qkv[..., q_width:q_width + kv_width], (batch, time, self.kv_heads, self.head_dim))
         v = ops.reshape(qkv[..., q_width + kv_width:], (batch, time, self.kv_heads, self.head_dim))
+        return q, k, v
+
+    def call(self, x, training=None):
+        batch, time = ops.shape(x)[0], ops.shape(x)[1]
+        q, k, v = self._project(x, batch, time)
         if self.rotary:
             q, k = self.rope(q), self.rope(k)
         if self.kv_heads != self.heads:  # grouped-query: each key/value head serves heads // kv_heads queries
@@ -96,11 +101,7 @@ class CausalSelfAttention(keras.layers.Layer):
         its own, so whatever sits beyond (padding, stale entries) is never read. Returns (output, cache).
         """
         batch, time = ops.shape(x)[0], ops.shape(x)[1]
-        qkv = self.qkv(x)  # (B, T, (H + 2K) * D)
-        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        q = ops.reshape(qkv[..., :q_width], (batch, time, self.heads, self.head_dim))
-        k = ops.reshape(qkv[..., q_width:q_width + kv_width], (batch, time, self.kv_heads, self.head_dim))
-        v = ops.reshape(qkv[..., q_width + kv_width:], (batch, time, self.kv_heads, self.head_dim))
+        q, k, v = self._project(x, batch, time)
         if self.rotary:
             q, k = self.rope(q, start_index=index), self.rope(k, start_index=index)
         zero = ops.zeros((), dtype="int32")

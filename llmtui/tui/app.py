@@ -100,7 +100,15 @@ class WizardApp(App):
     def _recipe_replaced(self) -> None:
         self.recipe_generation += 1
         self.sub_title = self.state.recipe.run.name
+        self._monitor_from_logs()
+
+    def _monitor_from_logs(self) -> None:
+        """Start the Train screen from what the run folder already logged (nothing for a new run)."""
         self.monitor.reset()
+        try:
+            self.monitor.load_history(self.state.run.root, self.state.recipe.train.steps)
+        except Exception:  # unreadable logs only cost the history; the run itself is unaffected
+            self.monitor.reset()
 
     def recipe_edited(self) -> None:
         self.sub_title = self.state.recipe.run.name
@@ -236,7 +244,7 @@ class WizardApp(App):
         if problems:
             self.notify("Fix these first:\n" + "\n".join(problems[:4]), severity="error")
             return False
-        self.monitor.reset()
+        self._monitor_from_logs()  # a resumed run continues its earlier curves
         self.pipeline_running, self.paused, self.run_outcome = True, False, ""
         self._stop.clear()
         self._resume.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from llmtui.events import (
     CheckpointSaved,
@@ -39,6 +40,19 @@ class RunMonitor:
 
     def reset(self) -> None:
         self.__init__()
+
+    def load_history(self, run_root: Path, total_steps: int = 0) -> None:
+        """Curves, latest values and samples from a run folder's TensorBoard logs (an earlier or stopped run)."""
+        from llmtui.evaluation.tensorboard_logs import read_log_folder
+
+        train, val = read_log_folder(run_root / "logs" / "train"), read_log_folder(run_root / "logs" / "val")
+        self.train_loss = list(train.scalars.get("loss", []))
+        self.val_loss = list(val.scalars.get("loss", []))
+        self.samples = [(step, "", text) for step, text in val.texts.get("sample", [])]
+        self.latest.update({tag: points[-1][1] for tag, points in train.scalars.items() if points})
+        self.latest.update({f"val_{tag}": points[-1][1] for tag, points in val.scalars.items() if points})
+        self.step = max([p[0] for p in self.train_loss + self.val_loss], default=0)
+        self.total_steps = total_steps or self.step
 
     def eta_seconds(self) -> float | None:
         speed = self.latest.get("tokens_per_sec")
