@@ -108,15 +108,18 @@ def _padded_batches(arrays: list[np.ndarray], batch_size: int):
         yield batch, rows
 
 
-class _Sampler:
-    """Random example indices, reproducible and resumable (its state goes into checkpoints)."""
+class _ExampleTask:
+    """A task over N fixed examples: random batches of example indices, reproducible and resumable (the
+    generator's state goes into checkpoints)."""
 
-    def __init__(self, count: int, batch_size: int, seed: int):
-        self.count, self.batch_size = count, batch_size
+    def __init__(self, train, val, config: TrainConfig, seed: int, vocab_size: int, count: int, width: int):
+        self.train, self.val, self.config, self.vocab_size = train, val, config, vocab_size
+        self.count = count
+        self.tokens_per_batch = config.batch_size * width
         self.rng = np.random.default_rng(seed)
 
     def indices(self) -> np.ndarray:
-        return self.rng.integers(0, self.count, size=self.batch_size)
+        return self.rng.integers(0, self.count, size=self.config.batch_size)
 
     def state(self) -> dict:
         return self.rng.bit_generator.state
@@ -125,28 +128,19 @@ class _Sampler:
         self.rng.bit_generator.state = state
 
 
-class ClassificationTask:
+class ClassificationTask(_ExampleTask):
     """Cross-entropy over labels; validated by loss and accuracy on the held-out examples."""
 
     def __init__(self, train: EncodedClassification, val: EncodedClassification, config: TrainConfig, seed: int,
                  vocab_size: int):
-        self.train, self.val, self.config = train, val, config
-        self.sampler = _Sampler(len(train.labels), config.batch_size, seed)
-        self.tokens_per_batch = config.batch_size * train.ids.shape[1]
-        self.vocab_size = vocab_size
+        super().__init__(train, val, config, seed, vocab_size, len(train.labels), train.ids.shape[1])
 
     def loss(self, config: TrainConfig) -> keras.losses.Loss:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="classification_loss")
 
     def next_batch(self) -> tuple:
-        rows = self.sampler.indices()
+        rows = self.indices()
         return (self.train.ids[rows], self.train.lengths[rows]), self.train.labels[rows]
-
-    def state(self) -> dict:
-        return self.sampler.state()
-
-    def set_state(self, state: dict) -> None:
-        self.sampler.set_state(state)
 
     def validate(self, model) -> dict:
         probabilities = predict_probabilities(model, self.val.ids, self.val.lengths, self.config.batch_size)
@@ -166,15 +160,12 @@ def predict_probabilities(model, ids: np.ndarray, lengths: np.ndarray, batch_siz
     return np.concatenate(out)
 
 
-class PromptAnswerTask:
+class PromptAnswerTask(_ExampleTask):
     """Next-token loss on the answer tokens only; validated by the answer tokens' loss, perplexity, accuracy."""
 
     def __init__(self, train: EncodedPromptAnswer, val: EncodedPromptAnswer, config: TrainConfig, seed: int,
                  vocab_size: int):
-        self.train, self.val, self.config = train, val, config
-        self.sampler = _Sampler(len(train.inputs), config.batch_size, seed)
-        self.tokens_per_batch = config.batch_size * train.inputs.shape[1]
-        self.vocab_size = vocab_size
+        super().__init__(train, val, config, seed, vocab_size, len(train.inputs), train.inputs.shape[1])
 
     def loss(self, config: TrainConfig) -> keras.losses.Loss:
         from llmtui.training.trainer import NextTokenLoss
@@ -183,14 +174,8 @@ class PromptAnswerTask:
         return NextTokenLoss(config.label_smoothing, reduction="mean_with_sample_weight")
 
     def next_batch(self) -> tuple:
-        rows = self.sampler.indices()
+        rows = self.indices()
         return self.train.inputs[rows], self.train.targets[rows], self.train.weights[rows]
-
-    def state(self) -> dict:
-        return self.sampler.state()
-
-    def set_state(self, state: dict) -> None:
-        self.sampler.set_state(state)
 
     def validate(self, model) -> dict:
         return answer_token_scores(model, self.val, self.config.batch_size)

@@ -186,28 +186,25 @@ class DecoderBlock(keras.layers.Layer):
                                                      name="residual_dropout")
         super().build(input_shape)
 
-    def call(self, x, training=None):
-        x = x + self.residual_dropout(self.attention(self.attention_norm(x), training=training), training=training)
+    def _feed_forward(self, x):
         h = self.mlp_in(self.mlp_norm(x))
         if self.mlp == "swiglu":
             gate, value = h[..., :self.mlp_dim], h[..., self.mlp_dim:]
             h = ops.silu(gate) * value
         else:
             h = ops.gelu(h, approximate=True)
-        return x + self.residual_dropout(self.mlp_out(h), training=training)
+        return self.mlp_out(h)
+
+    def call(self, x, training=None):
+        x = x + self.residual_dropout(self.attention(self.attention_norm(x), training=training), training=training)
+        return x + self.residual_dropout(self._feed_forward(x), training=training)
 
     def call_with_cache(self, x, cache, index):
         """The block for `x` at positions `index ..` with a key/value cache (see
         `CausalSelfAttention.call_with_cache`); generation only. Returns (output, cache)."""
         attended, cache = self.attention.call_with_cache(self.attention_norm(x), cache, index)
         x = x + attended
-        h = self.mlp_in(self.mlp_norm(x))
-        if self.mlp == "swiglu":
-            gate, value = h[..., :self.mlp_dim], h[..., self.mlp_dim:]
-            h = ops.silu(gate) * value
-        else:
-            h = ops.gelu(h, approximate=True)
-        return x + self.mlp_out(h), cache
+        return x + self._feed_forward(x), cache
 
     def cache_shape(self, batch: int, length: int) -> tuple[int, ...]:
         """Shape of this block's key/value cache: (batch, 2, length, kv_heads, head_dim)."""
