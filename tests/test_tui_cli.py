@@ -112,10 +112,15 @@ def test_web_session_runs_the_wizard(web_server):
 
 
 def _chromium():
+    """Playwright's Chromium, or the binary LLMTUI_CHROMIUM names (.ci/run takes one from npm, offline)."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = os.environ.get("LLMTUI_CHROMIUM") or None
     manager = playwright.sync_playwright().start()
     try:
-        browser = manager.chromium.launch(headless=True)
+        # A single process without the zygote: what a headless shell build needs in a container.
+        browser = manager.chromium.launch(headless=True, executable_path=executable,
+                                          args=["--no-sandbox", "--no-zygote", "--single-process", "--disable-gpu"]
+                                          if executable else [])
     except Exception as exc:  # no browser downloaded (`python -m playwright install chromium` needs the network)
         manager.stop()
         pytest.skip(f"no headless Chromium available: {str(exc).splitlines()[0]}")
