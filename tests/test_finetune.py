@@ -203,17 +203,28 @@ def test_tuning_a_classification_finetune_on_macro_f1(workspace):
     from llmtui.tuning import Tuner
 
     recipe = finetune_recipe(workspace, "tuned-classes", {"task": "classification", "train_file": "labels.csv",
-                                                          "pooling": "mean"}, train={"steps": 10})
+                                                          "pooling": "mean", "method": "lora"}, train={"steps": 10})
     data = recipe.model_dump(mode="json")
     data["tune"] = {"method": "grid", "trials": 2, "objective": "macro_f1", "direction": "maximize",
-                    "pruner": "none", "space": {"train.lr": {"choices": [1e-4, 3e-3]}}}
+                    "pruner": "none", "space": {"finetune.lora_rank": {"choices": [1, 4]}}}
     result = Tuner(recipe_from_dict(data), workspace).run()
-    values = {row["params"]["train.lr"]: row["value"] for row in result.trials}
+    values = {row["params"]["finetune.lora_rank"]: row["value"] for row in result.trials}
+    assert set(values) == {1, 4}
     assert all(row["state"] == "complete" for row in result.trials), result.trials
     assert all(0.0 <= v <= 1.0 for v in values.values())
     for row in result.trials:  # each trial's objective is the macro-F1 its evaluation reported
         report = json.loads((Path(row["folder"]) / "eval" / "report.json").read_text())
         assert row["value"] == pytest.approx(report["task"]["macro_f1"])
+
+
+def test_a_finetune_search_cannot_change_the_base_architecture(workspace):
+    from llmtui.errors import RecipeError
+    from llmtui.tuning import Tuner
+
+    data = finetune_recipe(workspace, "tuned-arch", {"task": "domain"}).model_dump(mode="json")
+    data["tune"] = {"method": "random", "trials": 1, "space": {"model.layers": {"low": 1, "high": 2}}}
+    with pytest.raises(RecipeError, match="keeps its base run's architecture"):
+        Tuner(recipe_from_dict(data), workspace)
 
 
 def test_task_objective_needs_a_maximising_direction():

@@ -1,7 +1,8 @@
 """The search space: recipe key paths checked against the recipe before any trial, and sampled per trial.
 
-Only `model.*` and `train.*` fields can be searched: every trial shares the run's data and tokenizer, so a
-field that would change them (data, tokenizer, run.seed) cannot differ between trials.
+Only `model.*` and `train.*` fields can be searched (and, for a fine-tune, how it adapts the base:
+`finetune.method`, `lora_rank`, `lora_alpha`, `freeze_layers`): every trial shares the run's data and
+tokenizer, so a field that would change them (data, tokenizer, run.seed) cannot differ between trials.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from llmtui.config.recipe import Recipe, SpaceParam
 from llmtui.errors import RecipeError
 
 SEARCHABLE = ("model", "train")
+# A fine-tune keeps its base's architecture; what it may vary is how the base is adapted.
+SEARCHABLE_FINETUNE = ("method", "lora_rank", "lora_alpha", "freeze_layers")
 MAX_GRID = 100_000
 
 
@@ -102,8 +105,13 @@ def _param(recipe: Recipe, path: str, spec: SpaceParam, where: str) -> Param:
     if len(parts) != 2 or parts[0] not in Recipe.model_fields:
         raise RecipeError(f"{label}: unknown key path; use section.key, e.g. train.lr or model.layers")
     section_name, key = parts
-    if section_name not in SEARCHABLE:
-        raise RecipeError(f"{label}: only model.* and train.* fields can be searched "
+    finetune = bool(recipe.finetune.base)
+    if finetune and section_name == "model":
+        raise RecipeError(f"{label}: a fine-tune keeps its base run's architecture",
+                          hint=f"search train.* or finetune.{', finetune.'.join(SEARCHABLE_FINETUNE)}")
+    if not (section_name in SEARCHABLE or (finetune and section_name == "finetune" and key in SEARCHABLE_FINETUNE)):
+        also = f", or finetune.{', finetune.'.join(SEARCHABLE_FINETUNE)}" if finetune else ""
+        raise RecipeError(f"{label}: only model.* and train.* fields{also} can be searched "
                           f"(every trial shares the run's data and tokenizer)")
     section = getattr(recipe, section_name)
     fields = type(section).model_fields
