@@ -261,14 +261,14 @@ class WizardApp(App):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="pipeline")
     def _run_pipeline(self, recipe, until: str | None) -> None:
-        from llmtui.pipeline import Pipeline
+        from llmtui.pipeline import pipeline_for
         from llmtui.training.trainer import TrainingInterrupted
 
         def sink(event) -> None:
             self.post_message(PipelineEvent(event))
 
-        try:
-            pipeline = Pipeline(recipe, base_dir=self.state.base_dir, sinks=[sink])
+        try:  # a recipe with [finetune] base runs as a fine-tune, as with llmtui run
+            pipeline = pipeline_for(recipe, base_dir=self.state.base_dir, sinks=[sink])
             pipeline.stop_requested = self._stop_requested
             pipeline.execute(until=until)
         except TrainingInterrupted as exc:
