@@ -299,17 +299,20 @@ class FinetunePipeline(Pipeline):
         context, batch = self.recipe.model.context, self.recipe.eval.batch_size or self.recipe.train.batch_size
         limit = self.recipe.eval.max_batches
 
-        def loss_on(model, folder: Path) -> dict:
-            scores = score_tokens(make_scorer(model, self.recipe.train.jit_compile), load_tokens(folder, "val"),
-                                  context, batch, limit)
-            loss = summarize(scores, None, self._vocab_size())["loss"]
+        def perplexity(loss: float) -> dict:
             return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
 
-        final = self._final_model()
-        comparison = {"domain_val": {"before": loss_on(base_model, self.run.tokenizer_dir),
-                                     "after": loss_on(final, self.run.tokenizer_dir)},
-                      "base_val": {"before": loss_on(base_model, self.base.tokenizer_dir),
-                                   "after": loss_on(final, self.base.tokenizer_dir)}}
+        def loss_on(scorer, folder: Path) -> dict:
+            scores = score_tokens(scorer, load_tokens(folder, "val"), context, batch, limit)
+            return perplexity(summarize(scores, None, self._vocab_size())["loss"])
+
+        # One compiled scorer per model; the domain "after" is the eval stage's own figure (same split and limits).
+        jit = self.recipe.train.jit_compile
+        base_scorer, final_scorer = make_scorer(base_model, jit), make_scorer(self._final_model(), jit)
+        comparison = {"domain_val": {"before": loss_on(base_scorer, self.run.tokenizer_dir),
+                                     "after": perplexity(report["loss"])},
+                      "base_val": {"before": loss_on(base_scorer, self.base.tokenizer_dir),
+                                   "after": loss_on(final_scorer, self.base.tokenizer_dir)}}
         report["finetune"] = {"base": str(self.base.root), "method": self.recipe.finetune.method, **comparison}
         write_json_atomic(path, report)
         for name, title in (("domain_val", "domain validation"), ("base_val", "base validation (forgetting)")):
