@@ -5,7 +5,12 @@ Two models on the character vocabulary of tinyshakespeare:
   - LSTM: 2 layers, 256 wide, context 64, batch 12, AdamW.
 For each framework: steady-state training tokens/s, and the wall time (start-up and compilation included)
 until validation loss <= the target (1.88 for the GPT). Both sides draw the same batches from the same
-seeded sampler and use the same learning-rate schedule.
+seeded sampler and use the same learning-rate schedule. Ours runs the way the trainer runs it: batches
+drawn ahead by `BatchFeed`, freed scratch memory reused (`reuse_freed_memory`).
+
+Also measured ("floor"): the time one training step's matrix products alone take on this machine, each timed
+in isolation with PyTorch and with XLA and the faster kept. A real step does all of them and more, so
+`speedup_ceiling_at_matmul_floor` bounds what any implementation could gain over the baseline here.
 
 Usage (torch is a benchmark-only dependency: `pip install torch==2.13.0`):
     python bench/bench_train.py [--data ../shared/data/tinyshakespeare.txt] [--quick]
@@ -62,10 +67,16 @@ class Batches:
         self.rng = np.random.default_rng(seed)
         self.offsets = np.arange(context + 1)
 
-    def next(self):
+    def next_batch(self):
         starts = self.rng.integers(0, len(self.ids) - self.context - 1, size=self.batch)
         w = self.ids[starts[:, None] + self.offsets]
         return w[:, :-1], w[:, 1:]
+
+    def state(self):
+        return self.rng.bit_generator.state
+
+    def set_state(self, state):
+        self.rng.bit_generator.state = state
 
 
 def val_batches(ids, context, batch, count):
@@ -113,8 +124,13 @@ def run_llmtui(cfg: dict, data: Path, mode: str) -> dict:
         scores = [np.asarray(scorer.predict_on_batch([x, y]))[..., 0].mean() for x, y in val]
         return float(np.mean(scores))
 
-    return _loop(lambda x, y: float(model.train_on_batch(x, y, return_dict=True)["loss"]), evaluate, batches,
-                 cfg, mode, t0)
+    # The engine's own arrangements around the step: batches drawn ahead on a thread, freed scratch reused.
+    from llmtui.training.feed import BatchFeed
+    from llmtui.training.host_memory import reuse_freed_memory
+
+    with reuse_freed_memory(), BatchFeed(batches) as feed:
+        return _loop(lambda x, y: float(model.train_on_batch(x, y, return_dict=True)["loss"]), evaluate, feed,
+                     cfg, mode, t0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -201,13 +217,61 @@ def run_torch(cfg: dict, data: Path, mode: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------
+def matmul_floor(cfg: dict, repeats: int = 50) -> dict:
+    """The time one training step's matrix products alone take: the forward product of every layer and the two
+    products of its backward, each timed in isolation with PyTorch and with XLA (jax.jit), the faster kept.
+    A training step of the same model does all of them plus everything else (norms, softmax, activations,
+    the optimizer), so no implementation steps faster than this on this machine."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    b, t, d, layers, vocab = cfg["batch"], cfg["context"], cfg["dim"], cfg["layers"], 65
+    rows = b * t
+    if cfg["arch"] == "gpt":
+        linears = [(rows, d, 3 * d), (rows, d, d), (rows, d, 4 * d), (rows, 4 * d, d)] * layers
+        heads, hd = cfg["heads"], d // cfg["heads"]
+        batched = [(b * heads, t, hd, t), (b * heads, t, t, hd)] * layers  # q k^T and p v
+    else:
+        linears = [(rows, d, 4 * d)] * layers + [(b, d, 4 * d)] * (t * layers)  # input and recurrent projections
+        batched = []
+    linears.append((rows, d, vocab))  # the tied output projection
+    shapes = []
+    for m, k, n in linears:  # forward x@W, backward dY@W^T and X^T@dY
+        shapes += [((m, k), (k, n)), ((m, n), (n, k)), ((k, m), (m, n))]
+    for g, m, k, n in batched:
+        shapes += [((g, m, k), (g, k, n)), ((g, m, n), (g, n, k)), ((g, k, m), (g, m, n))]
+    flops = {shape: 2 * math.prod(shape[0]) * shape[1][-1] for shape in set(shapes)}
+
+    def timed(run) -> float:
+        run()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        return (time.perf_counter() - start) / repeats
+
+    fastest = {}
+    matmul = jax.jit(jnp.matmul)
+    for a, w in set(shapes):
+        x, y = torch.randn(*a), torch.randn(*w)
+        jx, jy = jnp.asarray(np.asarray(x)), jnp.asarray(np.asarray(y))
+        fastest[a, w] = min(timed(lambda: torch.matmul(x, y)),
+                            timed(lambda: matmul(jx, jy).block_until_ready()))
+    seconds = sum(fastest[shape] for shape in shapes)
+    total = sum(flops[shape] for shape in shapes)
+    return {"matmul_seconds_per_step": seconds, "gflop_per_step": total / 1e9, "matmul_gflops": total / seconds / 1e9,
+            "tokens_per_sec_ceiling": rows / seconds, "torch_threads": torch.get_num_threads()}
+
+
+# ---------------------------------------------------------------------------------------------------------
 def _loop(step_fn, evaluate, batches, cfg, mode, t0) -> dict:
     """Throughput over steps 50..250 (after compilation), then (mode "target") train until val <= target."""
     result = {"steps": 0}
     for step in range(250):
         if step == 50:
             start = time.perf_counter()
-        step_fn(*batches.next())
+        step_fn(*batches.next_batch())
     tokens = 200 * cfg["batch"] * cfg["context"]
     result["tokens_per_sec"] = tokens / (time.perf_counter() - start)
     result["steps"] = 250
@@ -217,7 +281,7 @@ def _loop(step_fn, evaluate, batches, cfg, mode, t0) -> dict:
     step = 250
     while val_loss > cfg["target"] and step < cfg["max_steps"]:
         for _ in range(EVAL_EVERY):
-            step_fn(*batches.next())
+            step_fn(*batches.next_batch())
         step += EVAL_EVERY
         val_loss = evaluate()
     result.update(steps=step, val_loss=val_loss, reached=val_loss <= cfg["target"],
@@ -234,17 +298,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         framework, name, mode = args.worker
+        if framework == "floor":
+            print(json.dumps(matmul_floor(CONFIGS[name])))
+            return
         runner = run_llmtui if framework == "llmtui" else run_torch
         print(json.dumps(runner(CONFIGS[name], args.data, mode)))
         return
     if not args.data.exists():
         sys.exit(f"no corpus at {args.data}: pass --data PATH (tinyshakespeare.txt)")
     mode = "throughput" if args.quick else "target"
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
                "mode": mode, "models": {}}
     for name in args.models.split(","):
-        entry = {"config": CONFIGS[name]}
-        for framework in ("torch", "llmtui"):  # the baseline first, then ours, never at the same time
+        entry = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": CONFIGS[name]}
+        for framework in ("torch", "llmtui", "floor"):  # the baseline first, then ours, never at the same time
             out = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--worker", framework, name, mode],
                                  capture_output=True, text=True, cwd=ROOT)
             if out.returncode != 0:
@@ -252,12 +320,20 @@ def main() -> None:
             entry[framework] = json.loads(out.stdout.strip().splitlines()[-1])
             print(name, framework, entry[framework], flush=True)
         entry["speedup_tokens_per_sec"] = entry["llmtui"]["tokens_per_sec"] / entry["torch"]["tokens_per_sec"]
+        # The most any implementation could gain over the baseline at this machine's matmul speed.
+        entry["speedup_ceiling_at_matmul_floor"] = (entry["floor"]["tokens_per_sec_ceiling"]
+                                                    / entry["torch"]["tokens_per_sec"])
         if mode == "target":
             entry["speedup_time_to_target"] = entry["torch"]["seconds_to_target"] / entry["llmtui"]["seconds_to_target"]
         results["models"][name] = entry
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"train{'_quick' if args.quick else ''}.json").write_text(json.dumps(results, indent=2) + "\n")
+    out_file = out_dir / f"train{'_quick' if args.quick else ''}.json"
+    if out_file.exists():  # a run of some models replaces their entries and keeps the others'
+        earlier = json.loads(out_file.read_text())
+        results["models"] = {**{k: v for k, v in earlier.get("models", {}).items() if k not in results["models"]},
+                             **results["models"]}
+    out_file.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: {m: v for m, v in e.items() if m.startswith("speedup")} for k, e in results["models"].items()}))
 
 

@@ -410,6 +410,7 @@ def load_final_model(run: RunFolder):
     import llmtui.evaluation.language_model  # noqa: F401  (registers custom objects)
     import llmtui.finetune.classifier  # noqa: F401
     import llmtui.models.token_encoding  # noqa: F401
+    import llmtui.models.recurrent_layers  # noqa: F401
     import llmtui.models.transformer  # noqa: F401
     import llmtui.training.keras_schedule  # noqa: F401
 

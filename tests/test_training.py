@@ -176,7 +176,8 @@ def test_early_stopping_stops_when_validation_stalls(tmp_path, corpus):
 def test_training_logs_grad_norm_and_mfu(tmp_path, corpus):
     recorder, _ = run_recipe(corpus, tmp_path, steps=10, log_every=5)
     train = [e.values for e in recorder.of_type(Metrics) if e.split == "train"]
-    assert all(v["grad_norm"] > 0 and 0 < v["mfu"] < 1 and v["tokens_per_sec"] > 0 for v in train)
+    assert all(v["grad_norm"] > 0 and 0 < v["mfu"] < 1 and v["tokens_per_sec"] > 0 and v["input_wait_ms"] >= 0
+               for v in train)
 
 
 def test_cost_estimate_and_preflight():
@@ -205,7 +206,7 @@ def test_backends_agree_on_the_first_steps(tmp_path):
     """The same weights and batches give matching losses on TensorFlow and on JAX (within 1e-4)."""
     pytest.importorskip("jax")
     results = {}
-    for arch in ("gpt", "llama"):
+    for arch in ("gpt", "llama", "lstm"):  # lstm: our recurrent layer's own time loop on both backends
         weights = tmp_path / f"{arch}.npz"
         for backend in ("tensorflow", "jax"):
             env = {**os.environ, "KERAS_BACKEND": backend}
@@ -305,3 +306,49 @@ def test_ctrl_c_and_kill_9_then_rerun_continues(tmp_path, corpus):
     assert final.returncode == 0, final.stderr[-3000:]
     assert f"resuming from checkpoint step_{latest:07d} (step {latest})" in final.stdout
     assert (checkpoints / "step_0002000").exists()
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_recurrent_layers_match_keras_own(name):
+    """Our recurrent layers project the whole input sequence before the time loop; outputs, and the
+    weights after a few optimizer steps, must equal those of Keras' layer with the same weights."""
+    from llmtui.models.recurrent_layers import RECURRENT_LAYERS
+
+    stock_cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}[name]
+    x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(3, 7, 6)).astype("float32")
+
+    def model(cls):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((7, 5))
+        m = keras.Model(inputs, cls(6, return_sequences=True, name="recurrent")(inputs))
+        m.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+        return m
+
+    ours, stock = model(RECURRENT_LAYERS[name]), model(stock_cls)
+    stock.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours.predict_on_batch(x), stock.predict_on_batch(x), rtol=1e-5, atol=1e-6)
+    for _ in range(3):
+        ours.train_on_batch(x, y)
+        stock.train_on_batch(x, y)
+    for a, b in zip(ours.get_weights(), stock.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt", "lstm"])
+def test_mixed_bfloat16_trains(arch):
+    """Under `train.precision = "mixed_bfloat16"` layers compute in bfloat16 (our recurrent loop included),
+    variables and the loss stay float32, and the loss falls."""
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model(model_config(arch), 40, seed=0)
+        train = recipe_from_dict({"train": {"lr": 1e-2, "warmup_steps": 0, "schedule": "constant",
+                                            "precision": "mixed_bfloat16"}}).train
+        compile_model(model, train)
+        assert model.get_layer(f"{'block' if arch == 'gpt' else 'lstm'}_0").compute_dtype == "bfloat16"
+        assert all(v.dtype == "float32" for v in model.trainable_variables)
+        losses = [float(model.train_on_batch(x, y, return_dict=True)["loss"]) for x, y in fixed_batches(30)]
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses

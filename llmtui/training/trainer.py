@@ -35,6 +35,8 @@ from llmtui.errors import TrainingError
 from llmtui.evaluation.language_model import make_scorer, score_tokens, summarize
 from llmtui.events import CheckpointSaved, Message, Metrics, Sample, TrainingStarted
 from llmtui.runfolder import RunFolder, write_json_atomic
+from llmtui.training.feed import BatchFeed
+from llmtui.training.host_memory import reuse_freed_memory
 from llmtui.training.optimizers import make_optimizer
 from llmtui.training.schedule import lr_at
 from llmtui.training.tensorboard import ScalarWriter
@@ -179,19 +181,22 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
     writer, val_writer = ScalarWriter(run.logs_dir / "train"), ScalarWriter(run.logs_dir / "val")
     result = {"first_loss": None, "last_loss": None, "val_loss": None, "stopped_early": False,
               "tokens_per_sec": 0.0, "train_seconds": 0.0}
-    window = {"start": time.perf_counter(), "steps": 0, "loss": 0.0}
+    window = {"start": time.perf_counter(), "steps": 0, "loss": 0.0, "input_wait": 0.0}
+    feed = BatchFeed(batches)  # the next batches are drawn while the current step runs
 
     def checkpoint() -> Path:
-        path = checkpoints.save(state, model, batches)
+        path = checkpoints.save(state, model, feed)
         emit(CheckpointSaved(step=state["step"], path=str(path)))
         return path
 
-    with _StopFlag(stop_requested) as stop:
+    with _StopFlag(stop_requested) as stop, reuse_freed_memory(), feed:
         try:
             while state["step"] < config.steps:
                 loss = 0.0
+                waited = feed.wait_seconds
                 for _ in range(accum):
-                    loss += float(model.train_on_batch(*batches.next_batch(), return_dict=True)["loss"]) / accum
+                    loss += float(model.train_on_batch(*feed.next_batch(), return_dict=True)["loss"]) / accum
+                window["input_wait"] += feed.wait_seconds - waited
                 if not math.isfinite(loss):
                     latest = checkpoints.latest()
                     kept = f"; the last good checkpoint is {latest}" if latest else ""
@@ -210,7 +215,7 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
                     emit(Metrics(step=step, split="train", values=values))
                     for tag, value in values.items():
                         writer.scalar(tag, value, step)
-                    window.update(start=time.perf_counter(), steps=0, loss=0.0)
+                    window.update(start=time.perf_counter(), steps=0, loss=0.0, input_wait=0.0)
                 evaluate_now = step % config.eval_every == 0 or step == config.steps
                 if evaluate_now or (step % config.checkpoint_every == 0 and step < config.steps):
                     saved = checkpoint()  # before each evaluation too: a failing evaluation loses nothing
@@ -261,6 +266,8 @@ def _train_metrics(model, config: TrainConfig, window: dict, tokens_per_step: in
                     config.decay_fraction),
         "tokens_per_sec": tokens_per_sec,
         "grad_norm": float(np.asarray(model.optimizer.grad_norm)),
+        # Time a step spent waiting for its batch (the feed draws batches ahead, so normally ~0).
+        "input_wait_ms": 1000.0 * window["input_wait"] / window["steps"],
     }
     if flops_per_token and peak_flops:
         values["mfu"] = flops_per_token * tokens_per_sec / peak_flops
