@@ -263,8 +263,8 @@ for arch in ("llama", "gru"):
     generator = Generator(net, CharTokenizer(), CONTEXT)
     cached = generator.generate("hello", 20, temperature=0, stop_at_eos=False)
     uncached = generator.generate("hello", 20, temperature=0, stop_at_eos=False, use_cache=False)
-    beams = generator.generate("hello", 6, beams=3, stop_at_eos=False)
-    out[arch] = {"error": max(errors), "same_text": cached == uncached, "beams": len(beams)}
+    beams = generator.generate_full("hello", 6, beams=3, stop_at_eos=False)  # tokens: EOS decodes to no text
+    out[arch] = {"error": max(errors), "same_text": cached == uncached, "beams": len(beams.tokens)}
 print(json.dumps(out))
 """
 
