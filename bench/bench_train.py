@@ -3,27 +3,34 @@
 Two models on the character vocabulary of tinyshakespeare:
   - "baby GPT": 4 layers, 4 heads, 128 wide, context 64, batch 12, AdamW, no dropout;
   - LSTM: 2 layers, 256 wide, context 64, batch 12, AdamW.
-For each framework: steady-state training tokens/s, and the wall time (start-up and compilation included)
-until validation loss <= the target (1.88 for the GPT). Both sides draw the same batches from the same
-seeded sampler and use the same learning-rate schedule. Ours runs the way the trainer runs it: batches
-drawn ahead by `BatchFeed`, freed scratch memory reused (`reuse_freed_memory`).
+Tokens/s: the baseline and ours each run as a long-lived worker, warmed up first, then timed in alternating
+windows of steps (the order flips every round), so both are measured over the same minutes: a shared
+2-core machine's speed drifts between minutes by more than the gap being measured. The speedup is the median
+of the rounds' ratios. Then each side alone, one after the other: the wall time (start-up and compilation
+included) until validation loss <= the target (1.88). Both sides draw the same batches from the same seeded
+sampler and use the same learning-rate schedule. Ours runs the way the trainer runs it: batches drawn ahead
+by `BatchFeed`, freed scratch memory reused (`reuse_freed_memory`).
 
-Also measured ("floor"): the time one training step's matrix products alone take on this machine, each timed
-in isolation with PyTorch and with XLA and the faster kept. A real step does all of them and more, so
-`speedup_ceiling_at_matmul_floor` bounds what any implementation could gain over the baseline here.
+Timed in the same turns ("floor"): one training step's matrix products alone, each with whichever of PyTorch
+and XLA ran that shape faster. A real step does all of them and more, so for the GPT
+`speedup_ceiling_at_matmul_floor` bounds what any implementation could gain over the baseline on this machine.
+For the LSTM it is no bound: 256 of its products per step are small (12 rows) and each timed call carries its
+own dispatch cost, which PyTorch's fused LSTM kernel does not pay.
 
 Usage (torch is a benchmark-only dependency: `pip install torch==2.13.0`):
-    python bench/bench_train.py [--data ../shared/data/tinyshakespeare.txt] [--quick]
-Writes bench/results/train.json. Each measurement runs in its own process, one after the other.
+    python bench/bench_train.py [--data ../shared/data/tinyshakespeare.txt] [--models gpt,lstm] [--quick]
+Writes bench/results/train.json (--quick: tokens/s only, to train_quick.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +44,8 @@ CONFIGS = {
              "target": 1.88, "max_steps": 6000},
 }
 EVAL_EVERY = 250
+FRAMEWORKS = ["torch", "llmtui", "floor"]
+WARMUP_STEPS = 50  # steps before any timing: compilation and caches settle
 EVAL_BATCHES = 40
 WARMUP = 100
 
@@ -93,8 +102,8 @@ def val_batches(ids, context, batch, count):
 
 
 # ---------------------------------------------------------------------------------------------------------
-def run_llmtui(cfg: dict, data: Path, mode: str) -> dict:
-    t0 = time.perf_counter()
+def setup_llmtui(cfg: dict, data: Path, resources: contextlib.ExitStack):
+    """Our engine's training step, evaluation and batches for `cfg`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from llmtui.backend import configure_backend
 
@@ -128,18 +137,18 @@ def run_llmtui(cfg: dict, data: Path, mode: str) -> dict:
     from llmtui.training.feed import BatchFeed
     from llmtui.training.host_memory import reuse_freed_memory
 
-    with reuse_freed_memory(), BatchFeed(batches) as feed:
-        return _loop(lambda x, y: float(model.train_on_batch(x, y, return_dict=True)["loss"]), evaluate, feed,
-                     cfg, mode, t0)
+    resources.enter_context(reuse_freed_memory())
+    feed = resources.enter_context(BatchFeed(batches))
+    return lambda x, y: float(model.train_on_batch(x, y, return_dict=True)["loss"]), evaluate, feed
 
 
 # ---------------------------------------------------------------------------------------------------------
-def run_torch(cfg: dict, data: Path, mode: str) -> dict:
-    t0 = time.perf_counter()
+def setup_torch(cfg: dict, data: Path, resources: contextlib.ExitStack):
+    """The PyTorch eager baseline's training step, evaluation and batches for `cfg`."""
     import numpy as np
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
+    from torch import nn
 
     torch.manual_seed(0)
     train_ids, val_ids, vocab = load_corpus(data)
@@ -213,20 +222,73 @@ def run_torch(cfg: dict, data: Path, mode: str) -> dict:
         model.train()
         return float(np.mean(losses))
 
-    return _loop(train_step, evaluate, batches, cfg, mode, t0)
+    return train_step, evaluate, batches
+
+
+def run(framework: str, cfg: dict, data: Path, mode: str) -> dict:
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as resources:
+        step_fn, evaluate, batches = SETUPS[framework](cfg, data, resources)
+        return _loop(step_fn, evaluate, batches, cfg, mode, t0)
+
+
+def serve(framework: str, cfg: dict, data: Path) -> None:
+    """Warm up, say "ready", then for each line N on stdin train N steps and answer the seconds they took.
+
+    The parent drives two of these (baseline and ours) in turns, so both are timed over the same minutes of
+    this machine's life: a shared 2-core machine's speed drifts by more than the gap being measured."""
+    with contextlib.ExitStack() as resources:
+        step_fn, _, batches = SETUPS[framework](cfg, data, resources)
+        for _ in range(WARMUP_STEPS):
+            step_fn(*batches.next_batch())
+        print("ready", flush=True)
+        for line in sys.stdin:
+            start = time.perf_counter()
+            for _ in range(int(line)):
+                step_fn(*batches.next_batch())
+            print(time.perf_counter() - start, flush=True)
+
+
+def interleaved_throughput(name: str, cfg: dict, data: Path, rounds: int, window: int) -> dict:
+    """Tokens/s of the baseline, ours and the matmul floor, timed in turns in windows of `window` steps (the
+    order rotates every round); medians over the rounds, and the median of each round's ratio to the
+    baseline."""
+    workers = {}
+    for framework in FRAMEWORKS:  # started and warmed up one at a time: compilation stays untimed
+        workers[framework] = subprocess.Popen(
+            [sys.executable, __file__, "--data", str(data), "--worker", framework, name, "serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        if workers[framework].stdout.readline().strip() != "ready":
+            sys.exit(f"{framework} {name} worker failed to start")
+    tokens = window * cfg["batch"] * cfg["context"]
+    rates = {framework: [] for framework in workers}
+    try:
+        for r in range(rounds):
+            for framework in FRAMEWORKS[r % 3:] + FRAMEWORKS[:r % 3]:
+                time.sleep(0.3)  # the other sides' threads stop spinning before this window starts
+                workers[framework].stdin.write(f"{window}\n")
+                workers[framework].stdin.flush()
+                rates[framework].append(tokens / float(workers[framework].stdout.readline()))
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()
+            worker.wait()
+
+    def ratio_to_baseline(framework: str) -> float:
+        return statistics.median(ours / base for ours, base in zip(rates[framework], rates["torch"]))
+
+    return {"rounds": rounds, "window_steps": window,
+            **{f"{framework}_tokens_per_sec": statistics.median(rates[framework]) for framework in FRAMEWORKS},
+            "speedup_median_of_rounds": ratio_to_baseline("llmtui"),
+            # The most any implementation could gain over the baseline at this machine's matmul speed.
+            "ceiling_median_of_rounds": ratio_to_baseline("floor"),
+            **{f"{framework}_windows": rates[framework] for framework in FRAMEWORKS}}
 
 
 # ---------------------------------------------------------------------------------------------------------
-def matmul_floor(cfg: dict, repeats: int = 50) -> dict:
-    """The time one training step's matrix products alone take: the forward product of every layer and the two
-    products of its backward, each timed in isolation with PyTorch and with XLA (jax.jit), the faster kept.
-    A training step of the same model does all of them plus everything else (norms, softmax, activations,
-    the optimizer), so no implementation steps faster than this on this machine."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import torch
-
+def matmul_shapes(cfg: dict) -> list[tuple]:
+    """The (left, right) operand shapes of every matrix product in one training step of `cfg`'s model: the
+    forward product of every layer and the two products of its backward."""
     b, t, d, layers, vocab = cfg["batch"], cfg["context"], cfg["dim"], cfg["layers"], 65
     rows = b * t
     if cfg["arch"] == "gpt":
@@ -234,17 +296,35 @@ def matmul_floor(cfg: dict, repeats: int = 50) -> dict:
         heads, hd = cfg["heads"], d // cfg["heads"]
         batched = [(b * heads, t, hd, t), (b * heads, t, t, hd)] * layers  # q k^T and p v
     else:
-        linears = [(rows, d, 4 * d)] * layers + [(b, d, 4 * d)] * (t * layers)  # input and recurrent projections
+        linears = [(rows, d, 4 * d)] * layers  # the input projections, all time steps at once
         batched = []
     linears.append((rows, d, vocab))  # the tied output projection
     shapes = []
     for m, k, n in linears:  # forward x@W, backward dY@W^T and X^T@dY
         shapes += [((m, k), (k, n)), ((m, n), (n, k)), ((k, m), (m, n))]
+    if cfg["arch"] != "gpt":
+        # The recurrent product: forward h@U and backward dZ@U^T at every time step (each needs the step
+        # before), and the weight gradient H^T@dZ once for the whole sequence.
+        shapes += [((b, d), (d, 4 * d)), ((b, 4 * d), (4 * d, d))] * (t * layers)
+        shapes += [((d, rows), (rows, 4 * d))] * layers
     for g, m, k, n in batched:
         shapes += [((g, m, k), (g, k, n)), ((g, m, n), (g, n, k)), ((g, k, m), (g, m, n))]
-    flops = {shape: 2 * math.prod(shape[0]) * shape[1][-1] for shape in set(shapes)}
+    return shapes
 
-    def timed(run) -> float:
+
+def setup_floor(cfg: dict, data: Path, resources: contextlib.ExitStack):
+    """The matrix products of one training step alone, as a "step" the interleaved timing can run, each with
+    whichever of PyTorch and XLA (jax.jit) ran that shape faster in isolation. A training step of the same
+    model does all of them plus everything else (norms, softmax, activations, the optimizer), so no
+    implementation steps faster than this on this machine."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    shapes = matmul_shapes(cfg)
+
+    def timed(run, repeats: int = 50) -> float:
         run()
         start = time.perf_counter()
         for _ in range(repeats):
@@ -256,12 +336,22 @@ def matmul_floor(cfg: dict, repeats: int = 50) -> dict:
     for a, w in set(shapes):
         x, y = torch.randn(*a), torch.randn(*w)
         jx, jy = jnp.asarray(np.asarray(x)), jnp.asarray(np.asarray(y))
-        fastest[a, w] = min(timed(lambda: torch.matmul(x, y)),
-                            timed(lambda: matmul(jx, jy).block_until_ready()))
-    seconds = sum(fastest[shape] for shape in shapes)
-    total = sum(flops[shape] for shape in shapes)
-    return {"matmul_seconds_per_step": seconds, "gflop_per_step": total / 1e9, "matmul_gflops": total / seconds / 1e9,
-            "tokens_per_sec_ceiling": rows / seconds, "torch_threads": torch.get_num_threads()}
+        options = [lambda x=x, y=y: torch.matmul(x, y), lambda jx=jx, jy=jy: matmul(jx, jy).block_until_ready()]
+        fastest[a, w] = min(options, key=timed)
+    products = [fastest[shape] for shape in shapes]
+
+    def step(*_):
+        for product in products:
+            product()
+
+    class NoBatches:
+        def next_batch(self):
+            return ()
+
+    return step, None, NoBatches()
+
+
+SETUPS = {"llmtui": setup_llmtui, "torch": setup_torch, "floor": setup_floor}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -294,15 +384,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "tinyshakespeare.txt")
     parser.add_argument("--quick", action="store_true", help="throughput only (no training to the target)")
     parser.add_argument("--models", default="gpt,lstm")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating throughput windows per framework")
+    parser.add_argument("--window", type=int, default=40, help="training steps per throughput window")
     parser.add_argument("--worker", nargs=3, metavar=("FRAMEWORK", "MODEL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         framework, name, mode = args.worker
-        if framework == "floor":
-            print(json.dumps(matmul_floor(CONFIGS[name])))
-            return
-        runner = run_llmtui if framework == "llmtui" else run_torch
-        print(json.dumps(runner(CONFIGS[name], args.data, mode)))
+        if mode == "serve":
+            serve(framework, CONFIGS[name], args.data)
+        else:
+            print(json.dumps(run(framework, CONFIGS[name], args.data, mode)))
         return
     if not args.data.exists():
         sys.exit(f"no corpus at {args.data}: pass --data PATH (tinyshakespeare.txt)")
@@ -310,20 +401,30 @@ def main() -> None:
     results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
                "mode": mode, "models": {}}
+
+    def worker(framework: str, name: str, worker_mode: str) -> dict:
+        out = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--worker", framework, name,
+                              worker_mode], check=False, capture_output=True, text=True, cwd=ROOT)
+        if out.returncode != 0:
+            sys.exit(f"{framework} {name} failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
     for name in args.models.split(","):
         entry = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": CONFIGS[name]}
-        for framework in ("torch", "llmtui", "floor"):  # the baseline first, then ours, never at the same time
-            out = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--worker", framework, name, mode],
-                                 capture_output=True, text=True, cwd=ROOT)
-            if out.returncode != 0:
-                sys.exit(f"{framework} {name} failed:\n{out.stderr[-3000:]}")
-            entry[framework] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(name, framework, entry[framework], flush=True)
-        entry["speedup_tokens_per_sec"] = entry["llmtui"]["tokens_per_sec"] / entry["torch"]["tokens_per_sec"]
-        # The most any implementation could gain over the baseline at this machine's matmul speed.
-        entry["speedup_ceiling_at_matmul_floor"] = (entry["floor"]["tokens_per_sec_ceiling"]
-                                                    / entry["torch"]["tokens_per_sec"])
-        if mode == "target":
+        tokens_per_step = CONFIGS[name]["batch"] * CONFIGS[name]["context"]
+        gflop = sum(2 * math.prod(a) * w[-1] for a, w in matmul_shapes(CONFIGS[name])) / 1e9
+        entry["interleaved"] = interleaved_throughput(name, CONFIGS[name], args.data, args.rounds, args.window)
+        print(name, "interleaved", {k: v for k, v in entry["interleaved"].items() if not k.endswith("windows")},
+              flush=True)
+        floor_seconds = tokens_per_step / entry["interleaved"]["floor_tokens_per_sec"]
+        entry["floor"] = {"matmul_seconds_per_step": floor_seconds, "gflop_per_step": gflop,
+                          "matmul_gflops": gflop / floor_seconds}
+        entry["speedup_tokens_per_sec"] = entry["interleaved"]["speedup_median_of_rounds"]
+        entry["speedup_ceiling_at_matmul_floor"] = entry["interleaved"]["ceiling_median_of_rounds"]
+        if mode == "target":  # then each side alone, the baseline first: the wall time to the target
+            for framework in ("torch", "llmtui"):
+                entry[framework] = worker(framework, name, mode)
+                print(name, framework, entry[framework], flush=True)
             entry["speedup_time_to_target"] = entry["torch"]["seconds_to_target"] / entry["llmtui"]["seconds_to_target"]
         results["models"][name] = entry
     out_dir = ROOT / "bench" / "results"

@@ -94,6 +94,20 @@ def test_each_optimizer_is_built_from_the_recipe_and_trains(optimizer):
         assert decayed and not any(("bias" in p or "gamma" in p or "beta" in p or "embeddings" in p) for p in decayed)
 
 
+def test_the_training_step_is_traced_once():
+    """The optimizer is built with the model, not inside the first traced step: otherwise TensorFlow traces the
+    whole step twice (once creating the optimizer's variables, again using them), doubling start-up."""
+    model = build_model(model_config("gpt"), 40, seed=0)
+    compile_model(model, recipe_from_dict({"train": {"jit_compile": False}}).train)
+    assert model.optimizer.built
+    traces = []
+    step = model.train_step  # called in Python only while a step is being traced
+    model.train_step = lambda data: (traces.append(1), step(data))[1]
+    for x, y in fixed_batches(3):
+        model.train_on_batch(x, y)
+    assert len(traces) == 1
+
+
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "linear", "wsd"])
 @pytest.mark.parametrize("accum", [1, 3])
 def test_keras_schedule_matches_the_plain_definition(schedule, accum):

@@ -70,10 +70,12 @@ class CausalSelfAttention(keras.layers.Layer):
         """Queries (B, T, H, D), keys and values (B, T, K, D) from one fused projection."""
         qkv = self.qkv(x)  # (B, T, (H + 2K) * D)
         q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        q = ops.reshape(qkv[..., :q_width], (batch, time, self.heads, self.head_dim))
-        k = ops.reshape(qkv[..., q_width:q_width + kv_width], (batch, time, self.kv_heads, self.head_dim))
-        v = ops.reshape(qkv[..., q_width + kv_width:], (batch, time, self.kv_heads, self.head_dim))
-        return q, k, v
+        # One split rather than three slices: its gradient is a single concatenation instead of three padded
+        # copies summed.
+        q, k, v = ops.split(qkv, [q_width, q_width + kv_width], axis=-1)
+        return (ops.reshape(q, (batch, time, self.heads, self.head_dim)),
+                ops.reshape(k, (batch, time, self.kv_heads, self.head_dim)),
+                ops.reshape(v, (batch, time, self.kv_heads, self.head_dim)))
 
     def call(self, x, training=None):
         batch, time = ops.shape(x)[0], ops.shape(x)[1]
@@ -189,7 +191,7 @@ class DecoderBlock(keras.layers.Layer):
     def _feed_forward(self, x):
         h = self.mlp_in(self.mlp_norm(x))
         if self.mlp == "swiglu":
-            gate, value = h[..., :self.mlp_dim], h[..., self.mlp_dim:]
+            gate, value = ops.split(h, 2, axis=-1)
             h = ops.silu(gate) * value
         else:
             h = ops.gelu(h, approximate=True)

@@ -127,6 +127,9 @@ class NextTokenLoss(keras.losses.Loss):
 def compile_model(model, config: TrainConfig, loss: keras.losses.Loss | None = None) -> None:
     model.compile(optimizer=make_optimizer(config), loss=loss or NextTokenLoss(config.label_smoothing),
                   jit_compile=config.jit_compile)
+    # Built now rather than inside the first traced step: TensorFlow would otherwise trace the whole training
+    # step twice (once to create the optimizer's variables, then again to use them), doubling start-up.
+    model.optimizer.build(model.trainable_variables)
 
 
 class _StopFlag:
