@@ -349,6 +349,37 @@ def test_recurrent_layers_match_keras_own(name):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_lstm_hand_written_backward_matches_keras_through_carried_states():
+    """Our LSTM's own backward pass must also send the right gradients into the initial state and out of the
+    final cell state: both come from (and feed) trained layers here, and the weights must match Keras'."""
+    from llmtui.models.recurrent_layers import LSTM
+
+    x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(3, 7 * 6 + 12)).astype("float32")
+
+    def model(cls):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((7, 5))
+        summary = keras.layers.Flatten()(inputs)
+        h0 = keras.layers.Dense(6, activation="tanh", name="h0")(summary)
+        c0 = keras.layers.Dense(6, name="c0")(summary)
+        sequence, h_last, c_last = cls(6, return_sequences=True, return_state=True, name="recurrent")(
+            inputs, initial_state=[h0, c0])
+        outputs = keras.layers.Concatenate()([keras.layers.Flatten()(sequence), h_last, c_last])
+        m = keras.Model(inputs, outputs)
+        m.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+        return m
+
+    ours, stock = model(LSTM), model(keras.layers.LSTM)
+    stock.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours.predict_on_batch(x), stock.predict_on_batch(x), rtol=1e-5, atol=1e-6)
+    for _ in range(3):
+        ours.train_on_batch(x, y)
+        stock.train_on_batch(x, y)
+    for a, b in zip(ours.get_weights(), stock.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["gpt", "lstm"])
 def test_mixed_bfloat16_trains(arch):
     """Under `train.precision = "mixed_bfloat16"` layers compute in bfloat16 (our recurrent loop included),
