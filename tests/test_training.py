@@ -322,6 +322,17 @@ def test_ctrl_c_and_kill_9_then_rerun_continues(tmp_path, corpus):
     assert (checkpoints / "step_0002000").exists()
 
 
+def assert_trains_alike(ours, stock, x, y):
+    """Given Keras' layer the same weights, our model's outputs, and its weights after 3 Adam steps, equal it."""
+    stock.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours.predict_on_batch(x), stock.predict_on_batch(x), rtol=1e-5, atol=1e-6)
+    for _ in range(3):
+        ours.train_on_batch(x, y)
+        stock.train_on_batch(x, y)
+    for a, b in zip(ours.get_weights(), stock.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 def test_recurrent_layers_match_keras_own(name):
     """Our recurrent layers project the whole input sequence before the time loop; outputs, and the
@@ -339,14 +350,7 @@ def test_recurrent_layers_match_keras_own(name):
         m.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
         return m
 
-    ours, stock = model(RECURRENT_LAYERS[name]), model(stock_cls)
-    stock.set_weights(ours.get_weights())
-    np.testing.assert_allclose(ours.predict_on_batch(x), stock.predict_on_batch(x), rtol=1e-5, atol=1e-6)
-    for _ in range(3):
-        ours.train_on_batch(x, y)
-        stock.train_on_batch(x, y)
-    for a, b in zip(ours.get_weights(), stock.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_trains_alike(model(RECURRENT_LAYERS[name]), model(stock_cls), x, y)
 
 
 def test_lstm_hand_written_backward_matches_keras_through_carried_states():
@@ -370,14 +374,7 @@ def test_lstm_hand_written_backward_matches_keras_through_carried_states():
         m.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
         return m
 
-    ours, stock = model(LSTM), model(keras.layers.LSTM)
-    stock.set_weights(ours.get_weights())
-    np.testing.assert_allclose(ours.predict_on_batch(x), stock.predict_on_batch(x), rtol=1e-5, atol=1e-6)
-    for _ in range(3):
-        ours.train_on_batch(x, y)
-        stock.train_on_batch(x, y)
-    for a, b in zip(ours.get_weights(), stock.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_trains_alike(model(LSTM), model(keras.layers.LSTM), x, y)
 
 
 @pytest.mark.parametrize("arch", ["gpt", "lstm"])
