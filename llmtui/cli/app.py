@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import traceback
@@ -152,6 +153,11 @@ def tensorboard(
         command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
                    "--port", str(port)]
         typer.echo(f"TensorBoard for {run.root} at http://127.0.0.1:{port}/  (Ctrl-C to stop)")
+        if os.name == "posix":
+            # Become TensorBoard rather than wait on it: whoever stops this process (Ctrl-C, a script's or the
+            # wizard's terminate) then stops the server, where a child would be left running.
+            sys.stdout.flush()
+            os.execv(sys.executable, command)
         try:
             raise typer.Exit(subprocess.call(command))
         except KeyboardInterrupt:
