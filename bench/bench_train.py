@@ -129,7 +129,12 @@ def setup_llmtui(cfg: dict, data: Path, resources: contextlib.ExitStack):
     batches = Batches(train_ids, cfg["context"], cfg["batch"], 0)
     val = val_batches(val_ids, cfg["context"], cfg["batch"], EVAL_BATCHES)
 
+    from llmtui.training.step import TrainStep
+
+    step = TrainStep(model)  # the trainer's step: `train_on_batch` on TensorFlow, state held on JAX
+
     def evaluate():
+        step.sync()
         scores = [np.asarray(scorer.predict_on_batch([x, y]))[..., 0].mean() for x, y in val]
         return float(np.mean(scores))
 
@@ -139,7 +144,7 @@ def setup_llmtui(cfg: dict, data: Path, resources: contextlib.ExitStack):
 
     resources.enter_context(reuse_freed_memory())
     feed = resources.enter_context(BatchFeed(batches))
-    return lambda x, y: float(model.train_on_batch(x, y, return_dict=True)["loss"]), evaluate, feed
+    return lambda x, y: float(step(x, y)), evaluate, feed
 
 
 # ---------------------------------------------------------------------------------------------------------

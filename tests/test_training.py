@@ -194,6 +194,20 @@ def test_training_logs_grad_norm_and_mfu(tmp_path, corpus):
                for v in train)
 
 
+def test_mixed_float16_trains_with_loss_scaling(tmp_path, corpus):
+    """The trainer under `mixed_float16`, where Keras wraps our optimizer in a LossScaleOptimizer: the
+    gradient norm (our optimizer's) is still logged, and the run trains."""
+    if keras.backend.backend() == "jax":
+        pytest.skip("XLA on the CPU has no float16 matrix product under JAX (bench/bench_gpu.py checks it on a GPU)")
+    try:
+        recorder, report = run_recipe(corpus, tmp_path, steps=20, log_every=5, precision="mixed_float16")
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    train = [e.values for e in recorder.of_type(Metrics) if e.split == "train"]
+    assert len(train) == 4 and all(v["grad_norm"] > 0 and math.isfinite(v["loss"]) for v in train)
+    assert report["loss"] < report["uniform_loss"]
+
+
 def test_cost_estimate_and_preflight():
     recipe = recipe_from_dict({"model": {"arch": "gpt", "layers": 12, "dim": 768, "heads": 12, "context": 1024},
                                "train": {"batch_size": 8}})
@@ -230,6 +244,56 @@ def test_backends_agree_on_the_first_steps(tmp_path):
             results[arch, backend] = json.loads(out.stdout.strip().splitlines()[-1])
         np.testing.assert_allclose(results[arch, "tensorflow"], results[arch, "jax"], rtol=1e-4, atol=1e-4)
         assert results[arch, "jax"][-1] < results[arch, "jax"][0]
+
+
+def test_train_step_equals_train_on_batch():
+    """`TrainStep` (on JAX: the compiled step fed its own output state) trains exactly as `train_on_batch` does:
+    dropout's random state, gradient accumulation, and a sync in the middle with the model used in between."""
+    from llmtui.training.step import TrainStep
+
+    batches = fixed_batches(6, batch=4)
+    config = recipe_from_dict({"train": {"grad_accum_steps": 2, "lr": 1e-2, "warmup_steps": 0}}).train
+    runs = []
+    for stepper in ("keras", "ours"):
+        keras.utils.set_random_seed(0)
+        model = build_model(model_config("gpt", dropout=0.1, embedding_dropout=0.1), 40, seed=0)
+        compile_model(model, config)
+        step = TrainStep(model)
+        losses = []
+        for i, (x, y) in enumerate(batches):
+            losses.append(float(model.train_on_batch(x, y, return_dict=True)["loss"] if stepper == "keras"
+                                else step(x, y)))
+            if i == 2:
+                losses.append(float(np.asarray(step.value(model.optimizer.grad_norm))))  # read without a sync
+                step.sync()
+                losses.append(float(np.asarray(model.optimizer.grad_norm)))
+                losses.append(float(model.predict_on_batch(x).mean()))  # the model is usable between steps
+        step.sync()
+        runs.append((losses, [np.asarray(v) for v in model.variables]))
+    (keras_losses, keras_weights), (our_losses, our_weights) = runs
+    assert our_losses == keras_losses
+    for a, b in zip(keras_weights, our_weights):
+        np.testing.assert_array_equal(a, b)
+
+
+# The engine's tests that exercise the training loop itself, run again on JAX, where `TrainStep` holds the
+# state between steps: resume, the NaN guard, metrics, early stopping.
+LOOP_TESTS = ["tests/test_training.py::test_train_step_equals_train_on_batch",
+              "tests/test_training.py::test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one",
+              "tests/test_training.py::test_training_logs_grad_norm_and_mfu",
+              "tests/test_training.py::test_early_stopping_stops_when_validation_stalls",
+              "tests/test_pipeline.py::test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint"]
+
+
+def test_the_training_loop_on_jax():
+    pytest.importorskip("jax")
+    if keras.backend.backend() == "jax":
+        pytest.skip("this session already runs on JAX")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOOP_TESTS], env=env,
+                         capture_output=True, text=True, timeout=900, cwd=HERE.parent)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert f"{len(LOOP_TESTS)} passed" in out.stdout
 
 
 def test_model_summary_command(tmp_path):

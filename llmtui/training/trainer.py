@@ -1,8 +1,9 @@
 """The training loop: next-token prediction with XLA-compiled steps, evaluation, checkpoints, resume.
 
-A loop over `train_on_batch` rather than `model.fit`: on 2 CPU cores it had less per-step overhead, and it
-keeps gradient accumulation, evaluation, checkpointing, early stopping, the NaN guard and stopping
-requests (Ctrl-C, the TUI's stop button) plain Python at optimizer-step boundaries.
+A loop over single steps (`TrainStep`: `train_on_batch` on TensorFlow, the compiled step fed its own output
+state on JAX) rather than `model.fit`: on 2 CPU cores it had less per-step overhead, and it keeps gradient
+accumulation, evaluation, checkpointing, early stopping, the NaN guard and stopping requests (Ctrl-C, the
+TUI's stop button) plain Python at optimizer-step boundaries.
 
 What is trained is a *task*: it supplies batches, the loss and the validation metrics. Pretraining and
 domain fine-tuning use `LanguageModelingTask` (random windows of a token file); classification and
@@ -39,7 +40,11 @@ from llmtui.training.feed import BatchFeed
 from llmtui.training.host_memory import reuse_freed_memory
 from llmtui.training.optimizers import make_optimizer
 from llmtui.training.schedule import lr_at
+from llmtui.training.step import TrainStep
 from llmtui.training.tensorboard import ScalarWriter
+
+# Losses are read (and checked for NaN) at least this often, even with rare logging.
+_MAX_UNREAD_LOSSES = 100
 
 
 class TrainingInterrupted(Exception):
@@ -187,8 +192,28 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
               "tokens_per_sec": 0.0, "train_seconds": 0.0}
     window = {"start": time.perf_counter(), "steps": 0, "loss": 0.0, "input_wait": 0.0}
     feed = BatchFeed(batches)  # the next batches are drawn while the current step runs
+    train_step = TrainStep(model)
+    # Losses not yet read: on JAX each is a device scalar, and reading it waits for its step, so the loop
+    # reads them only where it needs them (metrics, checkpoints, evaluation, stopping) and the device is
+    # never left idle waiting for the host in between.
+    pending: list[tuple[int, object]] = []
+
+    def read_losses() -> None:
+        for at, value in pending:
+            loss = float(value)
+            if not math.isfinite(loss):
+                latest = checkpoints.latest()
+                kept = f"; the last good checkpoint is {latest}" if latest else ""
+                raise TrainingError(f"the training loss became {loss} at step {at}{kept}",
+                                    hint="lower train.lr, keep train.grad_clip on, or check the data")
+            window["loss"] += loss
+            if result["first_loss"] is None:
+                result["first_loss"] = loss
+        pending.clear()
 
     def checkpoint() -> Path:
+        read_losses()  # a checkpoint never holds the state of a step whose loss was not finite
+        train_step.sync()
         path = checkpoints.save(state, model, feed)
         emit(CheckpointSaved(step=state["step"], path=str(path)))
         return path
@@ -196,32 +221,32 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
     with _StopFlag(stop_requested) as stop, reuse_freed_memory(), feed:
         try:
             while state["step"] < config.steps:
-                loss = 0.0
                 waited = feed.wait_seconds
-                for _ in range(accum):
-                    loss += float(model.train_on_batch(*feed.next_batch(), return_dict=True)["loss"]) / accum
+                loss = train_step(*feed.next_batch())
+                for _ in range(accum - 1):
+                    loss = loss + train_step(*feed.next_batch())
                 window["input_wait"] += feed.wait_seconds - waited
-                if not math.isfinite(loss):
-                    latest = checkpoints.latest()
-                    kept = f"; the last good checkpoint is {latest}" if latest else ""
-                    raise TrainingError(f"the training loss became {loss} at step {state['step'] + 1}{kept}",
-                                        hint="lower train.lr, keep train.grad_clip on, or check the data")
                 state["step"] += 1
                 step = state["step"]
                 window["steps"] += 1
-                window["loss"] += loss
-                if result["first_loss"] is None:
-                    result["first_loss"] = loss
-                if step % config.log_every == 0 or step == config.steps:
-                    values = _train_metrics(model, config, window, tokens_per_step, flops_per_token, peak_flops, step)
+                pending.append((step, loss / accum if accum > 1 else loss))
+                log_now = step % config.log_every == 0 or step == config.steps
+                evaluate_now = step % config.eval_every == 0 or step == config.steps
+                checkpoint_now = evaluate_now or (step % config.checkpoint_every == 0 and step < config.steps)
+                stopping = stop() and step < config.steps
+                if log_now or checkpoint_now or stopping or len(pending) >= _MAX_UNREAD_LOSSES:
+                    read_losses()
+                if log_now:
+                    grad_norm = float(np.asarray(train_step.value(_tracking_optimizer(model).grad_norm)))
+                    values = _train_metrics(config, window, tokens_per_step, flops_per_token, peak_flops, step,
+                                            grad_norm)
                     result["train_seconds"] += time.perf_counter() - window["start"]
                     result["last_loss"], result["tokens_per_sec"] = values["loss"], values["tokens_per_sec"]
                     emit(Metrics(step=step, split="train", values=values))
                     for tag, value in values.items():
                         writer.scalar(tag, value, step)
                     window.update(start=time.perf_counter(), steps=0, loss=0.0, input_wait=0.0)
-                evaluate_now = step % config.eval_every == 0 or step == config.steps
-                if evaluate_now or (step % config.checkpoint_every == 0 and step < config.steps):
+                if checkpoint_now:
                     saved = checkpoint()  # before each evaluation too: a failing evaluation loses nothing
                     window["start"] = time.perf_counter()
                 if evaluate_now:
@@ -248,11 +273,12 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
                                      f"evaluations (best {state['best_val_loss']:.4f})"))
                         result["stopped_early"] = True
                         break
-                if stop() and step < config.steps:
+                if stopping:
                     raise TrainingInterrupted(step, checkpoint())
         except KeyboardInterrupt:
             raise TrainingInterrupted(state["step"], checkpoint() if state["step"] else None) from None
         finally:
+            train_step.sync()  # the model is whole again for whatever comes after training
             writer.close()
             val_writer.close()
 
@@ -260,8 +286,13 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
     return result
 
 
-def _train_metrics(model, config: TrainConfig, window: dict, tokens_per_step: int, flops_per_token: float,
-                   peak_flops: float, step: int) -> dict:
+def _tracking_optimizer(model):
+    """Our optimizer, with its `grad_norm`: under mixed_float16 Keras wraps it in a LossScaleOptimizer."""
+    return getattr(model.optimizer, "inner_optimizer", model.optimizer)
+
+
+def _train_metrics(config: TrainConfig, window: dict, tokens_per_step: int, flops_per_token: float,
+                   peak_flops: float, step: int, grad_norm: float) -> dict:
     elapsed = max(time.perf_counter() - window["start"], 1e-9)
     tokens_per_sec = window["steps"] * tokens_per_step / elapsed
     values = {
@@ -269,7 +300,7 @@ def _train_metrics(model, config: TrainConfig, window: dict, tokens_per_step: in
         "lr": lr_at(step - 1, config.lr, config.steps, config.warmup_steps, config.schedule, config.min_lr_ratio,
                     config.decay_fraction),
         "tokens_per_sec": tokens_per_sec,
-        "grad_norm": float(np.asarray(model.optimizer.grad_norm)),
+        "grad_norm": grad_norm,
         # Time a step spent waiting for its batch (the feed draws batches ahead, so normally ~0).
         "input_wait_ms": 1000.0 * window["input_wait"] / window["steps"],
     }
