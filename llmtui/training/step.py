@@ -48,9 +48,9 @@ class TrainStep:
             self._state = tuple([v.value for v in variables] for variables in self._variable_groups())
             self._metric_zeros = [np.zeros(v.shape, v.dtype) for v in model.metrics_variables]
         x, y, sample_weight = (tuple(batch) + (None,))[:3]
-        # Fresh zero metric state each step, as `train_on_batch` resets its metrics: the logged loss is
-        # this step's, not a running mean.
-        state = (*self._state, [np.array(zero) for zero in self._metric_zeros])
+        # Zero metric state each step, as `train_on_batch` resets its metrics: the logged loss is this
+        # step's, not a running mean. (Host arrays: the step copies them in, so donating them is harmless.)
+        state = (*self._state, self._metric_zeros)
         logs, (trainable, non_trainable, optimizer, _) = model.train_function(state, iter([(x, y, sample_weight)]))
         self._state = (trainable, non_trainable, optimizer)
         return logs["loss"]
