@@ -3,7 +3,8 @@
 The model is trained by the engine's own loop (`llmtui.training.trainer.train`, as `llmtui run` calls it):
 GPT-2 small, 12 layers, 12 heads, 768 wide, context 1024, the GPT-2 vocabulary padded to 50304 (a multiple
 of 64, as nanoGPT does), `mixed_bfloat16`, AdamW with weight decay and global-norm clipping, no dropout.
-Tokens/s is the loop's own figure per logging window (the first two, with compilation, left out; the
+`--arch llama` trains the same size with the modern block instead (rotary positions, RMSNorm, SwiGLU, 4
+key/value heads). Tokens/s is the loop's own figure per logging window (the first two, with compilation, left out; the
 median of the rest). The tokens are a seeded random stream: a step's cost does not depend on their values.
 
 MFU = FLOPs per token (`estimate_cost`: 6 x parameters in the matrix products, the tied output head
@@ -13,8 +14,8 @@ through JAX (the rate this card reaches on matrix work; MFU against it is report
 `train_on_batch` on the same compiled step (the loss read every step), the path the engine used before.
 
 Usage, on a GPU machine with JAX:
-    KERAS_BACKEND=jax python bench/bench_gpu.py [--batches 16,32] [--float16-batch 16] [--windows 4]
-        [--out bench/results/gpu.json] [--profile-dir DIR]
+    KERAS_BACKEND=jax python bench/bench_gpu.py [--arch gpt|llama] [--batches 16,32] [--float16-batch 16] [--windows 4]
+        [--out FILE] [--profile-dir DIR]
     KERAS_BACKEND=jax python bench/bench_gpu.py --smoke     # a tiny model on the CPU: checks the script only
 Results are written after each batch size, so a run cut short still leaves what it measured.
 """
@@ -103,6 +104,7 @@ def measure(cfg: dict, batch: int, windows: int, log_every: int, profile_dir: Pa
     steps = (windows + 2) * log_every  # the first two windows (compilation, settling) are not timed
     recipe = recipe_from_dict({
         "model": {"arch": cfg["arch"], "layers": cfg["layers"], "heads": cfg["heads"], "dim": cfg["dim"],
+                  "kv_heads": cfg.get("kv_heads", 0),
                   "context": cfg["context"], "dropout": 0.0},
         "train": {"optimizer": "adamw", "lr": 6e-4, "steps": steps, "warmup_steps": 10, "schedule": "cosine",
                   "weight_decay": 0.1, "grad_clip": 1.0, "batch_size": batch, "precision": precision,
@@ -149,7 +151,8 @@ def measure(cfg: dict, batch: int, windows: int, log_every: int, profile_dir: Pa
             "train_call_s": round(total, 1), "step_ms": per_step / engine_rate * 1e3,
             "tokens_per_s": engine_rate, "tokens_per_s_windows": rates,
             "achieved_tflops": cost.flops_per_token * engine_rate / 1e12,
-            "keras_train_on_batch_step_ms": per_step / keras_rate * 1e3, "keras_train_on_batch_tokens_per_s": keras_rate,
+            "keras_train_on_batch_step_ms": per_step / keras_rate * 1e3,
+            "keras_train_on_batch_tokens_per_s": keras_rate,
             "loss_first": summary["first_loss"], "loss_last": summary["last_loss"], "val_loss": summary["val_loss"],
             "peak_device_bytes": device_peak_bytes(), "fused_attention": fused_attention_used(batch, cfg)}
 
@@ -157,15 +160,18 @@ def measure(cfg: dict, batch: int, windows: int, log_every: int, profile_dir: Pa
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="16,32", help="sequences per step to measure, comma-separated")
+    parser.add_argument("--arch", choices=["gpt", "llama"], default="gpt",
+                        help="gpt: GPT-2 small; llama: the same size with the modern block")
     parser.add_argument("--float16-batch", type=int, default=0,
                         help="also train this batch size in mixed_float16 (loss scaling) to check it on the GPU")
     parser.add_argument("--windows", type=int, default=4, help="timed logging windows per batch size")
     parser.add_argument("--log-every", type=int, default=10, help="steps per logging window")
     parser.add_argument("--profile-dir", type=Path, help="write a JAX profiler trace of the first batch size here")
     parser.add_argument("--smoke", action="store_true", help="tiny model, small matrices: check the script on CPU")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu.json")
+    parser.add_argument("--out", type=Path, help="default: bench/results/gpu.json (gpt) or gpu_llama.json (llama)")
     args = parser.parse_args(argv)
 
+    args.out = args.out or ROOT / "bench" / "results" / ("gpu.json" if args.arch == "gpt" else "gpu_llama.json")
     os.environ.setdefault("KERAS_BACKEND", "jax")
     if os.environ["KERAS_BACKEND"] != "jax":
         raise SystemExit("this benchmark measures the JAX backend: run it with KERAS_BACKEND=jax")
@@ -178,11 +184,14 @@ def main(argv: list[str] | None = None) -> None:
     from llmtui.config import recipe_from_dict
     from llmtui.models.cost import peak_flops
 
-    cfg = SMOKE if args.smoke else GPT2_SMALL
+    cfg = dict(SMOKE if args.smoke else GPT2_SMALL)
+    if args.arch == "llama":  # the same size as a Llama-style decoder: RoPE, RMSNorm, SwiGLU, 4 key/value heads
+        cfg.update(arch="llama", kv_heads=2 if args.smoke else 4)
     device = jax.devices()[0]
     peak, peak_source = peak_flops(recipe_from_dict({}).train, device.device_kind)
     ceiling = matmul_rate(512 if args.smoke else 8192, 5 if args.smoke else 30)
-    result = {"benchmark": "gpt2-small training step on one device", "config": cfg, "device": device.device_kind,
+    result = {"benchmark": f"{cfg['arch']} (GPT-2 small size) training step on one device", "config": cfg,
+              "device": device.device_kind,
               "platform": device.platform, "jax": jax.__version__, "keras": keras.__version__,
               "python": platform.python_version(), "peak_flops": peak, "peak_source": peak_source,
               "measured_bf16_matmul_flops": ceiling, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -208,16 +217,16 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.suppress(Exception):
             jax.clear_caches()
 
-    print(f"\n{'precision':<15} {'batch':>5} {'step ms':>8} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'of matmul':>9} "
-          f"{'keras ms':>8} {'train() s':>9} {'peak GB':>7}")
+    print(f"\n{'precision':<15} {'batch':>5} {'step ms':>8} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} "
+          f"{'of matmul':>9} {'keras ms':>8} {'train() s':>9} {'peak GB':>7}")
     for r in result["runs"]:
         if "error" in r:
             print(f"{r['precision']:<15} {r['batch']:>5} error: {r['error']}")
             continue
         peak_gb = (r["peak_device_bytes"] or 0) / 1e9
-        print(f"{r['precision']:<15} {r['batch']:>5} {r['step_ms']:>8.1f} {r['tokens_per_s']:>10,.0f} {r['achieved_tflops']:>8.1f} "
-              f"{r['mfu']:>6.1%} {r['mfu_of_measured_matmul']:>9.1%} {r['keras_train_on_batch_step_ms']:>8.1f} "
-              f"{r['train_call_s']:>9.1f} {peak_gb:>7.1f}")
+        print(f"{r['precision']:<15} {r['batch']:>5} {r['step_ms']:>8.1f} {r['tokens_per_s']:>10,.0f} "
+              f"{r['achieved_tflops']:>8.1f} {r['mfu']:>6.1%} {r['mfu_of_measured_matmul']:>9.1%} "
+              f"{r['keras_train_on_batch_step_ms']:>8.1f} {r['train_call_s']:>9.1f} {peak_gb:>7.1f}")
 
 
 if __name__ == "__main__":
