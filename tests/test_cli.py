@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import tomli_w
 from typer.testing import CliRunner
@@ -95,3 +97,19 @@ def test_run_then_generate_through_the_cli(tmp_path, corpus, monkeypatch):
     assert result.output.startswith("the ")
     again = runner.invoke(app, ["generate", "tiny", "--prompt", "the ", "--max-tokens", "10", "--seed", "3"])
     assert again.output == result.output  # same seed, same text
+
+
+def test_a_recipe_without_a_run_name_is_named_after_its_file(tmp_path):
+    """In a real process: `llmtui validate` says where the run will go, and two nameless recipes never share
+    a folder (a name given with --set still wins)."""
+    recipe = tmp_path / "my notes.toml"
+    recipe.write_text('[model]\narch = "gru"\n', encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "llmtui", "validate", str(recipe)], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 'name = "my-notes"' in out.stdout
+    assert f"sets no [run] name: the run is named after the file, so its folder is {Path('runs/my-notes')}" in out.stdout
+    assert tomllib.loads(out.stdout)["run"]["name"] == "my-notes"  # the note is a TOML comment
+    named = subprocess.run([sys.executable, "-m", "llmtui", "validate", str(recipe), "--set", "run.name=mine"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert 'name = "mine"' in named.stdout and "named after the file" not in named.stdout

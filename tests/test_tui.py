@@ -264,3 +264,17 @@ async def test_data_step_adds_a_source_through_the_picker_and_previews_cleaned_t
         await pilot.pause()
         preview = text_of(app.screen.query_one("#preview-out"))
         assert "characters" in preview and "documents read" in preview
+
+
+async def test_templates_get_a_run_folder_of_their_own(tmp_path):
+    """A new recipe from a template never trains into an existing run folder (the README's runs/quickstart)."""
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    (tmp_path / "runs" / "quickstart").mkdir()
+    app = WizardApp(base_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.state.recipe.run.name == "tiny-2"
+        app.new_from_template("quickstart")
+        await pilot.pause()
+        assert app.state.recipe.run.name == "quickstart-2" and app.state.recipe_path is None
+        assert app.state.recipe.model == load_recipe(QUICKSTART).model  # the template itself is unchanged

@@ -125,8 +125,13 @@ def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Check a recipe and print it fully resolved (defaults filled in, overrides applied)."""
     with user_errors():
         from llmtui.config import load_recipe, recipe_to_toml
+        from llmtui.config.loader import names_run_from_file
 
-        typer.echo(recipe_to_toml(load_recipe(recipe, set_ or [])), nl=False)
+        config = load_recipe(recipe, set_ or [])
+        if names_run_from_file(recipe) and not any(s.strip().startswith("run.name") for s in set_ or []):
+            typer.echo(f"# {recipe} sets no [run] name: the run is named after the file, so its folder is "
+                       f"{Path(config.run.out_dir) / config.run.name}")
+        typer.echo(recipe_to_toml(config), nl=False)
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -21,7 +22,10 @@ from llmtui.errors import RecipeError
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a recipe file (or start from defaults when `path` is None) and apply `section.key=value` overrides."""
+    """Read a recipe file (or start from defaults when `path` is None) and apply `section.key=value` overrides.
+
+    A recipe file that names no run is named after the file, so two recipes never share a run folder.
+    """
     where = "defaults"
     data: dict[str, Any] = {}
     if path is not None:
@@ -30,7 +34,25 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
         data = _read_toml(path)
     for override in overrides:
         _apply_override(data, override)
+    run = data.get("run", {})
+    if path is not None and isinstance(run, dict) and "name" not in run:
+        data["run"] = {**run, "name": run_name_from_file(path)}
     return recipe_from_dict(data, where=where)
+
+
+def run_name_from_file(path: Path) -> str:
+    """The run name a recipe file without `[run] name` gets: its stem, made a valid name (`my text.toml` -> `my-text`)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).lstrip("._-")
+    return name or "untitled"
+
+
+def names_run_from_file(path: str | Path) -> bool:
+    """Whether the recipe file leaves the run name to its file name (for saying so to the person)."""
+    try:
+        run = _read_toml(Path(path)).get("run", {})
+    except RecipeError:
+        return False
+    return isinstance(run, dict) and "name" not in run
 
 
 def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:

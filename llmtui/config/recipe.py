@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
 
 class Section(BaseModel):
     """Base for every recipe section: unknown keys are errors, values are checked on assignment."""
@@ -21,8 +23,9 @@ class Section(BaseModel):
 class RunConfig(Section):
     """Where the run lives and how it is seeded."""
 
-    name: str = Field("quickstart", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                      description="Run name; the run folder is <out_dir>/<name>.")
+    name: str = Field("untitled", min_length=1, pattern=RUN_NAME_PATTERN,
+                      description="Run name; the run folder is <out_dir>/<name>. Not set in a recipe file: the "
+                                  "file's name without .toml (mytext.toml -> runs/mytext).")
     out_dir: str = Field("runs", min_length=1,
                          description="Folder that holds run folders; relative paths resolve against the working folder.")
     seed: int = Field(0, ge=0, description="Seed for data splitting, weight initialisation, batching and sampling.")
@@ -265,6 +268,9 @@ class TrainConfig(Section):
     eval_batches: int = Field(20, ge=1, description="Validation batches per periodic evaluation.")
     early_stopping_patience: int = Field(
         0, ge=0, description="Stop after this many evaluations without a better validation loss (0 = off).")
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0.0, description="For early stopping, a validation loss must beat the best by more than this to "
+                                 "count as better (as Keras' EarlyStopping min_delta).")
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every this many steps.")
     keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep (the best is kept apart).")
     log_every: int = Field(10, ge=1, description="Report training loss every this many steps.")

@@ -255,11 +255,13 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
                     emit(Metrics(step=step, split="val", values=val))
                     for tag, value in val.items():
                         val_writer.scalar(tag, value, step)
+                    # Patience restarts only on an improvement larger than min_delta; the best checkpoint
+                    # follows every improvement.
+                    improved = val["loss"] < state["best_val_loss"] - config.early_stopping_min_delta
+                    state["evals_since_best"] = 0 if improved else state["evals_since_best"] + 1
                     if val["loss"] < state["best_val_loss"]:
-                        state["best_val_loss"], state["evals_since_best"] = val["loss"], 0
+                        state["best_val_loss"] = val["loss"]
                         checkpoints.mark_best(saved, val["loss"])
-                    else:
-                        state["evals_since_best"] += 1
                     if sampler_fn is not None:
                         prompt, text = sampler_fn(model)
                         emit(Sample(step=step, prompt=prompt, text=text))

@@ -14,7 +14,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from llmtui.config.loader import save_recipe
+from llmtui.config.loader import load_recipe, save_recipe
 from llmtui.config.recipe import Recipe
 from llmtui.errors import LlmtuiError
 from llmtui.tui.dialogs.confirm import ConfirmDialog
@@ -74,7 +74,7 @@ class WizardApp(App):
             elif recipe is not None:
                 self.state.open_recipe(recipe)
             else:
-                self.state.recipe = self.state.recipe.model_validate(tiny_template())
+                self.state.new_recipe(tiny_template())
         except LlmtuiError as exc:
             self.notify(str(exc), severity="error", timeout=15)
         self._recipe_replaced()
@@ -147,13 +147,11 @@ class WizardApp(App):
             if path is None:
                 self.notify("recipes/quickstart.toml is not here; starting from the recipe defaults.",
                             severity="warning")
-                self.state.recipe = self.state.recipe.model_validate({"run": {"name": "quickstart"}})
-            else:
-                self.state.open_recipe(path)
-                self.state.recipe_path = None  # a template: saving writes a new file
+            # A template: saving writes a new file, and its run gets a folder of its own.
+            self.state.new_recipe({"run": {"name": "quickstart"}} if path is None else
+                                  load_recipe(path).model_dump(mode="json"))
         else:
-            self.state.recipe = self.state.recipe.model_validate(tiny_template())
-            self.state.recipe_path = None
+            self.state.new_recipe(tiny_template())
         self._recipe_replaced()
         self.notify(f"New run '{self.state.recipe.run.name}' from the {name} template.")
         self.goto_step("data")

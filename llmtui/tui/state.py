@@ -69,6 +69,18 @@ class WizardState:
     def toml(self) -> str:
         return recipe_to_toml(self.recipe)
 
+    def new_recipe(self, data: dict[str, Any]) -> None:
+        """Start an unsaved recipe (a template) under a run name that no folder in its out_dir has yet, so it
+        never trains into another recipe's run (the quickstart template beside the README's quickstart run)."""
+        recipe = recipe_from_dict(data, where=WHERE)
+        runs = self.base_dir / recipe.run.out_dir
+        stem, number, name = recipe.run.name, 1, recipe.run.name
+        while (runs / name).exists():
+            number += 1
+            name = f"{stem}-{number}"
+        self.recipe = recipe.model_copy(update={"run": recipe.run.model_copy(update={"name": name})})
+        self.recipe_path = None
+
     def open_recipe(self, path: Path) -> None:
         self.recipe = load_recipe(path)
         self.recipe_path = path
