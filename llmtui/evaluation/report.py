@@ -317,7 +317,7 @@ def write_report(run: RunFolder | str | Path) -> dict[str, Path]:
     report = require_eval_report(run)
     facts = run_facts(run)
     figures = _figures(run, report)
-    samples = (read_json(run.root / "generate" / "samples.json") or {}).get("samples") or []
+    samples = (read_json(run.generate_dir / "samples.json") or {}).get("samples") or []
     training_samples = _training_samples(run)
     folder = run.eval_dir
     written: dict[str, Path] = {}
