@@ -14,20 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from llmtui.backend import chosen_backend, configure_backend, native_stderr_to
+from llmtui.backend import configure_backend, native_stderr_to, require_backend
 from llmtui.config.loader import recipe_to_toml
 from llmtui.config.recipe import Recipe
 from llmtui.errors import LlmtuiError
 from llmtui.events import (Event, EventBus, Message, RunFailed, RunFinished, RunStarted, Sample, StageFinished,
                            StageSkipped, StageStarted)
-from llmtui.runfolder import (RunFolder, StageTransaction, clear_staging, fingerprint, write_json_atomic,
-                              write_text_atomic)
-
-STAGES = ("data", "tokenizer", "model", "train", "eval", "generate")
-# The folders each stage writes through a staging copy (StageTransaction); training writes checkpoints and
-# logs in place, and its final model into model/ beside the model stage's architecture files.
-STAGE_FOLDERS = {"data": ("data",), "tokenizer": ("tokenizer",), "model": ("model",), "train": ("model",),
-                 "eval": ("eval",), "generate": ("generate",)}
+from llmtui.runfolder import (STAGE_FOLDERS, STAGES, RunFolder, StageTransaction, clear_staging, fingerprint,
+                              write_json_atomic, write_text_atomic)
 
 
 @dataclass
@@ -48,7 +42,7 @@ class Pipeline:
         self.base_dir = Path(base_dir)
         self.run = RunFolder(self.base_dir / recipe.run.out_dir / recipe.run.name)
         self.bus = EventBus(sinks)
-        self.backend = chosen_backend(recipe.run.backend)
+        self.backend = require_backend(recipe.run.backend)
         self._fingerprints: dict[str, str] = {}
         self._summaries: dict[str, dict] = {}
         self._model = None

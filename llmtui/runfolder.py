@@ -19,6 +19,11 @@ from typing import Any
 
 from llmtui.errors import RunFolderError
 
+STAGES = ("data", "tokenizer", "model", "train", "eval", "generate")
+# The folders each stage writes through a staging copy (StageTransaction); training writes checkpoints and
+# logs in place, and its final model into model/ beside the model stage's architecture files.
+STAGE_FOLDERS = {"data": ("data",), "tokenizer": ("tokenizer",), "model": ("model",), "train": ("model",),
+                 "eval": ("eval",), "generate": ("generate",)}
 MANIFEST = "manifest.json"
 RECIPE = "recipe.toml"
 LOCK = ".lock"
@@ -164,8 +169,16 @@ class RunFolder:
     # Locking ------------------------------------------------------------------------------------
     def lock(self) -> None:
         """Take the folder's lock or fail with a clear error if another run holds it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / LOCK, "a+")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / LOCK, "a+")
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in [self.root, *self.root.parents] if p.exists() and not p.is_dir()), self.root)
+            raise RunFolderError(f"cannot make the run folder {self.root}: {blocker} is a file, not a folder",
+                                 hint="choose another run.out_dir or run.name") from None
+        except PermissionError:
+            raise RunFolderError(f"cannot make or write the run folder {self.root}: permission denied",
+                                 hint="choose a run.out_dir you can write to") from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

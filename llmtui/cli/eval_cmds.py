@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmtui.cli.app import RunArg, user_errors
+from llmtui.cli.app import RunArg, recipe_rule, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +24,7 @@ def evaluate(
         "--data", "-d", help="Score this text file instead of the validation split (repeatable; any format the "
                              "data stage reads: txt, md, jsonl, json, csv, html, compressed too).")] = None,
     max_batches: Annotated[Optional[int], typer.Option(
-        min=0, help="Score at most this many batches per text (0 = all; default: the recipe's "
+        callback=recipe_rule("eval", "max_batches"), help="Score at most this many batches per text (0 = all; default: the recipe's "
                     "eval.max_batches).")] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text in JSON/JSONL/CSV files.")] = "text",
 ) -> None:

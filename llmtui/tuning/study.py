@@ -363,9 +363,8 @@ class Tuner:
 
 
 def _interrupted():
-    """The trainer's stop exception, imported only once an exception happens (Keras is loaded by then:
-    importing it earlier would load Keras before the pipeline picks the backend)."""
-    from llmtui.training.trainer import TrainingInterrupted
+    """The trainer's stop exception (light: defined in llmtui.errors)."""
+    from llmtui.errors import TrainingInterrupted
 
     return TrainingInterrupted
 
