@@ -420,7 +420,14 @@ def load_final_model(run: RunFolder):
     import llmtui.training.keras_schedule  # noqa: F401
 
     path = run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
-    return keras.models.load_model(path, compile=False)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except OSError:
+        raise
+    except Exception as exc:  # a truncated or overwritten file: zipfile, h5py and Keras each raise their own
+        raise LlmtuiError(f"{path} cannot be read as a Keras model ({type(exc).__name__}: {exc})",
+                          hint="the file is damaged: run the recipe again (llmtui run RECIPE) to redo training "
+                               "from its last checkpoint") from None
 
 
 def _read_json(path: Path) -> dict | None:
