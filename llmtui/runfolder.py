@@ -247,6 +247,21 @@ class RunFolder:
                 return f"{name} changed since it was written"
         return None
 
+    def record_output(self, path: Path) -> None:
+        """After a command rewrote a finished stage's output on purpose (`llmtui eval` adds to
+        eval/report.json), record its new digest, so the next run does not take it for damage.
+        A path no stage lists (or one in staging) is left alone. Call under the run's lock."""
+        try:
+            name = Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return
+        manifest = self.read_manifest()
+        entries = [e for e in manifest["stages"].values() if name in e.get("digests", {})]
+        if entries:
+            for entry in entries:
+                entry["digests"][name] = output_digest(self.root / name)
+            self.write_manifest(manifest)
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         manifest["format"] = MANIFEST_FORMAT
         manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

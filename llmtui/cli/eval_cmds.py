@@ -44,7 +44,7 @@ def evaluate(
         run = open_run(run_dir)
         config = load_recipe(run.require(run.recipe_path, "recipe", "is this a run folder?"))
         run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
-        with native_stderr_to(run.log_file):
+        with run, native_stderr_to(run.log_file):  # the lock: no run writes the folder meanwhile
             configure_backend(config.run.backend)
             from llmtui.evaluation.report import write_report
             from llmtui.evaluation.run_eval import evaluate_run
@@ -62,7 +62,9 @@ def report(run_dir: RunArg) -> None:
         from llmtui.evaluation.report import write_report
         from llmtui.evaluation.run_facts import open_run
 
-        pages = write_report(open_run(run_dir))
+        run = open_run(run_dir)
+        with run:
+            pages = write_report(run)
         typer.echo(f"wrote {pages['report.md']} and {pages['report.html']}")
 
 

@@ -348,6 +348,7 @@ def record_task_metrics(run: RunFolder | str | Path, metrics: dict, redraw: bool
     report["task"] = metrics
     run.eval_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run.eval_dir / "report.json", report)
+    run.record_output(run.eval_dir / "report.json")
     if redraw:
         write_report(run)
     return report
