@@ -178,7 +178,7 @@ class Pipeline:
         tokenizer = train_tokenizer(self.recipe.tokenizer, read_split(self.run.data_dir / "train.jsonl"),
                                     lowercase=self.recipe.data.lowercase,
                                     normalization=self.recipe.data.clean.normalize)
-        tokenizer.save(folder)
+        saved = tokenizer.save(folder)
         meta = self._encode_splits(tokenizer, "text")
         self.bus.emit(Message(
             f"tokenizer: {tokenizer.kind}, {tokenizer.vocab_size} tokens; train {meta['train']['tokens']:,} tokens, "
@@ -192,8 +192,7 @@ class Pipeline:
                    "val_tokens": meta["val"]["tokens"], "unknown_rate": report["validation"]["unknown_rate"],
                    "bytes_per_token": report["validation"]["bytes_per_token"],
                    "tokens_per_word": report["validation"]["tokens_per_word"]}
-        outputs = [folder / "tokenizer.json", folder / "tokens.json", folder / "train.bin", folder / "val.bin",
-                   folder / "report.json"]
+        outputs = saved + [folder / "tokens.json", folder / "train.bin", folder / "val.bin", folder / "report.json"]
         return StageResult(outputs, summary)
 
     def _encode_splits(self, tokenizer, what: str) -> dict:

@@ -7,6 +7,7 @@ While a run uses the folder it holds an OS-level lock (released even if the proc
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -340,6 +341,8 @@ class StageTransaction:
         for name in self.folders:
             self.run._staged.pop(name, None)
         shutil.rmtree(self.staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.staging.parent.rmdir()  # .staging itself, once no stage is staged
 
     def relative(self, path: Path) -> str:
         """An output's path in the run folder (a staged path names where it will be after the commit)."""

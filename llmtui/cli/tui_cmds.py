@@ -99,8 +99,12 @@ def web(
     from llmtui.cli.app import user_errors
 
     with user_errors():
+        from llmtui.errors import LlmtuiError
         from llmtui.tui.web_server import GuardedServer, check_listen_address
 
+        if path is not None and not path.exists():  # found now, not by each browser session's wizard
+            raise LlmtuiError(f"no recipe or run folder at {path}",
+                              hint="give a .toml recipe (e.g. recipes/quickstart.toml) or a run folder (runs/NAME)")
         check_listen_address(host, port, allow_remote)
         if allow_remote:
             typer.secho(f"warning: --allow-remote: llmtui web listens on {host}; whoever has the address below "

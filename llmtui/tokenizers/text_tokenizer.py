@@ -95,18 +95,21 @@ class TextTokenizer:
             return piece.startswith(METASPACE)
         return True
 
-    def save(self, folder: Path) -> Path:
+    def save(self, folder: Path) -> list[Path]:
+        """Write the tokenizer into `folder`; returns the files written."""
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "tokenizer.json"
         tmp = folder / "tokenizer.json.tmp"
         self.backend.save(str(tmp))
         tmp.replace(path)
+        written = [path, folder / META_FILE]
         if self.sentencepiece_proto is not None:
             (folder / SENTENCEPIECE_FILE).write_bytes(self.sentencepiece_proto)
+            written.append(folder / SENTENCEPIECE_FILE)
         meta = {"kind": self.kind, "lowercase": self.lowercase, "normalization": self.normalization,
                 "special_tokens": SPECIAL_TOKENS}
         (folder / META_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
-        return path
+        return written
 
     @classmethod
     def load(cls, folder: Path) -> "TextTokenizer":
