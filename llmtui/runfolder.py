@@ -43,15 +43,21 @@ SAMPLE_BLOCKS = 16
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON through a temporary file and a rename, so a killed process never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write text through a temporary file and a rename; on failure (a full disk) the temporary file goes and
+    the error names `path`."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 def fingerprint(*parts: Any) -> str:
@@ -188,10 +194,14 @@ class RunFolder:
             handle.close()
             raise RunFolderError(f"run folder {self.root} is in use by {holder}",
                                  hint="wait for that run to finish, or give this run another name (--set run.name=...)") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {platform.node()}")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {platform.node()}")
+            handle.flush()
+        except OSError as exc:  # e.g. a full disk: say which file
+            handle.close()
+            raise OSError(exc.errno, exc.strerror, str(self.root / LOCK)) from None
         self._lock_handle = handle
 
     def unlock(self) -> None:

@@ -89,6 +89,18 @@ def test_a_locked_run_folder_is_one_clear_error(project):
     assert_one_clear_error(out, 1, "is in use by pid")
 
 
+def test_a_full_disk_is_one_clear_error(project):
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    folder = project / "runs" / "full"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "recipe.toml.tmp").symlink_to("/dev/full")  # where the run writes its recipe first
+    out = run_llmtui(project, "run", "tiny.toml", "--set", "run.name=full")
+    assert_one_clear_error(out, 1, "No space left on device", str(folder / "recipe.toml"), "hint: the disk is full")
+    assert not (folder / "recipe.toml.tmp").exists() and not (folder / "recipe.toml").exists()
+
+
 def test_a_dangling_link_in_a_source_folder_is_skipped_and_reported(project, tmp_path):
     corpus = write_corpus(tmp_path / "linked")
     (corpus / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
