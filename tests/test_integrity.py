@@ -262,3 +262,14 @@ def test_fresh_refuses_a_folder_that_is_not_a_run(base_run, tmp_path):
                      f"run.name={name}", "--until", "data", "--fresh")
         assert out.returncode == 0, out.stderr[-2000:]
     assert not (root / "checkpoints").exists() and (root / "data" / "train.jsonl").exists()
+
+
+def test_eval_report_and_export_refuse_a_run_folder_in_use(base_run, tmp_path):
+    """They write into the run folder, so they take its lock: a run in progress is not written under."""
+    root = copy_run(base_run, tmp_path)
+    with RunFolder(root):
+        for command in (["eval", str(root)], ["report", str(root)], ["export", str(root)]):
+            out = llmtui(tmp_path, *command)
+            assert out.returncode == 1 and f"run folder {root} is in use by pid {os.getpid()}" in out.stderr, \
+                (command, out.stderr[-2000:])
+            assert "Traceback" not in out.stderr
