@@ -25,12 +25,19 @@ def chosen_backend(requested: str) -> str:
     return os.environ.get("KERAS_BACKEND") or requested
 
 
-def configure_backend(requested: str) -> str:
-    """Set up Keras with the chosen backend and return its name."""
+def require_backend(requested: str) -> str:
+    """The chosen backend, checked by name only (nothing imported): a run fails on a bad KERAS_BACKEND
+    before its first stage, not at the model stage."""
     backend = chosen_backend(requested)
     if backend not in _BACKEND_MODULES:
-        raise LlmtuiError(f"unknown Keras backend {backend!r} (from KERAS_BACKEND or run.backend)",
-                          hint="use tensorflow, jax or torch")
+        source = "the KERAS_BACKEND environment variable" if os.environ.get("KERAS_BACKEND") else "run.backend"
+        raise LlmtuiError(f"unknown Keras backend {backend!r} (from {source})", hint="use tensorflow, jax or torch")
+    return backend
+
+
+def configure_backend(requested: str) -> str:
+    """Set up Keras with the chosen backend and return its name."""
+    backend = require_backend(requested)
     if "keras" in sys.modules:
         import keras
 

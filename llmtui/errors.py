@@ -37,3 +37,15 @@ class RunFolderError(LlmtuiError):
 
 class TrainingError(LlmtuiError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on request (Ctrl-C or a stop button) after writing a checkpoint.
+
+    Not an `LlmtuiError`: the run is resumable, not failed. Defined here, with no heavy imports, so a command
+    can catch it without importing the trainer (and TensorFlow) while it handles an error."""
+
+    def __init__(self, step: int, checkpoint=None):
+        super().__init__(f"interrupted at step {step}")
+        self.step = step
+        self.checkpoint = checkpoint

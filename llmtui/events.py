@@ -28,6 +28,7 @@ class RunStarted(Event):
 @dataclass(frozen=True)
 class StageStarted(Event):
     stage: str
+    reason: str = ""  # why a stage whose inputs did not change is redone (an output missing or changed)
 
 
 @dataclass(frozen=True)

@@ -14,21 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from llmtui.backend import chosen_backend, configure_backend, native_stderr_to
+from llmtui.backend import configure_backend, native_stderr_to, require_backend
 from llmtui.config.loader import recipe_to_toml
 from llmtui.config.recipe import Recipe
 from llmtui.errors import LlmtuiError
 from llmtui.events import (Event, EventBus, Message, RunFailed, RunFinished, RunStarted, Sample, StageFinished,
                            StageSkipped, StageStarted)
-from llmtui.runfolder import RunFolder, file_digest, fingerprint, write_json_atomic, write_text_atomic
-
-STAGES = ("data", "tokenizer", "model", "train", "eval", "generate")
+from llmtui.runfolder import (STAGE_FOLDERS, STAGES, RunFolder, StageTransaction, clear_staging, fingerprint,
+                              write_json_atomic, write_text_atomic)
 
 
 @dataclass
 class StageResult:
     outputs: list[Path]
     summary: dict = field(default_factory=dict)
+    # Outputs that later stages or commands rewrite (the report pages): checked for presence, not content.
+    redrawn: list[Path] = field(default_factory=list)
 
 
 class Pipeline:
@@ -41,7 +42,7 @@ class Pipeline:
         self.base_dir = Path(base_dir)
         self.run = RunFolder(self.base_dir / recipe.run.out_dir / recipe.run.name)
         self.bus = EventBus(sinks)
-        self.backend = chosen_backend(recipe.run.backend)
+        self.backend = require_backend(recipe.run.backend)
         self._fingerprints: dict[str, str] = {}
         self._summaries: dict[str, dict] = {}
         self._model = None
@@ -57,6 +58,7 @@ class Pipeline:
         stages = self.stages if until is None else self.stages[: self.stages.index(until) + 1]
         started = time.perf_counter()
         with self.run:
+            clear_staging(self.run)
             write_text_atomic(self.run.recipe_path, recipe_to_toml(self.recipe))
             self.bus.emit(RunStarted(run_dir=str(self.run.root), stages=stages, backend=self.backend))
             manifest = self.run.read_manifest()
@@ -81,7 +83,7 @@ class Pipeline:
         report = self._summaries.get("eval") or _read_json(self.run.eval_dir / "report.json") or {}
         train = self._summaries.get("train") or {}
         samples = self._summaries.get("generate", {}).get("samples") or \
-            (_read_json(self.run.root / "generate" / "samples.json") or {}).get("samples", [])
+            (_read_json(self.run.generate_dir / "samples.json") or {}).get("samples", [])
         return {
             "run_dir": str(self.run.root),
             "wall_seconds": seconds,
@@ -102,22 +104,24 @@ class Pipeline:
         fp = self._fingerprint(stage)
         self._fingerprints[stage] = fp
         previous = manifest["stages"].get(stage, {})
-        outputs = [Path(p) for p in previous.get("outputs", [])]
-        if previous.get("fingerprint") == fp and outputs and all(p.exists() for p in outputs):
-            self._summaries[stage] = previous.get("summary", {})
-            self.bus.emit(StageSkipped(stage=stage, reason="inputs unchanged since the last run"))
-            return
-        self.bus.emit(StageStarted(stage=stage))
-        began = time.perf_counter()
-        result: StageResult = getattr(self, f"_stage_{stage}")()
-        seconds = time.perf_counter() - began
-        manifest["stages"][stage] = {"fingerprint": fp, "seconds": round(seconds, 3),
-                                     "outputs": [str(p) for p in result.outputs],
-                                     "digests": {p.name: file_digest(p) for p in result.outputs if p.is_file()},
-                                     "summary": result.summary,
-                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        reason = ""
+        if previous.get("fingerprint") == fp:
+            problem = self.run.check_outputs(previous)
+            if problem is None:
+                self._summaries[stage] = previous.get("summary", {})
+                self.bus.emit(StageSkipped(stage=stage, reason="inputs unchanged since the last run"))
+                return
+            reason = f"{stage}: {problem}; redoing"
+        later = self.stages[self.stages.index(stage) + 1:]
+        with StageTransaction(self.run, manifest, stage, later, STAGE_FOLDERS[stage]) as transaction:
+            self.bus.emit(StageStarted(stage=stage, reason=reason))
+            began = time.perf_counter()
+            result: StageResult = getattr(self, f"_stage_{stage}")()
+            seconds = time.perf_counter() - began
+            transaction.commit(result.outputs, result.redrawn,
+                               {"fingerprint": fp, "seconds": round(seconds, 3), "summary": result.summary,
+                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         self._summaries[stage] = result.summary
-        self.run.write_manifest(manifest)
         self.bus.emit(StageFinished(stage=stage, seconds=seconds, summary=result.summary))
 
     def _fingerprint(self, stage: str) -> str:
@@ -174,7 +178,7 @@ class Pipeline:
         tokenizer = train_tokenizer(self.recipe.tokenizer, read_split(self.run.data_dir / "train.jsonl"),
                                     lowercase=self.recipe.data.lowercase,
                                     normalization=self.recipe.data.clean.normalize)
-        tokenizer.save(folder)
+        saved = tokenizer.save(folder)
         meta = self._encode_splits(tokenizer, "text")
         self.bus.emit(Message(
             f"tokenizer: {tokenizer.kind}, {tokenizer.vocab_size} tokens; train {meta['train']['tokens']:,} tokens, "
@@ -188,8 +192,7 @@ class Pipeline:
                    "val_tokens": meta["val"]["tokens"], "unknown_rate": report["validation"]["unknown_rate"],
                    "bytes_per_token": report["validation"]["bytes_per_token"],
                    "tokens_per_word": report["validation"]["tokens_per_word"]}
-        outputs = [folder / "tokenizer.json", folder / "tokens.json", folder / "train.bin", folder / "val.bin",
-                   folder / "report.json"]
+        outputs = saved + [folder / "tokens.json", folder / "train.bin", folder / "val.bin", folder / "report.json"]
         return StageResult(outputs, summary)
 
     def _encode_splits(self, tokenizer, what: str) -> dict:
@@ -295,9 +298,10 @@ class Pipeline:
         pages = write_report(self.run)  # redrawn by llmtui report RUN, e.g. after the generate stage
         self.bus.emit(Message(f"eval: loss {report['loss']:.4f}, perplexity {report['perplexity']:.3f}, "
                               f"top-5 accuracy {report['top5_accuracy']:.3f}; report {pages['report.html']}"))
-        return StageResult([self.run.eval_dir / "report.json", pages["report.md"], pages["report.html"]],
+        return StageResult([self.run.eval_dir / "report.json"],
                            {k: report.get(k) for k in ("loss", "perplexity", "bits_per_byte", "accuracy",
-                                                       "top5_accuracy")})
+                                                       "top5_accuracy")},
+                           redrawn=[pages["report.md"], pages["report.html"]])
 
     def _stage_generate(self) -> StageResult:
         self._setup_backend()
@@ -309,7 +313,7 @@ class Pipeline:
                                       beams=g.beams, stop=g.stop, use_cache=g.use_cache)
             samples.append({"prompt": prompt, "text": text})
             self.bus.emit(Sample(step=-1, prompt=prompt, text=text))
-        folder = self.run.root / "generate"
+        folder = self.run.generate_dir
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / "samples.json", {"samples": samples})
         if (self.run.eval_dir / "report.json").exists():  # the report pages show these samples too
@@ -415,7 +419,14 @@ def load_final_model(run: RunFolder):
     import llmtui.training.keras_schedule  # noqa: F401
 
     path = run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
-    return keras.models.load_model(path, compile=False)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except OSError:
+        raise
+    except Exception as exc:  # a truncated or overwritten file: zipfile, h5py and Keras each raise their own
+        raise LlmtuiError(f"{path} cannot be read as a Keras model ({type(exc).__name__}: {exc})",
+                          hint="the file is damaged: run the recipe again (llmtui run RECIPE) to redo training "
+                               "from its last checkpoint") from None
 
 
 def _read_json(path: Path) -> dict | None:

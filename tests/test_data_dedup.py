@@ -147,3 +147,32 @@ def test_worker_processes_give_the_same_result(tmp_path):
         assert (tmp_path / "inline" / f"{name}.jsonl").read_text() == (tmp_path / "pooled" / f"{name}.jsonl").read_text()
     drop = ("timings",)
     assert {k: v for k, v in inline.items() if k not in drop} == {k: v for k, v in pooled.items() if k not in drop}
+
+
+def test_contamination_bitmap_is_sized_to_the_index():
+    from llmtui.data.contamination import _bitmap, _bitmap_has
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 2**63, size=200, dtype=np.uint64)
+    large = rng.integers(0, 2**63, size=200_000, dtype=np.uint64)
+    assert _bitmap(small).nbytes <= 1024  # not 16 MB for a small corpus
+    assert 200_000 * 32 // 8 <= _bitmap(large).nbytes <= 200_000 * 64 // 8
+    for hashes in (small, large):
+        bits = _bitmap(hashes)
+        assert _bitmap_has(bits, hashes).all()  # every member passes the filter
+        others = rng.integers(0, 2**63, size=20_000, dtype=np.uint64)
+        assert _bitmap_has(bits, others).mean() < 0.1  # and few others do
+
+
+def test_contamination_index_files_are_removed_when_the_scan_fails(tmp_path):
+    import pytest
+
+    from llmtui.data.contamination import check_contamination
+
+    def failing_train():
+        yield "some train text " * 20
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        check_contamination(failing_train(), {"val": ["a b c d e f g h i j k l m n o p"]}, 13, tmp_path, 1, 1 << 20)
+    assert list(tmp_path.iterdir()) == []

@@ -31,6 +31,7 @@ class Site:
     def __init__(self):
         self.requests: list[tuple[str, str]] = []
         self.flaky_failures = 1
+        self.robots_status = 200  # what /robots.txt answers
         site = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,7 +57,13 @@ class Site:
             "/private/secret.html": article("oceans"),
         }
         if h.path == "/robots.txt":
-            self.send(h, 200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
+            self.send(h, self.robots_status, b"User-agent: *\nDisallow: /private/\n" if self.robots_status == 200
+                      else b"no robots here", "text/plain")
+        elif h.path in ("/go-private", "/go-public"):
+            h.send_response(302)
+            h.send_header("Location", "/private/secret.html" if h.path == "/go-private" else "/c.html")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
         elif h.path in pages:
             self.send(h, 200, pages[h.path], "text/html; charset=utf-8")
         elif h.path == "/notes.txt":
@@ -159,3 +166,40 @@ def test_unreachable_host_is_a_clear_error(tmp_path):
     config = web_config(tmp_path, [f"http://127.0.0.1:{port}/page.html"])
     with pytest.raises(DataError, match="no document could be read.*unreachable"):
         prepare_data(config, 0, tmp_path / "out", tmp_path)
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_robots_txt_with_a_server_error_disallows_everything(tmp_path, site, status):
+    """RFC 9309 2.3.1.4: an unreachable robots.txt (5xx) means complete disallow: no page is requested."""
+    site.robots_status = status
+    config = web_config(tmp_path, [site.base + "/a.html", site.base + "/notes.txt"], cache=False)
+    with pytest.raises(DataError, match="robots.txt could not be read"):
+        prepare_data(config, 0, tmp_path / "out", tmp_path)
+    assert set(site.paths()) == {"/robots.txt"}
+
+
+def test_unreachable_robots_txt_disallows_everything(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = web_config(tmp_path, [f"http://127.0.0.1:{port}/page.html"])
+    with pytest.raises(DataError, match="robots.txt could not be read .*unreachable.*nothing there is fetched"):
+        prepare_data(config, 0, tmp_path / "out", tmp_path)
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_robots_txt_with_a_client_error_allows_everything(tmp_path, site, status):
+    """RFC 9309 2.3.1.3: a 4xx robots.txt is "unavailable": the crawler may access any resource."""
+    site.robots_status = status
+    config = web_config(tmp_path, [site.base + "/private/secret.html", site.base + "/a.html"], cache=False)
+    report = prepare_data(config, 0, tmp_path / "out", tmp_path)
+    assert report["documents_read"] == 2 and "/private/secret.html" in site.paths()
+
+
+def test_redirects_are_checked_against_robots_txt(tmp_path, site):
+    config = web_config(tmp_path, [site.base + "/go-private", site.base + "/go-public", site.base + "/a.html"])
+    report = prepare_data(config, 0, tmp_path / "out", tmp_path)
+    assert "/private/secret.html" not in site.paths()  # the redirect was not followed
+    assert "/c.html" in site.paths() and report["documents_read"] == 2
+    reasons = {s["path"].removeprefix(site.base): s["reason"] for s in report["skipped"]}
+    assert reasons["/go-private"] == f"redirected to {site.base}/private/secret.html: disallowed by robots.txt"

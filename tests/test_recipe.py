@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 
 import pytest
@@ -110,9 +111,20 @@ def test_override_into_a_value_is_an_error():
         load_recipe(None, ["train.steps=3", "train.steps.x=1"])
 
 
-def test_bad_override_value_is_checked_like_the_file():
-    with pytest.raises(RecipeError, match=r"defaults: train\.lr: expected a number, got 'fast'"):
+def test_bad_override_value_is_checked_like_the_file_and_named_as_the_source():
+    with pytest.raises(RecipeError, match=r"^--set train\.lr=fast: train\.lr: expected a number, got 'fast'"):
         load_recipe(None, ["train.lr=fast"])
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.grad_clip=inf", "expected a finite number, got inf"),
+    ("train.lr=nan", "expected a finite number, got nan"),
+    ("train.steps=true", "expected a number, got True (a boolean)"),
+    ("data.val_fraction=false", "expected a number, got False (a boolean)"),
+])
+def test_non_finite_floats_and_booleans_are_not_numbers(override, expected):
+    with pytest.raises(RecipeError, match=re.escape(expected)):
+        load_recipe(None, [override])
 
 
 def test_parse_override_keeps_bare_words_as_strings():

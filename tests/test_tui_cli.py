@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -46,27 +50,34 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def web_server(tmp_path):
-    """`llmtui web` on a free loopback port; yields its address and stops it afterwards."""
+@contextlib.contextmanager
+def _web(tmp_path, *options: str):
+    """`llmtui web` on a free loopback port: yields (the address it printed, token included; its port; the
+    process) and stops it afterwards."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "llmtui", "web", "--port", str(port)], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
+    process = subprocess.Popen([sys.executable, "-m", "llmtui", "web", "--port", str(port), *options], cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        printed = []
+        while not any("token=" in line for line in printed):
+            line = process.stdout.readline().decode("utf-8", "replace")
+            if not line:
+                pytest.fail(f"llmtui web stopped: {''.join(printed)}")
+            printed.append(line)
+        url = re.search(r"(http://\S+)", printed[-1]).group(1)
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    page = response.read().decode("utf-8")
-                break
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except urllib.error.HTTPError:
+                raise
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read().decode("utf-8", "replace") if process.poll() is not None else ""
-                    pytest.fail(f"llmtui web did not answer on {url}: {output}")
+                    pytest.fail(f"llmtui web did not answer on {url}: {''.join(printed)}")
                 time.sleep(0.3)
-        yield url, page
+        yield url, port, process, "".join(printed)
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the server and the app sessions it started
         try:
@@ -75,10 +86,106 @@ def web_server(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
 
 
+@pytest.fixture
+def web_server(tmp_path):
+    """`llmtui web` on a free loopback port; yields its address (with the token) and its page."""
+    with _web(tmp_path) as (url, _, _, _):
+        with urllib.request.urlopen(url, timeout=10) as response:
+            yield url, response.read().decode("utf-8")
+
+
+def _status(url: str, headers: dict | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def test_web_serves_the_app_on_loopback(web_server):
     url, page = web_server
     assert "xterm" in page  # the terminal the browser draws the app in
-    assert f'data-session-websocket-url="ws://127.0.0.1:{url.rsplit(":", 1)[1].strip("/")}/ws"' in page
+    port = urllib.parse.urlsplit(url).port
+    assert f'data-session-websocket-url="ws://127.0.0.1:{port}/ws"' in page
+
+
+def test_web_refuses_a_missing_or_wrong_token_and_other_sites(web_server):
+    """The token is needed for the page and the websocket; another site's page (its Origin) or another host
+    name (DNS rebinding) is refused even with it."""
+    import asyncio
+
+    import aiohttp
+
+    url, _ = web_server
+    parts = urllib.parse.urlsplit(url)
+    base = f"http://{parts.netloc}/"
+    token = urllib.parse.parse_qs(parts.query)["token"][0]
+    assert _status(url) == 200
+    assert _status(base) == 403
+    assert _status(base + "?token=" + token[:-1] + "x") == 403
+    assert _status(url, {"Origin": "http://evil.example"}) == 403
+    assert _status(url, {"Host": f"evil.example:{parts.port}"}) == 403
+    assert _status(url, {"Origin": f"http://{parts.netloc}"}) == 200
+    assert _status(base + "static/js/textual.js") == 200  # the page's script: public, no data
+
+    async def handshake(query: str, headers: dict) -> int:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(f"ws://{parts.netloc}/ws{query}", headers=headers):
+                    return 101
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+
+    async def handshakes() -> list[int]:
+        return [await handshake("", {}), await handshake("?token=nope", {}),
+                await handshake(f"?token={token}", {"Origin": "http://evil.example"})]
+
+    assert asyncio.run(handshakes()) == [403, 403, 403]
+
+
+def test_web_caps_the_wizard_sessions(tmp_path):
+    import asyncio
+
+    import aiohttp
+
+    with _web(tmp_path, "--max-sessions", "1") as (url, port, _, _):
+        token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
+
+        async def two_sessions() -> int:
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"ws://127.0.0.1:{port}/ws?token={token}"):
+                    try:
+                        async with session.ws_connect(f"ws://127.0.0.1:{port}/ws?token={token}"):
+                            return 101
+                    except aiohttp.WSServerHandshakeError as exc:
+                        return exc.status
+
+        assert asyncio.run(two_sessions()) == 503
+
+
+def test_web_refuses_a_remote_host_without_allow_remote_and_a_busy_port(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    refused = subprocess.run([sys.executable, "-m", "llmtui", "web", "--host", "0.0.0.0"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "--host 0.0.0.0 would let other machines" in refused.stderr and "--allow-remote" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = subprocess.run([sys.executable, "-m", "llmtui", "web", "--port", str(port)], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 1
+    assert f"cannot listen on 127.0.0.1 port {port}" in taken.stderr and "Traceback" not in taken.stderr
+    invalid = subprocess.run([sys.executable, "-m", "llmtui", "web", "--port", "70000"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert invalid.returncode == 2 and "65535" in invalid.stderr
+
+
+def test_web_allow_remote_warns(tmp_path):
+    with _web(tmp_path, "--host", "0.0.0.0", "--allow-remote") as (_, _, _, printed):
+        assert "warning: --allow-remote" in printed
 
 
 def test_web_session_runs_the_wizard(web_server):
@@ -88,11 +195,12 @@ def test_web_session_runs_the_wizard(web_server):
     import aiohttp
 
     url, _ = web_server
+    parts = urllib.parse.urlsplit(url)
 
     async def read_screen() -> str:
         seen = ""
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(url.replace("http", "ws") + "ws?width=100&height=32") as ws:
+            async with session.ws_connect(f"ws://{parts.netloc}/ws?width=100&height=32&{parts.query}") as ws:
                 deadline = time.monotonic() + 90
                 while "Tiny run" not in seen and time.monotonic() < deadline:
                     try:
@@ -132,6 +240,9 @@ def test_web_page_runs_the_app_in_headless_chromium(web_server):
     manager, browser = _chromium()
     try:
         page = browser.new_page()
+        parts = urllib.parse.urlsplit(url)
+        refused = page.goto(f"http://{parts.netloc}/")  # without the token
+        assert refused.status == 403 and "token" in page.content()
         frames: list = []
         page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)))
         page.goto(url)

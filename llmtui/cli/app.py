@@ -7,6 +7,7 @@ Heavy libraries (TensorFlow, Keras) are imported inside the commands that need t
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -18,7 +19,8 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 import llmtui
-from llmtui.errors import LlmtuiError
+from llmtui.errors import LlmtuiError, TrainingInterrupted
+from llmtui.runfolder import STAGES
 
 app = typer.Typer(
     name="llmtui",
@@ -33,6 +35,43 @@ RecipeArg = Annotated[Path, typer.Argument(help="Recipe file (TOML), e.g. recipe
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable); wins over the file.")]
 RunArg = Annotated[str, typer.Argument(help="Run folder (e.g. runs/quickstart) or run name under ./runs.")]
+
+
+def recipe_rule(section: str, name: str):
+    """An option callback that checks the value by the recipe field `section.name` (one definition of what is
+    allowed); a bad value is a usage error (exit 2) that says why."""
+
+    def check(value):
+        if value is None:
+            return value
+        from llmtui.config import recipe as recipe_module
+        from llmtui.config.loader import check_field
+        from llmtui.errors import RecipeError
+
+        sections = {field: info.annotation for field, info in recipe_module.Recipe.model_fields.items()}
+        try:
+            check_field(sections[section], name, value)
+        except RecipeError as exc:
+            raise typer.BadParameter(f"{exc.message} (the same rule as the recipe's {section}.{name})") from None
+        return value
+
+    return check
+
+
+def stage_name(value: str | None) -> str | None:
+    """An option callback for --until: a usage error (exit 2) before anything is loaded or imported."""
+    if value is not None and value not in STAGES:
+        raise typer.BadParameter(f"{value!r} is not a stage; choose one of {', '.join(STAGES)}")
+    return value
+
+
+def finite(value: float | None) -> float | None:
+    """An option callback for numbers that stand for no recipe field: inf and nan are never meant."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"expected a finite number, got {value}")
+    return value
 
 
 def _version(value: bool) -> None:
@@ -69,6 +108,9 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True, fg="yellow")
         raise typer.Exit(130) from None
+    except OSError as exc:  # the machine, not the input: a full disk, a permission, a file gone meanwhile
+        typer.secho(f"error: {os_error_line(exc)}", err=True, fg="red")
+        raise typer.Exit(1) from None
     except Exception as exc:  # a bug of ours: keep the details in a file, show one line
         log = Path(tempfile.gettempdir()) / "llmtui-error.log"
         log.write_text(traceback.format_exc(), encoding="utf-8")
@@ -76,11 +118,28 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+_OS_HINTS = {errno.ENOSPC: "the disk is full: free some space (or point run.out_dir elsewhere) and run again",
+             errno.EDQUOT: "the disk quota is used up: free some space and run again",
+             errno.EACCES: "check the permissions of that path",
+             errno.EPERM: "check the permissions of that path",
+             errno.EROFS: "that file system is read-only: choose another run.out_dir",
+             errno.ENOENT: "it was there a moment ago: is something else removing files?"}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, on which path, and a hint where one helps."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    line = f"{exc.strerror or exc}{where}"
+    hint = _OS_HINTS.get(exc.errno or -1)
+    return f"{line}\n  hint: {hint}" if hint else line
+
+
 @app.command()
 def run(
     recipe: RecipeArg,
     set_: SetOpt = None,
     until: Annotated[Optional[str], typer.Option(
+        callback=lambda value: stage_name(value),
         help="Stop after this stage: data, tokenizer, model, train, eval or generate.")] = None,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start over: ignore earlier results and checkpoints in the run folder.")] = False,
@@ -107,17 +166,11 @@ def execute_recipe(config, until: str | None, fresh: bool, sink) -> None:
         pipeline.run.clear()
     try:
         pipeline.execute(until=until)
-    except _interrupted() as exc:
+    except TrainingInterrupted as exc:
         where = f"; checkpoint {exc.checkpoint}" if exc.checkpoint else ""
         typer.secho(f"interrupted at step {exc.step}{where}. Run the same command again to continue.",
                     err=True, fg="yellow")
         raise typer.Exit(130) from None
-
-
-def _interrupted():
-    from llmtui.training.trainer import TrainingInterrupted
-
-    return TrainingInterrupted
 
 
 @app.command()
@@ -145,7 +198,7 @@ def schema() -> None:
 @app.command()
 def tensorboard(
     run_dir: RunArg,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 6006,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 6006,
 ) -> None:
     """Serve a run's TensorBoard logs on 127.0.0.1 and print the address."""
     with user_errors():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -33,6 +34,8 @@ class ConsoleSink:
 
     def _on_StageStarted(self, e: ev.StageStarted) -> None:
         self._print(f"[bold blue]▶ {e.stage}[/]")
+        if e.reason:
+            self._print(f"[yellow]{escape(e.reason)}[/]")
 
     def _on_StageSkipped(self, e: ev.StageSkipped) -> None:
         self._print(f"[dim]✓ {e.stage}: skipped ({e.reason})[/]")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmtui.cli.app import RunArg, user_errors
+from llmtui.cli.app import RunArg, recipe_rule, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +24,7 @@ def evaluate(
         "--data", "-d", help="Score this text file instead of the validation split (repeatable; any format the "
                              "data stage reads: txt, md, jsonl, json, csv, html, compressed too).")] = None,
     max_batches: Annotated[Optional[int], typer.Option(
-        min=0, help="Score at most this many batches per text (0 = all; default: the recipe's "
+        callback=recipe_rule("eval", "max_batches"), help="Score at most this many batches per text (0 = all; default: the recipe's "
                     "eval.max_batches).")] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text in JSON/JSONL/CSV files.")] = "text",
 ) -> None:
@@ -44,7 +44,7 @@ def evaluate(
         run = open_run(run_dir)
         config = load_recipe(run.require(run.recipe_path, "recipe", "is this a run folder?"))
         run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
-        with native_stderr_to(run.log_file):
+        with run, native_stderr_to(run.log_file):  # the lock: no run writes the folder meanwhile
             configure_backend(config.run.backend)
             from llmtui.evaluation.report import write_report
             from llmtui.evaluation.run_eval import evaluate_run
@@ -62,7 +62,9 @@ def report(run_dir: RunArg) -> None:
         from llmtui.evaluation.report import write_report
         from llmtui.evaluation.run_facts import open_run
 
-        pages = write_report(open_run(run_dir))
+        run = open_run(run_dir)
+        with run:
+            pages = write_report(run)
         typer.echo(f"wrote {pages['report.md']} and {pages['report.html']}")
 
 

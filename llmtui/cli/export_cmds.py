@@ -36,7 +36,7 @@ def export(
         if format_ not in FORMAT_CHOICES:  # before loading anything
             raise ExportError(f"unknown export format {format_!r}", hint=f"use one of {', '.join(FORMAT_CHOICES)}")
         run = RunFolder(resolve_run_dir(run_dir))
-        with native_stderr_to(run.log_file):
+        with run, native_stderr_to(run.log_file):  # the lock: no run rewrites the model meanwhile
             results, skipped = export_run(run, format_, out, force)
         for result in results:
             typer.secho(f"{result.format}: {result.path}", bold=True)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmtui.cli.app import RecipeArg, RunArg, SetOpt, user_errors
+from llmtui.cli.app import RecipeArg, RunArg, SetOpt, recipe_rule, stage_name, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +22,8 @@ def finetune(
     set_: SetOpt = None,
     base: Annotated[Optional[str], typer.Option(
         help="The trained run to start from (overrides [finetune] base).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Stop after this stage (data, tokenizer, model, train, ...).")] = None,
+    until: Annotated[Optional[str], typer.Option(
+        callback=lambda value: stage_name(value), help="Stop after this stage (data, tokenizer, model, train, ...).")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over in the fine-tune's run folder.")] = False,
 ) -> None:
     """Fine-tune a trained run: on a domain corpus, or for classification, question answering or translation.
@@ -86,7 +87,8 @@ def classify(
 def answer(
     run_dir: RunArg,
     texts: Annotated[list[str], typer.Argument(help="Questions or sentences; - reads one per line from standard input.")],
-    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Longest answer (default: the run's).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(callback=recipe_rule("finetune", "max_answer_tokens"),
+                                                      help="Longest answer (default: the run's).")] = None,
 ) -> None:
     """Answer questions or translate sentences with a qa or translation run."""
     with user_errors():

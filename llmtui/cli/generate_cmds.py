@@ -9,17 +9,24 @@ from typing import Annotated
 
 import typer
 
-from llmtui.cli.app import RunArg, user_errors
+from llmtui.cli.app import RunArg, recipe_rule, user_errors
 
 PromptOpt = Annotated[list[str] | None, typer.Option(
     "--prompt", "-p", help="Text to continue (repeatable). Default: the recipe's [generate] prompts.")]
-MaxTokensOpt = Annotated[int | None, typer.Option(min=1, help="Most tokens to generate.")]
-TemperatureOpt = Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy.")]
-TopKOpt = Annotated[int | None, typer.Option(min=0, help="Keep the k most likely tokens; 0 turns it off.")]
-TopPOpt = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Nucleus mass; 1 turns it off.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Sampling seed (same seed, same text).")]
+# Each option obeys the rule of the [generate] field it overrides (recipe_rule: one definition of what is allowed).
+MaxTokensOpt = Annotated[int | None, typer.Option(callback=recipe_rule("generate", "max_tokens"),
+                                                  help="Most tokens to generate (1 to 100000).")]
+TemperatureOpt = Annotated[float | None, typer.Option(callback=recipe_rule("generate", "temperature"),
+                                                      help="Sampling temperature, 0 to 100; 0 is greedy.")]
+TopKOpt = Annotated[int | None, typer.Option(callback=recipe_rule("generate", "top_k"),
+                                             help="Keep the k most likely tokens; 0 turns it off.")]
+TopPOpt = Annotated[float | None, typer.Option(callback=recipe_rule("generate", "top_p"),
+                                               help="Nucleus mass, above 0 and at most 1; 1 turns it off.")]
+SeedOpt = Annotated[int | None, typer.Option(callback=recipe_rule("generate", "seed"),
+                                             help="Sampling seed, 0 or more (same seed, same text).")]
 BeamsOpt = Annotated[int | None, typer.Option(
-    min=1, max=64, help="Beam search width; 1 samples (or is greedy at temperature 0).")]
+    callback=recipe_rule("generate", "beams"), help="Beam search width, 1 to 64; 1 samples (or is greedy at "
+                                                    "temperature 0).")]
 StopOpt = Annotated[list[str] | None, typer.Option(
     "--stop", help="Stop at this string and cut the text there (repeatable).")]
 NoCacheOpt = Annotated[bool, typer.Option(

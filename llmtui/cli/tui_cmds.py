@@ -81,18 +81,40 @@ def _terminal_kept_for_textual() -> Iterator[None]:
 
 
 def web(
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
-    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1 keeps it to this machine).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8000,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on. 127.0.0.1 keeps it to this machine; any other needs --allow-remote.")] = "127.0.0.1",
+    allow_remote: Annotated[bool, typer.Option(
+        "--allow-remote", help="Let --host be an address other machines can reach (anyone with the printed "
+                               "address, token included, can then use this machine's files).")] = False,
+    max_sessions: Annotated[int, typer.Option(
+        min=1, max=64, help="Most wizard sessions (browser tabs, each a process) at once.")] = 2,
     path: Annotated[Path | None, typer.Argument(help="A recipe or run folder to open.", show_default=False)] = None,
 ) -> None:
-    """Serve the wizard in a web browser (textual-serve) on 127.0.0.1, and print the address."""
+    """Serve the wizard in a web browser (textual-serve) on 127.0.0.1, and print its address.
+
+    The address carries a random token made at each launch: the page and its websocket refuse requests
+    without it, and requests from other sites' pages (their Origin).
+    """
     from llmtui.cli.app import user_errors
 
     with user_errors():
-        from textual_serve.server import Server
+        from llmtui.errors import LlmtuiError
+        from llmtui.tui.web_server import GuardedServer, check_listen_address
 
+        if path is not None and not path.exists():  # found now, not by each browser session's wizard
+            raise LlmtuiError(f"no recipe or run folder at {path}",
+                              hint="give a .toml recipe (e.g. recipes/quickstart.toml) or a run folder (runs/NAME)")
+        check_listen_address(host, port, allow_remote)
+        if allow_remote:
+            typer.secho(f"warning: --allow-remote: llmtui web listens on {host}; whoever has the address below "
+                        "can read, write and train on this machine as you. Use it on a network you trust.",
+                        err=True, fg="yellow")
         command = f"{shlex.quote(sys.executable)} -m llmtui wizard"
         if path is not None:
             command += f" {shlex.quote(str(path))}"
-        typer.echo(f"llmtui in the browser at http://{host}:{port}/  (Ctrl-C to stop)")
-        Server(command, host=host, port=port, title="llmtui").serve()
+        server = GuardedServer(command, host=host, port=port, max_sessions=max_sessions, allow_remote=allow_remote,
+                               title="llmtui")
+        typer.echo(f"llmtui in the browser at {server.url}  (Ctrl-C to stop)")
+        sys.stdout.flush()
+        server.serve()

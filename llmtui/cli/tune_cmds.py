@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from llmtui.cli.app import finite
+
 
 def tune(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML) with a \\[tune] section.", show_default=False)],
@@ -60,9 +62,9 @@ def tune(
 
 
 def _interrupted():
-    from llmtui.tuning.study import _interrupted
+    from llmtui.errors import TrainingInterrupted
 
-    return _interrupted()
+    return TrainingInterrupted
 
 
 def trials_table(tuner, study):
@@ -122,7 +124,7 @@ def ladder(
                                                       help="Override a recipe value (repeatable).")] = None,
     archs: Annotated[str, typer.Option(help="Architectures, comma-separated.")] = "rnn,lstm,gru,gpt,llama",
     match: Annotated[str, typer.Option(help="Matched budget: params, flops (per token) or time.")] = "params",
-    seconds: Annotated[float, typer.Option(min=0.0, help="Training seconds per architecture (--match time).")] = 0.0,
+    seconds: Annotated[float, typer.Option(min=0.0, callback=finite, help="Training seconds per architecture (--match time).")] = 0.0,
 ) -> None:
     """Train RNN, LSTM, GRU, GPT and Llama-style models on the same data and tokenizer at a matched budget.
 

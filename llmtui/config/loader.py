@@ -32,12 +32,13 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         where = str(path)
         data = _read_toml(path)
+    given: dict[tuple[str, ...], str] = {}  # key path → the --set that gave it (errors name it, not the file)
     for override in overrides:
-        _apply_override(data, override)
+        given[tuple(_apply_override(data, override))] = f"--set {override}"
     run = data.get("run", {})
     if path is not None and isinstance(run, dict) and "name" not in run:
         data["run"] = {**run, "name": run_name_from_file(path)}
-    return recipe_from_dict(data, where=where)
+    return recipe_from_dict(data, where=where, overrides=given)
 
 
 def run_name_from_file(path: Path) -> str:
@@ -55,14 +56,25 @@ def names_run_from_file(path: str | Path) -> bool:
     return isinstance(run, dict) and "name" not in run
 
 
-def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
+def recipe_from_dict(data: dict[str, Any], where: str = "recipe",
+                     overrides: dict[tuple[str, ...], str] | None = None) -> Recipe:
     """Validate a plain dictionary (as parsed from TOML) into a `Recipe`."""
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(_describe_validation_error(exc, where)) from None
+        raise RecipeError(_describe_validation_error(exc, where, overrides or {})) from None
     except (TypeError, ValueError, RecursionError) as exc:  # pydantic may leak these for odd inputs
         raise RecipeError(f"{where}: invalid recipe: {exc}") from None
+
+
+def check_field(section: type[BaseModel], name: str, value: Any) -> Any:
+    """Check one value by the rules of a recipe field (the command-line options that stand for recipe fields
+    use this, so an option and its field cannot disagree); RecipeError saying what is wrong otherwise."""
+    try:
+        setattr(section(), name, value)  # sections validate on assignment: the field's own rules, nothing else
+    except ValidationError as exc:
+        raise RecipeError(_describe_one(exc.errors()[0], [name])) from None
+    return value
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -103,7 +115,7 @@ def parse_override(override: str) -> tuple[list[str], Any]:
     return [p.strip() for p in parts], value
 
 
-def _apply_override(data: dict[str, Any], override: str) -> None:
+def _apply_override(data: dict[str, Any], override: str) -> list[str]:
     parts, value = parse_override(override)
     node = data
     for depth, part in enumerate(parts[:-1]):
@@ -112,15 +124,18 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
             raise RecipeError(f"--set {override!r}: {'.'.join(parts[:depth + 1])} is a value, not a section")
         node = child
     node[parts[-1]] = value
+    return parts
 
 
-def _describe_validation_error(exc: ValidationError, where: str) -> str:
+def _describe_validation_error(exc: ValidationError, where: str,
+                               overrides: dict[tuple[str, ...], str] | None = None) -> str:
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         # pydantic reports union members ("str", "SourceConfig") inside the location; drop them.
         key = ".".join(loc) or "(top level)"
-        lines.append(f"{where}: {key}: {_describe_one(err, loc)}")
+        source = next((text for path, text in (overrides or {}).items() if tuple(loc[:len(path)]) == path), where)
+        lines.append(f"{source}: {key}: {_describe_one(err, loc)}")
     # One clear message: the first problem in full, then a count of the rest.
     unique = list(dict.fromkeys(lines))
     message = unique[0]
@@ -150,6 +165,8 @@ def _describe_one(err: dict[str, Any], loc: list[str]) -> str:
         return f"{_show(given)} is too short; {err['msg'].lower()}"
     if kind == "string_pattern_mismatch":
         return f"{_show(given)} is not allowed; use letters, digits, '.', '_' and '-' (no slashes or spaces)"
+    if kind == "finite_number":
+        return f"expected a finite number, got {_show(given)}"
     if kind == "missing":
         return f"missing required key '{loc[-1]}'"
     if kind == "value_error":

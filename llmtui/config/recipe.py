@@ -7,6 +7,7 @@ Each stage receives only its own section (plus `run`), never the whole recipe.
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
@@ -17,7 +18,47 @@ RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 class Section(BaseModel):
     """Base for every recipe section: unknown keys are errors, values are checked on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+    # Non-finite floats (inf, nan) are never a sensible setting; a boolean is refused where a number is meant
+    # (pydantic would read true as 1).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation
+        if _has_bool(value) and _takes_numbers(annotation) and not _takes_bools(annotation):
+            raise ValueError(f"expected a number, got {_short(value)} (a boolean)")
+        return value
+
+
+def _type_tree(annotation: Any) -> list[Any]:
+    found, todo = [], [annotation]
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        todo.extend(typing.get_args(node))
+    return found
+
+
+def _takes_bools(annotation: Any) -> bool:
+    return any(node is bool or node is Any for node in _type_tree(annotation))
+
+
+def _takes_numbers(annotation: Any) -> bool:
+    return any(node in (int, float) for node in _type_tree(annotation))
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(item, bool) for item in value)
+    return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class RunConfig(Section):

@@ -66,19 +66,30 @@ class TrainScanner:
         return found
 
 
-BITMAP_BITS = 27  # 16 MB: a few percent filled even by a full index
+# The bitmap has about 32 bits per index hash (a few percent filled, so few false hits), within these bounds:
+# 1 KB for the smallest corpus, 16 MB for a full index.
+MIN_BITMAP_BITS, MAX_BITMAP_BITS = 13, 27
+BITMAP_BITS = MAX_BITMAP_BITS
+
+
+def _bitmap_width(count: int) -> int:
+    """log2 of the bitmap's size in bits for `count` index hashes."""
+    return min(MAX_BITMAP_BITS, max(MIN_BITMAP_BITS, (max(count, 1) * 32 - 1).bit_length()))
 
 
 def _bitmap(hashes: np.ndarray) -> np.ndarray:
-    """A bit per value of the top BITMAP_BITS bits of a hash: set when some index hash has that prefix."""
-    bits = np.zeros(1 << (BITMAP_BITS - 3), dtype=np.uint8)
-    prefix = (hashes >> np.uint64(64 - BITMAP_BITS)).astype(np.int64)
+    """A bit per value of the top bits of a hash (as many as the bitmap's size needs): set when some index
+    hash has that prefix. The width is read back from the bitmap's length."""
+    width = _bitmap_width(len(hashes))
+    bits = np.zeros(1 << (width - 3), dtype=np.uint8)
+    prefix = (hashes >> np.uint64(64 - width)).astype(np.int64)
     np.bitwise_or.at(bits, prefix >> 3, (1 << (prefix & 7)).astype(np.uint8))
     return bits
 
 
 def _bitmap_has(bits: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-    prefix = (hashes >> np.uint64(64 - BITMAP_BITS)).astype(np.int64)
+    width = (len(bits) * 8).bit_length() - 1
+    prefix = (hashes >> np.uint64(64 - width)).astype(np.int64)
     return (bits[prefix >> 3] >> (prefix & 7).astype(np.uint8)) & 1 == 1
 
 
@@ -122,11 +133,11 @@ def check_contamination(train_texts: Iterable[str], targets: dict[str, Iterable[
     del hashes
     index_path = work_dir / "contamination.index.npy"
     bits_path = work_dir / "contamination.index.bits.npy"
-    np.save(index_path, unique)
-    np.save(bits_path, _bitmap(unique))
     hit = np.zeros(len(unique), dtype=bool)
     train_chunks = overlapping = 0
-    try:
+    try:  # the index files go on every way out (a full disk while writing them included)
+        np.save(index_path, unique)
+        np.save(bits_path, _bitmap(unique))
         for size, found, _ in ordered_map(TrainScanner, (str(index_path), n, sample), "scan",
                                           _batches(train_texts), workers, inline_bytes):
             for positions in found:

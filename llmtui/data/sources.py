@@ -92,7 +92,15 @@ def source_fingerprint(source: SourceConfig, base: Path) -> list:
         return [builtin_fingerprint(source.path.split(":", 1)[1])]
     if kind in ("url", "hf"):
         return [source.model_dump(mode="json")]  # a rerun reads the web cache; a dataset is pinned by its name
-    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in resolve_files(source, base)]
+    return [_file_stamp(f) for f in resolve_files(source, base)]
+
+
+def _file_stamp(path: Path) -> list:
+    try:
+        stat = path.stat()
+    except OSError:  # a dangling link or a file removed meanwhile: the reader reports it as skipped
+        return [str(path), None]
+    return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 class SourceReader:

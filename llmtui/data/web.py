@@ -2,7 +2,9 @@
 
 Every request names llmtui in its User-Agent, waits at most `timeout_s`, is retried with exponential
 backoff after a timeout, a connection error, HTTP 429 or 5xx, and stops reading at `max_bytes`. Requests to
-one host are spaced by `rate_limit_s`. robots.txt is read once per host and obeyed. Pages (and permanent
+one host are spaced by `rate_limit_s`. robots.txt is read once per host and obeyed as RFC 9309 says: a 4xx
+answer allows everything, a 5xx answer or an unreachable server disallows everything, and every redirect's
+target is checked again before it is followed. Pages (and permanent
 failures such as 404) are kept in a cache folder, so running a recipe again does not fetch again.
 """
 
@@ -34,6 +36,22 @@ _READ_BLOCK = 1 << 16
 class FetchError(Exception):
     """A page could not be used; the message is the reason shown in the report."""
 
+    status: int | None = None  # the HTTP status, when the server answered
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only where robots.txt of the target allows it (robots.txt itself excepted)."""
+
+    def __init__(self, fetcher: "Fetcher"):
+        self.fetcher = fetcher
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).path != "/robots.txt":
+            refusal = self.fetcher.refusal(newurl)
+            if refusal:
+                raise FetchError(f"redirected to {newurl}: {refusal}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
 
 @dataclass
 class Page:
@@ -61,10 +79,15 @@ class Fetcher:
         self.cache_hits = 0
         self._last_request: dict[str, float] = {}
         self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
-        self._opener = urllib.request.build_opener()
+        self._robots_unavailable: dict[str, str] = {}  # origin → why its robots.txt could not be read
+        self._opener = urllib.request.build_opener(_CheckedRedirects(self))
 
     # robots.txt ---------------------------------------------------------------------------------
     def allowed(self, url: str) -> bool:
+        return self.refusal(url) is None
+
+    def refusal(self, url: str) -> str | None:
+        """Why robots.txt forbids `url` (None when it may be fetched)."""
         parts = urllib.parse.urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         parser = self._robots.get(origin)
@@ -74,13 +97,18 @@ class Fetcher:
                 page = self.fetch(origin + "/robots.txt")
                 parser.parse(page.body.decode("utf-8", errors="replace").splitlines())
             except FetchError as exc:
-                # The robots.txt convention: 401/403 forbid everything, other failures allow everything.
-                if str(exc).startswith(("HTTP 401", "HTTP 403")):
-                    parser.disallow_all = True
-                else:
+                status = getattr(exc, "status", None)
+                if status is not None and 400 <= status < 500:  # RFC 9309 2.3.1.3: unavailable, crawl freely
                     parser.allow_all = True
+                else:  # 2.3.1.4: unreachable (5xx, network): assume complete disallow
+                    parser.disallow_all = True
+                    self._robots_unavailable[origin] = str(exc)
             self._robots[origin] = parser
-        return parser.can_fetch(self.config.user_agent, url)
+        if parser.can_fetch(self.config.user_agent, url):
+            return None
+        problem = self._robots_unavailable.get(origin)
+        return f"robots.txt could not be read ({problem}), so nothing there is fetched" if problem else \
+            "disallowed by robots.txt"
 
     # Fetching -----------------------------------------------------------------------------------
     def fetch(self, url: str) -> Page:
@@ -88,7 +116,9 @@ class Fetcher:
         if cached is not None:
             self.cache_hits += 1
             if cached.status != 200:
-                raise FetchError(f"HTTP {cached.status} (cached)")
+                error = FetchError(f"HTTP {cached.status} (cached)")
+                error.status = cached.status
+                raise error
             return cached
         attempt = 0
         while True:
@@ -244,14 +274,18 @@ def iter_url(source: SourceConfig, fetcher: Fetcher, skip: Callable[[str, str], 
     stats.setdefault("pages_requested", 0)
     while queue and stats["pages_requested"] < limit:
         url, depth = queue.popleft()
-        if not fetcher.allowed(url):
-            skip(url, "disallowed by robots.txt")
+        refusal = fetcher.refusal(url)
+        if refusal:
+            skip(url, refusal)
             continue
         stats["pages_requested"] += 1
         try:
             page = fetcher.fetch(url)
         except FetchError as exc:
             skip(url, str(exc))
+            continue
+        if page.url != url and fetcher.refusal(page.url):  # a cached page that came through a redirect
+            skip(url, f"redirected to {page.url}: {fetcher.refusal(page.url)}")
             continue
         kind = page.content_type
         if not (kind.startswith("text/") or kind == "application/xhtml+xml"):

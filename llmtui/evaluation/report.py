@@ -317,7 +317,7 @@ def write_report(run: RunFolder | str | Path) -> dict[str, Path]:
     report = require_eval_report(run)
     facts = run_facts(run)
     figures = _figures(run, report)
-    samples = (read_json(run.root / "generate" / "samples.json") or {}).get("samples") or []
+    samples = (read_json(run.generate_dir / "samples.json") or {}).get("samples") or []
     training_samples = _training_samples(run)
     folder = run.eval_dir
     written: dict[str, Path] = {}
@@ -348,6 +348,7 @@ def record_task_metrics(run: RunFolder | str | Path, metrics: dict, redraw: bool
     report["task"] = metrics
     run.eval_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run.eval_dir / "report.json", report)
+    run.record_output(run.eval_dir / "report.json")
     if redraw:
         write_report(run)
     return report

@@ -124,6 +124,7 @@ def save_eval_report(run: RunFolder, report: dict) -> dict:
                 report[key] = previous[key]
     run.eval_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run.eval_dir / "report.json", report)
+    run.record_output(run.eval_dir / "report.json")
     return report
 
 

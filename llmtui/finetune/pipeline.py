@@ -130,9 +130,11 @@ class FinetunePipeline(Pipeline):
 
         folder = self.run.tokenizer_dir
         tokenizer = TextTokenizer.load(self.base.tokenizer_dir)
-        tokenizer.save(folder)
+        saved = tokenizer.save(folder)
         if self.task == "domain":
-            return self._encode_domain(tokenizer)
+            result = self._encode_domain(tokenizer)
+            result.outputs[:1] = saved
+            return result
         encoded = self._encode_examples(tokenizer)
         import numpy as np
 
@@ -142,8 +144,8 @@ class FinetunePipeline(Pipeline):
                 self.bus.emit(Message(f"{data.truncated} {split} examples were longer than the context "
                                       f"({self.recipe.model.context} tokens) and were cut", level="warning"))
         write_json_atomic(folder / "tokens.json", {"vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind})
-        return StageResult([folder / "tokenizer.json", folder / "tokens.json", folder / "train_examples.npz",
-                            folder / "val_examples.npz"], {"vocab_size": tokenizer.vocab_size})
+        return StageResult(saved + [folder / "tokens.json", folder / "train_examples.npz", folder / "val_examples.npz"],
+                           {"vocab_size": tokenizer.vocab_size})
 
     def _encode_domain(self, tokenizer) -> StageResult:
         folder = self.run.tokenizer_dir

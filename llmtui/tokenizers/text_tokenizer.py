@@ -95,18 +95,21 @@ class TextTokenizer:
             return piece.startswith(METASPACE)
         return True
 
-    def save(self, folder: Path) -> Path:
+    def save(self, folder: Path) -> list[Path]:
+        """Write the tokenizer into `folder`; returns the files written."""
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "tokenizer.json"
         tmp = folder / "tokenizer.json.tmp"
         self.backend.save(str(tmp))
         tmp.replace(path)
+        written = [path, folder / META_FILE]
         if self.sentencepiece_proto is not None:
             (folder / SENTENCEPIECE_FILE).write_bytes(self.sentencepiece_proto)
+            written.append(folder / SENTENCEPIECE_FILE)
         meta = {"kind": self.kind, "lowercase": self.lowercase, "normalization": self.normalization,
                 "special_tokens": SPECIAL_TOKENS}
         (folder / META_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
-        return path
+        return written
 
     @classmethod
     def load(cls, folder: Path) -> "TextTokenizer":
@@ -116,10 +119,17 @@ class TextTokenizer:
         if not path.exists():
             raise RunFolderError(f"no tokenizer at {path}", hint="run the recipe's tokenizer stage first (llmtui run RECIPE)")
         meta_path = folder / META_FILE
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-        proto_path = folder / SENTENCEPIECE_FILE
-        proto = proto_path.read_bytes() if proto_path.exists() else None
-        return cls(Tokenizer.from_file(str(path)), meta.get("kind", "unknown"), bool(meta.get("lowercase", False)),
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+            proto_path = folder / SENTENCEPIECE_FILE
+            proto = proto_path.read_bytes() if proto_path.exists() else None
+            tokenizer = Tokenizer.from_file(str(path))
+        except (ValueError, UnicodeDecodeError, Exception) as exc:  # the tokenizers library raises plain Exception
+            if isinstance(exc, OSError):
+                raise
+            raise RunFolderError(f"the tokenizer in {folder} is damaged ({type(exc).__name__}: {exc})",
+                                 hint="run the recipe again (llmtui run RECIPE): its tokenizer stage redoes it") from None
+        return cls(tokenizer, meta.get("kind", "unknown"), bool(meta.get("lowercase", False)),
                    meta.get("normalization", "nfc"), proto)
 
 

@@ -32,7 +32,7 @@ from keras import ops
 
 from llmtui.config.recipe import ModelConfig, TrainConfig
 from llmtui.data.tokens import WindowSampler
-from llmtui.errors import TrainingError
+from llmtui.errors import TrainingError, TrainingInterrupted  # noqa: F401  (raised here; defined light)
 from llmtui.evaluation.language_model import make_scorer, score_tokens, summarize
 from llmtui.events import CheckpointSaved, Message, Metrics, Sample, TrainingStarted
 from llmtui.runfolder import RunFolder, write_json_atomic
@@ -45,15 +45,6 @@ from llmtui.training.tensorboard import ScalarWriter
 
 # Losses are read (and checked for NaN) at least this often, even with rare logging.
 _MAX_UNREAD_LOSSES = 100
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped on request (Ctrl-C or a stop button) after writing a checkpoint."""
-
-    def __init__(self, step: int, checkpoint: Path | None):
-        super().__init__(f"interrupted at step {step}")
-        self.step = step
-        self.checkpoint = checkpoint
 
 
 @dataclass

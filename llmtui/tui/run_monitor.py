@@ -66,6 +66,8 @@ class RunMonitor:
             self.log.append(f"run folder {event.run_dir} · backend {event.backend}")
         elif isinstance(event, StageStarted):
             self.stages[event.stage] = "running"
+            if event.reason:
+                self.log.append(f"warning: {event.reason}")
         elif isinstance(event, StageSkipped):
             self.stages[event.stage] = "skipped"
         elif isinstance(event, StageFinished):

@@ -363,9 +363,8 @@ class Tuner:
 
 
 def _interrupted():
-    """The trainer's stop exception, imported only once an exception happens (Keras is loaded by then:
-    importing it earlier would load Keras before the pipeline picks the backend)."""
-    from llmtui.training.trainer import TrainingInterrupted
+    """The trainer's stop exception (light: defined in llmtui.errors)."""
+    from llmtui.errors import TrainingInterrupted
 
     return TrainingInterrupted
 
@@ -413,8 +412,7 @@ def share_artifacts(run_root: Path, trial_root: Path) -> None:
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(source, target, copy_function=_link_or_copy)
-        entry = json.loads(json.dumps(manifest["stages"][stage]))
-        entry["outputs"] = [str(target / Path(p).relative_to(source)) for p in entry["outputs"]]
+        entry = json.loads(json.dumps(manifest["stages"][stage]))  # its outputs are relative to the folder
         entry["shared_from"] = str(source)
         trial_manifest["stages"][stage] = entry
     trial.write_manifest(trial_manifest)
