@@ -148,10 +148,10 @@ def _model_metadata(writer, model, model_config, quantize: str) -> None:
     writer.add_file_type({"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16,
                           "q8_0": LlamaFileType.MOSTLY_Q8_0}[quantize])
     if model_config.arch == "gpt":
-        writer.add_layer_norm_eps(1e-5)
+        writer.add_layer_norm_eps(block.norm_epsilon)
         return
     writer.add_head_count_kv(block.attention.kv_heads)
-    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_layer_norm_rms_eps(block.norm_epsilon)
     writer.add_rope_dimension_count(block.attention.head_dim)
     writer.add_rope_freq_base(float(model_config.rope_base))
     writer.add_vocab_size(int(model.get_layer("token_embedding").input_dim))
@@ -178,11 +178,9 @@ def check_gguf_file(path: Path, tensors: dict, quantize: str) -> None:
                               hint="this is a bug in llmtui's GGUF export; use --format hf")
 
 
-def modelfile(gguf_file: str, template: str, model_config, generate_config) -> str:
+def modelfile(gguf_file: str, template: str, model_config, generate_config, eos_token: str) -> str:
     """An Ollama Modelfile for the .gguf beside it: the chat layout and the recipe's sampling defaults."""
     from llmtui.tokenizers.chat import LINES_OLLAMA_TEMPLATE, LINES_TEMPLATE
-    from llmtui.tokenizers.text_tokenizer import EOS
-
     lines = [f"FROM ./{gguf_file}"]
     if template == LINES_TEMPLATE:
         # One line per turn (as `llmtui chat`): the reply is the next line.
@@ -190,7 +188,7 @@ def modelfile(gguf_file: str, template: str, model_config, generate_config) -> s
     else:
         lines.append("# the run's chat template is Jinja (tokenizer.chat_template in the .gguf); write its Go form "
                      "as TEMPLATE here if your Ollama version does not read it from the file")
-    lines += [f'PARAMETER stop "{EOS}"', f"PARAMETER num_ctx {model_config.context}",
+    lines += [f'PARAMETER stop "{eos_token}"', f"PARAMETER num_ctx {model_config.context}",
               f"PARAMETER temperature {generate_config.temperature:g}"]
     if generate_config.top_k:
         lines.append(f"PARAMETER top_k {generate_config.top_k}")
@@ -233,7 +231,8 @@ def export_gguf(model, model_config, tokenizer, template: str, generate_config, 
     writer.write_tensors_to_file()
     writer.close()
     check_gguf_file(path, tensors, quantize)
-    (out / MODELFILE).write_text(modelfile(name, template, model_config, generate_config), encoding="utf-8")
+    (out / MODELFILE).write_text(modelfile(name, template, model_config, generate_config,
+                                                     tokenizer.special_names["eos"]), encoding="utf-8")
     from llmtui.export.hf import template_summary
 
     notes = [f"{HF_ARCHS[model_config.arch]} layout as llama.cpp's {'gpt2' if model_config.arch == 'gpt' else 'llama'} "

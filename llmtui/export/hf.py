@@ -124,7 +124,8 @@ def hf_config(model, model_config, tokenizer) -> dict:
     if model_config.arch == "gpt":
         return {"model_type": "gpt2", **common, "n_positions": model_config.context, "n_ctx": model_config.context,
                 "n_embd": model_config.dim, "n_layer": model_config.layers, "n_head": model_config.heads,
-                "n_inner": blocks[0].mlp_dim, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+                "n_inner": blocks[0].mlp_dim, "activation_function": "gelu_new",
+                "layer_norm_epsilon": blocks[0].norm_epsilon,
                 "resid_pdrop": model_config.dropout, "embd_pdrop": model_config.embedding_dropout,
                 "attn_pdrop": model_config.attention_dropout, "scale_attn_weights": True}
     attention = blocks[0].attention
@@ -132,7 +133,7 @@ def hf_config(model, model_config, tokenizer) -> dict:
             "intermediate_size": blocks[0].mlp_dim, "num_hidden_layers": model_config.layers,
             "num_attention_heads": attention.heads, "num_key_value_heads": attention.kv_heads,
             "head_dim": attention.head_dim, "hidden_act": "silu", "max_position_embeddings": model_config.context,
-            "rms_norm_eps": 1e-6, "rope_theta": float(model_config.rope_base),
+            "rms_norm_eps": blocks[0].norm_epsilon, "rope_theta": float(model_config.rope_base),
             "rope_parameters": {"rope_type": "default", "rope_theta": float(model_config.rope_base)},
             "attention_bias": False, "mlp_bias": False, "attention_dropout": model_config.attention_dropout,
             "pretraining_tp": 1}
@@ -144,10 +145,10 @@ def tokenizer_config(tokenizer, context: int, template: str) -> dict:
     Our tokenizer adds no special tokens to encoded text (training text holds `<eos>` only between
     documents), so neither does this one.
     """
-    from llmtui.tokenizers.text_tokenizer import BOS, EOS, PAD, UNK
-
-    return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
-            "unk_token": UNK, "add_bos_token": False, "add_eos_token": False, "model_max_length": context,
+    names = tokenizer.special_names
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": names["bos"], "eos_token": names["eos"],
+            "pad_token": names["pad"], "unk_token": names.get("unk"), "add_bos_token": False, "add_eos_token": False,
+            "model_max_length": context,
             "clean_up_tokenization_spaces": False, "chat_template": template}
 
 

@@ -11,6 +11,7 @@ domain, and on the base run's validation text to show forgetting; task metrics f
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -46,12 +47,51 @@ def base_run_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
     return run
 
 
+def pretrained_base_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
+    """The run folder holding the pretrained base `[finetune] base` names (a Hugging Face folder, a keras-hub
+    preset or a hub handle), imported on first use into RUNS/imported/<name>-<digest> and reused after.
+
+    The pre-flight memory check runs on the base's config before any weight is read; the training window is
+    the recipe's model.context, at most the base's own length.
+    """
+    import hashlib
+
+    from llmtui.interop.base import import_base, read_base_spec
+    from llmtui.models.cost import finetune_cost, preflight_problem
+
+    source = recipe.finetune.base
+    spec = read_base_spec(source, base_dir)
+    config = spec.model_config(recipe.model.context)
+    cost = finetune_cost(config, recipe.train, spec.vocab_size, recipe.finetune.method)
+    problem = preflight_problem(cost, recipe.train)
+    if problem:
+        raise RecipeError(f"pre-flight check for the pretrained base {source}: {problem}",
+                          hint="fine-tune with finetune.method = 'lora' (no optimizer state for the base's weights), "
+                               "train.precision = 'mixed_bfloat16', a smaller train.batch_size with "
+                               "train.grad_accum_steps, or a shorter model.context; see llmtui model summary RECIPE")
+    config_digest = file_digest(spec.path / "config.json")
+    digest = fingerprint(str(spec.path.resolve()), config_digest, config.context, spec.norm_epsilon)[:10]
+    root = base_dir / recipe.run.out_dir / "imported" / f"{spec.path.name}-{digest}"
+    run = RunFolder(root)
+    if not (run.final_model_path.is_file() and (run.model_dir / "import.json").is_file()):
+        from llmtui.backend import configure_backend
+
+        configure_backend(recipe.run.backend)
+        import_base(source, root, config.context, base_dir, spec=spec)
+    return run
+
+
 class FinetunePipeline(Pipeline):
-    """A `Pipeline` whose model and tokenizer come from a trained base run."""
+    """A `Pipeline` whose model and tokenizer come from a trained base run or a pretrained checkpoint."""
 
     def __init__(self, recipe: Recipe, base_dir: Path | str = ".", sinks: list[Callable[[Event], None]] | None = None):
+        from llmtui.interop.base import is_pretrained_source
+
         base_dir = Path(base_dir)
-        self.base = base_run_folder(recipe, base_dir)
+        if recipe.finetune.base and is_pretrained_source(recipe.finetune.base, base_dir):
+            self.base = pretrained_base_folder(recipe, base_dir)
+        else:
+            self.base = base_run_folder(recipe, base_dir)
         base_recipe = load_recipe(self.base.recipe_path)
         if base_recipe.finetune.task == "classification" and base_recipe.finetune.base:
             raise RecipeError(f"finetune.base = {recipe.finetune.base!r} is a classification model, not a language "
@@ -128,9 +168,13 @@ class FinetunePipeline(Pipeline):
     def _stage_tokenizer(self) -> StageResult:
         from llmtui.tokenizers import TextTokenizer
 
+        from llmtui.tokenizers.chat import TEMPLATE_FILE
+
         folder = self.run.tokenizer_dir
         tokenizer = TextTokenizer.load(self.base.tokenizer_dir)
         tokenizer.save(folder)
+        if (self.base.tokenizer_dir / TEMPLATE_FILE).is_file():  # the base's chat template stays the run's
+            shutil.copy2(self.base.tokenizer_dir / TEMPLATE_FILE, folder / TEMPLATE_FILE)
         if self.task == "domain":
             return self._encode_domain(tokenizer)
         encoded = self._encode_examples(tokenizer)
@@ -310,12 +354,15 @@ class FinetunePipeline(Pipeline):
         jit = self.recipe.train.jit_compile
         base_scorer, final_scorer = make_scorer(base_model, jit), make_scorer(self._final_model(), jit)
         comparison = {"domain_val": {"before": loss_on(base_scorer, self.run.tokenizer_dir),
-                                     "after": perplexity(report["loss"])},
-                      "base_val": {"before": loss_on(base_scorer, self.base.tokenizer_dir),
-                                   "after": loss_on(final_scorer, self.base.tokenizer_dir)}}
+                                     "after": perplexity(report["loss"])}}
+        if (self.base.tokenizer_dir / "val.bin").is_file():  # an imported pretrained base has no text of its own
+            comparison["base_val"] = {"before": loss_on(base_scorer, self.base.tokenizer_dir),
+                                      "after": loss_on(final_scorer, self.base.tokenizer_dir)}
         report["finetune"] = {"base": str(self.base.root), "method": self.recipe.finetune.method, **comparison}
         write_json_atomic(path, report)
         for name, title in (("domain_val", "domain validation"), ("base_val", "base validation (forgetting)")):
+            if name not in comparison:
+                continue
             before, after = comparison[name]["before"]["perplexity"], comparison[name]["after"]["perplexity"]
             self.bus.emit(Message(f"{title}: perplexity {before:.2f} before, {after:.2f} after fine-tuning"))
 
