@@ -496,6 +496,7 @@ def keras_hub_tokenizer(folder: Path, family: str):
         raise BaseImportError(f"{proto_path} is a SentencePiece BPE model; llmtui reads unigram ones directly",
                               hint="convert the model with Transformers and import its Hugging Face folder instead")
     backend = _unigram_from_sentencepiece(proto)
+    backend.normalizer = _sentencepiece_normalizer(spec.normalizer_spec)
     pieces = [p.piece for p in spec.pieces]
     control = [p.piece for p in spec.pieces if p.type == p.CONTROL]
     backend.add_special_tokens(control)
@@ -508,6 +509,22 @@ def keras_hub_tokenizer(folder: Path, family: str):
         raise BaseImportError(f"{proto_path} has no end-of-text piece (</s>)", hint="is this a Llama tokenizer?")
     names = {"bos": named("<s>", "<bos>") or eos, "eos": eos, "pad": named("<pad>") or eos, "unk": named("<unk>")}
     return TextTokenizer(backend, "unigram", False, "none", proto, names)
+
+
+def _sentencepiece_normalizer(spec):
+    """What SentencePiece does to text before segmenting it, as a `tokenizers` normaliser: its Unicode rule
+    (nmt_nfkc is NFKC), extra whitespace removed, a "▁" before the text, "▁" for every space."""
+    from tokenizers import Regex, normalizers
+
+    from llmtui.tokenizers.text_tokenizer import METASPACE
+
+    steps = [normalizers.NFKC()] if "nfkc" in spec.name else []
+    if spec.remove_extra_whitespaces:
+        steps += [normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")]
+    if spec.add_dummy_prefix:
+        steps.append(normalizers.Prepend(METASPACE))
+    steps.append(normalizers.Replace(" ", METASPACE))
+    return normalizers.Sequence(steps)
 
 
 # The import ---------------------------------------------------------------------------------------------
@@ -587,7 +604,7 @@ def import_base(source: str, run_root: Path, context: int | None = None, base_di
         run = RunFolder(staging)
         recipe = Recipe.model_validate({"run": {"name": run_root.name, "out_dir": str(run_root.parent)},
                                         "tokenizer": {"kind": "unigram" if tokenizer.kind == "unigram" else "bpe",
-                                                      "vocab_size": max(tokenizer.vocab_size, 8)},
+                                                      "vocab_size": min(max(tokenizer.vocab_size, 32), 1_000_000)},
                                         "model": config.model_dump(mode="json")})
         staging.mkdir(parents=True)
         write_text_atomic(run.recipe_path, recipe_to_toml(recipe))
