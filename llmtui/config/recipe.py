@@ -365,14 +365,17 @@ class TuneConfig(Section):
 
 
 class FinetuneConfig(Section):
-    """Fine-tuning a trained run (`llmtui finetune RECIPE`); the base run's tokenizer and architecture are kept.
+    """Fine-tuning a trained run or a pretrained checkpoint (`llmtui finetune RECIPE`); the base's tokenizer and
+    architecture are kept (a pretrained base trains on model.context tokens, at most its own length).
 
     task = "domain" continues next-token training on this recipe's [data] sources. The other tasks read
     examples from train_file (CSV, TSV or JSONL): classification trains a head on the backbone, qa and
     translation train the model to continue a prompt with the target (loss on the target tokens only).
     """
 
-    base: str = Field("", description="The trained run to start from: its folder, or its name under run.out_dir.")
+    base: str = Field("", description="What to start from: a trained run (its folder, or its name under "
+                                      "run.out_dir), a local Hugging Face model folder or keras-hub preset folder "
+                                      "(GPT-2, Llama, Mistral), or an hf://... or kaggle://... handle (downloaded).")
     task: Literal["domain", "classification", "qa", "translation"] = Field(
         "domain", description="domain (continue pretraining on [data]), classification, qa or translation.")
     method: Literal["full", "lora", "freeze"] = Field(
