@@ -193,7 +193,8 @@ def test_chat_template_is_the_same_in_llmtui_transformers_and_gguf(loaded, arch)
 
     ours = loaded["ours"][arch]
     for key in (f"{arch}-hf-f16", f"{arch}-gguf-f32"):
-        assert loaded["report"][key]["chat_text"] == ours["chat_text"] == "a small network\nthe next character\nof each line\n"
+        assert loaded["report"][key]["chat_text"] == ours["chat_text"]
+        assert ours["chat_text"] == "a small network\nthe next character\nof each line\n"
         assert loaded["report"][key]["chat_ids"] == ours["chat_ids"]
     reader = GGUFReader(str(loaded["base"] / "exports" / f"{arch}-gguf-f32" / "model-f32.gguf"))
     field = reader.fields["tokenizer.chat_template"]

@@ -41,7 +41,8 @@ def export(
         if format_ not in FORMAT_CHOICES:  # before loading anything
             raise ExportError(f"unknown export format {format_!r}", hint=f"use one of {', '.join(FORMAT_CHOICES)}")
         if quantize not in QUANTIZE_CHOICES:
-            raise ExportError(f"unknown GGUF tensor type {quantize!r}", hint=f"use one of {', '.join(QUANTIZE_CHOICES)}")
+            raise ExportError(f"unknown GGUF tensor type {quantize!r}",
+                              hint=f"use one of {', '.join(QUANTIZE_CHOICES)}")
         run = RunFolder(resolve_run_dir(run_dir))
         with native_stderr_to(run.log_file):
             results, skipped = export_run(run, format_, out, force, quantize)

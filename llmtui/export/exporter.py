@@ -51,7 +51,8 @@ def export_run(run: RunFolder, fmt: str = "keras", out: Path | None = None, forc
     """Export `run`'s final model; returns what each format wrote and the formats `all` skipped (with why).
 
     `quantize` is the GGUF export's tensor type (f32, f16 or q8_0). Every output folder is checked before
-    anything is written: an existing, non-empty one is an error unless `force` (then it is replaced). Keras must not be configured yet, or already on the run's backend.
+    anything is written: an existing, non-empty one is an error unless `force` (then it is replaced). Keras
+    must not be configured yet, or already on the run's backend.
     """
     from llmtui.backend import configure_backend
     from llmtui.config import load_recipe

@@ -167,7 +167,8 @@ def check_gguf_file(path: Path, tensors: dict, quantize: str) -> None:
     found = {tensor.name: tensor for tensor in reader.tensors}
     if set(found) != set(tensors):
         raise ExportError(f"{path.name} read back holds other tensors than were written "
-                          f"(missing {sorted(set(tensors) - set(found))[:3]}, extra {sorted(set(found) - set(tensors))[:3]})",
+                          f"(missing {sorted(set(tensors) - set(found))[:3]}, "
+                          f"extra {sorted(set(found) - set(tensors))[:3]})",
                           hint="this is a bug in llmtui's GGUF export; use --format hf")
     for name, expected in tensors.items():
         got = quants.dequantize(found[name].data, found[name].tensor_type).reshape(expected.shape)

@@ -325,7 +325,7 @@ def load_hf_weights(model, model_config, weights: dict, max_positions: int) -> N
     vocab = int(embedding.input_dim)
     if model_config.arch == "gpt":
         if not any(name.startswith("transformer.") for name in weights):  # the original GPT-2 files lack the prefix
-            weights = {("lm_head.weight" if n == "lm_head.weight" else "transformer." + n): v for n, v in weights.items()}
+            weights = {(n if n == "lm_head.weight" else "transformer." + n): v for n, v in weights.items()}
         embedding.embeddings.assign(_take(weights, "transformer.wte.weight", (vocab, d)))
         table = _take(weights, "transformer.wpe.weight", (max_positions, d))
         model.get_layer("position_embedding").position_embeddings.assign(table[:model_config.context])
@@ -563,7 +563,8 @@ def build_base_model(spec: BaseSpec, context: int):
     load_hf_weights(model, config, keras_hub_weights(backbone, spec.family), positions)
     hidden = backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)}, training=False)
     reference = keras.ops.convert_to_numpy(backbone.token_embedding(hidden, reverse=True))
-    diff = _check_logits(model(ids, training=False), reference, f"keras-hub's {spec.path.name} {type(backbone).__name__}")
+    diff = _check_logits(model(ids, training=False), reference,
+                         f"keras-hub's {spec.path.name} {type(backbone).__name__}")
     return model, config, ids, diff
 
 
