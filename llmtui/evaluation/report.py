@@ -70,6 +70,7 @@ TASK_METRICS = {  # kind -> (key, label, format)
     "classification": (("accuracy", "accuracy", "percent"), ("macro_f1", "macro-F1", "float")),
     "qa": (("exact_match", "exact match", "percent"), ("f1", "token F1", "float")),
     "translation": (("bleu", "BLEU (0-100)", "score"), ("chrf", "chrF (0-100)", "score")),
+    "chat": (("perplexity", "assistant-turn perplexity", "score"), ("accuracy", "assistant-turn accuracy", "percent")),
 }
 
 

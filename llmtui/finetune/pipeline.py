@@ -26,7 +26,7 @@ TASK_STAGES = ("data", "tokenizer", "model", "train", "eval")
 TASK_FILE = "task.json"  # in the data folder: what the examples are (kind, labels, prompt template)
 # The [finetune] fields that shape the examples; the others (method, rank, ...) only matter from the model on.
 EXAMPLE_FIELDS = ("task", "train_file", "val_file", "val_fraction", "text_field", "label_field", "labels", "pooling",
-                  "input_field", "target_field", "prompt_template", "max_answer_tokens")
+                  "input_field", "target_field", "prompt_template", "max_answer_tokens", "messages_field")
 
 
 def base_run_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
@@ -139,10 +139,18 @@ class FinetunePipeline(Pipeline):
 
         config = self.recipe.finetune
         fields = [config.text_field, config.label_field] if self.task == "classification" else \
-            [config.input_field, config.target_field]
-        train = read_examples(self._example_path(config.train_file), fields)
+            [config.messages_field] if self.task == "chat" else [config.input_field, config.target_field]
+        if self.task == "chat":
+            from llmtui.finetune.examples import read_conversations
+
+            def read(path):
+                return read_conversations(path, config.messages_field)
+        else:
+            def read(path):
+                return read_examples(path, fields)
+        train = read(self._example_path(config.train_file))
         if config.val_file:
-            val = read_examples(self._example_path(config.val_file), fields)
+            val = read(self._example_path(config.val_file))
         else:
             train, val = split_examples(train, config.val_fraction, self.recipe.run.seed)
         task = {"kind": self.task, "base": str(self.base.root), "method": config.method, "fields": fields,
@@ -177,6 +185,8 @@ class FinetunePipeline(Pipeline):
             shutil.copy2(self.base.tokenizer_dir / TEMPLATE_FILE, folder / TEMPLATE_FILE)
         if self.task == "domain":
             return self._encode_domain(tokenizer)
+        if self.task == "chat":
+            (folder / TEMPLATE_FILE).write_text(self._chat_template(), encoding="utf-8")
         encoded = self._encode_examples(tokenizer)
         import numpy as np
 
@@ -198,8 +208,22 @@ class FinetunePipeline(Pipeline):
                             folder / "val.bin"], {"train_tokens": meta["train"]["tokens"],
                                                   "val_tokens": meta["val"]["tokens"]})
 
+    def _chat_template(self) -> str:
+        """The chat task's template: the recipe's file, else the base's own, else llmtui's."""
+        from llmtui.tokenizers.chat import CHAT_TEMPLATE, TEMPLATE_FILE
+
+        if self.recipe.finetune.chat_template:
+            path = self._example_path(self.recipe.finetune.chat_template)
+            if not path.is_file():
+                raise RecipeError(f"finetune.chat_template = {self.recipe.finetune.chat_template!r}: no file at {path}",
+                                  hint="give a Jinja chat template file, or leave it empty for the default")
+            return path.read_text(encoding="utf-8")
+        base_template = self.base.tokenizer_dir / TEMPLATE_FILE
+        return base_template.read_text(encoding="utf-8") if base_template.is_file() else CHAT_TEMPLATE
+
     def _encode_examples(self, tokenizer) -> dict:
-        from llmtui.finetune.tasks import encode_classification, encode_prompt_answer
+        from llmtui.finetune.tasks import encode_chat, encode_classification, encode_prompt_answer
+        from llmtui.tokenizers.chat import TEMPLATE_FILE
 
         config, context = self.recipe.finetune, self.recipe.model.context
         task = self._task_info()
@@ -207,8 +231,13 @@ class FinetunePipeline(Pipeline):
         for split in ("train", "val"):
             with open(self.run.data_dir / f"{split}.jsonl", encoding="utf-8") as handle:
                 rows = [json.loads(line) for line in handle if line.strip()]
-            out[split] = encode_classification(tokenizer, rows, task["labels"], config, context) \
-                if self.task == "classification" else encode_prompt_answer(tokenizer, rows, config, context)
+            if self.task == "chat":
+                template = (self.run.tokenizer_dir / TEMPLATE_FILE).read_text(encoding="utf-8")
+                out[split] = encode_chat(tokenizer, [r[config.messages_field] for r in rows], template, context)
+            elif self.task == "classification":
+                out[split] = encode_classification(tokenizer, rows, task["labels"], config, context)
+            else:
+                out[split] = encode_prompt_answer(tokenizer, rows, config, context)
         return out
 
     def _task_info(self) -> dict:
@@ -286,6 +315,8 @@ class FinetunePipeline(Pipeline):
                   "train_steps": self._summaries.get("train", {}).get("steps")}
         if self.task == "classification":
             report.update(self._classification_report(model, inputs))
+        elif self.task == "chat":
+            report.update(self._chat_report(model, inputs))
         else:
             report.update(self._prompt_answer_report(model, inputs))
         save_eval_report(self.run, report)
@@ -308,6 +339,30 @@ class FinetunePipeline(Pipeline):
                                          [labels[i] for i in probabilities.argmax(-1)], labels)
         scores = task.validate(model)
         return {"loss": scores["loss"], "accuracy": metrics["accuracy"], "task": metrics}
+
+    def _chat_report(self, model, task) -> dict:
+        """Loss, perplexity and next-token accuracy on the assistant's tokens of the held-out conversations, and
+        the model's reply to the first few (greedy, through the chat template as `llmtui chat` sends it)."""
+        from llmtui.finetune.tasks import answer_token_scores
+        from llmtui.tokenizers import TextTokenizer
+        from llmtui.tokenizers.chat import TEMPLATE_FILE, render_chat, special_token_names
+
+        report = answer_token_scores(model, task.val, self.recipe.train.batch_size)
+        tokenizer = TextTokenizer.load(self.run.tokenizer_dir)
+        template = (self.run.tokenizer_dir / TEMPLATE_FILE).read_text(encoding="utf-8")
+        generator = self._generator(model)
+        with open(self.run.data_dir / "val.jsonl", encoding="utf-8") as handle:
+            rows = [json.loads(line)[self.recipe.finetune.messages_field] for line in handle if line.strip()]
+        replies = []
+        for messages in rows[:5]:
+            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+            prompt = render_chat(template, messages[:last], add_generation_prompt=True, **special_token_names(tokenizer))
+            reply = generator.generate_full(prompt, self.recipe.finetune.max_answer_tokens, temperature=0.0)
+            replies.append({"conversation": messages[:last], "target": messages[last]["content"],
+                            "reply": reply.text})
+        report["task"] = {"kind": "chat", "perplexity": report["perplexity"], "accuracy": report["accuracy"],
+                          "assistant_tokens": int(task.val.weights.sum()), "replies": replies}
+        return report
 
     def _prompt_answer_report(self, model, task) -> dict:
         from llmtui.evaluation.tasks import qa_metrics, translation_metrics
@@ -372,6 +427,9 @@ def task_lines(task: dict) -> list[str]:
     if task["kind"] == "classification":
         return [f"classification: accuracy {task['accuracy']:.3f}, macro-F1 {task['macro_f1']:.3f} on "
                 f"{sum(sum(row) for row in task['confusion_matrix'])} examples"]
+    if task["kind"] == "chat":
+        return [f"chat: assistant-turn perplexity {task['perplexity']:.2f}, next-token accuracy "
+                f"{task['accuracy']:.3f} over {task['assistant_tokens']} assistant tokens"]
     if task["kind"] == "qa":
         return [f"question answering: exact match {task['exact_match']:.3f}, token F1 {task['f1']:.3f}"]
     return [f"translation: BLEU {task['bleu']:.2f}, chrF {task['chrf']:.2f}"]
