@@ -214,6 +214,11 @@ def render_markdown(facts: dict, report: dict, figures: list[Figure], samples: l
     if report.get("answers"):
         lines += ["## Task answers", ""]
         lines += _md_table(["input", "reference", "prediction"], answer_rows(report["answers"]))
+    if report.get("harness"):
+        lines += ["## Benchmarks (lm-evaluation-harness)", ""]
+        lines += _md_table(["task", "metric", "value"],
+                           [[task, key, fmt(value, "float")] for task, metrics in report["harness"].items()
+                            for key, value in metrics.items()])
     lines += ["## Plots", ""]
     for figure in figures:
         lines += [f"### {figure.title}", ""]

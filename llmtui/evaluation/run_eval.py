@@ -17,7 +17,7 @@ import numpy as np
 from llmtui.errors import DataError
 from llmtui.runfolder import RunFolder, file_digest, write_json_atomic
 
-KEPT_SECTIONS = ("files", "task")  # sections that other commands add to a report of the same model
+KEPT_SECTIONS = ("files", "task", "harness")  # sections that other commands add to a report of the same model
 
 
 def read_json(path: Path) -> dict | None:
