@@ -224,8 +224,8 @@ def export_hf(model, model_config, tokenizer, tokenizer_json: Path, template: st
     shutil.copy2(tokenizer_json, out / "tokenizer.json")
     files.append(out / "tokenizer.json")
     write_json("tokenizer_config.json", tokenizer_config(tokenizer, model_config.context, template))
-    write_json("special_tokens_map.json", {name: tokenizer_config(tokenizer, 0, "")[name]
-                                           for name in ("bos_token", "eos_token", "pad_token", "unk_token")})
+    write_json("special_tokens_map.json", {f"{role}_token": name for role, name in tokenizer.special_names.items()
+                                           if name is not None})
     write_json("generation_config.json", generation_config(tokenizer, generate_config))
     notes = [f"{HF_ARCHS[model_config.arch]}, float32 weights in {WEIGHTS_FILE}; tokenizer: "
              "PreTrainedTokenizerFast over this run's tokenizer.json (adds no <bos>/<eos> to text, like llmtui)",

@@ -186,7 +186,9 @@ def keras_hub_tokenizer(arch: str, tokenizer):
         import keras_hub
 
         vocab = dict(tokenizer.backend.get_vocab(with_added_tokens=True))
-        vocab["<|endoftext|>"] = vocab.pop("<eos>")  # GPT-2's end token, at our end token's id
+        eos = tokenizer.special_names["eos"]
+        if eos != "<|endoftext|>":
+            vocab["<|endoftext|>"] = vocab.pop(eos)  # GPT-2's end token, at our end token's id
         model = json.loads(tokenizer.backend.to_str())["model"]
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
         return keras_hub.models.GPT2Tokenizer(vocabulary=vocab, merges=merges), None
