@@ -257,3 +257,43 @@ def test_unknown_quantize_type_is_a_clear_error(loaded, tmp_path):
                        "--out", str(tmp_path / "q"))
     assert done.returncode != 0 and "unknown GGUF tensor type 'q4_k'" in done.stderr
     assert "f32, f16, q8_0" in done.stderr and not (tmp_path / "q").exists()
+
+
+LLAMA_CPP_SCRIPT = """
+import json, sys
+import numpy as np
+from llama_cpp import Llama
+job = json.load(open(sys.argv[1]))
+report = {}
+for key, export in job["exports"].items():
+    if not export["gguf_file"]:
+        continue
+    llm = Llama(model_path=export["folder"] + "/" + export["gguf_file"], n_ctx=export["context"], logits_all=True,
+                verbose=False)
+    ids = np.load(export["ids"])[0].tolist()
+    llm.eval(ids)
+    report[key] = {"logits": np.asarray(llm.scores[:len(ids)]).tolist(),
+                   "text_ids": llm.tokenize(job["text"].encode(), add_bos=False, special=False)}
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                    reason="llama-cpp-python is not installed (PyPI has only its source, which builds llama.cpp)")
+def test_gguf_runs_in_llama_cpp_with_our_logits_and_ids(loaded):
+    """llama.cpp itself (its Python bindings) reads the GGUF files: same logits (within its float32 kernels'
+    rounding, or the Q8_0 tolerance) and the same token ids from the metadata's tokenizer."""
+    job = json.loads((loaded["base"] / "job.json").read_text())
+    done = subprocess.run([sys.executable, "-c", LLAMA_CPP_SCRIPT, str(loaded["base"] / "job.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for key, found in report.items():
+        arch, _, quantize = key.split("-")
+        ours = loaded["ours"][arch]
+        got = np.asarray(found["logits"])
+        scale = float(np.max(np.abs(ours["logits"][0])))
+        allowed = 1e-3 * max(1.0, scale) if quantize == "f32" else ROUNDING_RTOL[quantize] * scale
+        assert float(np.max(np.abs(got - ours["logits"][0]))) <= allowed, key
+        assert found["text_ids"] == ours["text_ids"], key
+    assert len(report) == len([e for e in job["exports"].values() if e["gguf_file"]])
