@@ -277,3 +277,18 @@ def test_preflight_refuses_a_base_too_large_before_reading_its_weights(hf_folder
     assert done.returncode != 0 and "pre-flight check for the pretrained base" in done.stderr
     assert "finetune.method = 'lora'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "runs" / "imported").exists()
+
+
+@needs_torch
+def test_an_imported_run_is_evaluated_on_text_files_and_says_it_has_no_validation_text(hf_folders, tmp_path):
+    result = runner.invoke(app, ["import", str(hf_folders / "gpt2"), "--out-dir", str(tmp_path), "--name", "g"])
+    assert result.exit_code == 0, result.output
+    done = _cli("eval", str(tmp_path / "g"), cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "no validation text of its own" in done.stderr and "--data FILE" in done.stderr
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT + "\n" + TEXT + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["eval", str(tmp_path / "g"), "--data", str(text)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "g" / "eval" / "report.json").read_text())
+    assert report["files"][str(text)]["tokens"] > 0 and "loss" not in report
