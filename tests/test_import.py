@@ -196,6 +196,11 @@ def presets(tmp_path_factory) -> dict:
                                    vocab_size=40, pad_id=-1, unk_id=0, bos_id=1, eos_id=2, minloglevel=2,
                                    hard_vocab_limit=False)
     llama_tokenizer = keras_hub.models.LlamaTokenizer(proto=proto.getvalue())
+    proto = io.BytesIO()  # Llama 2's kind of vocabulary: SentencePiece BPE with bytes for unknown characters
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts + ["café 東京 12"]), model_writer=proto,
+                                   model_type="bpe", vocab_size=300, pad_id=-1, unk_id=0, bos_id=1, eos_id=2,
+                                   minloglevel=2, hard_vocab_limit=False, byte_fallback=True)
+    llama_bpe_tokenizer = keras_hub.models.LlamaTokenizer(proto=proto.getvalue())
     built = {
         "gpt2": (keras_hub.models.GPT2Backbone(vocabulary_size=bpe.get_vocab_size(), num_layers=2, num_heads=4,
                                                hidden_dim=32, intermediate_dim=64, dropout=0.0,
@@ -204,6 +209,9 @@ def presets(tmp_path_factory) -> dict:
                                                  num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
                                                  intermediate_dim=64, rope_max_wavelength=1000.0,
                                                  layer_norm_epsilon=1e-5, tie_word_embeddings=False), llama_tokenizer),
+        "llama_bpe": (keras_hub.models.LlamaBackbone(vocabulary_size=llama_bpe_tokenizer.vocabulary_size(),
+                                                     num_layers=1, num_query_heads=2, num_key_value_heads=2,
+                                                     hidden_dim=32, intermediate_dim=64), llama_bpe_tokenizer),
     }
     found = {}
     for i, (name, (backbone, tokenizer)) in enumerate(built.items()):
@@ -217,7 +225,7 @@ def presets(tmp_path_factory) -> dict:
     return found
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "llama_bpe"])
 def test_keras_hub_preset_imports_with_the_backbones_logits_and_tokenizer(presets, tmp_path, family):
     from llmtui.tokenizers import TextTokenizer
 
@@ -229,6 +237,8 @@ def test_keras_hub_preset_imports_with_the_backbones_logits_and_tokenizer(preset
     tokenizer = TextTokenizer.load(run / "tokenizer")
     assert tokenizer.encode(TEXT) == preset["text_ids"]
     assert tokenizer.eos_id is not None
+    if family == "llama_bpe":  # characters outside the vocabulary come back through their bytes
+        assert tokenizer.decode(tokenizer.encode("café 東京 zebra 9")) == "café 東京 zebra 9"
 
 
 @needs_torch

@@ -13,7 +13,7 @@ all biases or none), Gemma, Phi and every other family, and any config field abo
 The weights reach our model through one mapping (`load_hf_weights`, the inverse of the Transformers export's
 `hf_state_dict`); a keras-hub preset's backbone weights are first named the Transformers way. The base's own
 tokenizer (its `tokenizer.json`, special tokens and chat template; a keras-hub GPT-2 vocabulary and merges, or
-a SentencePiece unigram model) becomes the run's tokenizer.
+a SentencePiece unigram or BPE model) becomes the run's tokenizer.
 """
 
 from __future__ import annotations
@@ -462,7 +462,7 @@ def hf_tokenizer(folder: Path, config: dict):
 
 def keras_hub_tokenizer(folder: Path, family: str):
     """A TextTokenizer from a keras-hub preset's tokenizer assets (GPT-2 vocabulary and merges, or a
-    SentencePiece unigram model for Llama/Mistral)."""
+    SentencePiece unigram or BPE model for Llama/Mistral)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     from llmtui.tokenizers import TextTokenizer
@@ -492,10 +492,13 @@ def keras_hub_tokenizer(folder: Path, family: str):
     proto = proto_path.read_bytes()
     spec = sentencepiece_model_pb2.ModelProto()
     spec.ParseFromString(proto)
-    if spec.trainer_spec.model_type != spec.trainer_spec.UNIGRAM:
-        raise BaseImportError(f"{proto_path} is a SentencePiece BPE model; llmtui reads unigram ones directly",
-                              hint="convert the model with Transformers and import its Hugging Face folder instead")
-    backend = _unigram_from_sentencepiece(proto)
+    if spec.trainer_spec.model_type == spec.trainer_spec.UNIGRAM:
+        backend, kind = _unigram_from_sentencepiece(proto), "unigram"
+    elif spec.trainer_spec.model_type == spec.trainer_spec.BPE:  # Llama 2's kind
+        backend, kind = _bpe_from_sentencepiece(spec), "pretrained"
+    else:
+        raise BaseImportError(f"{proto_path}: a SentencePiece model of type {spec.trainer_spec.model_type}; llmtui "
+                              "reads unigram and BPE ones", hint="import the model's Hugging Face folder instead")
     backend.normalizer = _sentencepiece_normalizer(spec.normalizer_spec)
     pieces = [p.piece for p in spec.pieces]
     control = [p.piece for p in spec.pieces if p.type == p.CONTROL]
@@ -508,7 +511,34 @@ def keras_hub_tokenizer(folder: Path, family: str):
     if eos is None:
         raise BaseImportError(f"{proto_path} has no end-of-text piece (</s>)", hint="is this a Llama tokenizer?")
     names = {"bos": named("<s>", "<bos>") or eos, "eos": eos, "pad": named("<pad>") or eos, "unk": named("<unk>")}
-    return TextTokenizer(backend, "unigram", False, "none", proto, names)
+    return TextTokenizer(backend, kind, False, "none", proto if kind == "unigram" else None, names)
+
+
+def _bpe_from_sentencepiece(spec):
+    """The `tokenizers` twin of a SentencePiece BPE model: its pieces at their ids, merges ranked by the score
+    of the piece they make (SentencePiece merges the best-scoring pair first), bytes for unknown characters
+    when the model has byte pieces."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from llmtui.tokenizers.text_tokenizer import METASPACE
+
+    vocab = {p.piece: i for i, p in enumerate(spec.pieces)}
+    normal = {p.piece: p.score for p in spec.pieces if p.type in (p.NORMAL, p.USER_DEFINED)}
+    merges = []
+    for piece, score in normal.items():
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in vocab and right in vocab:
+                merges.append((score, vocab[left], vocab[right], (left, right)))
+    merges.sort(key=lambda m: (-m[0], m[1], m[2]))
+    byte_fallback = any(p.type == p.BYTE for p in spec.pieces)
+    unk = next((p.piece for p in spec.pieces if p.type == p.UNKNOWN), None)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[m[3] for m in merges], unk_token=unk,
+                                   byte_fallback=byte_fallback, fuse_unk=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="never", split=False)
+    backend.decoder = decoders.Sequence([decoders.Replace(METASPACE, " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    return backend
 
 
 def _sentencepiece_normalizer(spec):
