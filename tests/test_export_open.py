@@ -279,7 +279,8 @@ print(json.dumps(report))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                    reason="llama-cpp-python is not installed (PyPI has only its source, which builds llama.cpp)")
+                    reason="llama-cpp-python is not installed (PyPI has only its source, which compiles llama.cpp: too "
+                           "long for CI)")
 def test_gguf_runs_in_llama_cpp_with_our_logits_and_ids(loaded):
     """llama.cpp itself (its Python bindings) reads the GGUF files: same logits (within its float32 kernels'
     rounding, or the Q8_0 tolerance) and the same token ids from the metadata's tokenizer."""
