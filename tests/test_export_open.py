@@ -298,3 +298,20 @@ def test_gguf_runs_in_llama_cpp_with_our_logits_and_ids(loaded):
         assert float(np.max(np.abs(got - ours["logits"][0]))) <= allowed, key
         assert found["text_ids"] == ours["text_ids"], key
     assert len(report) == len([e for e in job["exports"].values() if e["gguf_file"]])
+
+
+def test_gguf_labels_only_gpt2_split_byte_level_vocabularies_as_gpt2():
+    """A byte-level BPE that splits text with another pattern (Llama 3's, say) must not be written as GPT-2's."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    from llmtui.export.gguf import gpt2_split_problem
+    from llmtui.tokenizers import TextTokenizer
+
+    ours = Tokenizer(models.BPE())
+    ours.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    other = Tokenizer(models.BPE())
+    other.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"\p{N}{1,3}"), behavior="isolated"),
+                                                   pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    names = {"pad": "<|endoftext|>", "unk": None, "bos": "<|endoftext|>", "eos": "<|endoftext|>"}
+    assert gpt2_split_problem(TextTokenizer(ours, "bpe", special_names=names)) is None
+    assert "its own pattern" in gpt2_split_problem(TextTokenizer(other, "bpe", special_names=names))

@@ -205,6 +205,18 @@ def gguf_problem(tokenizer_kind: str) -> str | None:
     return None
 
 
+def gpt2_split_problem(tokenizer) -> str | None:
+    """Why a byte-level BPE vocabulary cannot be labelled with GPT-2's split pattern (llama.cpp's `gpt-2`
+    pre-tokenizer), or None: ours always can; an imported one (Llama 3's, for one) may split text otherwise."""
+    pre = json.loads(tokenizer.backend.to_str()).get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return None
+    if tokenizer.kind == "byte" and pre.get("type") == "ByteLevel":
+        return None  # one token per byte: no split pattern changes the ids
+    return ("this byte-level vocabulary splits text with its own pattern, not GPT-2's, and llmtui does not know "
+            "llama.cpp's name for it")
+
+
 def export_gguf(model, model_config, tokenizer, template: str, generate_config, quantize: str, out: Path,
                 sample_ids, reference_logits, atol: float = LOGITS_ATOL) -> ExportResult:
     """Write `out/model-<type>.gguf` and `out/Modelfile`; read the file back and, with torch installed, load
@@ -214,7 +226,8 @@ def export_gguf(model, model_config, tokenizer, template: str, generate_config, 
 
     from llmtui.export.hf import HF_ARCHS, cross_framework_atol, hf_problem, transformers_logits
 
-    problem = hf_problem(model_config) or gguf_problem(tokenizer.kind)
+    problem = hf_problem(model_config) or gguf_problem(tokenizer.kind) or (
+        gpt2_split_problem(tokenizer) if GGUF_TOKENIZERS.get(tokenizer.kind) == "gpt2" else None)
     if problem:
         raise ExportError(f"cannot export a GGUF file: {problem}",
                           hint="use --format keras or --format savedmodel, which take any llmtui model")
