@@ -3,7 +3,10 @@
 The examples are made from small word lists, so they are ours to ship and easy to check by eye:
 - sentiment.csv: short opinions about software, labelled positive or negative;
 - qa.jsonl: questions about Python built-ins, several phrasings of each, with short answers;
-- translation.jsonl: English colour-and-noun phrases with their French translations.
+- translation.jsonl: English colour-and-noun phrases with their French translations;
+- chat.jsonl: conversations (`messages` with system/user/assistant roles, the format of Transformers'
+  apply_chat_template) in which an assistant answers about Python built-ins and translates phrases, some over
+  two turns.
 """
 
 from __future__ import annotations
@@ -74,13 +77,43 @@ def translations(rng: random.Random) -> list[dict]:
     return rows
 
 
+SYSTEM = ["You are a helpful assistant.", "You answer in one short sentence.", "You help with Python and French."]
+GREETINGS = ["Hello!", "Hi there.", "Good morning."]
+REPLIES = ["Hello! How can I help?", "Hi! What would you like to know?", "Good morning! Ask me anything."]
+
+
+def chats(rng: random.Random) -> list[dict]:
+    """Conversations: a question about a built-in or a phrase to translate, answered in one sentence; some
+    start with a greeting, some ask a second question."""
+    def python_turn() -> tuple[str, str]:
+        function, answer = rng.choice(FACTS)
+        return rng.choice(QUESTIONS).format(f=function), f"{function}() returns {answer}."
+
+    def french_turn() -> tuple[str, str]:
+        row = rng.choice(translations(random.Random(rng.random())))
+        return f"How do you say \"{row['input']}\" in French?", f"In French it is \"{row['target']}\"."
+
+    rows = []
+    for _ in range(160):
+        messages = [{"role": "system", "content": rng.choice(SYSTEM)}] if rng.random() < 0.5 else []
+        if rng.random() < 0.25:
+            i = rng.randrange(len(GREETINGS))
+            messages += [{"role": "user", "content": GREETINGS[i]}, {"role": "assistant", "content": REPLIES[i]}]
+        for _ in range(1 + (rng.random() < 0.3)):
+            question, answer = (python_turn if rng.random() < 0.5 else french_turn)()
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        rows.append({"messages": messages})
+    return rows
+
+
 def main() -> None:
     rng = random.Random(0)
     with open(HERE / "sentiment.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["text", "label"])
         writer.writeheader()
         writer.writerows(sentiment(rng))
-    for name, rows in (("qa.jsonl", questions(rng)), ("translation.jsonl", translations(rng))):
+    for name, rows in (("qa.jsonl", questions(rng)), ("translation.jsonl", translations(rng)),
+                       ("chat.jsonl", chats(rng))):
         with open(HERE / name, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 

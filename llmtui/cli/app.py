@@ -234,8 +234,8 @@ from llmtui.cli.tune_cmds import ladder as ladder_command, tune as tune_command 
 app.command("tune")(tune_command)
 app.command("ladder")(ladder_command)
 # Each of these modules adds its own commands to `app` (they import the library only when a command runs).
-from llmtui.cli import eval_cmds, export_cmds, finetune_cmds, generate_cmds, tui_cmds  # noqa: E402
-for _module in (generate_cmds, eval_cmds, finetune_cmds, export_cmds, tui_cmds):
+from llmtui.cli import eval_cmds, export_cmds, finetune_cmds, generate_cmds, import_cmds, tui_cmds  # noqa: E402
+for _module in (generate_cmds, eval_cmds, finetune_cmds, export_cmds, import_cmds, tui_cmds):
     _module.register(app)
 
 

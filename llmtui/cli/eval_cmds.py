@@ -27,11 +27,19 @@ def evaluate(
         callback=recipe_rule("eval", "max_batches"), help="Score at most this many batches per text (0 = all; default: the recipe's "
                     "eval.max_batches).")] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text in JSON/JSONL/CSV files.")] = "text",
+    harness: Annotated[Optional[str], typer.Option(
+        help="Score with EleutherAI's lm-evaluation-harness instead: TASK[,TASK...] (hellaswag, arc_easy, "
+             "lambada_openai, ... or your own tasks with --harness-include).")] = None,
+    harness_include: Annotated[Optional[list[Path]], typer.Option(
+        help="A folder of lm-eval task YAML files (repeatable), e.g. tasks over local data.")] = None,
+    harness_limit: Annotated[Optional[int], typer.Option(
+        min=1, help="Score at most this many documents per harness task.")] = None,
 ) -> None:
     """Score a run's final model: loss, perplexity, bits per byte, accuracy, top-5, loss by position.
 
     Updates eval/report.json (files given with --data go in its `files` section) and redraws the report
-    pages eval/report.md and eval/report.html.
+    pages eval/report.md and eval/report.html. With --harness, lm-evaluation-harness tasks are scored
+    instead (needs `pip install lm_eval`) and go in the report's `harness` section.
     """
     with user_errors():
         from rich.console import Console
@@ -44,6 +52,21 @@ def evaluate(
         run = open_run(run_dir)
         config = load_recipe(run.require(run.recipe_path, "recipe", "is this a run folder?"))
         run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
+        if harness:
+            tasks = [t.strip() for t in harness.split(",") if t.strip()]
+            with run, native_stderr_to(run.log_file):  # the lock: no run writes the folder meanwhile
+                configure_backend(config.run.backend)
+                from llmtui.evaluation.harness import run_harness
+                from llmtui.evaluation.report import write_report
+
+                scores = run_harness(run, tasks, list(harness_include or []), harness_limit,
+                                     say=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
+                pages = write_report(run)
+            for task, metrics in scores.items():
+                console.print(f"[bold]{task}[/]: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                                                               if isinstance(v, float)), highlight=False)
+            console.print(f"report: {pages['report.html']} (and report.md, report.json)", highlight=False)
+            return
         with run, native_stderr_to(run.log_file):  # the lock: no run writes the folder meanwhile
             configure_backend(config.run.backend)
             from llmtui.evaluation.report import write_report

@@ -21,7 +21,8 @@ def finetune(
     recipe: RecipeArg,
     set_: SetOpt = None,
     base: Annotated[Optional[str], typer.Option(
-        help="The trained run to start from (overrides [finetune] base).")] = None,
+        help="The trained run, Hugging Face folder or keras-hub preset to start from "
+             "(overrides [finetune] base).")] = None,
     until: Annotated[Optional[str], typer.Option(
         callback=lambda value: stage_name(value), help="Stop after this stage (data, tokenizer, model, train, ...).")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over in the fine-tune's run folder.")] = False,

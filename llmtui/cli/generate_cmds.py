@@ -109,26 +109,32 @@ def chat(
     beams: BeamsOpt = None,
     stop: Annotated[list[str] | None, typer.Option(
         "--stop", help="Stop the reply at this string (repeatable). Default: the recipe's [generate] stop "
-                       "strings, or the end of the line.")] = None,
+                       "strings, or the end of the line (a run without a chat template).")] = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Talk with the trained model of a run: each turn continues the conversation so far.
 
-    Your line and a newline are added to the conversation, and the model's reply continues it (to the end
-    of its line unless --stop says otherwise). The model sees the most recent part that fits its context.
+    The conversation is rendered by the run's chat template (RUN/tokenizer/chat_template.jinja, written by a
+    chat fine-tune or brought by a pretrained base), the same text training and every export use; the reply
+    ends at the end-of-text token. A run without one writes each turn as a line: your line and a newline,
+    then the model's reply to the end of its line. The model sees the most recent part that fits its context.
     /reset starts over, /quit (or Ctrl-D) leaves.
     """
     with user_errors():
         from llmtui.backend import native_stderr_to
 
+        from llmtui.tokenizers.chat import LINES_TEMPLATE, chat_template, render_chat, special_token_names
+
         generator, defaults, run = _open(run_dir)
         s = _settings(defaults, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                       seed=seed, beams=beams, stop=stop)
-        stops = s["stop"] or ["\n"]
+        template = chat_template(run.tokenizer_dir)
+        names = special_token_names(generator.tokenizer)
+        stops = s["stop"] or (["\n"] if template == LINES_TEMPLATE else [])
         use_cache = defaults.use_cache and not no_cache
         typer.secho(f"chat with {run.root} (context {generator.context} tokens) · /reset starts over, "
                     "/quit or Ctrl-D leaves", fg="cyan")
-        conversation, turn = "", 0
+        messages, turn = [], 0
         while True:
             try:
                 line = input("> ")
@@ -139,17 +145,18 @@ def chat(
             if command in ("/quit", "/exit"):
                 break
             if command == "/reset":
-                conversation = ""
+                messages = []
                 typer.secho("(conversation cleared)", fg="cyan")
                 continue
             if not command:
                 continue
-            conversation += line + "\n"
+            messages.append({"role": "user", "content": line})
+            prompt = render_chat(template, messages, add_generation_prompt=True, **names)
             with native_stderr_to(run.log_file):
                 result = generator.generate_full(
-                    conversation, s["max_tokens"], s["temperature"], s["top_k"], s["top_p"], s["seed"] + turn,
+                    prompt, s["max_tokens"], s["temperature"], s["top_k"], s["top_p"], s["seed"] + turn,
                     beams=s["beams"], stop=stops, use_cache=use_cache,
                     on_text=lambda piece: typer.echo(piece, nl=False))
             typer.echo("")
-            conversation += result.text if result.text.endswith("\n") else result.text + "\n"
+            messages.append({"role": "assistant", "content": result.text.strip("\n")})
             turn += 1

@@ -38,15 +38,24 @@ def summary(
         from rich.table import Table
 
         from llmtui.config import load_recipe
-        from llmtui.models.cost import available_memory_bytes, estimate_cost, preflight_problem
+        from llmtui.interop.base import is_pretrained_source, read_base_spec
+        from llmtui.models.cost import available_memory_bytes, finetune_cost, preflight_problem
 
         config = load_recipe(recipe, set_ or [])
-        vocab, vocab_source = vocab_size_for(config, Path.cwd())
-        cost = estimate_cost(config.model, config.train, vocab)
-        available = config.train.max_memory_gb * 1e9 or available_memory_bytes()
         m, t = config.model, config.train
-        table = Table(title=f"{m.arch}: {m.layers} layers × {m.dim} wide, context {m.context}", show_header=False,
-                      title_justify="left")
+        title = ""
+        if config.finetune.base and is_pretrained_source(config.finetune.base, Path.cwd()):
+            # A pretrained base: its config.json says what it is; no weight is read.
+            spec = read_base_spec(config.finetune.base)
+            m, vocab = spec.model_config(config.model.context), spec.vocab_size
+            vocab_source = f"the base's config ({spec.family}, {spec.format})"
+            title = f" (pretrained base {config.finetune.base}, fine-tuned with {config.finetune.method})"
+        else:
+            vocab, vocab_source = vocab_size_for(config, Path.cwd())
+        cost = finetune_cost(m, t, vocab, config.finetune.method if config.finetune.base else "full")
+        available = config.train.max_memory_gb * 1e9 or available_memory_bytes()
+        table = Table(title=f"{m.arch}: {m.layers} layers × {m.dim} wide, context {m.context}{title}",
+                      show_header=False, title_justify="left")
         table.add_column(style="bold")
         table.add_column(justify="right")
         table.add_column(style="dim")
@@ -66,6 +75,9 @@ def summary(
         problem = preflight_problem(cost, t, available)
         if problem:
             console.print(f"[red]does not fit:[/] {problem}")
+            if title:
+                console.print("a pretrained base fits more easily with finetune.method = 'lora', "
+                              "train.precision = 'mixed_bfloat16' or a shorter model.context")
             raise typer.Exit(1)
         console.print("[green]fits[/] in the memory available")
 

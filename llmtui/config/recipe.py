@@ -412,16 +412,20 @@ class TuneConfig(Section):
 
 
 class FinetuneConfig(Section):
-    """Fine-tuning a trained run (`llmtui finetune RECIPE`); the base run's tokenizer and architecture are kept.
+    """Fine-tuning a trained run or a pretrained checkpoint (`llmtui finetune RECIPE`); the base's tokenizer and
+    architecture are kept (a pretrained base trains on model.context tokens, at most its own length).
 
     task = "domain" continues next-token training on this recipe's [data] sources. The other tasks read
     examples from train_file (CSV, TSV or JSONL): classification trains a head on the backbone, qa and
     translation train the model to continue a prompt with the target (loss on the target tokens only).
     """
 
-    base: str = Field("", description="The trained run to start from: its folder, or its name under run.out_dir.")
-    task: Literal["domain", "classification", "qa", "translation"] = Field(
-        "domain", description="domain (continue pretraining on [data]), classification, qa or translation.")
+    base: str = Field("", description="What to start from: a trained run (its folder, or its name under "
+                                      "run.out_dir), a local Hugging Face model folder or keras-hub preset folder "
+                                      "(GPT-2, Llama, Mistral), or an hf://... or kaggle://... handle (downloaded).")
+    task: Literal["domain", "classification", "qa", "translation", "chat"] = Field(
+        "domain", description="domain (continue pretraining on [data]), classification, qa, translation or chat "
+                              "(conversations: loss on the assistant's turns).")
     method: Literal["full", "lora", "freeze"] = Field(
         "full", description="Train every weight (full), low-rank adapters only (lora, merged into the saved "
                             "model), or all but the lower freeze_layers layers (freeze).")
@@ -443,6 +447,12 @@ class FinetuneConfig(Section):
     input_field: str = Field("input", min_length=1, description="qa, translation: the column or key of the input.")
     target_field: str = Field("target", min_length=1,
                               description="qa, translation: the column or key of the answer or translation.")
+    messages_field: str = Field("messages", min_length=1,
+                                description="chat: the JSONL key of each conversation's list of messages "
+                                            "({role: system|user|assistant, content})")
+    chat_template: str = Field("", description="chat: a Jinja chat template file (.jinja); empty = the base's own "
+                                               "template if it has one, else llmtui's (role lines, <eos> after each "
+                                               "turn).")
     prompt_template: str = Field("{input}\n=> ", description="qa, translation: how an input becomes the prompt "
                                                              "({input} is replaced); the target follows it.")
     max_answer_tokens: int = Field(64, ge=1, le=100_000,

@@ -70,6 +70,7 @@ TASK_METRICS = {  # kind -> (key, label, format)
     "classification": (("accuracy", "accuracy", "percent"), ("macro_f1", "macro-F1", "float")),
     "qa": (("exact_match", "exact match", "percent"), ("f1", "token F1", "float")),
     "translation": (("bleu", "BLEU (0-100)", "score"), ("chrf", "chrF (0-100)", "score")),
+    "chat": (("perplexity", "assistant-turn perplexity", "score"), ("accuracy", "assistant-turn accuracy", "percent")),
 }
 
 
@@ -213,6 +214,11 @@ def render_markdown(facts: dict, report: dict, figures: list[Figure], samples: l
     if report.get("answers"):
         lines += ["## Task answers", ""]
         lines += _md_table(["input", "reference", "prediction"], answer_rows(report["answers"]))
+    if report.get("harness"):
+        lines += ["## Benchmarks (lm-evaluation-harness)", ""]
+        lines += _md_table(["task", "metric", "value"],
+                           [[task, key, fmt(value, "float")] for task, metrics in report["harness"].items()
+                            for key, value in metrics.items()])
     lines += ["## Plots", ""]
     for figure in figures:
         lines += [f"### {figure.title}", ""]

@@ -17,7 +17,7 @@ import numpy as np
 from llmtui.errors import DataError
 from llmtui.runfolder import RunFolder, file_digest, write_json_atomic
 
-KEPT_SECTIONS = ("files", "task")  # sections that other commands add to a report of the same model
+KEPT_SECTIONS = ("files", "task", "harness")  # sections that other commands add to a report of the same model
 
 
 def read_json(path: Path) -> dict | None:
@@ -156,7 +156,16 @@ def evaluate_run(run: RunFolder, data_files: Iterable[Path] = (), max_batches: i
 
     previous = read_json(run.eval_dir / "report.json") or {}
     same_model = previous.get("model_digest") is not None and previous.get("model_digest") == model_digest(run)
-    if not paths or not (same_model and "loss" in previous):
+    has_validation = (run.tokenizer_dir / "val.bin").is_file()
+    if not has_validation and not paths:
+        from llmtui.errors import RunFolderError
+
+        raise RunFolderError(f"{run.root} has no validation text of its own (an imported pretrained model)",
+                             hint=f"score text files: llmtui eval {run.root} --data FILE, or benchmarks: --harness")
+    if not has_validation:
+        report = {k: v for k, v in previous.items() if k not in KEPT_SECTIONS and k != "model_digest"} \
+            if same_model else {}
+    elif not paths or not (same_model and "loss" in previous):
         say("scoring the validation split")
         report = validation_metrics(scorer, run, context, batch_size, batches)
     else:

@@ -11,7 +11,11 @@ from pathlib import Path
 
 from llmtui.errors import LlmtuiError
 
-FORMATS = ("keras", "preset", "savedmodel")
+FORMATS = ("keras", "preset", "savedmodel", "hf", "gguf")
+FORMAT_NAMES = {"keras": "a .keras file", "preset": "a keras-hub preset", "savedmodel": "a TensorFlow SavedModel",
+                "hf": "a Hugging Face Transformers model", "gguf": "a GGUF file"}
+# The GGUF export's tensor types: full float32, half float16, or llama.cpp's 8-bit blocks (Q8_0).
+GGUF_TYPES = ("f32", "f16", "q8_0")
 METADATA_FILE = "llmtui_export.json"
 # Largest |logit difference| accepted between an export and the run's model (float32 on both sides).
 LOGITS_ATOL = 1e-4

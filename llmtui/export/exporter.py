@@ -5,37 +5,54 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from llmtui.export.common import (FORMATS, ExportError, ExportResult, check_output_dir, fresh_output_dir,
-                                  logits_tolerance, sample_ids, write_metadata)
+from llmtui.export.common import (FORMAT_NAMES, FORMATS, GGUF_TYPES, ExportError, ExportResult, check_output_dir,
+                                  fresh_output_dir, logits_tolerance, sample_ids, write_metadata)
 from llmtui.runfolder import RunFolder
 
 
-def plan_exports(run: RunFolder, fmt: str, out: Path | None, model_config) -> tuple[dict[str, Path], dict[str, str]]:
-    """({format: output folder}, {skipped format: why}) for `--format fmt --out out`."""
+def format_problem(fmt: str, model_config, tokenizer_kind: str) -> str | None:
+    """Why format `fmt` cannot carry a run with this `[model]` section and tokenizer kind, or None when it can."""
+    from llmtui.export.gguf import gguf_problem
+    from llmtui.export.hf import hf_problem
     from llmtui.export.preset import preset_problem
 
+    if fmt == "preset":
+        return preset_problem(model_config)
+    if fmt == "hf":
+        return hf_problem(model_config)
+    if fmt == "gguf":
+        return hf_problem(model_config) or gguf_problem(tokenizer_kind)
+    return None  # keras and savedmodel take any llmtui model
+
+
+def plan_exports(run: RunFolder, fmt: str, out: Path | None, model_config, tokenizer_kind: str = "bpe"
+                 ) -> tuple[dict[str, Path], dict[str, str]]:
+    """({format: output folder}, {skipped format: why}) for `--format fmt --out out`."""
     if fmt not in (*FORMATS, "all"):
         raise ExportError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)} or all")
     skipped = {}
     if fmt == "all":
-        formats = list(FORMATS)
-        if problem := preset_problem(model_config):
-            formats.remove("preset")
-            skipped["preset"] = problem
+        formats = []
+        for name in FORMATS:
+            if problem := format_problem(name, model_config, tokenizer_kind):
+                skipped[name] = problem
+            else:
+                formats.append(name)
         base = out if out is not None else run.root / "export"
         return {name: base / name for name in formats}, skipped
-    if fmt == "preset" and (problem := preset_problem(model_config)):
-        raise ExportError(f"cannot export a keras-hub preset: {problem}",
+    if problem := format_problem(fmt, model_config, tokenizer_kind):
+        raise ExportError(f"cannot export {FORMAT_NAMES[fmt]}: {problem}",
                           hint="use --format keras or --format savedmodel, which take any llmtui model")
     return {fmt: out if out is not None else run.root / "export" / fmt}, skipped
 
 
-def export_run(run: RunFolder, fmt: str = "keras", out: Path | None = None, force: bool = False
-               ) -> tuple[list[ExportResult], dict[str, str]]:
+def export_run(run: RunFolder, fmt: str = "keras", out: Path | None = None, force: bool = False,
+               quantize: str = "f16") -> tuple[list[ExportResult], dict[str, str]]:
     """Export `run`'s final model; returns what each format wrote and the formats `all` skipped (with why).
 
-    Every output folder is checked before anything is written: an existing, non-empty one is an error
-    unless `force` (then it is replaced). Keras must not be configured yet, or already on the run's backend.
+    `quantize` is the GGUF export's tensor type (f32, f16 or q8_0). Every output folder is checked before
+    anything is written: an existing, non-empty one is an error unless `force` (then it is replaced). Keras
+    must not be configured yet, or already on the run's backend.
     """
     from llmtui.backend import configure_backend
     from llmtui.config import load_recipe
@@ -52,7 +69,12 @@ def export_run(run: RunFolder, fmt: str = "keras", out: Path | None = None, forc
                                f"llmtui.export.custom_objects; use it with llmtui classify {run.root}")
     tokenizer_json = run.require(run.tokenizer_dir / "tokenizer.json", "tokenizer",
                                  "run the recipe's tokenizer stage first: llmtui run RECIPE")
-    targets, skipped = plan_exports(run, fmt, out, recipe.model)
+    if quantize not in GGUF_TYPES:
+        raise ExportError(f"unknown GGUF tensor type {quantize!r}", hint=f"use one of {', '.join(GGUF_TYPES)}")
+    from llmtui.tokenizers import TextTokenizer
+
+    tokenizer = TextTokenizer.load(run.tokenizer_dir)
+    targets, skipped = plan_exports(run, fmt, out, recipe.model, tokenizer.kind)
     protected = [run.recipe_path, run.manifest_path, run.final_model_path, run.tokenizer_dir, run.data_dir,
                  run.checkpoint_dir, run.logs_dir, run.eval_dir]
     for target in targets.values():
@@ -62,10 +84,9 @@ def export_run(run: RunFolder, fmt: str = "keras", out: Path | None = None, forc
     import keras
 
     from llmtui.pipeline import load_final_model
-    from llmtui.tokenizers import TextTokenizer
+    from llmtui.tokenizers.chat import chat_template
 
     model = load_final_model(run)
-    tokenizer = TextTokenizer.load(run.tokenizer_dir)
     vocab_size = int(model.output_shape[-1])
     ids = sample_ids(vocab_size, recipe.model.context)  # (2, T) int32
     reference = keras.ops.convert_to_numpy(model(ids, training=False))  # (2, T, V)
@@ -78,8 +99,8 @@ def export_run(run: RunFolder, fmt: str = "keras", out: Path | None = None, forc
     for name, target in targets.items():
         fresh_output_dir(target)
         try:
-            result = _export_one(name, model, recipe.model, tokenizer, tokenizer_json, target, ids, reference,
-                                 atol)
+            result = _export_one(name, model, recipe, tokenizer, tokenizer_json, chat_template(run.tokenizer_dir),
+                                 quantize, target, ids, reference, atol)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)  # no half-written export left behind
             raise
@@ -88,7 +109,9 @@ def export_run(run: RunFolder, fmt: str = "keras", out: Path | None = None, forc
     return results, skipped
 
 
-def _export_one(name, model, model_config, tokenizer, tokenizer_json, out, ids, reference, atol) -> ExportResult:
+def _export_one(name, model, recipe, tokenizer, tokenizer_json, template, quantize, out, ids, reference, atol
+                ) -> ExportResult:
+    model_config = recipe.model
     if name == "keras":
         from llmtui.export.keras_file import export_keras
 
@@ -97,6 +120,16 @@ def _export_one(name, model, model_config, tokenizer, tokenizer_json, out, ids, 
         from llmtui.export.preset import export_preset
 
         return export_preset(model, model_config, tokenizer, tokenizer_json, out, ids, reference, atol)
+    if name == "hf":
+        from llmtui.export.hf import export_hf
+
+        return export_hf(model, model_config, tokenizer, tokenizer_json, template, recipe.generate, out, ids,
+                         reference, atol)
+    if name == "gguf":
+        from llmtui.export.gguf import export_gguf
+
+        return export_gguf(model, model_config, tokenizer, template, recipe.generate, quantize, out, ids, reference,
+                           atol)
     from llmtui.export.saved_model import export_saved_model
 
     return export_saved_model(model, out, tokenizer_json, model_config.context, ids, reference, atol)

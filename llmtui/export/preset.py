@@ -3,7 +3,7 @@
 | arch | keras-hub backbone | what is mapped |
 | --- | --- | --- |
 | gpt | `GPT2Backbone` | fused `qkv` Dense split into the query/key/value EinsumDense kernels (C, H, D) and biases (H, D); `out` into the (H, D, C) output kernel; LayerNorms (eps 1e-5), tanh-GELU MLP, learned positions and the tied output embedding match GPT-2's |
-| llama | `LlamaBackbone` | the same split with grouped-query heads (no biases); `mlp_in`'s first half (gate) and second half (value) into the gate and intermediate Dense layers; RMSNorm scales (eps 1e-6); rotary base into `rope_max_wavelength`; tied or untied output embedding (`tie_word_embeddings`) |
+| llama | `LlamaBackbone` | the same split with grouped-query heads (no biases); `mlp_in`'s first half (gate) and second half (value) into the gate and intermediate Dense layers; RMSNorm scales and their epsilon; rotary base into `rope_max_wavelength`; tied or untied output embedding (`tie_word_embeddings`) |
 
 Not mappable: lstm, gru and rnn (keras-hub has no recurrent language-model backbone), GPT runs with
 `tie_embeddings = false` (`GPT2Backbone` always ties its output projection to the token embedding) and token
@@ -153,7 +153,7 @@ def llama_backbone(model, model_config):
     backbone = keras_hub.models.LlamaBackbone(
         vocabulary_size=int(model.get_layer("token_embedding").input_dim), num_layers=model_config.layers,
         num_query_heads=model_config.heads, num_key_value_heads=blocks[0].kv_heads, hidden_dim=model_config.dim,
-        intermediate_dim=mlp_dim, rope_max_wavelength=model_config.rope_base, layer_norm_epsilon=1e-6,
+        intermediate_dim=mlp_dim, rope_max_wavelength=model_config.rope_base, layer_norm_epsilon=blocks[0].norm_epsilon,
         dropout=model_config.dropout, tie_word_embeddings=model_config.tie_embeddings, dtype=_dtype(model))
     _copy_embedding(model.get_layer("token_embedding"), backbone.token_embedding, tied=model_config.tie_embeddings)
     for i, (ours, theirs) in enumerate(zip(blocks, backbone.transformer_layers)):
@@ -186,7 +186,9 @@ def keras_hub_tokenizer(arch: str, tokenizer):
         import keras_hub
 
         vocab = dict(tokenizer.backend.get_vocab(with_added_tokens=True))
-        vocab["<|endoftext|>"] = vocab.pop("<eos>")  # GPT-2's end token, at our end token's id
+        eos = tokenizer.special_names["eos"]
+        if eos != "<|endoftext|>":
+            vocab["<|endoftext|>"] = vocab.pop(eos)  # GPT-2's end token, at our end token's id
         model = json.loads(tokenizer.backend.to_str())["model"]
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
         return keras_hub.models.GPT2Tokenizer(vocabulary=vocab, merges=merges), None

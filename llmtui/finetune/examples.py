@@ -47,6 +47,45 @@ def read_examples(path: Path, fields: list[str]) -> list[dict[str, str]]:
     return examples
 
 
+def read_conversations(path: Path, field: str = "messages") -> list[dict]:
+    """The conversations of a JSONL file: each line {field: [{"role": system|user|assistant, "content": str}, ...]}
+    (the format Transformers' apply_chat_template reads), with at least one assistant turn."""
+    from llmtui.tokenizers.chat import ROLES
+
+    if path.suffix.lower() != ".jsonl":
+        raise DataError(f"{path}: chat examples are JSON lines (.jsonl), one conversation per line",
+                        hint=f'each line: {{"{field}": [{{"role": "user", "content": "..."}}, '
+                             '{"role": "assistant", "content": "..."}]}')
+    if not path.is_file():
+        raise DataError(f"{path}: no such file", hint="check finetune.train_file / finetune.val_file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from None
+    conversations = []
+    for line, row in _jsonl_rows(path, text):
+        messages = row.get(field)
+        if not isinstance(messages, list) or not messages:
+            raise DataError(f"{path}:{line}: no list of messages under {field!r}",
+                            hint="set finetune.messages_field to the key that holds them")
+        clean = []
+        for number, message in enumerate(messages, start=1):
+            if not isinstance(message, dict) or message.get("role") not in ROLES:
+                role = message.get("role") if isinstance(message, dict) else message
+                raise DataError(f"{path}:{line}: message {number} has role {role!r}",
+                                hint=f"roles are {', '.join(ROLES)}")
+            content = message.get("content")
+            if not isinstance(content, str) or not content.strip():
+                raise DataError(f"{path}:{line}: message {number} ({message['role']}) has no text content")
+            clean.append({"role": message["role"], "content": content})
+        if not any(m["role"] == "assistant" for m in clean):
+            raise DataError(f"{path}:{line}: the conversation has no assistant turn to learn from")
+        conversations.append({field: clean})
+    if not conversations:
+        raise DataError(f"{path}: no conversations", hint="the file is empty")
+    return conversations
+
+
 def _jsonl_rows(path: Path, text: str):
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():

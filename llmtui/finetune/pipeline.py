@@ -11,6 +11,7 @@ domain, and on the base run's validation text to show forgetting; task metrics f
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +26,7 @@ TASK_STAGES = ("data", "tokenizer", "model", "train", "eval")
 TASK_FILE = "task.json"  # in the data folder: what the examples are (kind, labels, prompt template)
 # The [finetune] fields that shape the examples; the others (method, rank, ...) only matter from the model on.
 EXAMPLE_FIELDS = ("task", "train_file", "val_file", "val_fraction", "text_field", "label_field", "labels", "pooling",
-                  "input_field", "target_field", "prompt_template", "max_answer_tokens")
+                  "input_field", "target_field", "prompt_template", "max_answer_tokens", "messages_field")
 
 
 def base_run_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
@@ -46,12 +47,51 @@ def base_run_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
     return run
 
 
+def pretrained_base_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
+    """The run folder holding the pretrained base `[finetune] base` names (a Hugging Face folder, a keras-hub
+    preset or a hub handle), imported on first use into RUNS/imported/<name>-<digest> and reused after.
+
+    The pre-flight memory check runs on the base's config before any weight is read; the training window is
+    the recipe's model.context, at most the base's own length.
+    """
+    import hashlib
+
+    from llmtui.interop.base import import_base, read_base_spec
+    from llmtui.models.cost import finetune_cost, preflight_problem
+
+    source = recipe.finetune.base
+    spec = read_base_spec(source, base_dir)
+    config = spec.model_config(recipe.model.context)
+    cost = finetune_cost(config, recipe.train, spec.vocab_size, recipe.finetune.method)
+    problem = preflight_problem(cost, recipe.train)
+    if problem:
+        raise RecipeError(f"pre-flight check for the pretrained base {source}: {problem}",
+                          hint="fine-tune with finetune.method = 'lora' (no optimizer state for the base's weights), "
+                               "train.precision = 'mixed_bfloat16', a smaller train.batch_size with "
+                               "train.grad_accum_steps, or a shorter model.context; see llmtui model summary RECIPE")
+    config_digest = file_digest(spec.path / "config.json")
+    digest = fingerprint(str(spec.path.resolve()), config_digest, config.context, spec.norm_epsilon)[:10]
+    root = base_dir / recipe.run.out_dir / "imported" / f"{spec.path.name}-{digest}"
+    run = RunFolder(root)
+    if not (run.final_model_path.is_file() and (run.model_dir / "import.json").is_file()):
+        from llmtui.backend import configure_backend
+
+        configure_backend(recipe.run.backend)
+        import_base(source, root, config.context, base_dir, spec=spec)
+    return run
+
+
 class FinetunePipeline(Pipeline):
-    """A `Pipeline` whose model and tokenizer come from a trained base run."""
+    """A `Pipeline` whose model and tokenizer come from a trained base run or a pretrained checkpoint."""
 
     def __init__(self, recipe: Recipe, base_dir: Path | str = ".", sinks: list[Callable[[Event], None]] | None = None):
+        from llmtui.interop.base import is_pretrained_source
+
         base_dir = Path(base_dir)
-        self.base = base_run_folder(recipe, base_dir)
+        if recipe.finetune.base and is_pretrained_source(recipe.finetune.base, base_dir):
+            self.base = pretrained_base_folder(recipe, base_dir)
+        else:
+            self.base = base_run_folder(recipe, base_dir)
         base_recipe = load_recipe(self.base.recipe_path)
         if base_recipe.finetune.task == "classification" and base_recipe.finetune.base:
             raise RecipeError(f"finetune.base = {recipe.finetune.base!r} is a classification model, not a language "
@@ -99,10 +139,18 @@ class FinetunePipeline(Pipeline):
 
         config = self.recipe.finetune
         fields = [config.text_field, config.label_field] if self.task == "classification" else \
-            [config.input_field, config.target_field]
-        train = read_examples(self._example_path(config.train_file), fields)
+            [config.messages_field] if self.task == "chat" else [config.input_field, config.target_field]
+        if self.task == "chat":
+            from llmtui.finetune.examples import read_conversations
+
+            def read(path):
+                return read_conversations(path, config.messages_field)
+        else:
+            def read(path):
+                return read_examples(path, fields)
+        train = read(self._example_path(config.train_file))
         if config.val_file:
-            val = read_examples(self._example_path(config.val_file), fields)
+            val = read(self._example_path(config.val_file))
         else:
             train, val = split_examples(train, config.val_fraction, self.recipe.run.seed)
         task = {"kind": self.task, "base": str(self.base.root), "method": config.method, "fields": fields,
@@ -128,9 +176,17 @@ class FinetunePipeline(Pipeline):
     def _stage_tokenizer(self) -> StageResult:
         from llmtui.tokenizers import TextTokenizer
 
+        from llmtui.tokenizers.chat import TEMPLATE_FILE
+
         folder = self.run.tokenizer_dir
         tokenizer = TextTokenizer.load(self.base.tokenizer_dir)
         saved = tokenizer.save(folder)
+        if (self.base.tokenizer_dir / TEMPLATE_FILE).is_file():  # the base's chat template stays the run's
+            shutil.copy2(self.base.tokenizer_dir / TEMPLATE_FILE, folder / TEMPLATE_FILE)
+        if self.task == "chat":
+            (folder / TEMPLATE_FILE).write_text(self._chat_template(), encoding="utf-8")
+        if (folder / TEMPLATE_FILE).is_file():
+            saved.append(folder / TEMPLATE_FILE)
         if self.task == "domain":
             result = self._encode_domain(tokenizer)
             result.outputs[:1] = saved
@@ -156,8 +212,22 @@ class FinetunePipeline(Pipeline):
                             folder / "val.bin"], {"train_tokens": meta["train"]["tokens"],
                                                   "val_tokens": meta["val"]["tokens"]})
 
+    def _chat_template(self) -> str:
+        """The chat task's template: the recipe's file, else the base's own, else llmtui's."""
+        from llmtui.tokenizers.chat import CHAT_TEMPLATE, TEMPLATE_FILE
+
+        if self.recipe.finetune.chat_template:
+            path = self._example_path(self.recipe.finetune.chat_template)
+            if not path.is_file():
+                raise RecipeError(f"finetune.chat_template = {self.recipe.finetune.chat_template!r}: no file at {path}",
+                                  hint="give a Jinja chat template file, or leave it empty for the default")
+            return path.read_text(encoding="utf-8")
+        base_template = self.base.tokenizer_dir / TEMPLATE_FILE
+        return base_template.read_text(encoding="utf-8") if base_template.is_file() else CHAT_TEMPLATE
+
     def _encode_examples(self, tokenizer) -> dict:
-        from llmtui.finetune.tasks import encode_classification, encode_prompt_answer
+        from llmtui.finetune.tasks import encode_chat, encode_classification, encode_prompt_answer
+        from llmtui.tokenizers.chat import TEMPLATE_FILE
 
         config, context = self.recipe.finetune, self.recipe.model.context
         task = self._task_info()
@@ -165,8 +235,13 @@ class FinetunePipeline(Pipeline):
         for split in ("train", "val"):
             with open(self.run.data_dir / f"{split}.jsonl", encoding="utf-8") as handle:
                 rows = [json.loads(line) for line in handle if line.strip()]
-            out[split] = encode_classification(tokenizer, rows, task["labels"], config, context) \
-                if self.task == "classification" else encode_prompt_answer(tokenizer, rows, config, context)
+            if self.task == "chat":
+                template = (self.run.tokenizer_dir / TEMPLATE_FILE).read_text(encoding="utf-8")
+                out[split] = encode_chat(tokenizer, [r[config.messages_field] for r in rows], template, context)
+            elif self.task == "classification":
+                out[split] = encode_classification(tokenizer, rows, task["labels"], config, context)
+            else:
+                out[split] = encode_prompt_answer(tokenizer, rows, config, context)
         return out
 
     def _task_info(self) -> dict:
@@ -244,6 +319,8 @@ class FinetunePipeline(Pipeline):
                   "train_steps": self._summaries.get("train", {}).get("steps")}
         if self.task == "classification":
             report.update(self._classification_report(model, inputs))
+        elif self.task == "chat":
+            report.update(self._chat_report(model, inputs))
         else:
             report.update(self._prompt_answer_report(model, inputs))
         save_eval_report(self.run, report)
@@ -266,6 +343,30 @@ class FinetunePipeline(Pipeline):
                                          [labels[i] for i in probabilities.argmax(-1)], labels)
         scores = task.validate(model)
         return {"loss": scores["loss"], "accuracy": metrics["accuracy"], "task": metrics}
+
+    def _chat_report(self, model, task) -> dict:
+        """Loss, perplexity and next-token accuracy on the assistant's tokens of the held-out conversations, and
+        the model's reply to the first few (greedy, through the chat template as `llmtui chat` sends it)."""
+        from llmtui.finetune.tasks import answer_token_scores
+        from llmtui.tokenizers import TextTokenizer
+        from llmtui.tokenizers.chat import TEMPLATE_FILE, render_chat, special_token_names
+
+        report = answer_token_scores(model, task.val, self.recipe.train.batch_size)
+        tokenizer = TextTokenizer.load(self.run.tokenizer_dir)
+        template = (self.run.tokenizer_dir / TEMPLATE_FILE).read_text(encoding="utf-8")
+        generator = self._generator(model)
+        with open(self.run.data_dir / "val.jsonl", encoding="utf-8") as handle:
+            rows = [json.loads(line)[self.recipe.finetune.messages_field] for line in handle if line.strip()]
+        replies = []
+        for messages in rows[:5]:
+            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+            prompt = render_chat(template, messages[:last], add_generation_prompt=True, **special_token_names(tokenizer))
+            reply = generator.generate_full(prompt, self.recipe.finetune.max_answer_tokens, temperature=0.0)
+            replies.append({"conversation": messages[:last], "target": messages[last]["content"],
+                            "reply": reply.text})
+        report["task"] = {"kind": "chat", "perplexity": report["perplexity"], "accuracy": report["accuracy"],
+                          "assistant_tokens": int(task.val.weights.sum()), "replies": replies}
+        return report
 
     def _prompt_answer_report(self, model, task) -> dict:
         from llmtui.evaluation.tasks import qa_metrics, translation_metrics
@@ -312,12 +413,15 @@ class FinetunePipeline(Pipeline):
         jit = self.recipe.train.jit_compile
         base_scorer, final_scorer = make_scorer(base_model, jit), make_scorer(self._final_model(), jit)
         comparison = {"domain_val": {"before": loss_on(base_scorer, self.run.tokenizer_dir),
-                                     "after": perplexity(report["loss"])},
-                      "base_val": {"before": loss_on(base_scorer, self.base.tokenizer_dir),
-                                   "after": loss_on(final_scorer, self.base.tokenizer_dir)}}
+                                     "after": perplexity(report["loss"])}}
+        if (self.base.tokenizer_dir / "val.bin").is_file():  # an imported pretrained base has no text of its own
+            comparison["base_val"] = {"before": loss_on(base_scorer, self.base.tokenizer_dir),
+                                      "after": loss_on(final_scorer, self.base.tokenizer_dir)}
         report["finetune"] = {"base": str(self.base.root), "method": self.recipe.finetune.method, **comparison}
         write_json_atomic(path, report)
         for name, title in (("domain_val", "domain validation"), ("base_val", "base validation (forgetting)")):
+            if name not in comparison:
+                continue
             before, after = comparison[name]["before"]["perplexity"], comparison[name]["after"]["perplexity"]
             self.bus.emit(Message(f"{title}: perplexity {before:.2f} before, {after:.2f} after fine-tuning"))
 
@@ -327,6 +431,9 @@ def task_lines(task: dict) -> list[str]:
     if task["kind"] == "classification":
         return [f"classification: accuracy {task['accuracy']:.3f}, macro-F1 {task['macro_f1']:.3f} on "
                 f"{sum(sum(row) for row in task['confusion_matrix'])} examples"]
+    if task["kind"] == "chat":
+        return [f"chat: assistant-turn perplexity {task['perplexity']:.2f}, next-token accuracy "
+                f"{task['accuracy']:.3f} over {task['assistant_tokens']} assistant tokens"]
     if task["kind"] == "qa":
         return [f"question answering: exact match {task['exact_match']:.3f}, token F1 {task['f1']:.3f}"]
     return [f"translation: BLEU {task['bleu']:.2f}, chrF {task['chrf']:.2f}"]

@@ -3,6 +3,7 @@
 - Classification: token ids padded to the context, the true length of each, and a label index.
 - Prompt-to-answer (qa, translation): prompt then target then end-of-text as one sequence; the loss weighs
   only the positions that predict target tokens, so the model learns to answer, not to write prompts.
+- Chat: each conversation rendered by the run's chat template; the loss weighs the assistant's tokens only.
 """
 
 from __future__ import annotations
@@ -94,6 +95,35 @@ def encode_prompt_answer(tokenizer, examples: list[dict], config: FinetuneConfig
         inputs[row, :length] = sequence[:-1]
         targets[row, :length] = sequence[1:]
         weights[row, len(prompt) - 1:length] = 1.0  # positions whose next token is part of the answer
+    return EncodedPromptAnswer(inputs, targets, weights, truncated)
+
+
+def encode_chat(tokenizer, conversations: list[list[dict]], template: str, context: int) -> EncodedPromptAnswer:
+    """Conversations rendered by the chat template and encoded whole (the ids `apply_chat_template` gives);
+    the loss weighs only the positions whose next token the assistant wrote (its replies and the end-of-text
+    token closing each). A conversation longer than the context keeps its beginning."""
+    from llmtui.tokenizers.chat import assistant_spans, special_token_names
+
+    n = len(conversations)
+    inputs, targets = np.zeros((n, context), np.int32), np.zeros((n, context), np.int32)
+    weights = np.zeros((n, context), np.float32)
+    names = special_token_names(tokenizer)
+    truncated = 0
+    for row, messages in enumerate(conversations):
+        text, spans = assistant_spans(template, messages, **names)
+        encoding = tokenizer.backend.encode(text, add_special_tokens=False)
+        ids, offsets = encoding.ids, encoding.offsets
+        # A token is the assistant's when it starts inside one of its spans.
+        wanted = np.zeros(len(ids), np.float32)
+        for i, (start, _) in enumerate(offsets):
+            wanted[i] = any(a <= start < b for a, b in spans)
+        if len(ids) > context + 1:
+            truncated += 1
+            ids, wanted = ids[:context + 1], wanted[:context + 1]
+        length = len(ids) - 1
+        inputs[row, :length] = ids[:-1]
+        targets[row, :length] = ids[1:]
+        weights[row, :length] = wanted[1:]  # position t predicts token t + 1
     return EncodedPromptAnswer(inputs, targets, weights, truncated)
 
 

@@ -14,12 +14,12 @@ from llmtui.runfolder import RunFolder, resolve_run_dir
 
 
 def task_of(run: RunFolder) -> dict | None:
-    """The run's task description, or None for a language model (pretrained or domain fine-tuned)."""
+    """The run's task description, or None for a language model (pretrained, domain or chat fine-tuned)."""
     path = run.data_dir / "task.json"
     if not path.is_file():
         return None
     task = json.loads(path.read_text(encoding="utf-8"))
-    return None if task.get("kind") == "domain" else task
+    return None if task.get("kind") in ("domain", "chat") else task
 
 
 def require_language_model(run: RunFolder, command: str) -> None:

@@ -87,6 +87,18 @@ def estimate_cost(model: ModelConfig, train: TrainConfig, vocab_size: int) -> Mo
     return ModelCost(params, embed, flops, total, weights, optimizer, activations, tokens)
 
 
+def finetune_cost(model: ModelConfig, train: TrainConfig, vocab_size: int, method: str) -> ModelCost:
+    """`estimate_cost` for fine-tuning with `method`: LoRA keeps gradients and optimizer state for its small
+    adapters only (counted as none here), so only the weights and activations remain."""
+    import dataclasses
+
+    cost = estimate_cost(model, train, vocab_size)
+    if method != "lora":
+        return cost
+    return dataclasses.replace(cost, optimizer_bytes=0.0,
+                               memory_bytes=cost.weights_bytes + cost.activation_bytes)
+
+
 def available_memory_bytes() -> float:
     """Memory this process may use: MemAvailable on Linux, else physical memory."""
     try:

@@ -8,7 +8,8 @@ from llmtui.config.recipe import ModelConfig
 from llmtui.models.embedding import init_normal, output_logits, token_embedding
 
 
-def build_gpt(config: ModelConfig, vocab_size: int, seed: int):
+def build_gpt(config: ModelConfig, vocab_size: int, seed: int, norm_epsilon: float = 1e-5):
+    """The GPT model; `norm_epsilon` other than GPT-2's 1e-5 only for imported checkpoints that use another."""
     import keras
     import keras_hub
 
@@ -24,9 +25,9 @@ def build_gpt(config: ModelConfig, vocab_size: int, seed: int):
     for i in range(config.layers):
         x = DecoderBlock(heads=config.heads, mlp_dim=int(config.dim * config.mlp_ratio), norm="layer", mlp="gelu",
                          use_bias=True, dropout=config.dropout, attention_dropout=config.attention_dropout,
-                         init_seed=seed + 100 + 10 * i,
+                         norm_epsilon=norm_epsilon, init_seed=seed + 100 + 10 * i,
                          # GPT-2: projections into the residual stream scaled down with depth.
                          output_stddev=0.02 / math.sqrt(2 * config.layers), name=f"block_{i}")(x)
-    x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    x = keras.layers.LayerNormalization(epsilon=norm_epsilon, name="final_norm")(x)
     logits = output_logits(x, embedding, config, vocab_size, seed)  # (B, T, V)
     return keras.Model(ids, logits, name="gpt")

@@ -15,7 +15,9 @@ def swiglu_width(dim: int, mlp_ratio: float) -> int:
     return max(32, 32 * math.ceil(width / 32))
 
 
-def build_llama(config: ModelConfig, vocab_size: int, seed: int):
+def build_llama(config: ModelConfig, vocab_size: int, seed: int, norm_epsilon: float = 1e-6):
+    """The Llama-style model; `norm_epsilon` is the RMSNorms' (1e-6 here; Llama 2/3 and Mistral checkpoints use
+    1e-5, which their import passes)."""
     import keras
 
     from llmtui.models.transformer import DecoderBlock
@@ -28,9 +30,9 @@ def build_llama(config: ModelConfig, vocab_size: int, seed: int):
         x = DecoderBlock(heads=config.heads, kv_heads=config.kv_heads or config.heads,
                          mlp_dim=swiglu_width(config.dim, config.mlp_ratio), norm="rms", mlp="swiglu",
                          use_bias=False, rotary=True, rotary_base=config.rope_base, dropout=config.dropout,
-                         attention_dropout=config.attention_dropout, norm_epsilon=1e-6,
+                         attention_dropout=config.attention_dropout, norm_epsilon=norm_epsilon,
                          init_seed=seed + 100 + 10 * i, output_stddev=0.02 / math.sqrt(2 * config.layers),
                          name=f"block_{i}")(x)
-    x = keras.layers.RMSNormalization(epsilon=1e-6, name="final_norm")(x)
+    x = keras.layers.RMSNormalization(epsilon=norm_epsilon, name="final_norm")(x)
     logits = output_logits(x, embedding, config, vocab_size, seed)  # (B, T, V)
     return keras.Model(ids, logits, name="llama")

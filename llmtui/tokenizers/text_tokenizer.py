@@ -34,16 +34,17 @@ class TextTokenizer:
     """A trained vocabulary: text <-> ids."""
 
     def __init__(self, backend, kind: str, lowercase: bool = False, normalization: str = "nfc",
-                 sentencepiece_proto: bytes | None = None):
+                 sentencepiece_proto: bytes | None = None, special_names: dict[str, str | None] | None = None):
         self.backend = backend  # tokenizers.Tokenizer
         self.kind = kind
         self.lowercase = lowercase
         self.normalization = normalization  # none | nfc | nfkc
         self.sentencepiece_proto = sentencepiece_proto  # unigram only
-        self.pad_id = backend.token_to_id(PAD)
-        self.unk_id = backend.token_to_id(UNK)
-        self.bos_id = backend.token_to_id(BOS)
-        self.eos_id = backend.token_to_id(EOS)
+        # {pad, unk, bos, eos: the token's name}: ours unless the vocabulary came with a pretrained model, whose
+        # own names (GPT-2's <|endoftext|>, Llama's <s> and </s>) it keeps.
+        self.special_names = special_names or {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS}
+        ids = {role: None if name is None else backend.token_to_id(name) for role, name in self.special_names.items()}
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = ids["pad"], ids.get("unk"), ids["bos"], ids["eos"]
 
     @property
     def vocab_size(self) -> int:
@@ -70,7 +71,7 @@ class TextTokenizer:
     def surface_bytes(self, token_id: int) -> bytes:
         """The bytes of text a token stands for (b"" for special tokens): what reports and vector lookups use."""
         piece = self.token(token_id)
-        if piece is None or piece in SPECIAL_TOKENS:
+        if piece is None or piece in SPECIAL_TOKENS or piece in self.special_names.values():
             return b""
         if self.kind in ("bpe", "byte"):
             return bytes(_BYTE_OF_SYMBOL.get(c, 0) for c in piece)
@@ -107,7 +108,7 @@ class TextTokenizer:
             (folder / SENTENCEPIECE_FILE).write_bytes(self.sentencepiece_proto)
             written.append(folder / SENTENCEPIECE_FILE)
         meta = {"kind": self.kind, "lowercase": self.lowercase, "normalization": self.normalization,
-                "special_tokens": SPECIAL_TOKENS}
+                "special_tokens": SPECIAL_TOKENS, "special_names": self.special_names}
         (folder / META_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
         return written
 
@@ -130,7 +131,7 @@ class TextTokenizer:
             raise RunFolderError(f"the tokenizer in {folder} is damaged ({type(exc).__name__}: {exc})",
                                  hint="run the recipe again (llmtui run RECIPE): its tokenizer stage redoes it") from None
         return cls(tokenizer, meta.get("kind", "unknown"), bool(meta.get("lowercase", False)),
-                   meta.get("normalization", "nfc"), proto)
+                   meta.get("normalization", "nfc"), proto, meta.get("special_names"))
 
 
 def train_tokenizer(config: TokenizerConfig, texts: Iterable[str], lowercase: bool = False,
