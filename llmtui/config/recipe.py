@@ -185,11 +185,33 @@ class DataConfig(Section):
 class TokenizerConfig(Section):
     """The vocabulary."""
 
-    kind: Literal["char", "byte", "bpe", "wordpiece", "unigram"] = Field(
-        "char", description="Tokenizer family.")
+    kind: Literal["char", "byte", "bpe", "wordpiece", "unigram", "word"] = Field(
+        "char", description="Tokenizer family: char, byte, bpe, wordpiece, unigram, or word (whole words, the "
+                            "rest <unk>).")
     vocab_size: int = Field(4096, ge=32, le=1_000_000,
-                            description="Target vocabulary size (ignored by char and byte).")
-    min_frequency: int = Field(1, ge=1, description="Characters or merges seen fewer times than this are dropped.")
+                            description="Target vocabulary size (ignored by char and byte); word: the most frequent "
+                                        "words kept, special tokens included.")
+    min_frequency: int = Field(1, ge=1, description="Characters, merges or words seen fewer times than this are "
+                                                    "dropped (word: they become <unk>).")
+    word_pattern: str = Field("", description="word: a regular expression whose matches are the words (e.g. "
+                                              "\\w+|[^\\w\\s]); empty = split on whitespace. Text between matches "
+                                              "is dropped.")
+    end_of_line: bool = Field(True, description="word: every line break is a token of its own (the classic "
+                                                "word-level <eos> per line); false = line breaks are spaces.")
+
+    @field_validator("word_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        import re
+
+        if value:
+            try:
+                compiled = re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"word_pattern {value!r} is not a valid regular expression: {exc}")
+            if compiled.match(""):
+                raise ValueError(f"word_pattern {value!r} matches the empty string; every word needs a character")
+        return value
 
 
 class ModelConfig(Section):
