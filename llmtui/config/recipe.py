@@ -243,6 +243,13 @@ class ModelConfig(Section):
     projection: bool = Field(False, description="When the vectors' size differs from dim, learn a projection to dim "
                                                 "(false: a size mismatch is an error).")
     tie_embeddings: bool = Field(True, description="Share the input embedding with the output projection.")
+    recurrent_init: Literal["auto", "keras", "uniform"] = Field(
+        "auto", description="rnn, lstm, gru: keras = Glorot input kernels, orthogonal recurrent kernels, unit "
+                            "forget bias; uniform = every weight and bias from U(±1/sqrt(dim)) (PyTorch's "
+                            "default); auto = the one measured better (bench/bench_quality.py).")
+    embedding_init: float = Field(0.0, ge=0.0, le=10.0,
+                                  description="rnn, lstm, gru: the token embedding (and untied output matrix) "
+                                              "starts from U(±this); 0 = auto (the one measured better).")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> "ModelConfig":
@@ -265,13 +272,20 @@ class TrainConfig(Section):
                                   description="Micro-batches averaged into each optimizer step (effective batch = batch_size x this).")
     optimizer: Literal["adamw", "adam", "sgd", "adagrad", "rmsprop", "lion", "muon"] = Field(
         "adamw", description="Optimizer.")
-    lr: float = Field(3e-4, gt=0.0, le=10.0, description="Peak learning rate.")
+    lr: float = Field(3e-4, gt=0.0, le=100.0, description="Peak learning rate (plain SGD on recurrent models "
+                                                         "takes 20, as in the classic word-level recipe).")
     beta1: float = Field(0.9, ge=0.0, lt=1.0, description="First-moment decay (adam, adamw, lion, muon's Adam part).")
     beta2: float = Field(0.95, ge=0.0, lt=1.0, description="Second-moment decay (adam, adamw, lion, muon's Adam part).")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum (sgd, rmsprop, muon).")
     nesterov: bool = Field(True, description="Nesterov momentum (sgd, muon).")
-    schedule: Literal["constant", "cosine", "linear", "wsd"] = Field(
-        "cosine", description="Learning-rate schedule after warmup; wsd = warmup, stable, then linear decay.")
+    schedule: Literal["constant", "cosine", "linear", "wsd", "plateau"] = Field(
+        "cosine", description="Learning-rate schedule after warmup; wsd = warmup, stable, then linear decay; "
+                              "plateau = lr from the first step, multiplied by plateau_factor whenever the "
+                              "validation loss has not improved for plateau_patience evaluations (no warmup).")
+    plateau_factor: float = Field(0.25, gt=0.0, lt=1.0,
+                                  description="plateau: what the learning rate is multiplied by on a plateau.")
+    plateau_patience: int = Field(1, ge=1, description="plateau: evaluations without a better validation loss "
+                                                       "before the learning rate is cut (and again after as many).")
     warmup_steps: int = Field(100, ge=0, description="Linear warmup steps from 0 to lr.")
     decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="Share of the steps spent decaying (wsd).")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0,
@@ -283,6 +297,10 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the next-token targets.")
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
         "float32", description="Numeric precision policy (mixed_float16 adds loss scaling).")
+    stateful: bool = Field(False, description="rnn, lstm, gru: train on contiguous streams (the tokens cut into "
+                                              "batch_size lanes read in order), carrying the recurrent state "
+                                              "from batch to batch and resetting it at each end of text; "
+                                              "evaluated the same way. false = random windows from a zero state.")
     eval_every: int = Field(200, ge=1, description="Evaluate on the validation split every this many steps.")
     eval_batches: int = Field(20, ge=1, description="Validation batches per periodic evaluation.")
     early_stopping_patience: int = Field(
@@ -297,6 +315,14 @@ class TrainConfig(Section):
                                description="Peak TFLOP/s of the device for the MFU estimate (0 = look it up or estimate).")
     max_memory_gb: float = Field(0.0, ge=0.0,
                                  description="Memory the pre-flight check allows (0 = what the machine has available).")
+
+
+    @model_validator(mode="after")
+    def _plateau_has_no_warmup(self) -> "TrainConfig":
+        if self.schedule == "plateau" and self.warmup_steps:
+            raise ValueError("train.schedule = 'plateau' starts at train.lr and only ever lowers it: set "
+                             "train.warmup_steps = 0")
+        return self
 
 
 class EvalConfig(Section):
@@ -453,3 +479,13 @@ class Recipe(Section):
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search (llmtui tune).")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig,
                                      description="Fine-tuning a trained run (llmtui finetune).")
+
+    @model_validator(mode="after")
+    def _stateful_needs_a_recurrent_model(self) -> "Recipe":
+        if self.train.stateful and self.model.arch not in ("rnn", "lstm", "gru"):
+            raise ValueError(f"train.stateful carries a recurrent state between batches: it needs model.arch = "
+                             f"rnn, lstm or gru, not {self.model.arch!r}")
+        if self.train.stateful and self.train.distribute != "none":
+            raise ValueError("train.stateful keeps one state per lane of the batch: it cannot be combined with "
+                             "train.distribute")
+        return self
