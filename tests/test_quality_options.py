@@ -54,3 +54,31 @@ def test_uniform_recurrent_init_and_embedding_bound(arch):
         assert np.abs(values).max() <= bound + 1e-6 and values.std() > bound / 3, weight.name
     table = np.asarray(model.get_layer("token_embedding").embeddings)
     assert np.abs(table).max() <= 0.1 + 1e-6 and table.std() > 0.04
+
+
+def test_output_bias_is_learned_used_by_the_cached_decoder_and_the_twin_and_saved(tmp_path):
+    import keras
+
+    from llmtui.generation.decoder import RecurrentDecoder
+    from llmtui.models.recurrent import stateful_twin
+
+    config = recipe_from_dict({"model": {"arch": "lstm", "layers": 1, "dim": 16, "context": 8,
+                                         "output_bias": True}}).model
+    model = build_model(config, 30, seed=0)
+    bias = model.get_layer("output_bias").bias
+    bias.assign(np.linspace(-2, 2, 30).astype("float32"))  # as if trained
+    ids = np.array([[5, 6, 7, 8]], "int32")
+    full = np.asarray(model.predict_on_batch(ids))[:, -1]
+    decoder = RecurrentDecoder(model, 8)
+    logits, _ = decoder.step(ids, decoder.initial_state(1), 0, 3)
+    np.testing.assert_allclose(logits, full, rtol=1e-4, atol=1e-4)
+    twin = stateful_twin(model, config, 1, reset_id=3)
+    np.testing.assert_allclose(np.asarray(twin.predict_on_batch([ids, np.ones(1, "float32")]))[:, -1], full,
+                               rtol=1e-4, atol=1e-4)
+    model.save(tmp_path / "m.keras")
+    import llmtui.export.custom_objects  # noqa: F401
+
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(loaded.predict_on_batch(ids))[:, -1], full, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RecipeError, match="output_bias"):
+        recipe_from_dict({"model": {"arch": "gpt", "output_bias": True}})

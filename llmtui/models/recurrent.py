@@ -75,7 +75,10 @@ def stateful_twin(model, config: ModelConfig, batch_size: int, reset_id: int):
     x = model.get_layer("embedding_dropout")(embedding(ids))
     pairs = [(model.get_layer(f"{config.arch}_{i}"), model.get_layer(f"dropout_{i}")) for i in range(config.layers)]
     x = CarriedStates(pairs, batch_size, reset_id, name="carried_states")(x, ids, reset)
-    logits = model.get_layer("logits")(embedding(x, reverse=True))
+    logits = embedding(x, reverse=True)
+    if any(layer.name == "output_bias" for layer in model.layers):
+        logits = model.get_layer("output_bias")(logits)
+    logits = model.get_layer("logits")(logits)
     return keras.Model([ids, reset], logits, name=f"{model.name}_stateful")
 
 

@@ -161,6 +161,17 @@ class SimpleRNN(_HoistedInputProjection, keras.layers.SimpleRNN):
         return h, [h]
 
 
+@keras.saving.register_keras_serializable(package="llmtui")
+class OutputBias(keras.layers.Layer):
+    """Logits (B, T, V) plus a learned bias per vocabulary entry, zeros at the start (`model.output_bias`)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="bias")
+
+    def call(self, logits):
+        return logits + ops.cast(self.bias, logits.dtype)
+
+
 class CarriedStates(keras.layers.Layer):
     """Stacked recurrent layers (each followed by its dropout) whose final states are kept in variables and
     start the next call: the core of `recurrent.stateful_twin`. Not serialised: it lives only during training
