@@ -152,6 +152,17 @@ def test_stateful_run_interrupted_and_resumed_ends_like_an_uninterrupted_one(tmp
     assert any("resuming from checkpoint step_0000010" in e.text for e in recorder.of_type(Message))
     assert resumed["loss"] == pytest.approx(straight["loss"], rel=1e-5, abs=1e-5)
 
+    # `llmtui eval RUN --data FILE` scores a file the same (stateful) way.
+    from llmtui.evaluation.run_eval import evaluate_run
+    from llmtui.runfolder import RunFolder
+
+    sample = tmp_path / "sample.txt"
+    sample.write_text("the model reads the text\n" * 20, encoding="utf-8")
+    report = evaluate_run(RunFolder(tmp_path / "b/runs/tiny"), [sample], max_batches=0)
+    scored = report["files"][str(sample)]
+    assert scored["tokens"] == scored["file_tokens"] - 1 - (scored["file_tokens"] - 1) % 4  # 4 lanes, in full
+    assert 0 < scored["bits_per_byte"] < 10
+
 
 def test_stateful_needs_a_recurrent_model_on_the_command_line(tmp_path):
     import tomli_w
