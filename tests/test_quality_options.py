@@ -82,3 +82,23 @@ def test_output_bias_is_learned_used_by_the_cached_decoder_and_the_twin_and_save
     np.testing.assert_allclose(np.asarray(loaded.predict_on_batch(ids))[:, -1], full, rtol=1e-5, atol=1e-5)
     with pytest.raises(RecipeError, match="output_bias"):
         recipe_from_dict({"model": {"arch": "gpt", "output_bias": True}})
+
+
+def test_ladder_from_a_stateful_lstm_recipe_keeps_recurrent_options_to_recurrent_rungs(tmp_path, monkeypatch):
+    import tomli_w
+    from typer.testing import CliRunner
+
+    from llmtui.cli.app import app
+    from tests.test_tuning import tune_dict
+
+    data = tune_dict(tmp_path, name="ladder")
+    data["model"].update(arch="lstm", output_bias=True)
+    data["train"].update(steps=5, stateful=True, batch_size=4)
+    (tmp_path / "r.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["ladder", "r.toml", "--archs", "lstm,gpt"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "ladder" / "ladder"
+    recipes = {arch: json.loads((folder / arch / "manifest.json").read_text())["recipe"] for arch in ("lstm", "gpt")}
+    assert recipes["lstm"]["train"]["stateful"] and recipes["lstm"]["model"]["output_bias"]
+    assert not recipes["gpt"]["train"]["stateful"] and not recipes["gpt"]["model"]["output_bias"]
