@@ -50,7 +50,7 @@ BATCH, BPTT, EVAL_LANES = 20, 35, 10  # the peer's batch_size, bptt and eval_bat
 # Every choice the peer makes but its output bias ("base"); each variant changes one thing.
 MATCHED_MODEL = {"arch": "lstm", "layers": 2, "dim": 200, "context": BPTT, "dropout": 0.2,
                  "embedding_dropout": 0.2, "tie_embeddings": True, "recurrent_init": "uniform",
-                 "embedding_init": 0.1}
+                 "embedding_init": 0.1, "output_bias": False}
 MATCHED_TRAIN = {"batch_size": BATCH, "stateful": True, "optimizer": "sgd", "lr": 20.0, "momentum": 0.0,
                  "nesterov": False, "weight_decay": 0.0, "grad_clip": 0.25, "schedule": "plateau",
                  "plateau_factor": 0.25, "plateau_patience": 1, "warmup_steps": 0}

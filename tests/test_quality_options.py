@@ -80,8 +80,9 @@ def test_output_bias_is_learned_used_by_the_cached_decoder_and_the_twin_and_save
 
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(loaded.predict_on_batch(ids))[:, -1], full, rtol=1e-5, atol=1e-5)
-    with pytest.raises(RecipeError, match="output_bias"):
-        recipe_from_dict({"model": {"arch": "gpt", "output_bias": True}})
+    gpt = build_model(recipe_from_dict({"model": {"arch": "gpt", "layers": 1, "dim": 16, "heads": 2,
+                                                  "output_bias": True}}).model, 30)
+    assert "output_bias" not in {layer.name for layer in gpt.layers}  # a recurrent-only option
 
 
 def test_ladder_from_a_stateful_lstm_recipe_keeps_recurrent_options_to_recurrent_rungs(tmp_path, monkeypatch):
@@ -101,4 +102,4 @@ def test_ladder_from_a_stateful_lstm_recipe_keeps_recurrent_options_to_recurrent
     folder = tmp_path / "runs" / "ladder" / "ladder"
     recipes = {arch: json.loads((folder / arch / "manifest.json").read_text())["recipe"] for arch in ("lstm", "gpt")}
     assert recipes["lstm"]["train"]["stateful"] and recipes["lstm"]["model"]["output_bias"]
-    assert not recipes["gpt"]["train"]["stateful"] and not recipes["gpt"]["model"]["output_bias"]
+    assert not recipes["gpt"]["train"]["stateful"]

@@ -247,8 +247,9 @@ class ModelConfig(Section):
         "auto", description="rnn, lstm, gru: keras = Glorot input kernels, orthogonal recurrent kernels, unit "
                             "forget bias; uniform = every weight and bias from U(±1/sqrt(dim)) (PyTorch's "
                             "default); auto = the one measured better (bench/bench_quality.py).")
-    output_bias: bool = Field(False, description="rnn, lstm, gru: learn a bias per vocabulary entry added to the "
-                                                 "logits (the classic word-level models have one).")
+    output_bias: bool = Field(True, description="rnn, lstm, gru: learn a bias per vocabulary entry added to the "
+                                                "logits, as the classic word-level models do (ignored by gpt and "
+                                                "llama, whose keras-hub exports have none).")
     embedding_init: float = Field(0.0, ge=0.0, le=10.0,
                                   description="rnn, lstm, gru: the token embedding (and untied output matrix) "
                                               "starts from U(±this); 0 = auto (the one measured better).")
@@ -260,9 +261,6 @@ class ModelConfig(Section):
         if self.embedding == "pretrained" and not self.pretrained_path:
             raise ValueError("model.embedding = 'pretrained' needs model.pretrained_path (a Word2Vec or GloVe "
                              "vectors file; `llmtui embeddings train RECIPE` writes one)")
-        if self.output_bias and self.arch not in ("rnn", "lstm", "gru"):
-            raise ValueError("model.output_bias is for rnn, lstm and gru (the transformers export to keras-hub, "
-                             "whose models have none)")
         if self.kv_heads and self.heads % self.kv_heads:
             raise ValueError(f"model.heads ({self.heads}) must be a multiple of model.kv_heads ({self.kv_heads})")
         return self

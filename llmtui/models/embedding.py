@@ -102,7 +102,7 @@ def output_logits(x, embedding, config: ModelConfig, vocab_size: int, seed: int)
 
     # Untied, the reversible embedding holds a separate (dim, vocab) output matrix; tied, it reuses its own.
     logits = embedding(x, reverse=True)
-    if getattr(config, "output_bias", False):
+    if config.output_bias and config.arch in ("rnn", "lstm", "gru"):
         from llmtui.models.recurrent_layers import OutputBias
 
         logits = OutputBias(name="output_bias")(logits)

@@ -50,8 +50,7 @@ def matched_dim(model: ModelConfig, arch: str, target: float, match: str, vocab_
     best, best_gap = model.dim, math.inf
     for dim in range(8, 4 * model.dim + 1, 8):
         try:
-            candidate = ModelConfig.model_validate({**model.model_dump(mode="json"), "arch": arch, "dim": dim,
-                                                    "output_bias": model.output_bias and arch in RECURRENT})
+            candidate = ModelConfig.model_validate({**model.model_dump(mode="json"), "arch": arch, "dim": dim})
         except ValueError:
             continue  # e.g. not a multiple of heads
         if arch == "llama" and (dim // candidate.heads) % 2:
@@ -108,8 +107,7 @@ def run_ladder(recipe: Recipe, base_dir: Path | str = ".", archs: tuple[str, ...
         dim = matched_dim(recipe.model, arch, target, match, vocab, recipe.train) if match != "time" else recipe.model.dim
         data = recipe_to_dict(recipe)
         data["model"].update(arch=arch, dim=dim)
-        if arch not in RECURRENT:  # the recurrent-only options stay with the recurrent rungs
-            data["model"]["output_bias"] = False
+        if arch not in RECURRENT:  # stateful training stays with the recurrent rungs
             data["train"]["stateful"] = False
         data["run"].update(name=arch, out_dir=str(root / "ladder"))
         if match == "time":
