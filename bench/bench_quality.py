@@ -66,6 +66,8 @@ VARIANTS = {
     "adamw_3e-3": ({}, {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.1, "grad_clip": 1.0,
                         "schedule": "cosine", "warmup_steps": 100, "beta2": 0.95}, {}),
     "no_end_of_line": ({}, {}, {"end_of_line": False}),
+    # llmtui's defaults for recurrent models after issue 18: the output bias and the ±8/sqrt(dim) embedding.
+    "ours": ({"output_bias": True, "embedding_init": 0.0}, {}, {}),
     # Everything llmtui did before issue 18 with the word vocabulary and the issue's SGD (lr at its bound 10).
     "before": ({"recurrent_init": "keras", "embedding_init": 0.0, "embedding_dropout": 0.0},  # no output bias
                {"stateful": False, "lr": 10.0, "schedule": "cosine", "warmup_steps": 100}, {}),
