@@ -173,6 +173,22 @@ def run_llmtui(corpus: Path, variant: str, steps: int, steps_per_epoch: int, see
             "unknown_test_tokens": int((tokens["test"] == tokenizer.unk_id).sum())}
 
 
+def summarize(results: dict) -> dict:
+    """Test bits per byte of the peer and of each variant (mean over seeds), and each variant's change from base."""
+    def mean(runs: dict) -> float | None:
+        values = [run["test_bits_per_byte"] for run in runs.values() if "test_bits_per_byte" in run]
+        return round(sum(values) / len(values), 4) if values else None
+
+    peer = mean(results.get("peer", {}))
+    variants = {name: mean(runs) for name, runs in results.get("llmtui", {}).items()}
+    base = variants.get("base")
+    return {"test_bits_per_byte": {"peer": peer, **variants},
+            "change_from_base": {name: round(value - base, 4) for name, value in variants.items()
+                                 if value is not None and base is not None and name != "base"},
+            "minus_peer": {name: round(value - peer, 4) for name, value in variants.items()
+                           if value is not None and peer is not None}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "tinyshakespeare.txt")
@@ -213,6 +229,7 @@ def main() -> None:
         merged["llmtui"] = dict(on_disk.get("llmtui", {}))
         for variant, by_seed in results["llmtui"].items():
             merged["llmtui"][variant] = {**merged["llmtui"].get(variant, {}), **by_seed}
+        merged["summary"] = summarize(merged)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
