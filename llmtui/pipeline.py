@@ -285,14 +285,14 @@ class Pipeline:
         return StageResult([self.run.final_model_path], summary)
 
     def _stage_eval(self) -> StageResult:
-        from llmtui.evaluation.language_model import make_scorer
+        from llmtui.evaluation.language_model import scorer_for
         from llmtui.evaluation.report import write_report
         from llmtui.evaluation.run_eval import save_eval_report, validation_metrics
 
         self._setup_backend()
-        scorer = make_scorer(self._final_model(), self.recipe.train.jit_compile)
-        report = validation_metrics(scorer, self.run, self.recipe.model.context,
-                                    self.recipe.eval.batch_size or self.recipe.train.batch_size,
+        batch_size = self.recipe.eval.batch_size or self.recipe.train.batch_size
+        scorer = scorer_for(self._final_model(), self.recipe.model, self.recipe.train, batch_size)
+        report = validation_metrics(scorer, self.run, self.recipe.model.context, batch_size,
                                     self.recipe.eval.max_batches)
         save_eval_report(self.run, report)
         pages = write_report(self.run)  # redrawn by llmtui report RUN, e.g. after the generate stage

@@ -68,3 +68,22 @@ def test_embeddings_train_writes_glove_vectors_for_the_vocabulary(recipe_file, t
     assert "model.pretrained_path=" in result.output.replace("\n", "")
     bad = runner.invoke(app, ["embeddings", "train", str(recipe_file), "--units", "letters"])
     assert bad.exit_code == 1 and "choose tokens or words" in bad.output
+
+
+def test_tokenizer_train_and_encode_a_word_vocabulary(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "w.toml"
+    path.write_text(tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs", tokenizer={
+        "kind": "word", "vocab_size": 200, "min_frequency": 2})), encoding="utf-8")
+    result = runner.invoke(app, ["tokenizer", "train", str(path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "runs/tiny/tokenizer/report.json").read_text(encoding="utf-8"))
+    assert report["kind"] == "word" and report["vocab_size"] <= 200
+    assert report["validation"]["tokens_per_word"] >= 1.0  # a word is one token, each line break one more
+    shown = runner.invoke(app, ["tokenizer", "encode", "tiny", "the model\nqwertyuiop", "--json"])
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    from llmtui.tokenizers import TextTokenizer
+
+    tokenizer = TextTokenizer.load(tmp_path / "runs/tiny/tokenizer")
+    assert data["ids"][-2:] == [tokenizer.backend.token_to_id("\n"), tokenizer.unk_id]

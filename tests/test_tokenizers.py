@@ -13,7 +13,7 @@ from llmtui.config import recipe_from_dict
 from llmtui.tokenizers import SPECIAL_TOKENS, TextTokenizer, train_tokenizer
 from llmtui.tokenizers.report import vocabulary_report
 
-KINDS = ["char", "byte", "bpe", "wordpiece", "unigram"]
+KINDS = ["char", "byte", "bpe", "wordpiece", "unigram", "word"]
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.\nIt was the best of times.",
     "Tokenizers split text into pieces; models learn from the pieces.",
@@ -61,7 +61,9 @@ def test_train_save_load_round_trip(kind, trained, tmp_path):
         ids = loaded.encode(sample)
         assert ids == tok.encode(sample)
         decoded = loaded.decode(ids)
-        if kind == "wordpiece":  # WordPiece keeps words, not the spaces between them
+        if kind == "word":  # words joined by single spaces, line breaks kept
+            assert decoded == "\n".join(" ".join(line.split()) for line in sample.split("\n"))
+        elif kind == "wordpiece":  # WordPiece keeps words, not the spaces between them
             assert decoded.split() == " ".join(sample.replace(".", " . ").split()).split() or \
                 decoded.replace(" ", "") == "".join(sample.split())
         else:  # exact for character, byte-level and SentencePiece kinds
@@ -95,6 +97,41 @@ def test_char_vocabulary_is_the_corpus_alphabet():
     assert tok.decode(tok.encode("abc!")) == "abc!"
 
 
+def word_config(**options):
+    return recipe_from_dict({"tokenizer": {"kind": "word", "vocab_size": 1000, **options}}).tokenizer
+
+
+def test_word_vocabulary_is_the_frequent_words_with_line_breaks_as_tokens():
+    texts = ["a a a b b c\nd", "a b"]  # a 4, b 3, c 1, d 1, one line break
+    tok = train_tokenizer(word_config(min_frequency=2), iter(texts))
+    assert sorted(tok.backend.get_vocab()) == sorted(SPECIAL_TOKENS + ["a", "b"])  # c, d and "\n" seen < 2
+    tok = train_tokenizer(word_config(), iter(texts))
+    ids = tok.encode("a  c\n\nzebra")
+    assert [tok.token(i) for i in ids] == ["a", "c", "\n", "\n", "<unk>"]
+    assert tok.decode(ids) == "a c\n\n"  # <unk> is a special token, left out of the text
+    assert tok.surface_bytes(tok.backend.token_to_id("\n")) == b"\n"
+    ranked = [" ".join([f"w{i}"] * (50 - i)) for i in range(40)]  # w0 the most frequent, w39 the least
+    capped = train_tokenizer(word_config(vocab_size=32), iter(ranked))
+    assert sorted(capped.backend.get_vocab()) == sorted(SPECIAL_TOKENS + [f"w{i}" for i in range(28)])
+
+
+def test_word_pattern_and_line_breaks_as_spaces(tmp_path):
+    tok = train_tokenizer(word_config(word_pattern=r"\w+|[^\w\s]", end_of_line=False), iter(TEXTS))
+    assert [tok.token(i) for i in tok.encode("Don't stop:\nit")] == ["Don", "'", "t", "stop", ":", "it"]
+    tok.save(tmp_path)
+    loaded = TextTokenizer.load(tmp_path)
+    assert loaded.word_regex == tok.word_regex and loaded.encode("it's") == tok.encode("it's")
+
+
+def test_word_pattern_is_checked_by_the_recipe():
+    from llmtui.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="not a valid regular expression"):
+        word_config(word_pattern="(")
+    with pytest.raises(RecipeError, match="empty string"):
+        word_config(word_pattern=r"\w*")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_normalisation_agrees_with_the_data_stage(kind, tmp_path):
     lowered = [t.lower() for t in TEXTS]
@@ -125,7 +162,7 @@ def test_unigram_is_sentencepiece_and_saves_its_proto(trained, tmp_path):
 
 @pytest.mark.parametrize("kind,lowercase", [
     *[(kind, False) for kind in KINDS],
-    *[(kind, True) for kind in ("char", "byte", "wordpiece", "unigram")],
+    *[(kind, True) for kind in ("char", "byte", "wordpiece", "unigram", "word")],
     pytest.param("bpe", True, marks=pytest.mark.slow),  # keras-hub's in-graph BPE is slow to trace on CPU
 ])
 def test_in_graph_keras_hub_twin_gives_the_same_ids(kind, lowercase):
@@ -140,6 +177,18 @@ def test_in_graph_keras_hub_twin_gives_the_same_ids(kind, lowercase):
     in_graph = tf.function(twin.tokenize)(tf.constant(sample)).to_list()  # in a graph, batched
     for text, ids in zip(sample, in_graph):
         assert ids == tok.encode(text), (kind, text)
+
+
+def test_in_graph_word_twin_with_a_word_pattern():
+    import tensorflow as tf
+
+    from llmtui.tokenizers.in_graph import in_graph_tokenizer
+
+    tok = train_tokenizer(word_config(word_pattern=r"\w+|[^\w\s]"), iter(TEXTS))
+    sample = SAMPLE + TEXTS[:4]
+    in_graph = tf.function(in_graph_tokenizer(tok).tokenize)(tf.constant(sample)).to_list()
+    for text, ids in zip(sample, in_graph):
+        assert ids == tok.encode(text), text
 
 
 def test_in_graph_twin_runs_in_tf_data_one_string_at_a_time(trained):
@@ -193,7 +242,7 @@ def test_pipeline_tokenizer_stage_writes_the_report(tiny_recipe, tmp_path):
     assert any("bytes/token" in e.text for e in recorder.of_type(Message))
 
 
-@pytest.mark.parametrize("kind", ["char", "byte", "bpe", "wordpiece", "unigram"])
+@pytest.mark.parametrize("kind", ["char", "byte", "bpe", "wordpiece", "unigram", "word"])
 def test_transformers_fast_tokenizer_loads_the_saved_file(kind, tmp_path):
     """The saved tokenizer.json is the standard format: transformers gives the same ids and text."""
     transformers = pytest.importorskip("transformers")

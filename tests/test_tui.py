@@ -278,3 +278,23 @@ async def test_templates_get_a_run_folder_of_their_own(tmp_path):
         await pilot.pause()
         assert app.state.recipe.run.name == "quickstart-2" and app.state.recipe_path is None
         assert app.state.recipe.model == load_recipe(QUICKSTART).model  # the template itself is unchanged
+
+
+async def test_vocabulary_step_offers_the_word_kind_and_its_options(tmp_path, monkeypatch):
+    from textual.widgets import Select
+
+    from llmtui.tui.widgets.section_form import SectionForm
+
+    monkeypatch.chdir(tmp_path)
+    app = WizardApp(recipe=write_tiny_recipe(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.goto_step("vocabulary")
+        await pilot.pause()
+        form = app.screen.query_one(SectionForm)
+        kind = form.controls["kind"]
+        assert isinstance(kind, Select) and "word" in [value for _, value in kind._options]
+        assert {"word_pattern", "end_of_line"} <= set(form.controls)
+        kind.value = "word"
+        await pilot.pause()
+        assert app.state.recipe.tokenizer.kind == "word"

@@ -229,11 +229,33 @@ class DataConfig(Section):
 class TokenizerConfig(Section):
     """The vocabulary."""
 
-    kind: Literal["char", "byte", "bpe", "wordpiece", "unigram"] = Field(
-        "char", description="Tokenizer family.")
+    kind: Literal["char", "byte", "bpe", "wordpiece", "unigram", "word"] = Field(
+        "char", description="Tokenizer family: char, byte, bpe, wordpiece, unigram, or word (whole words, the "
+                            "rest <unk>).")
     vocab_size: int = Field(4096, ge=32, le=1_000_000,
-                            description="Target vocabulary size (ignored by char and byte).")
-    min_frequency: int = Field(1, ge=1, description="Characters or merges seen fewer times than this are dropped.")
+                            description="Target vocabulary size (ignored by char and byte); word: the most frequent "
+                                        "words kept, special tokens included.")
+    min_frequency: int = Field(1, ge=1, description="Characters, merges or words seen fewer times than this are "
+                                                    "dropped (word: they become <unk>).")
+    word_pattern: str = Field("", description="word: a regular expression whose matches are the words (e.g. "
+                                              "\\w+|[^\\w\\s]); empty = split on whitespace. Text between matches "
+                                              "is dropped.")
+    end_of_line: bool = Field(True, description="word: every line break is a token of its own (the classic "
+                                                "word-level <eos> per line); false = line breaks are spaces.")
+
+    @field_validator("word_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        import re
+
+        if value:
+            try:
+                compiled = re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"word_pattern {value!r} is not a valid regular expression: {exc}")
+            if compiled.match(""):
+                raise ValueError(f"word_pattern {value!r} matches the empty string; every word needs a character")
+        return value
 
 
 class ModelConfig(Section):
@@ -265,6 +287,16 @@ class ModelConfig(Section):
     projection: bool = Field(False, description="When the vectors' size differs from dim, learn a projection to dim "
                                                 "(false: a size mismatch is an error).")
     tie_embeddings: bool = Field(True, description="Share the input embedding with the output projection.")
+    recurrent_init: Literal["auto", "keras", "uniform"] = Field(
+        "auto", description="rnn, lstm, gru: keras = Glorot input kernels, orthogonal recurrent kernels, unit "
+                            "forget bias; uniform = every weight and bias from U(±1/sqrt(dim)) (PyTorch's "
+                            "default); auto = the one measured better (bench/bench_quality.py).")
+    output_bias: bool = Field(True, description="rnn, lstm, gru: learn a bias per vocabulary entry added to the "
+                                                "logits, as the classic word-level models do (ignored by gpt and "
+                                                "llama, whose keras-hub exports have none).")
+    embedding_init: float = Field(0.0, ge=0.0, le=10.0,
+                                  description="rnn, lstm, gru: the token embedding (and untied output matrix) "
+                                              "starts from U(±this); 0 = auto (the one measured better).")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> "ModelConfig":
@@ -287,13 +319,20 @@ class TrainConfig(Section):
                                   description="Micro-batches averaged into each optimizer step (effective batch = batch_size x this).")
     optimizer: Literal["adamw", "adam", "sgd", "adagrad", "rmsprop", "lion", "muon"] = Field(
         "adamw", description="Optimizer.")
-    lr: float = Field(3e-4, gt=0.0, le=10.0, description="Peak learning rate.")
+    lr: float = Field(3e-4, gt=0.0, le=100.0, description="Peak learning rate (plain SGD on recurrent models "
+                                                         "takes 20, as in the classic word-level recipe).")
     beta1: float = Field(0.9, ge=0.0, lt=1.0, description="First-moment decay (adam, adamw, lion, muon's Adam part).")
     beta2: float = Field(0.95, ge=0.0, lt=1.0, description="Second-moment decay (adam, adamw, lion, muon's Adam part).")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum (sgd, rmsprop, muon).")
     nesterov: bool = Field(True, description="Nesterov momentum (sgd, muon).")
-    schedule: Literal["constant", "cosine", "linear", "wsd"] = Field(
-        "cosine", description="Learning-rate schedule after warmup; wsd = warmup, stable, then linear decay.")
+    schedule: Literal["constant", "cosine", "linear", "wsd", "plateau"] = Field(
+        "cosine", description="Learning-rate schedule after warmup; wsd = warmup, stable, then linear decay; "
+                              "plateau = lr from the first step, multiplied by plateau_factor whenever the "
+                              "validation loss has not improved for plateau_patience evaluations (no warmup).")
+    plateau_factor: float = Field(0.25, gt=0.0, lt=1.0,
+                                  description="plateau: what the learning rate is multiplied by on a plateau.")
+    plateau_patience: int = Field(1, ge=1, description="plateau: evaluations without a better validation loss "
+                                                       "before the learning rate is cut (and again after as many).")
     warmup_steps: int = Field(100, ge=0, description="Linear warmup steps from 0 to lr.")
     decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="Share of the steps spent decaying (wsd).")
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0,
@@ -305,6 +344,10 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the next-token targets.")
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
         "float32", description="Numeric precision policy (mixed_float16 adds loss scaling).")
+    stateful: bool = Field(False, description="rnn, lstm, gru: train on contiguous streams (the tokens cut into "
+                                              "batch_size lanes read in order), carrying the recurrent state "
+                                              "from batch to batch and resetting it at each end of text; "
+                                              "evaluated the same way. false = random windows from a zero state.")
     eval_every: int = Field(200, ge=1, description="Evaluate on the validation split every this many steps.")
     eval_batches: int = Field(20, ge=1, description="Validation batches per periodic evaluation.")
     early_stopping_patience: int = Field(
@@ -322,6 +365,14 @@ class TrainConfig(Section):
                                description="Peak TFLOP/s of the device for the MFU estimate (0 = look it up or estimate).")
     max_memory_gb: float = Field(0.0, ge=0.0,
                                  description="Memory the pre-flight check allows (0 = what the machine has available).")
+
+
+    @model_validator(mode="after")
+    def _plateau_has_no_warmup(self) -> "TrainConfig":
+        if self.schedule == "plateau" and self.warmup_steps:
+            raise ValueError("train.schedule = 'plateau' starts at train.lr and only ever lowers it: set "
+                             "train.warmup_steps = 0")
+        return self
 
 
 class EvalConfig(Section):
@@ -488,3 +539,13 @@ class Recipe(Section):
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search (llmtui tune).")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig,
                                      description="Fine-tuning a trained run (llmtui finetune).")
+
+    @model_validator(mode="after")
+    def _stateful_needs_a_recurrent_model(self) -> "Recipe":
+        if self.train.stateful and self.model.arch not in ("rnn", "lstm", "gru"):
+            raise ValueError(f"train.stateful carries a recurrent state between batches: it needs model.arch = "
+                             f"rnn, lstm or gru, not {self.model.arch!r}")
+        if self.train.stateful and self.train.distribute != "none":
+            raise ValueError("train.stateful keeps one state per lane of the batch: it cannot be combined with "
+                             "train.distribute")
+        return self

@@ -86,6 +86,60 @@ class WindowSampler:
         self.rng.bit_generator.state = state
 
 
+class StreamBatches:
+    """Contiguous batches for stateful (truncated-BPTT) training: the token array cut into `batch_size` lanes,
+    each read in order `context` tokens at a time, so row b of each batch continues row b of the one before.
+
+    One epoch is `windows` batches; the lanes then start again from their beginnings. Each batch is
+    ((x, reset), y) with `reset` (batch_size,) 1.0 on the first window of an epoch (the model starts those
+    lanes from a zero state) and 0.0 otherwise. The position is the whole state: checkpointed, it resumes on
+    the very next window.
+    """
+
+    def __init__(self, tokens: np.ndarray, context: int, batch_size: int):
+        self.lane_length = (len(tokens) - 1) // batch_size
+        self.windows = self.lane_length // context
+        if self.windows < 1:
+            raise ValueError(f"{len(tokens)} tokens are fewer than {batch_size} lanes of context {context} + 1 "
+                             f"(stateful training needs batch_size x context + 1)")
+        self.tokens, self.context, self.batch_size = tokens, context, batch_size
+        self.position = 0  # windows taken since the start of training
+        self._offsets = np.arange(batch_size)[:, None] * self.lane_length + np.arange(context + 1)  # (B, T+1)
+
+    def next_batch(self) -> tuple[list[np.ndarray], np.ndarray]:
+        window = self.position % self.windows
+        block = self.tokens[self._offsets + window * self.context].astype(np.int32)  # (B, T+1)
+        reset = np.full(self.batch_size, 1.0 if window == 0 else 0.0, np.float32)
+        self.position += 1
+        return [block[:, :-1], reset], block[:, 1:]
+
+    def state(self) -> dict:
+        return {"position": self.position}
+
+    def set_state(self, state: dict) -> None:
+        self.position = int(state["position"])
+
+
+def stream_windows(tokens: np.ndarray, context: int, batch_size: int, max_batches: int = 0):
+    """The whole split as `StreamBatches` lanes for evaluation: yields (x, reset, y, lanes), x and y (lanes, t).
+
+    Lanes are `batch_size` long runs of the split (fewer when it is very short), read `context` tokens at a
+    time; the last window of each lane may be shorter so every lane token is predicted once. The at most
+    `lanes - 1` tokens beyond the last whole lane are left out.
+    """
+    lanes = max(1, min(batch_size, len(tokens) - 1))
+    length = (len(tokens) - 1) // lanes
+    starts = np.arange(lanes) * length
+    count = -(-length // context)
+    if max_batches:
+        count = min(count, max_batches)
+    for index in range(count):
+        first, last = index * context, min(index * context + context, length)
+        block = np.stack([np.asarray(tokens[s + first: s + last + 1], dtype=np.int32) for s in starts])
+        reset = np.full(lanes, 1.0 if index == 0 else 0.0, np.float32)
+        yield block[:, :-1], reset, block[:, 1:], lanes
+
+
 def sequential_windows(tokens: np.ndarray, context: int, batch_size: int, max_batches: int = 0):
     """Non-overlapping windows covering the split in order (for evaluation): yields (x, y) batches.
 

@@ -3,6 +3,10 @@ loss at each position of the context window.
 
 Scores are computed per token by a compiled scoring model (token ids, targets) -> (nll, correct, in top k),
 so the last, partial batch is padded and its padding dropped exactly, with no reliance on loss reductions.
+
+A recurrent model trained with `train.stateful` is scored the way it was trained: its stateful twin reads
+the split as contiguous lanes, carrying its state from one window to the next (`make_scorer(...,
+stateful_batch=N)`); `score_tokens` recognises such a scorer by its extra `reset` input.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from llmtui.data.tokens import sequential_windows
+from llmtui.data.tokens import sequential_windows, stream_windows
 
 TOP_K = 5
 
@@ -47,12 +51,31 @@ class TokenScores(keras.layers.Layer):
         return {**super().get_config(), "top_k": self.top_k}
 
 
-def make_scorer(model, jit_compile: bool = True, top_k: int = TOP_K):
-    ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    targets = keras.Input(shape=(None,), dtype="int32", name="targets")
-    scorer = keras.Model([ids, targets], TokenScores(top_k=top_k, name="token_scores")(model(ids), targets))
+def make_scorer(model, jit_compile: bool = True, top_k: int = TOP_K, stateful_batch: int = 0, model_config=None):
+    """A compiled (ids, targets) -> scores model; with `stateful_batch`, (ids, reset, targets) on the stateful
+    twin of a recurrent `model` (`model_config` says its layers) with that many lanes."""
+    if stateful_batch:
+        from llmtui.models.recurrent import stateful_twin
+        from llmtui.tokenizers.text_tokenizer import EOS, SPECIAL_TOKENS
+
+        twin = stateful_twin(model, model_config, stateful_batch, SPECIAL_TOKENS.index(EOS))
+        ids = keras.Input(batch_shape=(stateful_batch, None), dtype="int32", name="token_ids")
+        reset = keras.Input(batch_shape=(stateful_batch,), dtype="float32", name="reset")
+        targets = keras.Input(batch_shape=(stateful_batch, None), dtype="int32", name="targets")
+        inputs, logits = [ids, reset, targets], twin([ids, reset])
+    else:
+        ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        targets = keras.Input(shape=(None,), dtype="int32", name="targets")
+        inputs, logits = [ids, targets], model(ids)
+    scorer = keras.Model(inputs, TokenScores(top_k=top_k, name="token_scores")(logits, targets))
     scorer.compile(jit_compile=jit_compile)
     return scorer
+
+
+def scorer_for(model, model_config, train_config, batch_size: int, jit_compile: bool | None = None):
+    """The scorer a run's model is evaluated with: stateful when it was trained with `train.stateful`."""
+    return make_scorer(model, train_config.jit_compile if jit_compile is None else jit_compile,
+                       stateful_batch=batch_size if train_config.stateful else 0, model_config=model_config)
 
 
 def score_tokens(scorer, tokens: np.ndarray, context: int, batch_size: int, max_batches: int = 0) -> dict:
@@ -63,21 +86,32 @@ def score_tokens(scorer, tokens: np.ndarray, context: int, batch_size: int, max_
     """
     total_nll, total_correct, total_top_k, count, windows = 0.0, 0.0, 0.0, 0, 0
     by_position = np.zeros(0, np.float64)
-    for x, y in sequential_windows(tokens, context, batch_size, max_batches):
+    stateful = len(scorer.inputs) == 3
+    if stateful:  # contiguous lanes, the state carried; the batch size is the twin's, fixed
+        batch_size = int(scorer.inputs[0].shape[0])
+        batches = ((x, reset, y) for x, reset, y, _ in stream_windows(tokens, context, batch_size, max_batches))
+    else:
+        batches = ((x, None, y) for x, y in sequential_windows(tokens, context, batch_size, max_batches))
+    for x, reset, y in batches:
         rows = len(x)
         if rows < batch_size:  # pad to a fixed shape: one compiled program for every batch
             pad = batch_size - rows
             x = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
             y = np.concatenate([y, np.zeros((pad, y.shape[1]), y.dtype)])
-        scores = np.asarray(scorer.predict_on_batch([x, y]))[:rows]  # (rows, T, 3)
+            if reset is not None:
+                reset = np.concatenate([reset, np.ones(pad, reset.dtype)])
+        inputs = [x, reset, y] if stateful else [x, y]
+        scores = np.asarray(scorer.predict_on_batch(inputs))[:rows]  # (rows, T, 3)
         nll = scores[..., 0].astype(np.float64)  # (rows, T)
         total_nll += float(nll.sum())
         total_correct += float(scores[..., 1].sum())
         total_top_k += float(scores[..., 2].sum())
-        if by_position.shape[0] != nll.shape[1]:
+        if by_position.shape[0] == 0:
             by_position = np.zeros(nll.shape[1], np.float64)
-        by_position += nll.sum(axis=0)
         count += nll.size
+        if nll.shape[1] < by_position.shape[0]:  # a stream's shorter last window: not a whole window
+            continue
+        by_position += nll.sum(axis=0)
         windows += rows
     return {"nll_sum": total_nll, "correct": total_correct, "top_k_correct": total_top_k, "tokens": count,
             "windows": windows, "nll_by_position": by_position.tolist()}

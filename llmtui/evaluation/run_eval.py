@@ -137,7 +137,7 @@ def evaluate_run(run: RunFolder, data_files: Iterable[Path] = (), max_batches: i
     model. Returns the updated report.
     """
     from llmtui.config import load_recipe
-    from llmtui.evaluation.language_model import make_scorer
+    from llmtui.evaluation.language_model import scorer_for
     from llmtui.pipeline import load_final_model
     from llmtui.tokenizers import TextTokenizer
 
@@ -152,7 +152,7 @@ def evaluate_run(run: RunFolder, data_files: Iterable[Path] = (), max_batches: i
     batches = recipe.eval.max_batches if max_batches is None else max_batches
     batch_size = recipe.eval.batch_size or recipe.train.batch_size
     context = recipe.model.context
-    scorer = make_scorer(load_final_model(run), recipe.train.jit_compile)
+    scorer = scorer_for(load_final_model(run), recipe.model, recipe.train, batch_size)
 
     previous = read_json(run.eval_dir / "report.json") or {}
     same_model = previous.get("model_digest") is not None and previous.get("model_digest") == model_digest(run)

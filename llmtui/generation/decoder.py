@@ -28,6 +28,8 @@ class IncrementalDecoder:
         self.model = model
         self.context = int(context)
         self.embedding = model.get_layer("token_embedding")
+        names = {layer.name for layer in model.layers}
+        self.output_bias = model.get_layer("output_bias") if "output_bias" in names else None
         self._forward = compile_function(self.forward, model.variables)
         self._reorder = compile_function(self.reorder, [])
 
@@ -48,7 +50,10 @@ class IncrementalDecoder:
         from keras import ops
 
         x = ops.take(x, last, axis=1)[:, None, :]  # (B, 1, C)
-        return ops.cast(self.embedding(x, reverse=True), "float32")[:, 0]
+        logits = self.embedding(x, reverse=True)
+        if self.output_bias is not None:
+            logits = self.output_bias(logits)
+        return ops.cast(logits, "float32")[:, 0]
 
     def step(self, ids: np.ndarray, state, index: int, last: int):
         """Run the compiled forward; returns (logits as numpy (B, V), new state)."""

@@ -60,6 +60,8 @@ def count_model_parameters(config: ModelConfig, vocab_size: int) -> tuple[int, i
     per_layer = gates * (d * d + d * d + d)
     if config.arch == "gru":
         per_layer += gates * d  # Keras GRU (reset_after) has a second bias
+    if config.output_bias:
+        head += vocab_size
     return embedding + layers * per_layer + head, embedding
 
 

@@ -102,4 +102,9 @@ def output_logits(x, embedding, config: ModelConfig, vocab_size: int, seed: int)
 
     # Untied, the reversible embedding holds a separate (dim, vocab) output matrix; tied, it reuses its own.
     logits = embedding(x, reverse=True)
+    if config.output_bias and config.arch in ("rnn", "lstm", "gru"):
+        from llmtui.models.recurrent_layers import OutputBias
+
+        logits = OutputBias(name="output_bias")(logits)
     return keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
+

@@ -9,6 +9,10 @@ The loop body also takes its weights as tensors read once before the loop (see `
 193 ms, the input projected up front 137 ms, the weights read once 96–100 ms, and the LSTM's hand-written
 backward pass (`lstm_sequence`) 77 ms (JAX: 102–106 ms before it, 83 ms with it).
 Cell dropout, masks and reversed sequences fall back to Keras' loop.
+
+`run_carried` runs a layer from a given state and returns its final state, zeroing the state before every
+step whose `keep` is 0: stateful training (`train.stateful`) carries the state from one batch to the next
+and starts each document afresh where its end-of-text token is read.
 """
 
 from __future__ import annotations
@@ -47,6 +51,23 @@ class _HoistedInputProjection:
         return keras.src.backend.rnn(step, projected, states, unroll=self.unroll,
                                      input_length=sequences.shape[1], return_all_outputs=self.return_sequences)
 
+    def run_carried(self, sequences, initial_state: list, keep):
+        """Every step's output (B, T, U) and the final states, from `initial_state`; the states are zeroed
+        before each step t where keep[:, t] (B, T, 1) is 0."""
+        if self.cell.dropout or self.cell.recurrent_dropout or self.go_backwards:
+            raise ValueError("a carried state needs a forward recurrent layer without cell dropout")
+        projected = self._project(sequences)
+        stepped = ops.concatenate([projected, ops.cast(keep, projected.dtype)], axis=-1)  # keep as a last channel
+        weights = {name: ops.copy(weight) for name, weight in self._loop_weights().items()}
+
+        def step(inputs, states):
+            kept = inputs[..., -1:]
+            return self._recurrence(inputs[..., :-1], [state * kept for state in states], **weights)
+
+        _, outputs, states = keras.src.backend.rnn(step, stepped, list(initial_state),
+                                                   input_length=sequences.shape[1])
+        return outputs, list(states)
+
     def _loop_weights(self) -> dict:
         return {"kernel": self.cell.recurrent_kernel}
 
@@ -68,6 +89,19 @@ class LSTM(_HoistedInputProjection, keras.layers.LSTM):
         outputs, c_last = lstm_sequence(self._project(sequences), h0, c0, ops.copy(cell.recurrent_kernel))
         h_last = outputs[:, -1]
         return h_last, outputs, [h_last, c_last]
+
+    def run_carried(self, sequences, initial_state: list, keep):
+        cell = self.cell
+        if self.unroll or cell.activation is not keras.activations.tanh \
+                or cell.recurrent_activation is not keras.activations.sigmoid:
+            return super().run_carried(sequences, initial_state, keep)
+        if cell.dropout or cell.recurrent_dropout or self.go_backwards:
+            raise ValueError("a carried state needs a forward recurrent layer without cell dropout")
+        h0, c0 = initial_state
+        projected = self._project(sequences)
+        outputs, c_last = lstm_sequence(projected, h0, c0, ops.copy(cell.recurrent_kernel),
+                                        ops.cast(keep, projected.dtype))
+        return outputs, [outputs[:, -1], c_last]
 
     def _recurrence(self, projected, states, kernel):
         cell = self.cell
@@ -127,11 +161,61 @@ class SimpleRNN(_HoistedInputProjection, keras.layers.SimpleRNN):
         return h, [h]
 
 
-def lstm_sequence(projected, h0, c0, kernel):
+@keras.saving.register_keras_serializable(package="llmtui")
+class OutputBias(keras.layers.Layer):
+    """Logits (B, T, V) plus a learned bias per vocabulary entry, zeros at the start (`model.output_bias`)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="bias")
+
+    def call(self, logits):
+        return logits + ops.cast(self.bias, logits.dtype)
+
+
+class CarriedStates(keras.layers.Layer):
+    """Stacked recurrent layers (each followed by its dropout) whose final states are kept in variables and
+    start the next call: the core of `recurrent.stateful_twin`. Not serialised: it lives only during training
+    and evaluation, around layers owned by the saved model."""
+
+    def __init__(self, pairs, batch_size: int, reset_id: int, **kwargs):
+        super().__init__(**kwargs)
+        self.pairs = list(pairs)  # [(recurrent layer, dropout layer)], tracked as sublayers
+        self.batch_size = int(batch_size)
+        self.reset_id = int(reset_id)
+        self.states = []
+        for index, (layer, _) in enumerate(self.pairs):
+            count = 2 if isinstance(layer, keras.layers.LSTM) else 1
+            self.states.append([self.add_weight(shape=(self.batch_size, layer.cell.units), initializer="zeros",
+                                                trainable=False, dtype="float32", name=f"state_{index}_{k}")
+                                for k in range(count)])
+        self.built = True
+
+    def call(self, x, ids, reset, training=None):
+        keep = ops.expand_dims(ops.cast(ops.not_equal(ids, self.reset_id), x.dtype), -1)  # (B, T, 1)
+        lane = ops.expand_dims(1.0 - ops.cast(reset, "float32"), -1)  # (B, 1)
+        for (layer, dropout), variables in zip(self.pairs, self.states):
+            initial = [ops.cast(ops.convert_to_tensor(v) * lane, x.dtype) for v in variables]
+            x, final = layer.run_carried(x, initial, keep)
+            for variable, value in zip(variables, final):
+                variable.assign(ops.cast(ops.stop_gradient(value), "float32"))
+            x = dropout(x, training=training)
+        return x
+
+    def zero(self) -> None:
+        for variables in self.states:
+            for variable in variables:
+                variable.assign(ops.zeros(variable.shape, variable.dtype))
+
+    def compute_output_shape(self, x_shape, ids_shape=None, reset_shape=None):
+        return (*x_shape[:-1], self.pairs[-1][0].cell.units)
+
+
+def lstm_sequence(projected, h0, c0, kernel, keep=None):
     """An LSTM with sigmoid gates and tanh activations over a whole sequence, with its own backward pass.
 
     `projected` is the input projection plus bias (B, T, 4U) in Keras' gate order (input, forget, candidate,
     output); `kernel` the recurrent kernel (U, 4U). Returns every step's h (B, T, U) and the last cell state.
+    With `keep` (B, T, 1), h and c are multiplied by keep[:, t] before step t (0 = start afresh there).
 
     Autodiff through the time loop multiplies out the recurrent kernel's gradient one step at a time, a small
     product and a (U, 4U) sum per step. Here the backward loop only carries dh and dc back, and the kernel's
@@ -139,6 +223,9 @@ def lstm_sequence(projected, h0, c0, kernel):
     (forward and backward) this measured 67–71 → 56–58 ms on TensorFlow and no change on JAX; in the whole
     training step, 98 → 77 ms on TensorFlow and 104 → 83 ms on JAX.
     """
+    if keep is not None:
+        return _lstm_sequence_kept(projected, h0, c0, kernel, keep)
+
     @ops.custom_gradient
     def run(projected, h0, c0, kernel):
         units = ops.shape(h0)[-1]
@@ -183,6 +270,56 @@ def lstm_sequence(projected, h0, c0, kernel):
         return (hs, c_last), grad
 
     return run(projected, h0, c0, kernel)
+
+
+def _lstm_sequence_kept(projected, h0, c0, kernel, keep):
+    """`lstm_sequence` with the state multiplied by `keep` (B, T, 1) before each step; the same backward pass,
+    where the gradients reaching a step's incoming state pass through the same factor."""
+    @ops.custom_gradient
+    def run(projected, h0, c0, kernel, keep):
+        units = ops.shape(h0)[-1]
+
+        def forward_step(z_and_keep, states):
+            kept = z_and_keep[..., -1:]
+            h, c = states[0] * kept, states[1] * kept
+            i, f, g, o = ops.split(z_and_keep[..., :-1] + ops.matmul(h, kernel), 4, axis=-1)
+            i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
+            c = f * c + i * g
+            h = o * ops.tanh(c)
+            return ops.concatenate([h, c, i, f, g, o], axis=-1), [h, c]
+
+        _, saved, (_, c_last) = keras.src.backend.rnn(forward_step, ops.concatenate([projected, keep], axis=-1),
+                                                      [h0, c0], input_length=projected.shape[1])
+        hs = saved[..., :units]
+
+        def grad(*upstream, **kwargs):
+            d_hs, d_c_last = upstream[0] if len(upstream) == 1 else upstream
+            # The state each step started from, after its keep factor.
+            c_before = ops.concatenate([c0[:, None], saved[:, :-1, units:2 * units]], axis=1) * keep
+            h_before = ops.concatenate([h0[:, None], hs[:, :-1]], axis=1) * keep
+            kernel_t = ops.transpose(kernel)
+
+            def backward_step(step_inputs, states):
+                dh, dc = states
+                d_h_out, h, c, i, f, g, o, c_prev = ops.split(step_inputs[..., :-1], 8, axis=-1)
+                kept = step_inputs[..., -1:]
+                dh = dh + d_h_out
+                tanh_c = ops.tanh(c)
+                dc = dc + dh * o * (1 - tanh_c * tanh_c)
+                dz = ops.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                                      dh * tanh_c * o * (1 - o)], axis=-1)
+                return dz, [ops.matmul(dz, kernel_t) * kept, dc * f * kept]
+
+            step_inputs = ops.concatenate([d_hs, saved, c_before, keep], axis=-1)  # (B, T, 8U + 1)
+            _, dz, (dh0, dc0) = keras.src.backend.rnn(backward_step, step_inputs, [ops.zeros_like(h0), d_c_last],
+                                                      go_backwards=True, input_length=step_inputs.shape[1])
+            dz = ops.flip(dz, axis=1)
+            d_kernel = ops.einsum("btu,btg->ug", h_before, dz)
+            return dz, dh0, dc0, d_kernel, ops.zeros_like(keep)
+
+        return (hs, c_last), grad
+
+    return run(projected, h0, c0, kernel, keep)
 
 
 RECURRENT_LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}

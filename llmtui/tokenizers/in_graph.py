@@ -8,6 +8,7 @@ tf.data and exported graphs). They give the same ids as `TextTokenizer` on text 
 | wordpiece | `keras_hub.tokenizers.WordPieceTokenizer` with our vocabulary (BERT splitting, no CJK split) |
 | unigram | `keras_hub.tokenizers.SentencePieceTokenizer` on the SentencePiece proto that trained the vocabulary |
 | char | no keras-hub layer maps characters onto a learned alphabet: `tf.strings.unicode_split` and a static table |
+| word | `tf_text.regex_split` on the saved word expression (RE2), keeping the matches, and a static table |
 
 The same normalisation as the saved `tokenizer.json` runs first (the data stage's Unicode form, then
 lowercasing when the data stage lowercased). Two known differences: lowercasing in-graph uses simple
@@ -51,9 +52,15 @@ class InGraphTokenizer:
         vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
         self.special_table = _table(SPECIAL_TOKENS, [vocab[t] for t in SPECIAL_TOKENS], default=-1)
         self.layer = _keras_hub_layer(tokenizer, vocab)  # None for char
-        if self.kind == "char":
-            chars = [t for t in vocab if t not in SPECIAL_TOKENS]
-            self.char_table = _table(chars, [vocab[c] for c in chars], default=self.unk_id)
+        if self.kind in ("char", "word"):
+            pieces = [t for t in vocab if t not in SPECIAL_TOKENS]
+            self.piece_table = _table(pieces, [vocab[p] for p in pieces], default=self.unk_id)
+        self.word_regex = tokenizer.word_regex
+        if self.kind == "word" and not self.word_regex:
+            from llmtui.errors import RunFolderError
+
+            raise RunFolderError("this word tokenizer has no word expression in llmtui_tokenizer.json beside it",
+                                 hint="train the tokenizer again: llmtui tokenizer train RECIPE")
 
     def normalize(self, text):
         if self.normalization != "none":
@@ -86,7 +93,13 @@ class InGraphTokenizer:
         is_special = special >= 0
         if self.kind == "char":
             chars = tf.strings.unicode_split(flat, "UTF-8")  # (N, C)
-            ordinary = tf.ragged.map_flat_values(self.char_table.lookup, chars)
+            ordinary = tf.ragged.map_flat_values(self.piece_table.lookup, chars)
+        elif self.kind == "word":
+            # The split keeps the matches and the gaps between them; a gap never fully matches (else the
+            # search would have matched there), so a full match is exactly a word.
+            words = tf_text.regex_split(flat, self.word_regex, self.word_regex)  # (N, W)
+            words = tf.ragged.boolean_mask(words, tf.strings.regex_full_match(words, self.word_regex))
+            ordinary = tf.ragged.map_flat_values(self.piece_table.lookup, words)
         elif self.kind == "byte":
             ordinary = self._layer_on(flat) + len(SPECIAL_TOKENS)  # (N, T) byte values, shifted
         else:  # unigram

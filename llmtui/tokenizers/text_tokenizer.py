@@ -7,6 +7,11 @@ Normalisation agrees with the data stage: the training text is already in the Un
 `data.clean.normalize` (and lowercased when `data.lowercase` is on), and the saved tokenizer applies the same
 normaliser, so prompts typed at generation time are treated like the training text.
 
+The word kind is the classic word-level vocabulary: the text split into words (on whitespace, or the matches
+of `tokenizer.word_pattern`), each line break a token of its own (`tokenizer.end_of_line`), the most
+frequent words kept up to `vocab_size` and those seen fewer than `min_frequency` times read as `<unk>`.
+Decoding joins words with single spaces (the original spacing is not kept).
+
 The unigram kind is trained by `sentencepiece` itself (the reference implementation of the Unigram
 language model) and saved twice: `tokenizer.model` (the SentencePiece proto, which keras-hub's
 `SentencePieceTokenizer` loads in-graph) and the equivalent `tokenizer.json` built from its pieces and scores.
@@ -28,15 +33,21 @@ SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
 SENTENCEPIECE_FILE = "tokenizer.model"
 META_FILE = "llmtui_tokenizer.json"
 METASPACE = "\u2581"  # ▁, SentencePiece's visible space
+# Whitespace spelled out the same way for Oniguruma (tokenizers) and RE2 (the in-graph twin), whose `\s`
+# differ (RE2's is ASCII only): Python's str.split() whitespace, i.e. Unicode White_Space.
+WORD_WHITESPACE = r"\t\n\x{0b}\x{0c}\r\x{1c}-\x{1f}\x{85}\p{Z}"
+EOL = "\n"
 
 
 class TextTokenizer:
     """A trained vocabulary: text <-> ids."""
 
     def __init__(self, backend, kind: str, lowercase: bool = False, normalization: str = "nfc",
-                 sentencepiece_proto: bytes | None = None, special_names: dict[str, str | None] | None = None):
+                 sentencepiece_proto: bytes | None = None, special_names: dict[str, str | None] | None = None,
+                 word_regex: str = ""):
         self.backend = backend  # tokenizers.Tokenizer
         self.kind = kind
+        self.word_regex = word_regex  # word only: what a token is (line breaks included when they are tokens)
         self.lowercase = lowercase
         self.normalization = normalization  # none | nfc | nfkc
         self.sentencepiece_proto = sentencepiece_proto  # unigram only
@@ -109,6 +120,8 @@ class TextTokenizer:
             written.append(folder / SENTENCEPIECE_FILE)
         meta = {"kind": self.kind, "lowercase": self.lowercase, "normalization": self.normalization,
                 "special_tokens": SPECIAL_TOKENS, "special_names": self.special_names}
+        if self.word_regex:
+            meta["word_regex"] = self.word_regex
         (folder / META_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
         return written
 
@@ -131,7 +144,7 @@ class TextTokenizer:
             raise RunFolderError(f"the tokenizer in {folder} is damaged ({type(exc).__name__}: {exc})",
                                  hint="run the recipe again (llmtui run RECIPE): its tokenizer stage redoes it") from None
         return cls(tokenizer, meta.get("kind", "unknown"), bool(meta.get("lowercase", False)),
-                   meta.get("normalization", "nfc"), proto, meta.get("special_names"))
+                   meta.get("normalization", "nfc"), proto, meta.get("special_names"), meta.get("word_regex", ""))
 
 
 def train_tokenizer(config: TokenizerConfig, texts: Iterable[str], lowercase: bool = False,
@@ -179,11 +192,81 @@ def train_tokenizer(config: TokenizerConfig, texts: Iterable[str], lowercase: bo
     elif config.kind == "unigram":
         proto = _train_sentencepiece(config, texts)
         backend = _unigram_from_sentencepiece(proto)
+    elif config.kind == "word":
+        word_regex = word_regex_of(config)
+        backend = Tokenizer(models.WordLevel(vocab={}, unk_token=UNK))
+        backend.pre_tokenizer = _word_pre_tokenizer(word_regex)
+        backend.decoder = _word_decoder()
+        # The normaliser goes on before training: the words are counted as they will be read.
+        backend.normalizer = _normalizer(lowercase, normalization)
+        trainer = trainers.WordLevelTrainer(vocab_size=config.vocab_size, min_frequency=config.min_frequency,
+                                            special_tokens=SPECIAL_TOKENS, show_progress=False)
+        backend.train_from_iterator(_batched(texts), trainer=trainer)
     else:  # the recipe's Literal makes this unreachable; kept for direct library callers
         raise ValueError(f"unknown tokenizer kind {config.kind!r}")
     backend.normalizer = _normalizer(lowercase, normalization, sentencepiece=config.kind == "unigram")
     backend.add_special_tokens(SPECIAL_TOKENS)
-    return TextTokenizer(backend, config.kind, lowercase, normalization, proto)
+    return TextTokenizer(backend, config.kind, lowercase, normalization, proto,
+                         word_regex=word_regex_of(config) if config.kind == "word" else "")
+
+
+def word_regex_of(config: TokenizerConfig) -> str:
+    """The regular expression whose matches are the word kind's tokens: the words, then line breaks."""
+    words = _unicode_classes(config.word_pattern) if config.word_pattern else f"[^{WORD_WHITESPACE}]+"
+    return f"{EOL}|(?:{words})" if config.end_of_line else f"(?:{words})"
+
+
+# Perl classes spelled as Unicode properties. Oniguruma reads \w, \d and \s as Unicode, RE2 as ASCII only;
+# spelled out, both engines (and Python's `re`, which the recipe checks against) mean the same characters.
+_CLASS_BODY = {"w": r"\p{L}\p{M}\p{Nd}\p{Pc}", "d": r"\p{Nd}", "s": WORD_WHITESPACE}
+
+
+def _unicode_classes(pattern: str) -> str:
+    """`pattern` with \\w, \\d, \\s (and \\W, \\D, \\S outside brackets) written as Unicode property classes."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            code = pattern[i + 1]
+            if code.lower() in _CLASS_BODY and (in_class and code.islower() or not in_class):
+                body = _CLASS_BODY[code.lower()]
+                out.append(body if in_class else f"[{'^' if code.isupper() else ''}{body}]")
+            else:
+                out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+            out.append(char)
+            if pattern[i + 1:i + 2] == "^":  # a "]" right after "[" or "[^" is a literal
+                out.append("^")
+                i += 1
+            if pattern[i + 1:i + 2] == "]":
+                out.append("]")
+                i += 1
+        elif char == "]" and in_class:
+            in_class = False
+            out.append(char)
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def _word_pre_tokenizer(word_regex: str):
+    from tokenizers import Regex, pre_tokenizers
+
+    # invert: the matches are the pieces, and what lies between them (spaces) is dropped.
+    return pre_tokenizers.Split(Regex(word_regex), behavior="removed", invert=True)
+
+
+def _word_decoder():
+    """Words joined by one space, with no space around a line break: a space before every token, all of them
+    fused into one string, then the spaces beside line breaks and the one in front removed."""
+    from tokenizers import Regex, decoders
+
+    return decoders.Sequence([decoders.Replace(Regex(r"\A"), " "), decoders.Fuse(),
+                              decoders.Replace(Regex(f" ?{EOL} ?"), EOL), decoders.Strip(" ", 1, 0)])
 
 
 def _normalizer(lowercase: bool, normalization: str, sentencepiece: bool = False):

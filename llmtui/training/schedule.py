@@ -1,5 +1,8 @@
 """Learning-rate schedules: linear warmup, then constant, cosine, linear, or warmup-stable-decay (wsd).
 
+`plateau` is no function of the step: the optimizer's learning rate is a variable that the training loop
+multiplies by `train.plateau_factor` when the validation loss stalls (it is checkpointed with the optimizer).
+
 `lr_at` is the plain-Python definition (for logs and tests); `keras_schedule.WarmupDecay` computes the
 same values in-graph for the optimizer.
 """
@@ -28,7 +31,7 @@ def lr_at(step: int, peak: float, total_steps: int, warmup_steps: int, kind: str
     """The learning rate used for optimizer step `step` (0-based)."""
     if warmup_steps and step < warmup_steps:
         return peak * (step + 1) / warmup_steps
-    if kind == "constant":
+    if kind in ("constant", "plateau"):  # plateau: its start; the loop lowers it
         return peak
     factor = decay_factor(kind, step, total_steps, warmup_steps, decay_fraction)
     return peak * (min_ratio + (1.0 - min_ratio) * factor)
@@ -36,6 +39,8 @@ def lr_at(step: int, peak: float, total_steps: int, warmup_steps: int, kind: str
 
 def make_schedule(config, micro_steps_per_update: int = 1):
     """The recipe's schedule as a serialisable Keras LearningRateSchedule."""
+    if config.schedule == "plateau":
+        return float(config.lr)  # a plain variable the training loop lowers
     from llmtui.training.keras_schedule import WarmupDecay
 
     return WarmupDecay(config.lr, config.steps, config.warmup_steps, config.schedule, config.min_lr_ratio,

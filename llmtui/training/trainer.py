@@ -6,8 +6,12 @@ accumulation, evaluation, checkpointing, early stopping, the NaN guard and stopp
 TUI's stop button) plain Python at optimizer-step boundaries.
 
 What is trained is a *task*: it supplies batches, the loss and the validation metrics. Pretraining and
-domain fine-tuning use `LanguageModelingTask` (random windows of a token file); classification and
-prompt-to-answer fine-tuning bring their own (`llmtui.finetune.tasks`). The loop is the same for all.
+domain fine-tuning use `LanguageModelingTask` (random windows of a token file) or, with `train.stateful`,
+`StatefulLanguageModelingTask` (contiguous lanes, the recurrent state carried between batches: truncated
+backpropagation through time); classification and prompt-to-answer fine-tuning bring their own
+(`llmtui.finetune.tasks`). The loop is the same for all. A task may train a different model than the one
+it is given (`training_model`): the stateful task trains a twin that shares every layer and holds the
+carried states as variables, so they are saved in checkpoints along with the weights.
 
 Checkpoints (`checkpoints/step_NNNNNNN/`, and `checkpoints/best/`) hold the model's variables (weights and
 dropout random state), the optimizer's variables and the task's batch-sampler random state, so a resumed run
@@ -31,7 +35,7 @@ import numpy as np
 from keras import ops
 
 from llmtui.config.recipe import ModelConfig, TrainConfig
-from llmtui.data.tokens import WindowSampler
+from llmtui.data.tokens import StreamBatches, WindowSampler
 from llmtui.errors import TrainingError, TrainingInterrupted  # noqa: F401  (raised here; defined light)
 from llmtui.evaluation.language_model import make_scorer, score_tokens, summarize
 from llmtui.events import CheckpointSaved, Message, Metrics, Sample, TrainingStarted
@@ -100,6 +104,36 @@ class LanguageModelingTask:
         return {"loss": val["loss"], "perplexity": val["perplexity"], "accuracy": val["accuracy"]}
 
 
+class StatefulLanguageModelingTask(LanguageModelingTask):
+    """Next-token prediction on contiguous lanes of the token file, the recurrent state carried from each
+    batch to the next (and zeroed at each end-of-text token and at the start of each epoch); validated the
+    same way on the validation tokens, with a state of its own (training's is left untouched)."""
+
+    def __init__(self, inputs: TrainInputs, model_config: ModelConfig, config: TrainConfig, seed: int):
+        self.inputs, self.context, self.config, self.model_config = inputs, model_config.context, config, model_config
+        try:
+            self.sampler = StreamBatches(inputs.train_tokens, self.context, config.batch_size)
+        except ValueError as exc:
+            raise TrainingError(f"train.stateful: the train split is too short: {exc}",
+                                hint="add data, or lower train.batch_size or model.context") from None
+        self.tokens_per_batch = config.batch_size * self.context
+        self._scorer = None
+
+    def training_model(self, model):
+        from llmtui.models.recurrent import stateful_twin
+        from llmtui.tokenizers.text_tokenizer import EOS, SPECIAL_TOKENS
+
+        return stateful_twin(model, self.model_config, self.config.batch_size, SPECIAL_TOKENS.index(EOS))
+
+    def validate(self, model) -> dict:
+        if self._scorer is None:
+            self._scorer = make_scorer(model, self.config.jit_compile, stateful_batch=self.config.batch_size,
+                                       model_config=self.model_config)
+        val = summarize(score_tokens(self._scorer, self.inputs.val_tokens, self.context, self.config.batch_size,
+                                     self.config.eval_batches), self.inputs.bytes_per_token, self.inputs.vocab_size)
+        return {"loss": val["loss"], "perplexity": val["perplexity"], "accuracy": val["accuracy"]}
+
+
 @keras.saving.register_keras_serializable(package="llmtui")
 class NextTokenLoss(keras.losses.Loss):
     """Cross-entropy of next-token logits against integer targets, with optional label smoothing."""
@@ -160,10 +194,17 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
           peak_flops: float = 0.0, stop_requested: Callable[[], bool] | None = None) -> dict:
     """Train `model` to `config.steps` optimizer steps, resuming from the newest matching checkpoint.
 
-    `inputs` is a task, or token files for next-token prediction (wrapped in a `LanguageModelingTask`).
+    `inputs` is a task, or token files for next-token prediction (wrapped in a `LanguageModelingTask`, or a
+    `StatefulLanguageModelingTask` with `train.stateful`). `model` is what samples and validation see; the
+    task's `training_model` (when it has one) is what the optimizer steps and checkpoints hold.
     """
-    batches = LanguageModelingTask(inputs, model_config.context, config, seed) if isinstance(inputs, TrainInputs) \
-        else inputs
+    if isinstance(inputs, TrainInputs):
+        batches = StatefulLanguageModelingTask(inputs, model_config, config, seed) if config.stateful \
+            else LanguageModelingTask(inputs, model_config.context, config, seed)
+    else:
+        batches = inputs
+    shown = model  # samples, validation and parameter counts
+    model = batches.training_model(shown) if hasattr(batches, "training_model") else shown
     compile_model(model, config, batches.loss(config))
     checkpoints = CheckpointManager(run.checkpoint_dir, config.keep_checkpoints, fingerprint)
     state = {"step": 0, "best_val_loss": math.inf, "evals_since_best": 0}
@@ -176,7 +217,7 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
     tokens_per_step = batches.tokens_per_batch * accum
     from llmtui.models import count_parameters
     emit(TrainingStarted(total_steps=config.steps, start_step=state["step"], tokens_per_step=tokens_per_step,
-                         parameters=count_parameters(model)))
+                         parameters=count_parameters(shown)))
 
     writer, val_writer = ScalarWriter(run.logs_dir / "train"), ScalarWriter(run.logs_dir / "val")
     result = {"first_loss": None, "last_loss": None, "val_loss": None, "stopped_early": False,
@@ -231,6 +272,8 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
                     grad_norm = float(np.asarray(train_step.value(_tracking_optimizer(model).grad_norm)))
                     values = _train_metrics(config, window, tokens_per_step, flops_per_token, peak_flops, step,
                                             grad_norm)
+                    if config.schedule == "plateau":  # the variable the loop lowers, not a function of the step
+                        values["lr"] = float(np.asarray(train_step.value(_tracking_optimizer(model)._learning_rate)))
                     result["train_seconds"] += time.perf_counter() - window["start"]
                     result["last_loss"], result["tokens_per_sec"] = values["loss"], values["tokens_per_sec"]
                     emit(Metrics(step=step, split="train", values=values))
@@ -241,7 +284,7 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
                     saved = checkpoint()  # before each evaluation too: a failing evaluation loses nothing
                     window["start"] = time.perf_counter()
                 if evaluate_now:
-                    val = batches.validate(model)
+                    val = batches.validate(shown)
                     result["val_loss"] = val["loss"]
                     emit(Metrics(step=step, split="val", values=val))
                     for tag, value in val.items():
@@ -253,8 +296,16 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
                     if val["loss"] < state["best_val_loss"]:
                         state["best_val_loss"] = val["loss"]
                         checkpoints.mark_best(saved, val["loss"])
+                    if (not improved and config.schedule == "plateau"
+                            and state["evals_since_best"] % config.plateau_patience == 0):
+                        optimizer = _tracking_optimizer(model)
+                        lowered = float(np.asarray(optimizer.learning_rate)) * config.plateau_factor
+                        optimizer.learning_rate = lowered
+                        emit(Message(f"validation loss did not improve: learning rate lowered to {lowered:.4g}"))
+                        if step < config.steps:  # the step's checkpoint holds the lowered rate: exact resume
+                            saved = checkpoint()
                     if sampler_fn is not None:
-                        prompt, text = sampler_fn(model)
+                        prompt, text = sampler_fn(shown)
                         emit(Sample(step=step, prompt=prompt, text=text))
                         val_writer.text("sample", f"{prompt}{text}", step)
                     writer.flush()

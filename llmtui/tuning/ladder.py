@@ -22,6 +22,7 @@ from llmtui.events import Event, Metrics, TrainingStarted
 from llmtui.runfolder import RunFolder, write_json_atomic
 
 ARCHS = ("rnn", "lstm", "gru", "gpt", "llama")
+RECURRENT = ("rnn", "lstm", "gru")
 MATCHES = ("params", "flops", "time")
 
 
@@ -106,6 +107,8 @@ def run_ladder(recipe: Recipe, base_dir: Path | str = ".", archs: tuple[str, ...
         dim = matched_dim(recipe.model, arch, target, match, vocab, recipe.train) if match != "time" else recipe.model.dim
         data = recipe_to_dict(recipe)
         data["model"].update(arch=arch, dim=dim)
+        if arch not in RECURRENT:  # stateful training stays with the recurrent rungs
+            data["train"]["stateful"] = False
         data["run"].update(name=arch, out_dir=str(root / "ladder"))
         if match == "time":
             data["train"]["steps"] = 10_000_000
