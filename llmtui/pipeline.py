@@ -46,6 +46,7 @@ class Pipeline:
         self._summaries: dict[str, dict] = {}
         self._model = None
         self._pretrained = None  # the pretrained embedding table, read once per run
+        self._plan = None  # precision and compiler, chosen when the backend is set up
         # The TUI sets this to ask training to stop at the next step (with a checkpoint).
         self.stop_requested: Callable[[], bool] | None = None
 
@@ -237,7 +238,8 @@ class Pipeline:
         from llmtui.training.trainer import TrainInputs, train
 
         self._setup_backend()
-        train_config = self.recipe.train
+        train_config = self._plan.train_config(self.recipe.train)
+        self.bus.emit(Message(f"precision {self._plan.precision} ({self._plan.reason}); step {self._plan.compiler}"))
         with self._distribution() as devices:
             if devices > 1:
                 self.bus.emit(Message(f"data parallel over {devices} devices"))
@@ -287,7 +289,7 @@ class Pipeline:
         from llmtui.evaluation.run_eval import save_eval_report, validation_metrics
 
         self._setup_backend()
-        scorer = make_scorer(self._final_model(), self.recipe.train.jit_compile)
+        scorer = make_scorer(self._final_model(), self._plan.jit_compile)
         report = validation_metrics(scorer, self.run, self.recipe.model.context,
                                     self.recipe.eval.batch_size or self.recipe.train.batch_size,
                                     self.recipe.eval.max_batches)
@@ -323,9 +325,13 @@ class Pipeline:
         configure_backend(self.recipe.run.backend)
         import keras
 
+        from llmtui.backend import device_kind
+        from llmtui.training.precision import plan_execution
+
         keras.utils.set_random_seed(self.recipe.run.seed)
-        if self.recipe.train.precision != "float32":
-            keras.mixed_precision.set_dtype_policy(self.recipe.train.precision)
+        self._plan = plan_execution(self.recipe.train, self.recipe.model, keras.backend.backend(), device_kind())
+        # Every stage (a trained model's later evaluation and sampling too) computes in the run's precision.
+        keras.mixed_precision.set_dtype_policy(self._plan.precision)
 
     def _vocab_size(self) -> int:
         return int(_read_json(self.run.tokenizer_dir / "tokens.json")["vocab_size"])

@@ -94,6 +94,27 @@ def test_each_optimizer_is_built_from_the_recipe_and_trains(optimizer):
         assert decayed and not any(("bias" in p or "gamma" in p or "beta" in p or "embeddings" in p) for p in decayed)
 
 
+@pytest.mark.parametrize("clip", [0.0, 0.5])
+def test_gradient_norm_is_logged_and_clips_like_keras_own(clip):
+    """The logged norm is the one clipping uses (computed once per step); the update equals Keras' own
+    `global_clipnorm` optimizer's."""
+    train = recipe_from_dict({"train": {"optimizer": "adamw", "lr": 1e-2, "warmup_steps": 0, "schedule": "constant",
+                                        "weight_decay": 0.0, "grad_clip": clip}}).train
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")]
+    grads = [rng.normal(size=(4, 3)).astype("float32") * 3, rng.normal(size=(3,)).astype("float32")]
+    ours, theirs = [keras.Variable(v) for v in start], [keras.Variable(v) for v in start]
+    optimizer = make_optimizer(train)
+    reference = keras.optimizers.AdamW(learning_rate=1e-2, weight_decay=0.0, beta_1=train.beta1, beta_2=train.beta2,
+                                       global_clipnorm=clip or None)
+    optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], ours)
+    reference.apply([keras.ops.convert_to_tensor(g) for g in grads], theirs)
+    norm = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+    assert norm > 1.0 and float(np.asarray(optimizer.grad_norm)) == pytest.approx(norm, rel=1e-5)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
 def test_the_training_step_is_traced_once():
     """The optimizer is built with the model, not inside the first traced step: otherwise TensorFlow traces the
     whole step twice (once creating the optimizer's variables, again using them)."""
