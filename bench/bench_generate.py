@@ -212,8 +212,13 @@ def main() -> None:
                      "temperature": 0.8, "top_k": 40, "seed": 0},
         "results": {},
     }
+    if args.out.exists():  # a run of some backends or models updates only their entries
+        previous = json.loads(args.out.read_text(encoding="utf-8"))
+        results["results"] = previous.get("results", {})
+        results["earlier_runs"] = previous.get("earlier_runs", []) + [
+            {k: previous.get(k) for k in ("command", "when", "machine")}]
     for backend in args.backends:
-        results["results"][backend] = {"versions": versions(backend)}
+        results["results"].setdefault(backend, {})["versions"] = versions(backend)
         for arch in args.archs:
             env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
             done = subprocess.run([sys.executable, __file__, "--child", backend, arch, "--tokens", str(args.tokens)],
@@ -222,6 +227,8 @@ def main() -> None:
                 results["results"][backend][arch] = {"error": done.stderr.strip().splitlines()[-1:]}
             else:
                 results["results"][backend][arch] = json.loads(done.stdout.strip().splitlines()[-1])
+            results["results"][backend][arch].update(when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                     load_average_after=round(os.getloadavg()[0], 2))
             print(backend, arch, json.dumps(results["results"][backend][arch]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

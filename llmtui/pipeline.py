@@ -276,8 +276,9 @@ class Pipeline:
         cost = estimate_cost(self.recipe.model, train_config, inputs.vocab_size)
         peak, peak_source = peak_flops(train_config, device_kind())
         self.bus.emit(Message(f"MFU is measured against {peak / 1e12:.2f} TFLOP/s ({peak_source})"))
+        sampler = self._training_sampler(sample) if train_config.eval_samples else None
         summary = train(model, inputs, train_config, self.recipe.model, self.recipe.run.seed, self.run,
-                        self._fingerprints["train"], self.bus.emit, sampler_fn=self._training_sampler(sample),
+                        self._fingerprints["train"], self.bus.emit, sampler_fn=sampler,
                         flops_per_token=cost.flops_per_token, peak_flops=peak, stop_requested=self.stop_requested)
         self._save_final_model(model)
         self._model = model

@@ -213,8 +213,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, co
 
 def test_shakespeare_fast_recipe_runs_from_the_shipped_text_and_validates_on_its_end(tmp_path):
     """recipes/shakespeare-fast.toml runs as written (shrunk to a few steps) from assets/tinyshakespeare.txt,
-    holds out the last 10% of the text for validation, logs validation loss with wall times, and says which
-    precision and compiler it chose."""
+    holds out the last 10% of the text for validation, logs validation loss with wall times, says which
+    precision and compiler it chose, and writes no samples during training (`train.eval_samples = false`)."""
     from pathlib import Path
 
     from llmtui.config import load_recipe
@@ -238,3 +238,6 @@ def test_shakespeare_fast_recipe_runs_from_the_shipped_text_and_validates_on_its
     assert [step for step, _, _ in walls] == [2, 4] and walls[0][1] <= walls[1][1]
     assert any(isinstance(e, Message) and e.text.startswith("precision float32 (auto:") and "XLA" in e.text
                for e in recorder.events)
+    # eval_samples = false: no sample during training (the generate stage's own samples have step -1).
+    samples = [e.step for e in recorder.events if isinstance(e, Sample)]
+    assert samples and all(step == -1 for step in samples)

@@ -270,6 +270,8 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every this many steps.")
     keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep (the best is kept apart).")
     log_every: int = Field(10, ge=1, description="Report training loss every this many steps.")
+    eval_samples: bool = Field(True, description="Write a text sample at each evaluation during training (the first "
+                                                 "one compiles the generator, which costs seconds on a CPU).")
     jit_compile: bool = Field(True, description="XLA-compile the training step (bfloat16 on a TensorFlow CPU runs "
                                                  "as a oneDNN graph instead, which is faster there); false: never XLA.")
     distribute: Literal["none", "data_parallel"] = Field(
