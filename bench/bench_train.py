@@ -57,7 +57,8 @@ RESULTS = ROOT / "bench" / "results" / "train.json"
 
 WHY_WHOLE_PROCESSES = (
     "The previous method kept three long-lived workers (PyTorch, llmtui, a matmul 'floor' that loaded PyTorch "
-    "and JAX) and timed them in alternating 40-step windows. On a 2-core machine that is not 'each alone': "
+    "and JAX) and timed them in alternating 40-step windows. On a 2-core machine that is not 'each alone' (the "
+    "causes below were not isolated one by one: the machine was loaded by other sessions while this was studied): "
     "(1) every idle worker still owns thread pools: PyTorch's OpenMP team (libgomp spins after each parallel "
     "region before it sleeps), TensorFlow's Eigen pools and XLA's, and the window that starts right after another "
     "worker's ran against those threads still spinning or being descheduled; (2) PyTorch eager steps are hundreds "
