@@ -3,15 +3,18 @@
 `train.precision = "auto"` picks the faster of float32 and bfloat16 for the device and the model:
   - GPUs with bfloat16 tensor cores (Ampere and later): `mixed_bfloat16`;
   - CPUs: `mixed_bfloat16` only on TensorFlow, on a CPU with bfloat16 matrix instructions (AMX-BF16, or
-    AVX-512 BF16), and only for models whose matrix products are big enough to outweigh the casts the
-    mixed policy adds. Small models are overhead-bound: the baby GPT (128 wide) measured 34.5 ms a step in
-    float32 with XLA against 51.4 ms in bfloat16 on an AMX machine, so it stays float32;
+    AVX-512 BF16), and only for transformers whose matrix products are big enough to outweigh the casts the
+    mixed policy adds. Small models are overhead-bound: the baby GPT (128 wide) took 34.5 ms a step in
+    float32 with XLA against 51.4 ms in bfloat16 on an AMX machine (issue #16), and 35.0 against 38.7 ms of
+    one-thread CPU time on this project's AVX-512 BF16 machine, so it stays float32;
   - otherwise float32.
 
 The compiler: XLA (`jit_compile=True`) everywhere, except bfloat16 on a TensorFlow CPU, which runs as a
-TensorFlow graph whose matrix products are oneDNN's: XLA's CPU backend does not use AMX or AVX-512 BF16
-(measured 4096×1024×1024 products: bf16 647 GFLOP/s through oneDNN, 158 through XLA, float32 157–169), and a
-512-wide GPT's step took 504 ms through oneDNN against 792 ms with XLA in bf16 and 703–750 ms in float32.
+TensorFlow graph whose matrix products are oneDNN's: XLA's CPU backend does not use AMX or AVX-512 BF16.
+On an AMX machine (issue #16): 4096x1024x1024 products at bf16 647 GFLOP/s through oneDNN, 158 through XLA,
+float32 157-169; a 512-wide GPT's step 504 ms through oneDNN against 792 ms with XLA in bf16 and 703-750 ms
+in float32. On this project's AVX-512 BF16 machine, one-thread CPU time of that step: 194 ms bf16 through
+oneDNN, 317 ms bf16 with XLA, 296 ms float32 with XLA.
 `train.jit_compile = false` turns XLA off everywhere.
 """
 
