@@ -235,6 +235,10 @@ def test_the_compiled_sampling_loop_draws_the_host_samplers_tokens(arch):
                                        use_cache=False)
         assert cached.tokens == host.tokens and len(cached.tokens) == 70, (temperature, top_k, top_p)
     assert generator._loop is not None  # the compiled loop did the cached sampling
+    # A new generator of the same model (one per sample during training) reuses the compiled programs.
+    again = Generator(generator.model, CharTokenizer(), CONTEXT)
+    again.generate("the ", 5, 1.0, 0, 1.0, 3, stop_at_eos=False)
+    assert again._loop is generator._loop
     # Stop strings and the EOS end the text inside a chunk exactly where the host loop ends it.
     sample = generator.generate("the ", 40, 1.0, 0, 1.0, 9, stop_at_eos=False)
     stop = sample[15:17]

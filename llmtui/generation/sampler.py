@@ -213,10 +213,9 @@ class Generator:
                          on_text) -> Generation:
         """`_sample` through the cache with the token loop compiled (`loop.CompiledSampling`): the same tokens
         for the same seed, a chunk of tokens per program call instead of one."""
-        from llmtui.generation.loop import CHUNK, CompiledSampling
+        from llmtui.generation.loop import CHUNK
 
-        if self._loop is None or self._loop.decoder is not source.decoder:
-            self._loop = CompiledSampling(source.decoder)
+        self._loop = source.decoder.sampling_loop()
         rng = np.random.default_rng(seed)
         tokens = list(ids)
         start = max(0, len(tokens) - self.context)
