@@ -47,6 +47,7 @@ class Pipeline:
         self._summaries: dict[str, dict] = {}
         self._model = None
         self._pretrained = None  # the pretrained embedding table, read once per run
+        self._plan = None  # precision and compiler, chosen when the backend is set up
         # The TUI sets this to ask training to stop at the next step (with a checkpoint).
         self.stop_requested: Callable[[], bool] | None = None
 
@@ -240,7 +241,8 @@ class Pipeline:
         from llmtui.training.trainer import TrainInputs, train
 
         self._setup_backend()
-        train_config = self.recipe.train
+        train_config = self._plan.train_config(self.recipe.train)
+        self.bus.emit(Message(f"precision {self._plan.precision} ({self._plan.reason}); step {self._plan.compiler}"))
         with self._distribution() as devices:
             if devices > 1:
                 self.bus.emit(Message(f"data parallel over {devices} devices"))
@@ -277,8 +279,9 @@ class Pipeline:
         cost = estimate_cost(self.recipe.model, train_config, inputs.vocab_size)
         peak, peak_source = peak_flops(train_config, device_kind())
         self.bus.emit(Message(f"MFU is measured against {peak / 1e12:.2f} TFLOP/s ({peak_source})"))
+        sampler = self._training_sampler(sample) if train_config.eval_samples else None
         summary = train(model, inputs, train_config, self.recipe.model, self.recipe.run.seed, self.run,
-                        self._fingerprints["train"], self.bus.emit, sampler_fn=self._training_sampler(sample),
+                        self._fingerprints["train"], self.bus.emit, sampler_fn=sampler,
                         flops_per_token=cost.flops_per_token, peak_flops=peak, stop_requested=self.stop_requested)
         self._save_final_model(model)
         self._model = model
@@ -291,7 +294,8 @@ class Pipeline:
 
         self._setup_backend()
         batch_size = self.recipe.eval.batch_size or self.recipe.train.batch_size
-        scorer = scorer_for(self._final_model(), self.recipe.model, self.recipe.train, batch_size)
+        scorer = scorer_for(self._final_model(), self.recipe.model, self.recipe.train, batch_size,
+                            self._plan.jit_compile)
         report = validation_metrics(scorer, self.run, self.recipe.model.context, batch_size,
                                     self.recipe.eval.max_batches)
         save_eval_report(self.run, report)
@@ -327,9 +331,13 @@ class Pipeline:
         configure_backend(self.recipe.run.backend)
         import keras
 
+        from llmtui.backend import device_kind
+        from llmtui.training.precision import plan_execution
+
         keras.utils.set_random_seed(self.recipe.run.seed)
-        if self.recipe.train.precision != "float32":
-            keras.mixed_precision.set_dtype_policy(self.recipe.train.precision)
+        self._plan = plan_execution(self.recipe.train, self.recipe.model, keras.backend.backend(), device_kind())
+        # Every stage (a trained model's later evaluation and sampling too) computes in the run's precision.
+        keras.mixed_precision.set_dtype_policy(self._plan.precision)
 
     def _vocab_size(self) -> int:
         return int(_read_json(self.run.tokenizer_dir / "tokens.json")["vocab_size"])

@@ -113,6 +113,22 @@ def test_one_long_document_is_split_by_chunks(tmp_path):
     assert 0.05 < chunks < 0.15
 
 
+def test_tail_split_holds_out_the_end_of_the_text_in_order(tmp_path):
+    """split_by = "tail" (nanoGPT's split): validation is the last val_fraction of the text, test the share
+    before it, train the rest, each in reading order."""
+    lines = [f"line {i:05d} " + "x" * 30 for i in range(3000)]
+    (tmp_path / "book.txt").write_text("\n".join(lines) + "\n")
+    data = config(["book.txt"], chunk_chars=500, val_fraction=0.1, test_fraction=0.05, split_by="tail",
+                  contamination_ngram=0)
+    report = prepare_data(data, 0, tmp_path / "out", tmp_path)
+    texts = all_texts(tmp_path / "out")
+    order = [int(line.split()[1]) for name in ("train", "test", "val") for t in texts[name] for line in t.split("\n")]
+    assert order == list(range(3000))  # train, then test, then val: the text in its own order, nothing lost
+    total = sum(report["splits"][n]["characters"] for n in ("train", "val", "test"))
+    assert abs(report["splits"]["val"]["characters"] / total - 0.10) < 0.01
+    assert abs(report["splits"]["test"]["characters"] / total - 0.05) < 0.01
+
+
 def test_contamination_counts_overlap_with_val_and_eval_files(tmp_path):
     src = tmp_path / "src"
     docs, rng = write_docs(src, count=30)

@@ -220,6 +220,34 @@ def test_same_seed_same_text_and_sampling_respects_top_k_and_top_p():
     assert probs.sum() == pytest.approx(1.0) and np.count_nonzero(probs) == 2
 
 
+@pytest.mark.parametrize("arch", ["gpt", "lstm"])
+def test_the_compiled_sampling_loop_draws_the_host_samplers_tokens(arch):
+    """Cached batch-1 sampling runs its token loop compiled, in chunks; for every setting it gives the tokens of
+    the host loop (full-window path), through window restarts (context 12, 70 tokens) and chunk ends."""
+    from llmtui.generation.loop import CHUNK
+    from llmtui.generation.sampler import Generator
+
+    generator = Generator(tiny_model(arch), CharTokenizer(), CONTEXT)
+    assert 70 > 2 * CHUNK
+    for temperature, top_k, top_p, seed in [(1.0, 0, 1.0, 3), (0.8, 5, 1.0, 4), (1.5, 0, 0.7, 5), (0.0, 0, 1.0, 0)]:
+        cached = generator.generate_full("the ", 70, temperature, top_k, top_p, seed, stop_at_eos=False)
+        host = generator.generate_full("the ", 70, temperature, top_k, top_p, seed, stop_at_eos=False,
+                                       use_cache=False)
+        assert cached.tokens == host.tokens and len(cached.tokens) == 70, (temperature, top_k, top_p)
+    assert generator._loop is not None  # the compiled loop did the cached sampling
+    # A new generator of the same model (one per sample during training) reuses the compiled programs.
+    again = Generator(generator.model, CharTokenizer(), CONTEXT)
+    again.generate("the ", 5, 1.0, 0, 1.0, 3, stop_at_eos=False)
+    assert again._loop is generator._loop
+    # Stop strings and the EOS end the text inside a chunk exactly where the host loop ends it.
+    sample = generator.generate("the ", 40, 1.0, 0, 1.0, 9, stop_at_eos=False)
+    stop = sample[15:17]
+    for use_cache in (True, False):
+        result = generator.generate_full("the ", 40, 1.0, 0, 1.0, 9, stop_at_eos=False, stop=[stop],
+                                         use_cache=use_cache)
+        assert result.finish == "stop" and result.text == sample[:sample.index(stop)]
+
+
 def test_a_prompt_longer_than_the_context_keeps_its_end_and_warns(gpt_generator):
     generator = gpt_generator
     long_prompt = "the quick brown fox jumps"  # 25 tokens, context 12

@@ -209,3 +209,35 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, co
         Pipeline(recipe, base_dir=tmp_path).execute()
     assert list((tmp_path / "runs/tiny/checkpoints").glob("step_*/state.json"))
     assert not (tmp_path / "runs/tiny/model/final.keras").exists()
+
+
+def test_shakespeare_fast_recipe_runs_from_the_shipped_text_and_validates_on_its_end(tmp_path):
+    """recipes/shakespeare-fast.toml runs as written (shrunk to a few steps) from assets/tinyshakespeare.txt,
+    holds out the last 10% of the text for validation, logs validation loss with wall times, says which
+    precision and compiler it chose, and writes no samples during training (`train.eval_samples = false`)."""
+    from pathlib import Path
+
+    from llmtui.config import load_recipe
+    from llmtui.data.prepare import read_split
+    from llmtui.evaluation.tensorboard_logs import read_log_walls
+    from llmtui.events import Message
+
+    repo = Path(__file__).resolve().parents[1]
+    recipe = load_recipe(repo / "recipes" / "shakespeare-fast.toml", [
+        f"run.out_dir={tmp_path}", "train.steps=4", "model.layers=1", "model.dim=32", "train.batch_size=4",
+        "train.warmup_steps=1", "train.eval_every=2", "train.eval_batches=2", "eval.max_batches=2",
+        "generate.max_tokens=5", "train.log_every=2"])
+    recorder = EventRecorder()
+    pipeline = Pipeline(recipe, repo, [recorder])
+    pipeline.execute()
+    text = (repo / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    val = "\n".join(read_split(pipeline.run.data_dir / "val.jsonl"))
+    assert text.rstrip().endswith(val.rstrip()[-2000:])  # validation is the end of the text
+    assert abs(len(val) / len(text) - 0.1) < 0.02
+    walls = read_log_walls(pipeline.run.logs_dir / "val")["loss"]
+    assert [step for step, _, _ in walls] == [2, 4] and walls[0][1] <= walls[1][1]
+    assert any(isinstance(e, Message) and e.text.startswith("precision float32 (auto:") and "XLA" in e.text
+               for e in recorder.events)
+    # eval_samples = false: no sample during training (the generate stage's own samples have step -1).
+    samples = [e.step for e in recorder.events if isinstance(e, Sample)]
+    assert samples and all(step == -1 for step in samples)

@@ -94,6 +94,27 @@ def test_each_optimizer_is_built_from_the_recipe_and_trains(optimizer):
         assert decayed and not any(("bias" in p or "gamma" in p or "beta" in p or "embeddings" in p) for p in decayed)
 
 
+@pytest.mark.parametrize("clip", [0.0, 0.5])
+def test_gradient_norm_is_logged_and_clips_like_keras_own(clip):
+    """The logged norm is the one clipping uses (computed once per step); the update equals Keras' own
+    `global_clipnorm` optimizer's."""
+    train = recipe_from_dict({"train": {"optimizer": "adamw", "lr": 1e-2, "warmup_steps": 0, "schedule": "constant",
+                                        "weight_decay": 0.0, "grad_clip": clip}}).train
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")]
+    grads = [rng.normal(size=(4, 3)).astype("float32") * 3, rng.normal(size=(3,)).astype("float32")]
+    ours, theirs = [keras.Variable(v) for v in start], [keras.Variable(v) for v in start]
+    optimizer = make_optimizer(train)
+    reference = keras.optimizers.AdamW(learning_rate=1e-2, weight_decay=0.0, beta_1=train.beta1, beta_2=train.beta2,
+                                       global_clipnorm=clip or None)
+    optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], ours)
+    reference.apply([keras.ops.convert_to_tensor(g) for g in grads], theirs)
+    norm = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
+    assert norm > 1.0 and float(np.asarray(optimizer.grad_norm)) == pytest.approx(norm, rel=1e-5)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
 def test_the_training_step_is_traced_once():
     """The optimizer is built with the model, not inside the first traced step: otherwise TensorFlow traces the
     whole step twice (once creating the optimizer's variables, again using them)."""
@@ -471,3 +492,54 @@ def test_mixed_bfloat16_trains(arch):
         keras.mixed_precision.set_dtype_policy("float32")
     assert all(math.isfinite(v) for v in losses)
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+
+
+def test_bfloat16_through_onednn_reaches_float32s_validation_loss_at_equal_steps():
+    """The bf16 path `precision = "auto"` picks on a bf16-capable CPU (TensorFlow graph, oneDNN kernels, no
+    XLA) trains like float32: the same validation loss after the same steps, within bf16's rounding."""
+    batches, held_out = fixed_batches(60, seed=1), fixed_batches(4, seed=2)
+
+    def validation_loss(precision: str, jit_compile: bool) -> float:
+        keras.mixed_precision.set_dtype_policy(precision)
+        try:
+            model = build_model(model_config("gpt"), 40, seed=0)
+            train = recipe_from_dict({"train": {"lr": 3e-3, "warmup_steps": 5, "steps": 60, "precision": precision,
+                                                "jit_compile": jit_compile}}).train
+            compile_model(model, train)
+            for x, y in batches:
+                model.train_on_batch(x, y)
+            return float(np.mean([model.test_on_batch(x, y) for x, y in held_out]))
+        finally:
+            keras.mixed_precision.set_dtype_policy("float32")
+
+    full, half = validation_loss("float32", True), validation_loss("mixed_bfloat16", False)
+    assert full < math.log(40) - 1.0  # it learned the pattern
+    assert half == pytest.approx(full, abs=0.05, rel=0.03)
+
+
+def test_precision_and_compiler_follow_device_backend_and_model_size():
+    from llmtui.models.cost import cpu_flops_per_cycle
+    from llmtui.training.precision import plan_execution
+
+    def plan(precision="auto", dim=512, arch="gpt", backend="tensorflow", device="cpu", flags=("avx512_bf16",),
+             jit=True):
+        train = recipe_from_dict({"train": {"precision": precision, "jit_compile": jit}}).train
+        return plan_execution(train, model_config(arch, dim=dim, heads=8), backend, device, set(flags))
+
+    assert recipe_from_dict({}).train.precision == "auto"
+    big_bf16 = plan()
+    assert (big_bf16.precision, big_bf16.jit_compile) == ("mixed_bfloat16", False)
+    assert "oneDNN" in big_bf16.compiler and "XLA" in plan(dim=128).compiler
+    assert (plan(dim=128).precision, plan(dim=128).jit_compile) == ("float32", True)  # overhead-bound: never bf16
+    assert plan(flags=()).precision == "float32" and plan(backend="jax").precision == "float32"
+    assert plan(arch="lstm", dim=512).precision == "float32"
+    gpu = plan(device="NVIDIA H100 80GB HBM3", flags=())
+    assert (gpu.precision, gpu.jit_compile) == ("mixed_bfloat16", True)
+    assert plan(device="Tesla T4").precision == "float32"
+    # An explicit bf16 on a bf16 CPU runs through oneDNN; on a CPU without bf16 XLA stays; jit_compile=false wins.
+    assert plan("mixed_bfloat16", dim=128).jit_compile is False and plan("mixed_bfloat16", flags=()).jit_compile
+    assert plan("float32").jit_compile and not plan("float32", jit=False).jit_compile
+    assert cpu_flops_per_cycle({"avx2", "fma"}, False)[0] == 32
+    assert cpu_flops_per_cycle({"avx2", "avx512f", "avx512_bf16"}, False)[0] == 64
+    assert cpu_flops_per_cycle({"avx512f", "avx512_bf16"}, True)[0] == 128
+    assert cpu_flops_per_cycle({"avx512f", "amx_bf16", "avx512_bf16"}, True)[0] == 1024

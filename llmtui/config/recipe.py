@@ -192,9 +192,10 @@ class DataConfig(Section):
     max_documents: int = Field(0, ge=0, description="Read at most this many documents (0 = no limit).")
     chunk_chars: int = Field(4000, ge=100, description="Split longer documents at line breaks into chunks of about this size.")
     test_fraction: float = Field(0.0, ge=0.0, lt=0.5, description="Share of documents held out as a test split (test.jsonl).")
-    split_by: Literal["document", "chunk"] = Field(
+    split_by: Literal["document", "chunk", "tail"] = Field(
         "document", description="Assign whole documents to a split (very long ones, over 64 chunks, by chunk), "
-                                "or every chunk on its own.")
+                                "every chunk on its own, or (tail) hold out the end of the text in reading order: "
+                                "the last val_fraction for validation, as nanoGPT splits a text.")
     contamination_ngram: int = Field(13, ge=0, le=64, description="Contamination check: word n-gram length shared "
                                                                    "between train and val/test/eval files (0 = off).")
     eval_files: list[str] = Field(default_factory=list,
@@ -342,8 +343,9 @@ class TrainConfig(Section):
     decay_embeddings: bool = Field(False, description="Apply weight decay to embeddings too.")
     grad_clip: float = Field(1.0, ge=0.0, description="Global gradient-norm clip (0 = off).")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the next-token targets.")
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
-        "float32", description="Numeric precision policy (mixed_float16 adds loss scaling).")
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "auto", description="Numeric precision policy: auto picks the faster of float32 and mixed_bfloat16 for the "
+                            "device and model size; mixed_float16 adds loss scaling.")
     stateful: bool = Field(False, description="rnn, lstm, gru: train on contiguous streams (the tokens cut into "
                                               "batch_size lanes read in order), carrying the recurrent state "
                                               "from batch to batch and resetting it at each end of text; "
@@ -358,7 +360,10 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every this many steps.")
     keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep (the best is kept apart).")
     log_every: int = Field(10, ge=1, description="Report training loss every this many steps.")
-    jit_compile: bool = Field(True, description="XLA-compile the training step.")
+    eval_samples: bool = Field(True, description="Write a text sample at each evaluation during training (the first "
+                                                 "one compiles the generator, which costs seconds on a CPU).")
+    jit_compile: bool = Field(True, description="XLA-compile the training step (bfloat16 on a TensorFlow CPU runs "
+                                                 "as a oneDNN graph instead, which is faster there); false: never XLA.")
     distribute: Literal["none", "data_parallel"] = Field(
         "none", description="Data parallel over every local device (keras.distribution on JAX, MirroredStrategy on TensorFlow).")
     peak_tflops: float = Field(0.0, ge=0.0,

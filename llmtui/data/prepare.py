@@ -105,7 +105,8 @@ class DocumentWorker:
             chunks = chunk_text(result.text, self.config.chunk_chars)
             lines = [json.dumps({"text": chunk}, ensure_ascii=False)[:-1] for chunk in chunks]
             buckets = None
-            if self.config.split_by == "chunk" or len(chunks) > LONG_DOCUMENT_CHUNKS:
+            if self.config.split_by == "chunk" or (self.config.split_by == "document"
+                                                   and len(chunks) > LONG_DOCUMENT_CHUNKS):
                 buckets = [split_bucket(chunk.encode("utf-8", errors="surrogatepass"), self.seed_key)
                            for chunk in chunks]
             out.append([(len(result.text), lines, buckets, [len(chunk) for chunk in chunks]), None, result.repaired, dict(result.pii),
@@ -382,7 +383,8 @@ class _SplitWriter:
         self.doc_index += 1
         ending = f', "doc": {doc}}}\n'
         if chunk_buckets is None:
-            bucket = split_bucket(key, self.seed_key)
+            # split_by = "tail": everything is written to train in reading order; `finish` moves the tail out.
+            bucket = 1.0 if self.config.split_by == "tail" else split_bucket(key, self.seed_key)
             name = self._split_of(bucket)
             self.documents[name] += 1
             if name == "train" and (self.lowest_train is None or bucket < self.lowest_train[0]):
@@ -406,6 +408,8 @@ class _SplitWriter:
     def finish(self) -> None:
         for handle in self.handles.values():
             handle.close()
+        if self.config.split_by == "tail":
+            self._hold_out_tail()
         # A small corpus may leave a held-out split empty: move one train document (or the train tail) over.
         for name in self.names[1:]:
             if self.chunks[name] == 0:
@@ -415,6 +419,38 @@ class _SplitWriter:
                             hint="add text, or lower data.val_fraction / data.test_fraction")
         for name in self.names:
             self._tmp(name).replace(self.path(name))
+
+    def _hold_out_tail(self) -> None:
+        """split_by = "tail": the last val_fraction of the characters (in reading order, whole chunks) becomes
+        validation, and the test_fraction before it test, as nanoGPT splits a text at 90%."""
+        total = self.characters["train"]
+        val_from = total * (1.0 - self.config.val_fraction)
+        test_from = val_from - total * self.config.test_fraction
+        train_tmp, kept_tmp = self._tmp("train"), self.out_dir / "train.jsonl.keep"
+        targets = {name: open(self._tmp(name), "a", encoding="utf-8") for name in self.names[1:]}
+        docs: dict[str, set] = {name: set() for name in self.names}
+        seen = 0
+        try:
+            with open(train_tmp, encoding="utf-8") as source, open(kept_tmp, "w", encoding="utf-8") as kept:
+                for line in source:
+                    item = json.loads(line)
+                    length = len(item["text"])
+                    middle = seen + length / 2  # a chunk goes where most of it lies
+                    seen += length
+                    name = "val" if middle >= val_from else "test" if "test" in targets and middle >= test_from \
+                        else "train"
+                    (kept if name == "train" else targets[name]).write(line)
+                    docs[name].add(item["doc"])
+                    if name != "train":
+                        for counter, value in ((self.chunks, 1), (self.characters, length)):
+                            counter[name] += value
+                            counter["train"] -= value
+        finally:
+            for handle in targets.values():
+                handle.close()
+        kept_tmp.replace(train_tmp)
+        for name in self.names:
+            self.documents[name] = len(docs[name])
 
     def _fill(self, name: str) -> None:
         train_tmp = self._tmp("train")

@@ -38,6 +38,28 @@ def _records(path: Path) -> Iterator[bytes]:
             yield data
 
 
+def read_log_walls(folder: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """Scalars with their wall times: tag -> [(step, wall time in seconds since the epoch, value)], in the order
+    written (how long training took to reach a validation loss, e.g.)."""
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    files = sorted(folder.glob("events.out.tfevents.*"), key=lambda p: (p.stat().st_mtime, p.name)) \
+        if folder.is_dir() else []
+    for path in files:
+        for record in _records(path):
+            event = Event()
+            try:
+                event.ParseFromString(record)
+            except DecodeError:  # a damaged record: skip it
+                continue
+            for value in event.summary.value if event.HasField("summary") else ():
+                if value.HasField("simple_value"):
+                    series.setdefault(value.tag, []).append((event.step, event.wall_time, float(value.simple_value)))
+    return series
+
+
 def read_log_folder(folder: Path) -> LogSeries:
     """Every scalar and text summary in the event files of `folder` (empty if there are none)."""
     from google.protobuf.message import DecodeError

@@ -65,6 +65,15 @@ class IncrementalDecoder:
     def take(self, state, parents: np.ndarray):
         return self._reorder(state, np.asarray(parents, dtype="int32"))
 
+    def sampling_loop(self):
+        """The compiled batch-1 sampling loop over this decoder (`loop.CompiledSampling`), built once: a new
+        `Generator` of the same model (one per sample during training) reuses its compiled programs."""
+        if getattr(self, "_sampling", None) is None:
+            from llmtui.generation.loop import CompiledSampling
+
+            self._sampling = CompiledSampling(self)
+        return self._sampling
+
 
 class TransformerDecoder(IncrementalDecoder):
     """gpt / llama with a fixed-size key/value cache of `context` positions per block."""

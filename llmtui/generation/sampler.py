@@ -114,6 +114,7 @@ class Generator:
         self.window_shift = max(1, min(window_shift or self.context // 4, self.context))
         self.last_warning: str | None = None
         self._sources: dict = {}
+        self._loop = None  # the compiled sampling loop of the cached decoder (batch 1)
 
     def generate(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True, *, beams: int = 1,
@@ -154,6 +155,9 @@ class Generator:
         source = self._source(max(1, beams), self.use_cache if use_cache is None else use_cache)
         if beams > 1:
             result = self._beam_search(ids, source, beams, max_tokens, eos, stops)
+        elif isinstance(source, _CachedLogits):
+            result = self._sample_compiled(ids, source, max_tokens, temperature, top_k, top_p, seed, eos, stops,
+                                           on_text)
         else:
             result = self._sample(ids, source, max_tokens, temperature, top_k, top_p, seed, eos, stops, on_text)
         if beams > 1 and on_text is not None and result.text:
@@ -204,6 +208,40 @@ class Generator:
                 break
         text = stream.finish(generated)
         return Generation(text=text, tokens=generated, finish=finish)
+
+    def _sample_compiled(self, ids, source, max_tokens, temperature, top_k, top_p, seed, eos, stops,
+                         on_text) -> Generation:
+        """`_sample` through the cache with the token loop compiled (`loop.CompiledSampling`): the same tokens
+        for the same seed, a chunk of tokens per program call instead of one."""
+        from llmtui.generation.loop import CHUNK
+
+        self._loop = source.decoder.sampling_loop()
+        rng = np.random.default_rng(seed)
+        tokens = list(ids)
+        start = max(0, len(tokens) - self.context)
+        generated: list[int] = []
+        stream = _Stream(self.tokenizer, stops, on_text)
+        logits = source([tokens], start)  # the prompt's window, prefilled
+        while len(generated) < max_tokens:
+            count = min(CHUNK, max_tokens - len(generated), self.context - source.length)
+            if count == 0:  # the window is full: this token on the host, then the window restarts
+                chunk = [sample_next(np.asarray(logits)[0], rng, temperature, top_k, top_p)]
+            else:
+                uniforms = rng.random(count) if temperature > 0 else np.zeros(0)
+                chunk, logits, source.state = self._loop.run(source.state, logits, source.length, count, uniforms,
+                                                             temperature, top_k, top_p)
+                source.length += count
+            for next_id in chunk:
+                if eos is not None and next_id == eos:
+                    return Generation(text=stream.finish(generated), tokens=generated, finish="eos")
+                generated.append(next_id)
+                tokens.append(next_id)
+                if stream.push(generated):
+                    return Generation(text=stream.finish(generated), tokens=generated, finish="stop")
+            if count == 0 and len(generated) < max_tokens:
+                start = self._next_start(len(tokens), start)
+                logits = source([tokens], start)
+        return Generation(text=stream.finish(generated), tokens=generated, finish="max_tokens")
 
     def _beam_search(self, ids, source, beams, max_tokens, eos, stops) -> Generation:
         rows: list[list[int]] = [list(ids)]

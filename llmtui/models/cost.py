@@ -143,8 +143,33 @@ def peak_flops(train: TrainConfig, device_kind: str = "") -> tuple[float, str]:
             return value, f"{name} bf16 dense peak"
     cores = os.cpu_count() or 1
     ghz = _cpu_ghz()
-    # One AVX2 core issues two 8-wide float32 FMAs a cycle: 32 FLOPs.
-    return cores * ghz * 1e9 * 32, f"CPU estimate: {cores} cores x {ghz:.1f} GHz x 32 FLOP/cycle"
+    per_cycle, unit = cpu_flops_per_cycle(cpu_flags(), train.precision == "mixed_bfloat16")
+    return cores * ghz * 1e9 * per_cycle, f"CPU estimate: {cores} cores x {ghz:.1f} GHz x {per_cycle} FLOP/cycle ({unit})"
+
+
+def cpu_flops_per_cycle(flags: set[str], bfloat16: bool) -> tuple[int, str]:
+    """Peak FLOPs per cycle and core from the CPU's instruction sets (two vector FMA units per core)."""
+    if bfloat16 and "amx_bf16" in flags:
+        return 1024, "AMX-BF16 tiles"  # one 16x32 by 32x16 bf16 tile product (16,384 FLOPs) per 16 cycles
+    if bfloat16 and "avx512_bf16" in flags:
+        return 128, "AVX-512 BF16"  # 2 x 16 lanes x a pair of bf16 products summed (4 FLOPs)
+    if "avx512f" in flags:
+        return 64, "AVX-512 float32"  # 2 FMAs x 16 lanes x 2 FLOPs
+    if "avx2" in flags or "fma" in flags:
+        return 32, "AVX2 float32"  # 2 FMAs x 8 lanes x 2 FLOPs
+    return 8, "SSE float32"
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _cpu_ghz() -> float:

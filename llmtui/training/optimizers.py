@@ -24,7 +24,8 @@ _TRACKED: dict[str, type] = {}
 
 
 def _tracked_class(base: type) -> type:
-    """`base` plus a `grad_norm` variable updated at every apply (part of the optimizer's state)."""
+    """`base` plus a `grad_norm` variable updated at every optimizer update (part of the optimizer's state):
+    the global norm of the gradients applied, before clipping (under accumulation, of their average)."""
     if base.__name__ in _TRACKED:
         return _TRACKED[base.__name__]
 
@@ -34,13 +35,21 @@ def _tracked_class(base: type) -> type:
         base.build(self, variables)
         self.grad_norm = self.add_variable(shape=(), dtype="float32", initializer="zeros", name="grad_norm")
 
-    def apply(self, grads, trainable_variables=None):
-        squares = [ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None]
-        if squares and hasattr(self, "grad_norm"):
-            self.grad_norm.assign(ops.sqrt(ops.sum(ops.stack(squares))))
-        return base.apply(self, grads, trainable_variables)
+    def _clip_gradients(self, grads):
+        # The norm is computed once, for the log and for `global_clipnorm` (Keras' own clipping would compute
+        # it again: a second pass over every gradient, each step), with Keras' arithmetic.
+        present = [g for g in grads if g is not None]
+        if not present or not hasattr(self, "grad_norm") or self.clipnorm or self.clipvalue:
+            return base._clip_gradients(self, grads)
+        norm = ops.sqrt(ops.sum(ops.stack([ops.sum(ops.square(ops.cast(g, "float32"))) for g in present])))
+        self.grad_norm.assign(norm)
+        if not (self.global_clipnorm and self.global_clipnorm > 0):
+            return grads
+        clip = self.global_clipnorm
+        scale = clip * ops.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)  # NaN/inf norms give NaN, as Keras
+        return [None if g is None else g * ops.cast(scale, g.dtype) for g in grads]
 
-    cls = type(f"GradNorm{base.__name__}", (base,), {"build": build, "apply": apply})
+    cls = type(f"GradNorm{base.__name__}", (base,), {"build": build, "_clip_gradients": _clip_gradients})
     cls = keras.saving.register_keras_serializable(package="llmtui")(cls)
     _TRACKED[base.__name__] = cls
     return cls
