@@ -61,7 +61,7 @@ async def wait_for_run(app, pilot, timeout: float = 240.0) -> None:
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while app.pipeline_running:
+    while app.controller.running:
         assert loop.time() < deadline, "the run did not finish in time"
         await pilot.pause(0.2)
     await pilot.pause()
@@ -148,7 +148,7 @@ async def test_walk_the_wizard_train_evaluate_and_generate(tmp_path, monkeypatch
         assert app.screen.name == "vocabulary"
         await pilot.press("ctrl+t")
         await wait_for_run(app, pilot)
-        assert app.run_outcome == "finished", app.monitor.log
+        assert app.controller.outcome == "finished", app.controller.monitor.log
         assert "Vocabulary report" in text_of(app.screen.query_one("#vocab-report"))
         await pilot.click("#try-text")
         await pilot.press(*"the model")
@@ -167,8 +167,8 @@ async def test_walk_the_wizard_train_evaluate_and_generate(tmp_path, monkeypatch
         assert app.screen.name == "train"
         assert load_recipe(tmp_path / "tiny.toml") == load_recipe(path)
         await wait_for_run(app, pilot)
-        assert app.run_outcome == "finished", app.monitor.log
-        monitor = app.monitor
+        assert app.controller.outcome == "finished", app.controller.monitor.log
+        monitor = app.controller.monitor
         assert monitor.total_steps == 40 and monitor.step == 40
         assert len(monitor.train_loss) == 8 and len(monitor.val_loss) == 2
         assert monitor.samples
@@ -205,24 +205,24 @@ async def test_quitting_during_training_asks_and_leaves_a_checkpoint(tmp_path, m
         import asyncio
 
         for _ in range(1200):  # until training has started
-            if app.monitor.step > 0:
+            if app.controller.monitor.step > 0:
                 break
             await asyncio.sleep(0.1)
-        assert app.monitor.step > 0, app.monitor.log
+        assert app.controller.monitor.step > 0, app.controller.monitor.log
         await pilot.press("ctrl+q")
         await pilot.pause()
-        assert app.screen.__class__.__name__ == "ConfirmDialog"
+        assert app.screen.__class__.__name__ == "ChoiceDialog"
         await pilot.press("escape")  # keep training
         await pilot.pause()
-        assert app.pipeline_running and app.screen.name == "train"
+        assert app.controller.running and app.screen.name == "train"
         await pilot.press("ctrl+q")
         await pilot.pause()
-        await pilot.press("y")
+        await pilot.press("s")  # stop and quit
         for _ in range(1200):
             if not app.is_running:
                 break
             await asyncio.sleep(0.1)
-    assert app.run_outcome == "interrupted"
+    assert app.controller.outcome == "interrupted"
     checkpoints = list((tmp_path / "runs" / "long" / "checkpoints").glob("step_*"))
     assert checkpoints, "stopping leaves a checkpoint to resume from"
 
@@ -237,7 +237,7 @@ async def test_a_failing_stage_shows_its_message_not_a_traceback(tmp_path, monke
         await pilot.pause()
         await pilot.press("ctrl+t")
         await wait_for_run(app, pilot, timeout=60)
-        assert app.run_outcome == "failed"
+        assert app.controller.outcome == "failed"
         status = text_of(app.screen.query_one("#vocab-status"))
         assert status.startswith("failed:") and "missing-folder" in status
         assert "Traceback" not in status and "internal error" not in status

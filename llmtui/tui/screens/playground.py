@@ -75,7 +75,7 @@ class PlaygroundScreen(StepScreen):
             self._classify(self.query_one("#classify-text", Input).value)
 
     def action_generate(self) -> None:
-        if self.app.pipeline_running:
+        if self.app.controller.running:
             self.notify("Training is running: generate when it has finished.", severity="warning")
             return
         if self.problems():
@@ -94,7 +94,7 @@ class PlaygroundScreen(StepScreen):
     def _generate(self, prompt: str) -> None:
         g = self.app.state.recipe.generate
         try:
-            generator = self.app.generator()
+            generator = self.app.results.generator()
             text = generator.generate(prompt, max_tokens=g.max_tokens, temperature=g.temperature, top_k=g.top_k,
                                       top_p=g.top_p, seed=g.seed)
         except Exception as exc:  # shown in the app; the details go to the error log
