@@ -278,3 +278,83 @@ async def test_templates_get_a_run_folder_of_their_own(tmp_path):
         await pilot.pause()
         assert app.state.recipe.run.name == "quickstart-2" and app.state.recipe_path is None
         assert app.state.recipe.model == load_recipe(QUICKSTART).model  # the template itself is unchanged
+
+
+async def _until(pilot, condition, seconds: float = 240.0, what: str = "") -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.2)
+
+
+def _runs_json(folder: Path) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "llmtui", "runs", "runs", "--json"], cwd=folder,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    return {run["name"]: run for run in json.loads(listed.stdout)}
+
+
+async def test_a_run_outlives_the_wizard_and_a_new_wizard_reattaches(tmp_path, monkeypatch):
+    """Leave a run going on quit; a new wizard on the run folder replays its curves, follows on, pauses and
+    resumes it across processes, and shows the end of a killed training process as a message."""
+    import os
+    import signal
+
+    from llmtui.runs import lock_holder
+
+    monkeypatch.chdir(tmp_path)
+    path = write_tiny_recipe(tmp_path, run={"name": "long"}, train={"steps": 5000, "checkpoint_every": 5000},
+                             generate={"prompts": ["the "], "max_tokens": 4})
+    run_dir = tmp_path / "runs" / "long"
+    pid = None
+    try:
+        first = WizardApp(recipe=path)
+        async with first.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            first.goto_step("train")
+            await pilot.pause()
+            await pilot.press("r")
+            await _until(pilot, lambda: first.controller.monitor.val_loss, what="a validation loss")
+            await pilot.press("ctrl+q")
+            await pilot.pause()
+            assert first.screen.__class__.__name__ == "ChoiceDialog"
+            await pilot.press("l")  # leave it running
+            await pilot.pause()
+        pid = lock_holder(run_dir)
+        assert pid and pid != os.getpid(), "the run goes on in its own process after the wizard quit"
+        assert _runs_json(tmp_path)["long"]["status"] == "running"
+
+        second = WizardApp(run=run_dir)
+        async with second.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            controller = second.controller
+            assert controller.running and second.screen.name == "train"
+            replayed = controller.monitor.step
+            assert replayed > 0 and controller.monitor.train_loss and controller.monitor.val_loss
+            assert list(controller.monitor.stages)[:4] == ["data", "tokenizer", "model", "train"]
+            await _until(pilot, lambda: controller.monitor.step > replayed, what="new steps")
+
+            await pilot.press("p")
+            await _until(pilot, lambda: any("paused" in line for line in controller.monitor.log), 60, "the pause")
+            held = controller.monitor.step
+            await pilot.pause(1.5)
+            assert controller.monitor.step == held and controller.paused
+            await pilot.press("p")
+            await _until(pilot, lambda: controller.monitor.step > held, 60, "steps after resuming")
+
+            os.kill(pid, signal.SIGKILL)  # a crash of the training process
+            await _until(pilot, lambda: not controller.running, 60, "the end of the run")
+            assert controller.outcome == "failed" and "process ended" in controller.message
+            assert "failed" in text_of(second.screen.query_one("#run-status"))
+            pid = None
+        assert _runs_json(tmp_path)["long"]["status"] == "interrupted"
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)

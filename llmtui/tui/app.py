@@ -162,15 +162,18 @@ class WizardApp(App):
         self.push_screen(PathDialog("Open a run folder", "runs/quickstart"), self._open_run)
 
     def _open_run(self, path: str | None) -> None:
-        if not path:
-            return
+        if path:
+            self.open_run_folder(Path(path))
+
+    def open_run_folder(self, path: Path) -> None:
         try:
-            self.state.open_run(Path(path))
+            self.state.open_run(path)
         except LlmtuiError as exc:
             self.notify(str(exc), severity="error", title="Cannot open the run", timeout=15)
             return
         self._recipe_replaced()
-        self.notify(f"Opened run {path}.")
+        self.notify(f"Opened run {self.state.shown(path)}" + (" (running: following it)." if self.controller.running
+                                                              else "."))
         self.goto_step(self.step_for_run())
 
     def step_for_run(self) -> str:

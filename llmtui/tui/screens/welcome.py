@@ -1,4 +1,4 @@
-"""Welcome: start a new run from a template, open a recipe, or open an existing run."""
+"""Welcome: start a new run from a template, open a recipe, or open one of the runs listed (as `llmtui runs`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Static
+from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from llmtui.tui.widgets.step_bar import StepBar
 
@@ -36,14 +36,51 @@ class WelcomeScreen(Screen):
                 yield Button("Open a recipe…  (o)", id="open-recipe", compact=True)
                 yield Button("Open an existing run…  (r)", id="open-run", compact=True)
             yield Static("", id="current")
+            yield Static("[b]Runs[/b]  enter opens one; a running run is followed live", classes="heading",
+                         id="runs-heading")
+            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="help")
         yield Footer()
+
+    def on_mount(self) -> None:
+        from llmtui.runs import COLUMNS
+
+        self.query_one("#runs", DataTable).add_columns(*COLUMNS)
+        self.set_interval(2.0, self.show_runs)  # statuses change while runs go on in other processes
 
     def on_screen_resume(self) -> None:
         state = self.app.state
         where = f"from {state.recipe_path}" if state.recipe_path else "not saved yet"
         self.query_one("#current", Static).update(
             f"Editing [b]{state.recipe.run.name}[/b] ({where}); its run folder is {state.shown(state.run.root)}.")
+        self.show_runs()
+
+    def runs_folder(self):
+        return self.app.state.base_dir / self.app.state.recipe.run.out_dir
+
+    def show_runs(self) -> None:
+        from llmtui.runs import list_runs, table_rows
+
+        if not self.is_current:
+            return
+        runs = list_runs(self.runs_folder())
+        table = self.query_one("#runs", DataTable)
+        rows = table_rows(runs)
+        if getattr(self, "_rows", None) == rows:
+            return
+        self._rows = rows
+        cursor = table.cursor_row
+        table.clear()
+        for run, row in zip(runs, rows):
+            table.add_row(*row, key=str(run.path))
+        if rows:
+            table.move_cursor(row=min(cursor, len(rows) - 1))
+        self.query_one("#runs-heading").display = table.display = bool(rows)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        from pathlib import Path
+
+        self.app.open_run_folder(Path(event.row_key.value))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         button = event.button.id
