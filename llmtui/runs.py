@@ -34,9 +34,12 @@ class RunInfo:
     pid: int | None = None
 
 
-def lock_holder(run_root: Path) -> int | None:
-    """The process id holding a run folder's lock (0 when it cannot be read), or None when nobody holds it."""
-    path = Path(run_root) / LOCK
+def lock_holder(run_root: Path, lock: str = LOCK) -> int | None:
+    """The process id holding a run folder's lock (0 when it cannot be read), or None when nobody holds it.
+
+    `lock`: the run's own (`.lock`), or the search's (`tune.lock`).
+    """
+    path = Path(run_root) / lock
     try:
         handle = open(path, "r")
     except OSError:

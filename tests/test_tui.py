@@ -358,3 +358,44 @@ async def test_a_run_outlives_the_wizard_and_a_new_wizard_reattaches(tmp_path, m
     finally:
         if pid:
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_tuning_step_searches_stops_resumes_and_uses_the_best_trial(tmp_path, monkeypatch):
+    """The search runs as its own `llmtui tune` process: trials appear as they finish, Stop interrupts it, Use best
+    writes the best trial's values into the recipe, and starting again resumes the same study to its end."""
+    monkeypatch.chdir(tmp_path)
+    path = write_tiny_recipe(tmp_path, run={"name": "search"},
+                             tune={"method": "random", "trials": 2, "steps": 40, "pruner": "none",
+                                   "space": {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
+    app = WizardApp(recipe=path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.goto_step("tuning")
+        await pilot.pause()
+        tuner = app.tuner
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert tuner.running
+        await _until(pilot, lambda: any(r["state"] == "complete" for r in tuner.rows), what="a finished trial")
+        await pilot.press("ctrl+x")
+        await _until(pilot, lambda: not tuner.running, 120, "the search to stop")
+        assert tuner.outcome == "interrupted", tuner.message
+        table = app.screen.query_one("#trials")
+        assert table.row_count == len(tuner.rows) >= 1
+        assert "interrupted" in text_of(app.screen.query_one("#search-status"))
+
+        await pilot.press("ctrl+t")  # resume the same study
+        await pilot.pause()
+        await _until(pilot, lambda: not tuner.running, 240, "the search to finish")
+        assert tuner.outcome == "finished", tuner.message
+        assert sum(r["state"] == "complete" for r in tuner.rows) == 2
+        assert app.screen.query_one("#best-chart").series  # the best-so-far curve
+
+        best = min((r for r in tuner.rows if r["state"] == "complete"), key=lambda r: r["value"])
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        assert app.state.recipe.train.lr == pytest.approx(best["params"]["train.lr"])
+        app.goto_step("training")  # its form shows the value taken
+        await pilot.pause()
+        lr = app.screen.query_one("SectionForm").controls["lr"].value
+        assert float(lr) == pytest.approx(best["params"]["train.lr"])

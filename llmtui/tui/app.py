@@ -24,7 +24,9 @@ from llmtui.tui.dialogs.path_dialog import PathDialog
 from llmtui.tui.messages import RunEnded, RunEvents
 from llmtui.tui.run_controller import RunController, stages_for
 from llmtui.tui.run_results import RunResults
+from llmtui.tui.tune_controller import TuneController, TuneEnded, TuneProgress, best_row
 from llmtui.tui.screens.data import DataScreen
+from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.screens.evaluate import EvaluateScreen
 from llmtui.tui.screens.model import ModelScreen
 from llmtui.tui.screens.playground import PlaygroundScreen
@@ -57,6 +59,7 @@ class WizardApp(App):
         self.state = WizardState(base_dir=base_dir or Path.cwd())
         self.recipe_generation = 0
         self.controller = RunController(self)
+        self.tuner = TuneController(self)
         self.results = RunResults(self.state)
         self._quit_when_stopped = False
         self._initial = (recipe, run, start)
@@ -234,6 +237,7 @@ class WizardApp(App):
         """Show the run folder of the recipe being edited: its history, and live if it is running."""
         recipe = self.state.recipe
         self.controller.show(self.state.run.root, stages_for(recipe), recipe.train.steps)
+        self.tuner.show(recipe, self.state.base_dir)
         self.results.forget()
         self.run_changed()
 
@@ -272,7 +276,7 @@ class WizardApp(App):
             what = "Vocabulary trained" if message.until == "tokenizer" else "Run finished"
             log.append(what)
             self.notify(what + ".", title="Done")
-        if self._quit_when_stopped:
+        if self._quit_when_stopped and not self.tuner.running:
             self.exit()
             return
         self.run_changed()
@@ -305,8 +309,67 @@ class WizardApp(App):
         self.controller.stop()
         self.notify("Stopping at the next training step, with a checkpoint…")
 
+    # The search (its own process, through the tune controller) --------------------------------------
+    def start_search(self) -> bool:
+        problems = self.all_problems()
+        if problems:
+            self.notify("Fix these first:\n" + "\n".join(problems[:4]), severity="error")
+            return False
+        if self.controller.running:
+            self.notify("A training run is going in this run folder: wait for it or stop it first.",
+                        severity="warning")
+            return False
+        why = self.tuner.start(self.state.recipe, self.state.base_dir)
+        if why:
+            self.notify(why, severity="error", title="Cannot start the search")
+            return False
+        self.notify("Search started (its output: " + self.state.shown(self.tuner.root / "tune.log") + ").")
+        return True
+
+    def stop_search(self) -> None:
+        if self.tuner.running:
+            self.tuner.stop()
+            self.notify("Stopping the search (the running trial is queued again for a resume)…")
+
+    def use_best_trial(self) -> None:
+        """Write the best trial's values into the recipe being edited (every step's fields show them)."""
+        from llmtui.tuning.space import apply_values
+
+        best = best_row(self.tuner.rows, self.state.recipe.tune.direction)
+        if best is None:
+            self.notify("No finished trial yet.", severity="warning")
+            return
+        try:
+            recipe = apply_values(self.state.recipe, best["params"], where=f"trial {best['number']}")
+        except LlmtuiError as exc:
+            self.notify(str(exc), severity="error", title="Cannot use these values")
+            return
+        self.state.recipe = recipe
+        self.recipe_generation += 1
+        self.recipe_edited()
+        if isinstance(self.screen, StepScreen):  # the forms on screen show the new values now
+            self.screen.on_screen_resume()
+        values = ", ".join(f"{key} = {value:.4g}" if isinstance(value, float) else f"{key} = {value}"
+                           for key, value in best["params"].items())
+        self.notify(f"Recipe updated from trial {best['number']}: {values}", title="Best trial used")
+
+    def on_tune_progress(self, message: TuneProgress) -> None:
+        self.tuner.progress(message)
+        self.run_changed()
+
+    def on_tune_ended(self, message: TuneEnded) -> None:
+        self.tuner.ended(message)
+        if message.outcome == "failed":
+            self.notify(message.text, severity="error", title="The search failed", timeout=20)
+        else:
+            self.notify("Search finished." if message.outcome == "finished" else message.text, title="Search")
+        if self._quit_when_stopped and not self.controller.running:
+            self.exit()
+            return
+        self.run_changed()
+
     async def action_quit(self) -> None:
-        if not self.controller.running:
+        if not (self.controller.running or self.tuner.running):
             self.exit()
             return
 
@@ -314,14 +377,18 @@ class WizardApp(App):
             if choice == "stop":
                 self._quit_when_stopped = True
                 self.action_stop_training()
+                self.stop_search()
             elif choice == "leave":
                 self.controller.detach()
+                self.tuner.detach()
                 self.exit()
 
+        going = self.controller.root if self.controller.running else self.tuner.root
+        what = "training run" if self.controller.running else "search"
         self.push_screen(ChoiceDialog(
-            f"The run {self.state.shown(self.controller.root)} is going.\n"
-            "Stop it (with a checkpoint: running it again resumes), or leave it running and quit? "
-            f"Reopen it later with: llmtui wizard {self.state.shown(self.controller.root)}",
+            f"The {what} in {self.state.shown(going)} is going.\n"
+            "Stop it (training leaves a checkpoint: running it again resumes), or leave it running and quit? "
+            f"Reopen it later with: llmtui wizard {self.state.shown(going)}",
             [("stop", "Stop and quit", "s"), ("leave", "Leave running, quit", "l"), ("cancel", "Cancel", "c")]),
             answer)
 
