@@ -399,3 +399,67 @@ async def test_tuning_step_searches_stops_resumes_and_uses_the_best_trial(tmp_pa
         await pilot.pause()
         lr = app.screen.query_one("SectionForm").controls["lr"].value
         assert float(lr) == pytest.approx(best["params"]["train.lr"])
+
+
+async def test_finetune_path_from_welcome_to_the_task_metrics(tmp_path, monkeypatch):
+    """Welcome → fine-tune the selected run: the examples previewed with their label counts, LoRA's trainable
+    parameters counted, then trained as its own process and evaluated with the task's metrics."""
+    import csv
+
+    from llmtui.config.loader import recipe_from_dict
+    from llmtui.pipeline import Pipeline
+    from tests.conftest import WORDS
+
+    monkeypatch.chdir(tmp_path)
+    write_corpus(tmp_path / "corpus")
+    base = recipe_from_dict(tiny_recipe_dict(Path("corpus"), Path("runs"), train={"steps": 10}))
+    Pipeline(base, base_dir=tmp_path).execute(until="train")
+    with open(tmp_path / "labels.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for i in range(60):
+            writer.writerow([" ".join(WORDS[(i * 3 + k) % 12 + (12 if i % 3 == 0 else 0)] for k in range(4)),
+                             "first" if i % 3 == 0 else "second"])
+
+    app = WizardApp(base_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("f")  # the selected (only) run is the base
+        await pilot.pause()
+        assert app.screen.name == "finetune"
+        assert app.state.recipe.finetune.base == "tiny" and app.state.recipe.run.name == "tiny-finetune"
+        form = app.screen.query_one("SectionForm")
+        form.controls["task"].value = "classification"
+        form.controls["train_file"].value = "labels.csv"
+        form.controls["method"].value = "lora"
+        form.controls["lora_rank"].value = "2"
+        await pilot.pause()
+        assert form.errors == {}
+        await pilot.press("ctrl+e")
+        await pilot.pause()
+        preview = text_of(app.screen.query_one("#ft-preview"))
+        assert "60 examples in labels.csv" in preview
+        assert "first" in preview and " 20 " in preview and " 40 " in preview  # the label counts
+        await pilot.press("ctrl+k")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        counted = text_of(app.screen.query_one("#ft-params"))
+        assert "parameters trainable" in counted and "LoRA rank 2" in counted and "MiB" in counted, counted
+
+        app.state.try_update("train", {"steps": 10, "eval_every": 5, "checkpoint_every": 5, "batch_size": 8,
+                                       "jit_compile": False})
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.name == "training"
+        app.goto_step("review")
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert app.screen.name == "train"
+        assert list(app.controller.monitor.stages) == ["data", "tokenizer", "model", "train", "eval"]
+        await wait_for_run(app, pilot)
+        assert app.controller.outcome == "finished", app.controller.monitor.log
+        app.goto_step("evaluate")
+        await pilot.pause()
+        metrics = text_of(app.screen.query_one("#metrics"))
+        assert "task.accuracy" in metrics and "task.macro_f1" in metrics and "Confusion matrix" in metrics

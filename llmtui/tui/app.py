@@ -28,6 +28,7 @@ from llmtui.tui.tune_controller import TuneController, TuneEnded, TuneProgress, 
 from llmtui.tui.screens.data import DataScreen
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.screens.evaluate import EvaluateScreen
+from llmtui.tui.screens.finetune import FinetuneScreen
 from llmtui.tui.screens.model import ModelScreen
 from llmtui.tui.screens.playground import PlaygroundScreen
 from llmtui.tui.screens.review import ReviewScreen
@@ -40,6 +41,7 @@ from llmtui.tui.state import WizardState, quickstart_path, tiny_template
 from llmtui.tui.steps import STEP_NAMES, STEPS
 
 ERROR_LOG = Path(tempfile.gettempdir()) / "llmtui-error.log"
+FORM_SCREENS = ("finetune", *STEP_NAMES)  # every screen with recipe fields
 
 
 class WizardApp(App):
@@ -47,7 +49,7 @@ class WizardApp(App):
 
     CSS_PATH = "wizard.tcss"
     TITLE = "llmtui"
-    SCREENS = {"welcome": WelcomeScreen, "data": DataScreen, "vocabulary": VocabularyScreen, "model": ModelScreen,
+    SCREENS = {"welcome": WelcomeScreen, "finetune": FinetuneScreen, "data": DataScreen, "vocabulary": VocabularyScreen, "model": ModelScreen,
                "training": TrainingScreen, "tuning": TuningScreen, "review": ReviewScreen, "train": TrainScreen,
                "evaluate": EvaluateScreen, "playground": PlaygroundScreen}
     BINDINGS = [Binding(f"f{index}", f"goto_step('{name}')", label, show=False)
@@ -108,7 +110,7 @@ class WizardApp(App):
         current = self.screen
         if isinstance(current, WelcomeScreen) and step == "welcome":
             return
-        if step != "welcome" and current.name in STEP_NAMES and STEP_NAMES.index(step) > STEP_NAMES.index(current.name):
+        if step in STEP_NAMES and current.name in STEP_NAMES and STEP_NAMES.index(step) > STEP_NAMES.index(current.name):
             problems = current.problems()
             if problems:
                 self.notify("Fix this first:\n" + "\n".join(problems[:4]), severity="error", title="Invalid field")
@@ -123,7 +125,7 @@ class WizardApp(App):
     def all_problems(self) -> list[str]:
         """Invalid fields on any step visited so far."""
         problems: list[str] = []
-        for name in STEP_NAMES:
+        for name in FORM_SCREENS:
             if self.is_screen_installed(name):
                 screen = self.get_screen(name)
                 if screen.is_mounted:
@@ -145,6 +147,17 @@ class WizardApp(App):
         self._recipe_replaced()
         self.notify(f"New run '{self.state.recipe.run.name}' from the {name} template.")
         self.goto_step("data")
+
+    def new_finetune(self, base: str = "") -> None:
+        """A new fine-tune recipe (of `base`, a run name, when given) and its setup screen."""
+        data = tiny_template()
+        data["run"]["name"] = f"{base}-finetune" if base else "finetune"
+        data["train"].update(steps=100, lr=1e-3)
+        data["finetune"] = {"base": base}
+        self.state.new_recipe(data)
+        self._recipe_replaced()
+        self.notify(f"New fine-tune '{self.state.recipe.run.name}'" + (f" of {base}." if base else "."))
+        self.switch_screen("finetune")
 
     def action_open_recipe(self) -> None:
         self.push_screen(PathDialog("Open a recipe (TOML)", "recipes/quickstart.toml"), self._open_recipe)
@@ -211,7 +224,7 @@ class WizardApp(App):
 
         data = Recipe().model_dump(mode="json")
         data["data"]["sources"] = [s.model_dump(mode="json") for s in self.state.recipe.data.sources]
-        for name in STEP_NAMES:
+        for name in FORM_SCREENS:
             if not (self.is_screen_installed(name) and self.get_screen(name).is_mounted):
                 continue
             screen = self.get_screen(name)

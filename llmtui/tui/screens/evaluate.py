@@ -24,6 +24,22 @@ def _format(value) -> str:
     return str(value)
 
 
+def confusion_table(task: dict) -> Table | None:
+    """Rows: the true label; columns: the predicted one; the diagonal (right answers) in green."""
+    matrix, labels = task.get("confusion_matrix"), task.get("labels")
+    if not (isinstance(matrix, list) and isinstance(labels, list) and len(matrix) == len(labels)):
+        return None
+    table = Table(title="Confusion matrix", title_justify="left",
+                  title_style="bold")
+    table.add_column("true \\ predicted", style="bold")
+    for label in labels:
+        table.add_column(str(label), justify="right")
+    for i, (label, row) in enumerate(zip(labels, matrix)):
+        table.add_row(str(label), *(f"[green]{n}[/]" if i == j else (f"[red]{n}[/]" if n else "0")
+                                    for j, n in enumerate(row)))
+    return table
+
+
 def metrics_table(report: dict) -> Table:
     table = Table(title="Held-out evaluation", title_justify="left", title_style="bold")
     table.add_column("metric", style="bold")
@@ -61,7 +77,14 @@ class EvaluateScreen(StepScreen):
                            "its held-out evaluation is written when training ends.")
             paths.update("")
             return
-        metrics.update(metrics_table(report))
+        task = report.get("task")
+        confusion = confusion_table(task) if isinstance(task, dict) else None
+        if confusion is not None:
+            from rich.console import Group
+
+            metrics.update(Group(metrics_table(report), confusion))
+        else:
+            metrics.update(metrics_table(report))
         found = [p for p in (path, run.eval_dir / "report.md", run.eval_dir / "report.html") if p.is_file()]
         samples = run.root / "generate" / "samples.json"
         lines = ["[b]Reports[/b]"] + [f"  {escape(state.shown(p))}" for p in found]

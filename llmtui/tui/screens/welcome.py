@@ -22,6 +22,7 @@ class WelcomeScreen(Screen):
         Binding("q", "template('quickstart')", "Quickstart"),
         Binding("o", "app.open_recipe", "Open recipe"),
         Binding("r", "app.open_run", "Open run"),
+        Binding("f", "finetune", "Fine-tune"),
         Binding("ctrl+n", "app.goto_step('data')", "Next"),
     ]
 
@@ -35,6 +36,7 @@ class WelcomeScreen(Screen):
                 yield Button("Quickstart: BPE, a 4-layer GPT, a few minutes  (q)", id="quickstart", compact=True)
                 yield Button("Open a recipe…  (o)", id="open-recipe", compact=True)
                 yield Button("Open an existing run…  (r)", id="open-run", compact=True)
+                yield Button("Fine-tune a trained run (the one selected below)  (f)", id="finetune", compact=True)
             yield Static("", id="current")
             yield Static("[b]Runs[/b]  enter opens one; a running run is followed live", classes="heading",
                          id="runs-heading")
@@ -90,6 +92,23 @@ class WelcomeScreen(Screen):
             self.app.action_open_recipe()
         elif button == "open-run":
             self.app.action_open_run()
+        elif button == "finetune":
+            self.action_finetune()
+
+    def action_finetune(self) -> None:
+        """Fine-tune the run selected in the list when it is finished, else choose the base on the next screen."""
+        from pathlib import Path
+
+        from llmtui.runs import run_info
+
+        table = self.query_one("#runs", DataTable)
+        base = ""
+        if table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            info = run_info(Path(key))
+            if info.status == "finished" and (info.path / "model" / "final.keras").is_file():
+                base = info.name
+        self.app.new_finetune(base)
 
     def action_template(self, name: str) -> None:
         self.app.new_from_template(name)
