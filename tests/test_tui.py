@@ -377,7 +377,7 @@ async def test_tuning_step_searches_stops_resumes_and_uses_the_best_trial(tmp_pa
         await pilot.pause()
         assert tuner.running
         await _until(pilot, lambda: any(r["state"] == "complete" for r in tuner.rows), what="a finished trial")
-        await pilot.press("ctrl+x")
+        await pilot.press("ctrl+o")
         await _until(pilot, lambda: not tuner.running, 120, "the search to stop")
         assert tuner.outcome == "interrupted", tuner.message
         table = app.screen.query_one("#trials")
@@ -435,12 +435,14 @@ async def test_finetune_path_from_welcome_to_the_task_metrics(tmp_path, monkeypa
         form.controls["lora_rank"].value = "2"
         await pilot.pause()
         assert form.errors == {}
-        await pilot.press("ctrl+e")
+        form.controls["lora_rank"].focus()  # the keys work from inside a field too
+        await pilot.pause()
+        await pilot.press("ctrl+r")
         await pilot.pause()
         preview = text_of(app.screen.query_one("#ft-preview"))
         assert "60 examples in labels.csv" in preview
         assert "first" in preview and " 20 " in preview and " 40 " in preview  # the label counts
-        await pilot.press("ctrl+k")
+        await pilot.press("ctrl+g")
         await app.workers.wait_for_complete()
         await pilot.pause()
         counted = text_of(app.screen.query_one("#ft-params"))

@@ -154,6 +154,13 @@ class WizardApp(App):
         data["run"]["name"] = f"{base}-finetune" if base else "finetune"
         data["train"].update(steps=100, lr=1e-3)
         data["finetune"] = {"base": base}
+        if base:  # the base decides vocabulary and architecture: the Model step and the costs show its own
+            try:
+                base_recipe = load_recipe(self.state.base_dir / self.state.recipe.run.out_dir / base / "recipe.toml")
+                data["model"] = base_recipe.model.model_dump(mode="json")
+                data["tokenizer"] = base_recipe.tokenizer.model_dump(mode="json")
+            except LlmtuiError:
+                pass
         self.state.new_recipe(data)
         self._recipe_replaced()
         self.notify(f"New fine-tune '{self.state.recipe.run.name}'" + (f" of {base}." if base else "."))

@@ -185,7 +185,8 @@ class RunController:
     def status_line(self) -> str:
         if self.running:
             running = [stage for stage, status in self.monitor.stages.items() if status == "running"]
-            doing = f"running: {running[0]}" if running else "starting"
+            started = any(status != "waiting" for status in self.monitor.stages.values())
+            doing = f"running: {running[0]}" if running else ("finishing" if started else "starting")
             return f"[yellow]{'paused' if self.paused else doing}[/]"
         if self.outcome == "failed":
             return f"[red]failed:[/] {escape(self.message)}"

@@ -50,8 +50,8 @@ def preview_examples(recipe, base_dir: Path) -> tuple[list[str], list[dict], int
 
 class FinetuneScreen(StepScreen):
     STEP = "finetune"
-    BINDINGS = [Binding("ctrl+e", "preview", "Preview examples"),
-                Binding("ctrl+k", "count", "Count parameters")]
+    BINDINGS = [Binding("ctrl+r", "preview", "Preview examples"),
+                Binding("ctrl+g", "count", "Count parameters")]
 
     def body(self) -> ComposeResult:
         yield Static(INTRO, id="ft-intro")
@@ -59,8 +59,8 @@ class FinetuneScreen(StepScreen):
         yield SectionForm("finetune", primary=("base", "task", "train_file", "val_file", "method", "lora_rank",
                                                "lora_alpha", "freeze_layers"))
         with Horizontal(classes="buttons"):
-            yield Button("Preview examples (ctrl+e)", id="ft-preview-button", compact=True)
-            yield Button("Count parameters (ctrl+k)", id="ft-count-button", compact=True)
+            yield Button("Preview examples (ctrl+r)", id="ft-preview-button", compact=True)
+            yield Button("Count parameters (ctrl+g)", id="ft-count-button", compact=True)
         yield Static("", id="ft-preview")
         yield Static("", id="ft-params")
 
@@ -98,7 +98,7 @@ class FinetuneScreen(StepScreen):
         table = Table(title=f"{count:,} examples in {recipe.finetune.train_file} (first {len(examples)})",
                       title_justify="left", expand=True)
         for field in fields:
-            table.add_column(field, overflow="ellipsis", no_wrap=True, ratio=3 if field != fields[-1] else 2)
+            table.add_column(field, overflow="ellipsis", no_wrap=True, ratio=3 if field != fields[-1] else 1)
         for example in examples:
             table.add_row(*(example[field] for field in fields))
         parts: list = [table]
@@ -146,7 +146,7 @@ class FinetuneScreen(StepScreen):
         text = (f"[b]{counts['trainable']:,}[/b] of {counts['total']:,} parameters trainable ({share:.1%}): {what}"
                 f"{'; a head over ' + str(labels) + ' labels' if recipe.finetune.task == 'classification' else ''}\n"
                 f"memory: about {_mib(training_memory_bytes(counts))} for weights, gradients and Adam state "
-                f"(float32; activations come on top) · base {escape(str(base.root))} "
+                f"(float32; activations come on top) · base {escape(self.app.state.shown(base.root))} "
                 f"({base_recipe.model.arch}, {base_recipe.model.layers} layers, {base_recipe.model.dim} wide)")
         self.app.call_from_thread(self._show_count, text)
 
@@ -155,7 +155,7 @@ class FinetuneScreen(StepScreen):
 
     def on_section_form_changed(self, event: SectionForm.Changed) -> None:
         super().on_section_form_changed(event)
-        self.query_one("#ft-params", Static).update("[dim]ctrl+k counts the trainable parameters[/]")
+        self.query_one("#ft-params", Static).update("[dim]ctrl+g counts the trainable parameters[/]")
 
     def action_next(self) -> None:
         problems = self.problems()

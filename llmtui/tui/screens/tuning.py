@@ -39,7 +39,7 @@ class TuningScreen(StepScreen):
     STEP = "tuning"
     BINDINGS = [
         Binding("ctrl+t", "start_search", "Search / resume"),
-        Binding("ctrl+x", "stop_search", "Stop search"),
+        Binding("ctrl+o", "stop_search", "Stop search"),
         Binding("ctrl+b", "use_best", "Use best"),
     ]
 
@@ -51,7 +51,7 @@ class TuningScreen(StepScreen):
         yield Static("", classes="form-error", id="space-error")
         with Horizontal(classes="buttons"):
             yield Button("Search / resume (ctrl+t)", id="start-search", variant="primary", compact=True)
-            yield Button("Stop (ctrl+x)", id="stop-search", variant="error", compact=True)
+            yield Button("Stop (ctrl+o)", id="stop-search", variant="error", compact=True)
             yield Button("Use best (ctrl+b)", id="use-best", compact=True)
         yield Static("", id="search-status")
         yield Static("", id="best-line")
