@@ -465,3 +465,42 @@ async def test_finetune_path_from_welcome_to_the_task_metrics(tmp_path, monkeypa
         await pilot.pause()
         metrics = text_of(app.screen.query_one("#metrics"))
         assert "task.accuracy" in metrics and "task.macro_f1" in metrics and "Confusion matrix" in metrics
+
+
+async def test_evaluate_opens_the_report_and_serves_tensorboard(tmp_path, monkeypatch):
+    import json
+    import urllib.request
+
+    from llmtui.config.loader import recipe_from_dict, save_recipe
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "done"
+    (run / "eval").mkdir(parents=True)
+    (run / "logs" / "train").mkdir(parents=True)
+    save_recipe(recipe_from_dict(tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "done"})),
+                run / "recipe.toml")
+    (run / "eval" / "report.json").write_text(json.dumps({"loss": 1.5, "perplexity": 4.48}), encoding="utf-8")
+    (run / "eval" / "report.html").write_text("<html>report</html>", encoding="utf-8")
+    app = WizardApp(run=run)
+    opened: list[str] = []
+    monkeypatch.setattr(app, "open_url", lambda url, **kwargs: opened.append(url))  # no browser in tests
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.screen.name == "evaluate"
+        await pilot.press("o")
+        assert opened == [(run / "eval" / "report.html").resolve().as_uri()]
+        await pilot.press("b")
+        await pilot.pause()
+        line = text_of(app.screen.query_one("#tensorboard-line"))
+        address = line.split(" at ")[1].split()[0]
+        assert address.startswith("http://127.0.0.1:")
+        process = app._tensorboard[1]
+
+        def answers() -> bool:
+            try:
+                return urllib.request.urlopen(address, timeout=2).status == 200
+            except OSError:
+                return False
+
+        await _until(pilot, answers, 120, "TensorBoard to answer")
+    assert process.wait(timeout=20) is not None  # stopped with the wizard

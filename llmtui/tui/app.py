@@ -419,6 +419,43 @@ class WizardApp(App):
         ERROR_LOG.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
         return f"internal error: {type(exc).__name__}: {exc} (details: {ERROR_LOG})"
 
+    # TensorBoard --------------------------------------------------------------------------------------
+    def start_tensorboard(self) -> str:
+        """Serve the current run's logs (`llmtui tensorboard` on a free port); returns its address, or ""."""
+        import socket
+        import subprocess
+        import sys
+
+        run = self.state.run
+        if not run.logs_dir.is_dir():
+            self.notify("This run has no TensorBoard logs yet: train it first.", severity="warning")
+            return ""
+        current = getattr(self, "_tensorboard", None)
+        if current is not None and current[0] == run.root and current[1].poll() is None:
+            return current[2]
+        self.stop_tensorboard()
+        with socket.socket() as probe:  # a free port on this machine
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with open(run.root / "tensorboard.log", "ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "llmtui", "tensorboard", str(run.root.resolve()),
+                                        "--port", str(port)], stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, cwd=self.state.base_dir)
+        address = f"http://127.0.0.1:{port}/"
+        self._tensorboard = (run.root, process, address)
+        self.notify(f"TensorBoard at {address}", title="TensorBoard", timeout=15)
+        return address
+
+    def stop_tensorboard(self) -> None:
+        current = getattr(self, "_tensorboard", None)
+        if current is not None and current[1].poll() is None:
+            current[1].terminate()
+            current[1].wait(timeout=10)
+        self._tensorboard = None
+
+    def on_unmount(self) -> None:
+        self.stop_tensorboard()
+
     # Command palette ---------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -7,6 +7,7 @@ import json
 from rich.markup import escape
 from rich.table import Table
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.widgets import Static
 
 from llmtui.tui.screens.base import StepScreen
@@ -59,10 +60,26 @@ def metrics_table(report: dict) -> Table:
 
 class EvaluateScreen(StepScreen):
     STEP = "evaluate"
+    BINDINGS = [Binding("o", "open_report", "Open report"), Binding("b", "tensorboard", "TensorBoard")]
 
     def body(self) -> ComposeResult:
         yield Static("", id="metrics")
         yield Static("", id="report-paths")
+        yield Static("", id="tensorboard-line")
+
+    def action_open_report(self) -> None:
+        page = self.app.state.run.eval_dir / "report.html"
+        if not page.is_file():
+            self.notify("No HTML report yet: it is written when the run's evaluation ends.", severity="warning")
+            return
+        self.app.open_url(page.resolve().as_uri())  # the browser of this machine (or of `llmtui web`'s page)
+        self.notify(f"Opened {self.app.state.shown(page)}.")
+
+    def action_tensorboard(self) -> None:
+        address = self.app.start_tensorboard()
+        if address:
+            self.query_one("#tensorboard-line", Static).update(
+                f"TensorBoard for this run at [b]{address}[/b] (stops when the wizard quits)")
 
     def refresh_view(self) -> None:
         state = self.app.state
@@ -90,5 +107,6 @@ class EvaluateScreen(StepScreen):
         lines = ["[b]Reports[/b]"] + [f"  {escape(state.shown(p))}" for p in found]
         if samples.is_file():
             lines.append(f"  {escape(state.shown(samples))}  (samples after training)")
-        lines.append(f"TensorBoard: llmtui tensorboard {escape(state.shown(run.root))}")
+        lines.append(f"[b]o[/b] opens report.html in the browser · [b]b[/b] starts TensorBoard "
+                     f"(or: llmtui tensorboard {escape(state.shown(run.root))})")
         paths.update("\n".join(lines))
