@@ -171,4 +171,14 @@ def table_rows(runs: list[RunInfo]) -> list[tuple[str, ...]]:
     return rows
 
 
+def validation_curve(root: Path) -> list[tuple[int, float]]:
+    """A run's validation loss by step, from its event log (the latest value of each step: a resumed run
+    re-evaluates from its checkpoint)."""
+    points: dict[int, float] = {}
+    for event in read_events(Path(root) / EVENT_LOG):
+        if isinstance(event, Metrics) and event.split == "val" and event.values.get("loss") is not None:
+            points[event.step] = event.values["loss"]
+    return sorted(points.items())
+
+
 COLUMNS = ("run", "status", "step", "best val loss", "started", "duration")

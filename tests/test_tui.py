@@ -504,3 +504,48 @@ async def test_evaluate_opens_the_report_and_serves_tensorboard(tmp_path, monkey
 
         await _until(pilot, answers, 120, "TensorBoard to answer")
     assert process.wait(timeout=20) is not None  # stopped with the wizard
+
+
+async def test_compare_screen_shows_evaluated_runs_side_by_side_with_their_curves(tmp_path, monkeypatch):
+    import json
+
+    from llmtui import events as ev
+    from llmtui.config.loader import recipe_from_dict, save_recipe
+    from llmtui.eventlog import EventLogSink
+
+    monkeypatch.chdir(tmp_path)
+    for name, losses in (("small", (2.4, 2.1)), ("large", (2.2, 1.8))):
+        run = tmp_path / "runs" / name
+        (run / "eval").mkdir(parents=True)
+        save_recipe(recipe_from_dict(tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": name})),
+                    run / "recipe.toml")
+        (run / "eval" / "report.json").write_text(json.dumps({"loss": losses[-1], "perplexity": 2.718 ** losses[-1]}),
+                                                  encoding="utf-8")
+        sink = EventLogSink(run / "events.jsonl")
+        sink(ev.RunStarted(run_dir=str(run), stages=("train",), backend="jax"))
+        for step, loss in zip((20, 40), losses):
+            sink(ev.Metrics(step=step, split="val", values={"loss": loss}))
+        sink(ev.RunFinished(run_dir=str(run), seconds=1.0))
+    (tmp_path / "runs" / "unevaluated").mkdir()
+    (tmp_path / "runs" / "unevaluated" / "recipe.toml").write_text("", encoding="utf-8")
+    app = WizardApp(base_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "CompareScreen"
+        assert app.screen.query_one("#compare-runs").option_count == 2  # only the evaluated runs
+        table = app.screen.query_one("#compare-table").content
+        assert [c.header for c in table.columns][1:] == ["large", "small"]
+        loss_row = [str(c._cells[[r.plain if hasattr(r, "plain") else r for r in table.columns[0]._cells].index(
+            "validation loss ↓")]) for c in table.columns[1:]]
+        assert loss_row[0].startswith("[bold green]") and not loss_row[1].startswith("[bold green]")  # large best
+        chart = app.screen.query_one("#compare-chart")
+        assert {name: [p[1] for p in points] for name, (_, points) in chart.series.items()} == \
+            {"large": [2.2, 1.8], "small": [2.4, 2.1]}
+        await pilot.press("space")  # tick the first run out: one left
+        await pilot.pause()
+        assert len(app.screen.query_one("#compare-table").content.columns) == 2
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "WelcomeScreen"

@@ -27,6 +27,7 @@ from llmtui.tui.run_results import RunResults
 from llmtui.tui.tune_controller import TuneController, TuneEnded, TuneProgress, best_row
 from llmtui.tui.screens.data import DataScreen
 from llmtui.tui.screens.base import StepScreen
+from llmtui.tui.screens.compare import CompareScreen
 from llmtui.tui.screens.evaluate import EvaluateScreen
 from llmtui.tui.screens.finetune import FinetuneScreen
 from llmtui.tui.screens.model import ModelScreen
@@ -49,7 +50,7 @@ class WizardApp(App):
 
     CSS_PATH = "wizard.tcss"
     TITLE = "llmtui"
-    SCREENS = {"welcome": WelcomeScreen, "finetune": FinetuneScreen, "data": DataScreen, "vocabulary": VocabularyScreen, "model": ModelScreen,
+    SCREENS = {"welcome": WelcomeScreen, "finetune": FinetuneScreen, "compare": CompareScreen, "data": DataScreen, "vocabulary": VocabularyScreen, "model": ModelScreen,
                "training": TrainingScreen, "tuning": TuningScreen, "review": ReviewScreen, "train": TrainScreen,
                "evaluate": EvaluateScreen, "playground": PlaygroundScreen}
     BINDINGS = [Binding(f"f{index}", f"goto_step('{name}')", label, show=False)
@@ -468,6 +469,10 @@ class WizardApp(App):
                             lambda: self.new_from_template("quickstart"))
         yield SystemCommand("Open recipe…", "Edit a recipe file", self.action_open_recipe)
         yield SystemCommand("Open run…", "Look at an existing run folder", self.action_open_run)
+        yield SystemCommand("Compare runs", "Evaluated runs side by side, curves overlaid (c on Welcome)",
+                            lambda: self.switch_screen("compare"))
+        yield SystemCommand("Fine-tune a run", "A fine-tune recipe of a trained run (f on Welcome)",
+                            self.new_finetune)
         yield SystemCommand("Save recipe", "Write the recipe (Review step)", self.action_save)
         yield SystemCommand("Run / resume", "Run the recipe; continues from its last checkpoint",
                             self.action_run_pipeline)

@@ -23,6 +23,7 @@ class WelcomeScreen(Screen):
         Binding("o", "app.open_recipe", "Open recipe"),
         Binding("r", "app.open_run", "Open run"),
         Binding("f", "finetune", "Fine-tune"),
+        Binding("c", "app.goto_step('compare')", "Compare"),
         Binding("ctrl+n", "app.goto_step('data')", "Next"),
     ]
 
@@ -37,6 +38,7 @@ class WelcomeScreen(Screen):
                 yield Button("Open a recipe…  (o)", id="open-recipe", compact=True)
                 yield Button("Open an existing run…  (r)", id="open-run", compact=True)
                 yield Button("Fine-tune a trained run (the one selected below)  (f)", id="finetune", compact=True)
+                yield Button("Compare evaluated runs  (c)", id="compare", compact=True)
             yield Static("", id="current")
             yield Static("[b]Runs[/b]  enter opens one; a running run is followed live", classes="heading",
                          id="runs-heading")
@@ -94,6 +96,8 @@ class WelcomeScreen(Screen):
             self.app.action_open_run()
         elif button == "finetune":
             self.action_finetune()
+        elif button == "compare":
+            self.app.goto_step("compare")
 
     def action_finetune(self) -> None:
         """Fine-tune the run selected in the list when it is finished, else choose the base on the next screen."""
