@@ -191,6 +191,23 @@ async def test_walk_the_wizard_train_evaluate_and_generate(tmp_path, monkeypatch
         output = text_of(app.screen.query_one("#output"))
         assert output.startswith("the ") and "error" not in output
 
+        playground = app.screen  # chat: two turns continue one conversation, /reset clears it
+        for turn, message in enumerate(("the model", "reads text")):
+            playground.query_one("#chat-input").focus()
+            playground.query_one("#chat-input").value = message
+            await pilot.press("enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert playground.chat_turn == turn + 1
+        assert playground.chat_text.startswith("the model\n") and "\nreads text\n" in playground.chat_text
+        assert playground.streamed_pieces >= 1  # the reply came piece by piece
+        log = text_of(playground.query_one("#chat-log"))
+        assert "> the model" in log and "> reads text" in log and "error" not in log
+        playground.query_one("#chat-input").value = "/reset"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert playground.chat_text == "" and "conversation cleared" in text_of(playground.query_one("#chat-log"))
+
 
 async def test_quitting_during_training_asks_and_leaves_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
