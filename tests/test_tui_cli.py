@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -49,10 +50,16 @@ def _free_port() -> int:
 @pytest.fixture
 def web_server(tmp_path):
     """`llmtui web` on a free loopback port; yields its address and stops it afterwards."""
+    with _serving(tmp_path) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _serving(folder: Path, *arguments: str):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "llmtui", "web", "--port", str(port)], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", "llmtui", "web", "--port", str(port), *arguments], cwd=folder,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 60
@@ -85,30 +92,66 @@ def test_web_session_runs_the_wizard(web_server):
     """What the browser does, without one: open the page's websocket and read the app's screen from it."""
     import asyncio
 
+    url, _ = web_server
+    screen = asyncio.run(read_screen(url, "Tiny run"))
+    assert "Tiny run" in screen and "Playground" in screen
+
+
+def test_web_session_attaches_to_a_running_run(tmp_path):
+    """`llmtui web runs/NAME` on a run that a shell started: the browser's wizard follows its training."""
+    import asyncio
+
+    import tomli_w
+
+    from llmtui.runcontrol import write_control
+    from tests.conftest import tiny_recipe_dict, write_corpus
+
+    write_corpus(tmp_path / "corpus")
+    recipe = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "long"},
+                              train={"steps": 5000, "checkpoint_every": 5000})
+    (tmp_path / "long.toml").write_text(tomli_w.dumps(recipe), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(tmp_path / "run.out", "wb") as out:
+        run = subprocess.Popen([sys.executable, "-m", "llmtui", "run", "long.toml"], cwd=tmp_path, env=env,
+                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        events = tmp_path / "runs" / "long" / "events.jsonl"
+        deadline = time.monotonic() + 240
+        while not (events.is_file() and '"split": "train"' in events.read_text(encoding="utf-8")):
+            assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "run.out").read_text()
+            time.sleep(0.5)
+        with _serving(tmp_path, "runs/long") as (url, _):
+            screen = asyncio.run(read_screen(url, "running: train"))
+        assert "running: train" in screen and "step " in screen
+        write_control(tmp_path / "runs" / "long", stop=True)  # stopped from outside, as the wizard does
+        assert run.wait(timeout=120) == 130
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+
+
+async def read_screen(url: str, until: str) -> str:
+    """What the browser does, without one: open the page's websocket and read the app's output until `until`."""
+    import asyncio
+
     import aiohttp
 
-    url, _ = web_server
-
-    async def read_screen() -> str:
-        seen = ""
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(url.replace("http", "ws") + "ws?width=100&height=32") as ws:
-                deadline = time.monotonic() + 90
-                while "Tiny run" not in seen and time.monotonic() < deadline:
-                    try:
-                        message = await ws.receive(timeout=5)
-                    except asyncio.TimeoutError:
-                        continue
-                    if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-                        data = message.data
-                        seen += data.decode("utf-8", "ignore") if isinstance(data, bytes) else data
-                    elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                        break
-                await ws.close()
-        return seen
-
-    screen = asyncio.run(read_screen())
-    assert "Tiny run" in screen and "Playground" in screen
+    seen = ""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url.replace("http", "ws") + "ws?width=100&height=32") as ws:
+            deadline = time.monotonic() + 90
+            while until not in seen and time.monotonic() < deadline:
+                try:
+                    message = await ws.receive(timeout=5)
+                except asyncio.TimeoutError:
+                    continue
+                if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                    data = message.data
+                    seen += data.decode("utf-8", "ignore") if isinstance(data, bytes) else data
+                elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                    break
+            await ws.close()
+    return seen
 
 
 def _chromium():
