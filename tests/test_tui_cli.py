@@ -97,13 +97,11 @@ def test_web_session_runs_the_wizard(web_server):
     assert "Tiny run" in screen and "Playground" in screen
 
 
-def test_web_session_attaches_to_a_running_run(tmp_path):
-    """`llmtui web runs/NAME` on a run that a shell started: the browser's wizard follows its training."""
-    import asyncio
-
+@pytest.fixture
+def running_run(tmp_path):
+    """A long tiny run started from the shell (`llmtui run`), training by the time it is yielded; stopped after."""
     import tomli_w
 
-    from llmtui.runcontrol import write_control
     from tests.conftest import tiny_recipe_dict, write_corpus
 
     write_corpus(tmp_path / "corpus")
@@ -120,14 +118,23 @@ def test_web_session_attaches_to_a_running_run(tmp_path):
         while not (events.is_file() and '"split": "train"' in events.read_text(encoding="utf-8")):
             assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "run.out").read_text()
             time.sleep(0.5)
-        with _serving(tmp_path, "runs/long") as (url, _):
-            screen = asyncio.run(read_screen(url, "running: train"))
-        assert "running: train" in screen and "step " in screen
-        write_control(tmp_path / "runs" / "long", stop=True)  # stopped from outside, as the wizard does
-        assert run.wait(timeout=120) == 130
+        yield run
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
+
+
+def test_web_session_attaches_to_a_running_run(tmp_path, running_run):
+    """`llmtui web runs/NAME` on a run that a shell started: the browser's wizard follows its training."""
+    import asyncio
+
+    from llmtui.runcontrol import write_control
+
+    with _serving(tmp_path, "runs/long") as (url, _):
+        screen = asyncio.run(read_screen(url, "running: train"))
+    assert "running: train" in screen and "step " in screen
+    write_control(tmp_path / "runs" / "long", stop=True)  # stopped from outside, as the wizard does
+    assert running_run.wait(timeout=120) == 130
 
 
 async def read_screen(url: str, until: str) -> str:
@@ -183,6 +190,25 @@ def test_web_page_runs_the_app_in_headless_chromium(web_server):
         while time.monotonic() < deadline and not any("llmtui" in str(f) for f in frames):
             page.wait_for_timeout(500)
         assert any("llmtui" in str(f) for f in frames), "the app's screen never reached the browser"
+    finally:
+        browser.close()
+        manager.stop()
+
+
+def test_headless_chromium_attaches_to_a_running_run(tmp_path, request):
+    manager, browser = _chromium()
+    try:
+        request.getfixturevalue("running_run")
+        with _serving(tmp_path, "runs/long") as (url, _):
+            page = browser.new_page()
+            frames: list = []
+            page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
+            page.goto(url)
+            page.wait_for_selector(".xterm", timeout=30_000)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and "running: train" not in "".join(frames):
+                page.wait_for_timeout(500)
+            assert "running: train" in "".join(frames), "the run's progress never reached the browser"
     finally:
         browser.close()
         manager.stop()
