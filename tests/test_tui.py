@@ -511,7 +511,7 @@ async def test_evaluate_opens_the_report_and_serves_tensorboard(tmp_path, monkey
         line = text_of(app.screen.query_one("#tensorboard-line"))
         address = line.split(" at ")[1].split()[0]
         assert address.startswith("http://127.0.0.1:")
-        process = app._tensorboard[1]
+        process = app.tensorboard.process
 
         def answers() -> bool:
             try:

@@ -24,6 +24,7 @@ from llmtui.tui.dialogs.path_dialog import PathDialog
 from llmtui.tui.messages import RunEnded, RunEvents
 from llmtui.tui.run_controller import RunController, stages_for
 from llmtui.tui.run_results import RunResults
+from llmtui.tui.tensorboard import TensorBoardServer
 from llmtui.tui.tune_controller import TuneController, TuneEnded, TuneProgress, best_row
 from llmtui.tui.screens.data import DataScreen
 from llmtui.tui.screens.base import StepScreen
@@ -63,6 +64,7 @@ class WizardApp(App):
         self.recipe_generation = 0
         self.controller = RunController(self)
         self.tuner = TuneController(self)
+        self.tensorboard = TensorBoardServer()
         self.results = RunResults(self.state)
         self._quit_when_stopped = False
         self._initial = (recipe, run, start)
@@ -422,40 +424,17 @@ class WizardApp(App):
 
     # TensorBoard --------------------------------------------------------------------------------------
     def start_tensorboard(self) -> str:
-        """Serve the current run's logs (`llmtui tensorboard` on a free port); returns its address, or ""."""
-        import socket
-        import subprocess
-        import sys
-
+        """Serve the current run's logs; returns the address, or "" when the run has no logs yet."""
         run = self.state.run
         if not run.logs_dir.is_dir():
             self.notify("This run has no TensorBoard logs yet: train it first.", severity="warning")
             return ""
-        current = getattr(self, "_tensorboard", None)
-        if current is not None and current[0] == run.root and current[1].poll() is None:
-            return current[2]
-        self.stop_tensorboard()
-        with socket.socket() as probe:  # a free port on this machine
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        with open(run.root / "tensorboard.log", "ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "llmtui", "tensorboard", str(run.root.resolve()),
-                                        "--port", str(port)], stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, cwd=self.state.base_dir)
-        address = f"http://127.0.0.1:{port}/"
-        self._tensorboard = (run.root, process, address)
+        address = self.tensorboard.serve(run.root, run.logs_dir, self.state.base_dir)
         self.notify(f"TensorBoard at {address}", title="TensorBoard", timeout=15)
         return address
 
-    def stop_tensorboard(self) -> None:
-        current = getattr(self, "_tensorboard", None)
-        if current is not None and current[1].poll() is None:
-            current[1].terminate()
-            current[1].wait(timeout=10)
-        self._tensorboard = None
-
     def on_unmount(self) -> None:
-        self.stop_tensorboard()
+        self.tensorboard.stop()
 
     # Command palette ---------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
