@@ -293,7 +293,8 @@ class WizardApp(App):
                 log.append(f"error: {message.text}")
             self.notify(message.text, severity="error", title="The run failed", timeout=20)
         elif message.outcome == "interrupted":
-            log.append(message.text)
+            if not log or not log[-1].startswith("stopped"):  # the run's own RunInterrupted said it already
+                log.append(message.text)
             self.notify(message.text, title="Training stopped")
         else:
             what = "Vocabulary trained" if message.until == "tokenizer" else "Run finished"
