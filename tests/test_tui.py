@@ -566,3 +566,41 @@ async def test_compare_screen_shows_evaluated_runs_side_by_side_with_their_curve
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen.__class__.__name__ == "WelcomeScreen"
+
+
+async def test_playground_answers_with_a_qa_run(tmp_path, monkeypatch):
+    """A qa fine-tune in the Playground: the task box answers (the prompt template applied as in training)."""
+    import json
+
+    from llmtui.config.loader import recipe_from_dict
+    from llmtui.pipeline import Pipeline, pipeline_for
+    from tests.conftest import WORDS
+
+    monkeypatch.chdir(tmp_path)
+    write_corpus(tmp_path / "corpus")
+    base = recipe_from_dict(tiny_recipe_dict(Path("corpus"), Path("runs"), train={"steps": 10}))
+    Pipeline(base, base_dir=tmp_path).execute(until="train")
+    with open(tmp_path / "pairs.jsonl", "w", encoding="utf-8") as handle:
+        for i in range(30):
+            words = [WORDS[i % len(WORDS)], WORDS[(i * 7) % len(WORDS)]]
+            handle.write(json.dumps({"input": " ".join(words), "target": " ".join(reversed(words))}) + "\n")
+    qa = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "qa"},
+                          train={"steps": 10, "eval_every": 10, "checkpoint_every": 10, "jit_compile": False})
+    qa["finetune"] = {"base": "tiny", "task": "qa", "train_file": "pairs.jsonl", "max_answer_tokens": 6}
+    pipeline_for(recipe_from_dict(qa), base_dir=tmp_path).execute()
+
+    app = WizardApp(run=tmp_path / "runs" / "qa")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.goto_step("playground")
+        await pilot.pause()
+        assert "Answer (qa)" in text_of(app.screen.query_one("#classify-line"))
+        field = app.screen.query_one("#classify-text")
+        field.focus()
+        field.value = "the model"
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        shown = text_of(app.screen.query_one("#classify-out"))
+        assert shown.startswith("the model →") and "error" not in shown, shown
+        assert isinstance(app.screen.last_output, str)
