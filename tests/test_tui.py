@@ -445,6 +445,7 @@ async def test_finetune_path_from_welcome_to_the_task_metrics(tmp_path, monkeypa
         await pilot.pause()
         assert app.screen.name == "finetune"
         assert app.state.recipe.finetune.base == "tiny" and app.state.recipe.run.name == "tiny-finetune"
+        assert app.state.recipe.model == base.model  # the base's architecture: the costs and Model step show it
         form = app.screen.query_one("SectionForm")
         form.controls["task"].value = "classification"
         form.controls["train_file"].value = "labels.csv"

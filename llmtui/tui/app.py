@@ -157,17 +157,24 @@ class WizardApp(App):
         data["run"]["name"] = f"{base}-finetune" if base else "finetune"
         data["train"].update(steps=100, lr=1e-3)
         data["finetune"] = {"base": base}
-        if base:  # the base decides vocabulary and architecture: the Model step and the costs show its own
-            try:
-                base_recipe = load_recipe(self.state.base_dir / self.state.recipe.run.out_dir / base / "recipe.toml")
-                data["model"] = base_recipe.model.model_dump(mode="json")
-                data["tokenizer"] = base_recipe.tokenizer.model_dump(mode="json")
-            except LlmtuiError:
-                pass
         self.state.new_recipe(data)
+        self.adopt_base_architecture()
         self._recipe_replaced()
         self.notify(f"New fine-tune '{self.state.recipe.run.name}'" + (f" of {base}." if base else "."))
         self.switch_screen("finetune")
+
+    def adopt_base_architecture(self) -> bool:
+        """Take the fine-tune base's model and tokenizer sections into the recipe (the base decides them when the
+        fine-tune runs; taken now, the Model step and the costs show the base's own). False when no base reads."""
+        from llmtui.finetune.pipeline import base_run_folder
+
+        try:
+            base = load_recipe(base_run_folder(self.state.recipe, self.state.base_dir).recipe_path)
+        except LlmtuiError:
+            return False
+        for section in ("model", "tokenizer"):
+            self.state.try_update(section, getattr(base, section).model_dump(mode="json"))
+        return True
 
     def action_open_recipe(self) -> None:
         self.push_screen(PathDialog("Open a recipe (TOML)", "recipes/quickstart.toml"), self._open_recipe)

@@ -155,6 +155,12 @@ class FinetuneScreen(StepScreen):
 
     def on_section_form_changed(self, event: SectionForm.Changed) -> None:
         super().on_section_form_changed(event)
+        base = self.app.state.recipe.finetune.base
+        if event.valid and base != getattr(self, "_base", None):
+            self._base = base
+            if self.app.adopt_base_architecture():  # a new base: the Model step shows its architecture
+                self.app.recipe_generation += 1
+                self.on_screen_resume()
         self.query_one("#ft-params", Static).update("[dim]ctrl+g counts the trainable parameters[/]")
 
     def action_next(self) -> None:
