@@ -95,6 +95,14 @@ class RunFailed(Event):
     error: str
 
 
+@dataclass(frozen=True)
+class RunInterrupted(Event):
+    """Stopped on request (Ctrl-C, the wizard's Stop) at `step`, leaving `checkpoint` to resume from (if any)."""
+
+    step: int = 0
+    checkpoint: str = ""
+
+
 class Sink(Protocol):
     def __call__(self, event: Event) -> None: ...
 

@@ -152,6 +152,10 @@ class Pipeline:
             f"data: {report['documents_kept']} of {report['documents_read']} documents kept, "
             f"{report['characters_kept']:,} characters; train {report['splits']['train']['chunks']} chunks, "
             f"validation {report['splits']['val']['chunks']}"))
+        from llmtui.data.prepare import ignored_line
+
+        if ignored_line(report):
+            self.bus.emit(Message(ignored_line(report), level="warning"))
         for skip in report["skipped"][:20]:
             self.bus.emit(Message(f"skipped {skip['path']}: {skip['reason']}", level="warning"))
         if len(report["skipped"]) > 20:

@@ -39,10 +39,11 @@ def test_prepare_counts_duplicates_skips_and_splits(tmp_path):
     (src / "empty.txt").write_bytes(b"")
     (src / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     (src / "notes.md").write_text("# A markdown note\n\nwith text", encoding="utf-8")
-    (src / "ignored.csv").write_text("a,b\n", encoding="utf-8")
+    (src / "picture.png").write_bytes(b"\x89PNG\r\n")  # not a format the readers know: counted, not read
     out = tmp_path / "out"
     report = prepare_data(data_config([str(src)], val_fraction=0.25), seed=0, out_dir=out, base=tmp_path)
-    assert report["documents_read"] == 23  # 20 + copy + notes.md + latin1 (csv not included; 2 skipped)
+    assert report["documents_read"] == 23  # 20 + copy + notes.md + latin1 (2 skipped)
+    assert report["ignored"] == {"files": 1, "by_type": {"*.png": 1}}
     assert report["exact_duplicates"] == 1
     assert report["documents_kept"] == 22
     assert report["repaired_encoding"] == 1  # the Latin-1 file, read as Windows-1252
@@ -54,6 +55,36 @@ def test_prepare_counts_duplicates_skips_and_splits(tmp_path):
     assert "caf\u00e9 au lait" in train + val
     assert not set(train) & set(val)
     assert json.loads((out / "report.json").read_text())["documents_kept"] == 22
+
+
+def test_a_folder_reads_every_supported_format_and_counts_the_rest(tmp_path):
+    """30 .txt files, a .jsonl of 20 records, an .html page and a gzipped .md: 52 documents; 3 pictures and a
+    file without a suffix are ignored and said so."""
+    import gzip
+
+    from llmtui.data.prepare import ignored_line
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"d{i:02d}.txt").write_text(f"plain text document number {i} with a few words\n", encoding="utf-8")
+    (src / "records.jsonl").write_text("".join(json.dumps({"text": f"record {i} of the jsonl file here"}) + "\n"
+                                               for i in range(20)), encoding="utf-8")
+    (src / "page.html").write_text("<html><body><article><p>An article in a web page with enough words in it "
+                                   "to be kept as the page's main text.</p></article></body></html>",
+                                   encoding="utf-8")
+    with gzip.open(src / "notes.md.gz", "wt", encoding="utf-8") as handle:
+        handle.write("# Notes\n\ncompressed markdown notes")
+    for i in range(3):
+        (src / f"shot{i}.png").write_bytes(b"\x89PNG\r\n")
+    (src / "LICENSE").write_text("not read: no suffix\n", encoding="utf-8")
+    report = prepare_data(data_config([str(src)], val_fraction=0.25), seed=0, out_dir=tmp_path / "o", base=tmp_path)
+    assert report["documents_read"] == 52 and report["skipped"] == []
+    assert report["ignored"] == {"files": 4, "by_type": {"*.png": 3, "LICENSE": 1}}
+    assert ignored_line(report).startswith("ignored: 4 files, *.png (3), LICENSE (1)")
+    only_text = prepare_data(data_config([{"path": str(src), "include": ["*.txt"]}], val_fraction=0.25), seed=0,
+                             out_dir=tmp_path / "t", base=tmp_path)
+    assert only_text["documents_read"] == 30 and only_text["ignored"]["files"] == 7  # the jsonl, html, md.gz too
 
 
 def test_strict_encoding_reports_the_latin1_file(tmp_path):

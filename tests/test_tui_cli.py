@@ -192,31 +192,74 @@ def test_web_session_runs_the_wizard(web_server):
     """What the browser does, without one: open the page's websocket and read the app's screen from it."""
     import asyncio
 
+    url, _ = web_server
+    screen = asyncio.run(read_screen(url, "Tiny run"))
+    assert "Tiny run" in screen and "Playground" in screen
+
+
+@pytest.fixture
+def running_run(tmp_path):
+    """A long tiny run started from the shell (`llmtui run`), training by the time it is yielded; stopped after."""
+    import tomli_w
+
+    from tests.conftest import tiny_recipe_dict, write_corpus
+
+    write_corpus(tmp_path / "corpus")
+    recipe = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "long"},
+                              train={"steps": 5000, "checkpoint_every": 5000})
+    (tmp_path / "long.toml").write_text(tomli_w.dumps(recipe), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(tmp_path / "run.out", "wb") as out:
+        run = subprocess.Popen([sys.executable, "-m", "llmtui", "run", "long.toml"], cwd=tmp_path, env=env,
+                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        events = tmp_path / "runs" / "long" / "events.jsonl"
+        deadline = time.monotonic() + 240
+        while not (events.is_file() and '"split": "train"' in events.read_text(encoding="utf-8")):
+            assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "run.out").read_text()
+            time.sleep(0.5)
+        yield run
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+
+
+def test_web_session_attaches_to_a_running_run(tmp_path, running_run):
+    """`llmtui web runs/NAME` on a run that a shell started: the browser's wizard follows its training."""
+    import asyncio
+
+    from llmtui.runcontrol import write_control
+
+    with _web(tmp_path, "runs/long") as (url, _, _, _):
+        screen = asyncio.run(read_screen(url, "running: train"))
+    assert "running: train" in screen and "step " in screen
+    write_control(tmp_path / "runs" / "long", stop=True)  # stopped from outside, as the wizard does
+    assert running_run.wait(timeout=120) == 130
+
+
+async def read_screen(url: str, until: str) -> str:
+    """What the browser does, without one: open the page's websocket and read the app's output until `until`."""
+    import asyncio
+
     import aiohttp
 
-    url, _ = web_server
     parts = urllib.parse.urlsplit(url)
-
-    async def read_screen() -> str:
-        seen = ""
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"ws://{parts.netloc}/ws?width=100&height=32&{parts.query}") as ws:
-                deadline = time.monotonic() + 90
-                while "Tiny run" not in seen and time.monotonic() < deadline:
-                    try:
-                        message = await ws.receive(timeout=5)
-                    except asyncio.TimeoutError:
-                        continue
-                    if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-                        data = message.data
-                        seen += data.decode("utf-8", "ignore") if isinstance(data, bytes) else data
-                    elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                        break
-                await ws.close()
-        return seen
-
-    screen = asyncio.run(read_screen())
-    assert "Tiny run" in screen and "Playground" in screen
+    seen = ""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"ws://{parts.netloc}/ws?width=100&height=32&{parts.query}") as ws:
+            deadline = time.monotonic() + 90
+            while until not in seen and time.monotonic() < deadline:
+                try:
+                    message = await ws.receive(timeout=5)
+                except asyncio.TimeoutError:
+                    continue
+                if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                    data = message.data
+                    seen += data.decode("utf-8", "ignore") if isinstance(data, bytes) else data
+                elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                    break
+            await ws.close()
+    return seen
 
 
 def _chromium():
@@ -251,6 +294,25 @@ def test_web_page_runs_the_app_in_headless_chromium(web_server):
         while time.monotonic() < deadline and not any("llmtui" in str(f) for f in frames):
             page.wait_for_timeout(500)
         assert any("llmtui" in str(f) for f in frames), "the app's screen never reached the browser"
+    finally:
+        browser.close()
+        manager.stop()
+
+
+def test_headless_chromium_attaches_to_a_running_run(tmp_path, request):
+    manager, browser = _chromium()
+    try:
+        request.getfixturevalue("running_run")
+        with _web(tmp_path, "runs/long") as (url, _, _, _):
+            page = browser.new_page()
+            frames: list = []
+            page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
+            page.goto(url)
+            page.wait_for_selector(".xterm", timeout=30_000)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and "running: train" not in "".join(frames):
+                page.wait_for_timeout(500)
+            assert "running: train" in "".join(frames), "the run's progress never reached the browser"
     finally:
         browser.close()
         manager.stop()

@@ -149,6 +149,7 @@ def run(
     A recipe whose \\[finetune] base names a trained run fine-tunes it (the same as llmtui finetune).
     Stages whose inputs have not changed since the last run are skipped, and training continues from the
     newest checkpoint, so a killed or interrupted run resumes when the same command runs again.
+    Every event is appended to RUN/events.jsonl (the wizard follows it); RUN/control.json pauses or stops it.
     """
     with user_errors():
         from llmtui.cli.console import ConsoleSink
@@ -160,12 +161,14 @@ def run(
 def execute_recipe(config, until: str | None, fresh: bool, sink) -> None:
     """Run a loaded recipe (fine-tuning when [finetune] base is set); Ctrl-C leaves a checkpoint and exits 130."""
     from llmtui.pipeline import pipeline_for
+    from llmtui.runcontrol import watched_run
 
     pipeline = pipeline_for(config, base_dir=Path.cwd(), sinks=[sink])
     if fresh:
         pipeline.run.clear()
     try:
-        pipeline.execute(until=until)
+        with watched_run(pipeline):  # events.jsonl and control.json: the wizard attaches, pauses and stops
+            pipeline.execute(until=until)
     except TrainingInterrupted as exc:
         where = f"; checkpoint {exc.checkpoint}" if exc.checkpoint else ""
         typer.secho(f"interrupted at step {exc.step}{where}. Run the same command again to continue.",
@@ -234,8 +237,9 @@ from llmtui.cli.tune_cmds import ladder as ladder_command, tune as tune_command 
 app.command("tune")(tune_command)
 app.command("ladder")(ladder_command)
 # Each of these modules adds its own commands to `app` (they import the library only when a command runs).
-from llmtui.cli import eval_cmds, export_cmds, finetune_cmds, generate_cmds, import_cmds, tui_cmds  # noqa: E402
-for _module in (generate_cmds, eval_cmds, finetune_cmds, export_cmds, import_cmds, tui_cmds):
+from llmtui.cli import (eval_cmds, export_cmds, finetune_cmds, generate_cmds, import_cmds, runs_cmds,  # noqa: E402
+                        tui_cmds)
+for _module in (generate_cmds, eval_cmds, finetune_cmds, export_cmds, import_cmds, tui_cmds, runs_cmds):
     _module.register(app)
 
 

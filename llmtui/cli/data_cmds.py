@@ -77,6 +77,10 @@ def preview(
                       highlight=False)
         for skip in result["skipped"][:10]:
             console.print(f"[yellow]skipped {skip['path']}: {skip['reason']}[/]", highlight=False)
+        from llmtui.data.prepare import ignored_line
+
+        if ignored_line(result):
+            console.print(f"[yellow]{ignored_line(result)}[/]", highlight=False)
         if not result["samples"]:
             console.print("[yellow]no document came through cleaning and filtering[/]")
 
@@ -158,6 +162,10 @@ def _print_report(report: dict, where: str) -> None:
         if len(skipped) > 50:
             table.add_row("…", f"{len(skipped) - 50} more (--json shows all)")
         console.print(table)
+    from llmtui.data.prepare import ignored_line
+
+    if ignored_line(report):
+        console.print(f"[yellow]{ignored_line(report)}[/]", highlight=False)
     timings = report.get("timings")
     if timings:
         console.print("[dim]timings: " + ", ".join(f"{k} {v}" for k, v in timings.items()) + "[/]", highlight=False)

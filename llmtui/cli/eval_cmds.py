@@ -97,28 +97,15 @@ def compare(
 ) -> None:
     """Compare evaluated runs side by side; the best value of each scored row is highlighted."""
     with user_errors():
-        from llmtui.evaluation.compare import compare_runs, formatted
+        from llmtui.evaluation.compare import compare_runs, comparison_table
 
         result = compare_runs(runs)
         if as_json:
             typer.echo(json.dumps({"runs": result["runs"], "best": result["best"]}, indent=2, default=str))
             return
         from rich.console import Console
-        from rich.table import Table
 
-        table = Table(title="Runs compared", title_justify="left")
-        table.add_column("", style="bold")
-        for entry in result["runs"]:
-            table.add_column(entry["name"], justify="right")
-        for row in result["rows"]:
-            if all(entry.get(row["key"]) is None for entry in result["runs"]):
-                continue
-            best = result["best"].get(row["key"], [])
-            arrow = {"low": " ↓", "high": " ↑"}.get(row["better"], "")
-            cells = [f"[bold green]{formatted(e, row)}[/]" if e["name"] in best else formatted(e, row)
-                     for e in result["runs"]]
-            table.add_row(row["label"] + arrow, *cells)
-        Console().print(table)
+        Console().print(comparison_table(result))
 
 
 def _print_metrics(console, result: dict) -> None:

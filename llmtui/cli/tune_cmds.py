@@ -85,12 +85,12 @@ def _table(tuner, rows: list[dict], title: str):
     table.add_column("state")
     table.add_column("step", justify="right")
     table.add_column("time", justify="right")
-    styles = {"complete": "green", "pruned": "yellow", "fail": "red", "running": "cyan"}
+    styles = {"complete": "green", "pruned": "yellow", "fail": "red", "running": "cyan", "waiting": "dim"}
     for row in rows:
         value = f"{row['value']:.4f}" if row["value"] is not None else (
             f"({row['last_intermediate']:.4f})" if row["last_intermediate"] is not None else "")
         seconds = f"{row['seconds']:.1f}s" if row["seconds"] is not None else ""
-        state = f"[{styles.get(row['state'], '')}]{row['state']}[/]"
+        state = f"[{styles.get(row['state'], 'default')}]{row['state']}[/]"  # a queued trial waits
         table.add_row(str(row["number"]), *(_show(row["params"].get(p.path)) for p in tuner.params), value, state,
                       "" if row["step"] is None else str(row["step"]), seconds)
     return table

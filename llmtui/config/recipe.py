@@ -79,8 +79,10 @@ class SourceConfig(Section):
 
     path: str = Field(..., min_length=1,
                       description="A file, folder, glob pattern, http(s) URL, hf:<dataset name>, or builtin:<name> corpus.")
-    include: list[str] = Field(default_factory=lambda: ["*.txt", "*.md"],
-                               description="Glob patterns of file names to read inside a folder.")
+    include: list[str] = Field(default_factory=list,
+                               description="Glob patterns of file names to read inside a folder; empty = every "
+                                           "supported format (.txt .md .jsonl .json .csv .tsv .parquet .html, "
+                                           "optionally .gz/.zst/.bz2/.xz). Other files are counted as ignored.")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of file names to skip inside a folder.")
     format: Literal["auto", "text", "markdown", "jsonl", "json", "csv", "tsv", "parquet", "html"] = Field(
         "auto", description="File format; auto decides by the file name (.txt .md .jsonl .json .csv .tsv .parquet "

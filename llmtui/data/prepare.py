@@ -227,6 +227,7 @@ def prepare_data(config: DataConfig, seed: int, out_dir: Path, base: Path,
         "dropped_by_filter": dict(tally.dropped),
         "lines_removed": dict(tally.lines_removed),
         "skipped": [{"source": s.source, "path": s.path, "reason": s.reason} for s in reader.skips],
+        "ignored": reader.ignored_report(),
         "repaired_encoding": counts["repaired_encoding"],
         "pii_scrubbed": dict(tally.pii),
         "bytes_read": counts["bytes_read"],
@@ -534,7 +535,19 @@ def preview_data(config: DataConfig, base: Path, count: int = 5) -> dict:
             break
     return {"documents_read": read, "dropped_by_filter": dict(dropped), "exact_duplicates": duplicates,
             "skipped": [{"source": s.source, "path": s.path, "reason": s.reason} for s in reader.skips],
-            "samples": samples}
+            "ignored": reader.ignored_report(), "samples": samples}
 
 
-__all__ = ["chunk_text", "clean_text", "prepare_data", "preview_data", "read_split"]
+def ignored_line(report: dict) -> str:
+    """"ignored: 3 files, *.png" (empty when folders held nothing else)."""
+    ignored = report.get("ignored") or {}
+    if not ignored.get("files"):
+        return ""
+    kinds = ", ".join(f"{pattern}" + (f" ({n})" if len(ignored["by_type"]) > 1 else "")
+                      for pattern, n in list(ignored["by_type"].items())[:6])
+    more = ", …" if len(ignored["by_type"]) > 6 else ""
+    return f"ignored: {ignored['files']} file{'s' if ignored['files'] != 1 else ''}, {kinds}{more} " \
+           "(not read: a source's include decides which files of a folder are read)"
+
+
+__all__ = ["chunk_text", "ignored_line", "clean_text", "prepare_data", "preview_data", "read_split"]

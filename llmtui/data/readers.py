@@ -32,6 +32,22 @@ FORMATS_BY_SUFFIX = {".txt": "text", ".text": "text", ".md": "markdown", ".markd
                      ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
                      ".parquet": "parquet", ".html": "html", ".htm": "html", ".xhtml": "html"}
 
+
+
+def supported(name: str) -> bool:
+    """Whether a file name says a format the readers know (optionally compressed): what a folder reads by default."""
+    suffixes = [s.lower() for s in Path(name).suffixes]
+    if suffixes and suffixes[-1] in COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] in FORMATS_BY_SUFFIX
+
+
+def kind_pattern(name: str) -> str:
+    """How an ignored file is counted in the data report: by its type, `*.png` (or its name when it has none)."""
+    suffix = Path(name).suffix.lower()
+    return f"*{suffix}" if suffix else name
+
+
 _CONTROL_BYTES = bytes([*range(0, 9), 11, *range(14, 32), 127])
 Record = tuple[str, str, bool]  # origin, text, repaired (decoded by the fallback encoding)
 

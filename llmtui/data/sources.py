@@ -18,7 +18,7 @@ from typing import Iterator
 
 from llmtui.config.recipe import DataConfig, SourceConfig
 from llmtui.data.builtin import BUILTIN_CORPORA, builtin_fingerprint, iter_builtin
-from llmtui.data.readers import detect, read_file
+from llmtui.data.readers import detect, kind_pattern, read_file, supported
 from llmtui.errors import DataError
 
 
@@ -47,8 +47,12 @@ def source_kind(path: str) -> str:
     return "files"
 
 
-def resolve_files(source: SourceConfig, base: Path) -> list[Path]:
-    """The files a file source names, sorted; raises DataError when it names nothing."""
+def resolve_files(source: SourceConfig, base: Path, ignored: Counter | None = None) -> list[Path]:
+    """The files a file source names, sorted; raises DataError when it names nothing.
+
+    Files of a folder that are not read (not a supported format, or not matching include / matching exclude)
+    are counted by type into `ignored` ({"*.png": 3}).
+    """
     raw = os.path.expanduser(source.path)
     path = Path(raw) if os.path.isabs(raw) else base / raw
     if glob.has_magic(raw):
@@ -68,9 +72,12 @@ def resolve_files(source: SourceConfig, base: Path) -> list[Path]:
             for name in sorted(names):
                 if _wanted(name, source.include, source.exclude):
                     files.append(Path(folder, name))
+                elif ignored is not None:
+                    ignored[kind_pattern(name)] += 1
         if not files:
-            raise DataError(f"data source {source.path!r}: the folder has no file matching {source.include}",
-                            hint="set include = [\"*.ext\"] on the source to read other files")
+            wanted = source.include or "of a supported format (.txt .md .jsonl .json .csv .tsv .parquet .html)"
+            raise DataError(f"data source {source.path!r}: the folder has no file {'matching ' if source.include else ''}"
+                            f"{wanted}", hint="set include = [\"*.ext\"] (and format) on the source to read other files")
         return files
     if not path.exists():
         raise DataError(f"data source {source.path!r}: no such file or folder ({path})")
@@ -78,7 +85,8 @@ def resolve_files(source: SourceConfig, base: Path) -> list[Path]:
 
 
 def _wanted(name: str, include: list[str], exclude: list[str]) -> bool:
-    return any(fnmatch.fnmatch(name, p) for p in include) and not _excluded(name, exclude)
+    chosen = any(fnmatch.fnmatch(name, p) for p in include) if include else supported(name)
+    return chosen and not _excluded(name, exclude)
 
 
 def _excluded(name: str, exclude: list[str]) -> bool:
@@ -110,6 +118,7 @@ class SourceReader:
         self.config = config
         self.base = base
         self.skips: list[Skip] = []
+        self.ignored: Counter = Counter()  # folder files not read, by type
         self.per_source: dict[str, Counter] = {}
         self.fetcher = None
 
@@ -144,7 +153,7 @@ class SourceReader:
         elif kind == "hf":
             yield from iter_hf_dataset(source)
         else:
-            for path in resolve_files(source, self.base):
+            for path in resolve_files(source, self.base, self.ignored):
                 fmt, compression = detect(path, source.format)
                 problems = []
                 for origin, text, repaired in read_file(path, fmt, compression, source.text_field, source.encoding,
@@ -162,6 +171,10 @@ class SourceReader:
         for url, text in iter_url(source, self.fetcher, lambda u, r: self._skip(source, u, r), crawl):
             yield Document(source.path, url, text)
         stats["pages_requested"] += crawl.get("pages_requested", 0)
+
+    def ignored_report(self) -> dict:
+        """{"files": 3, "by_type": {"*.png": 3}}: what folders held that was not read."""
+        return {"files": sum(self.ignored.values()), "by_type": dict(self.ignored.most_common())}
 
     def web_counts(self) -> dict:
         if self.fetcher is None:

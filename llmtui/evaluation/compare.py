@@ -80,3 +80,23 @@ def formatted(entry: dict, row: dict) -> str:
     if row["format"] == "text":
         return "-" if value is None else str(value)
     return fmt(value, row["format"])
+
+
+def comparison_table(result: dict):
+    """The comparison as a Rich table: a column per run, the best value of each scored row in bold green
+    (`llmtui compare` and the wizard's Compare screen)."""
+    from rich.table import Table
+
+    table = Table(title="Runs compared", title_justify="left")
+    table.add_column("", style="bold")
+    for entry in result["runs"]:
+        table.add_column(entry["name"], justify="right")
+    for row in result["rows"]:
+        if all(entry.get(row["key"]) is None for entry in result["runs"]):
+            continue
+        best = result["best"].get(row["key"], [])
+        arrow = {"low": " ↓", "high": " ↑"}.get(row["better"], "")
+        cells = [f"[bold green]{formatted(e, row)}[/]" if e["name"] in best else formatted(e, row)
+                 for e in result["runs"]]
+        table.add_row(row["label"] + arrow, *cells)
+    return table

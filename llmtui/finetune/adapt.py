@@ -69,3 +69,27 @@ def parameter_counts(model) -> dict[str, int]:
         return int(sum(math.prod(int(d) for d in v.shape) for v in variables if "seed_generator" not in v.path))
 
     return {"trainable": size(model.trainable_weights), "total": size(model.weights)}
+
+
+def adapt_model(model, config, arch: str, layers: int, labels: int, seed: int):
+    """The model a fine-tune trains, made from the base's `model`: adapters or frozen layers as `config`
+    ([finetune]) says, and a classification head over `labels` classes for that task.
+
+    Returns (model, names of the adapted or frozen layers). The pipeline and the wizard's parameter count
+    both build it here.
+    """
+    from llmtui.finetune.classifier import build_classifier
+
+    adapted: list[str] = []
+    if config.method == "lora":
+        adapted = apply_lora(model, config.lora_rank, config.lora_alpha, arch)
+    elif config.method == "freeze":
+        adapted = freeze_lower_layers(model, config.freeze_layers, arch, layers)
+    if config.task == "classification":
+        model = build_classifier(model, labels, config.pooling, seed)
+    return model, adapted
+
+
+def training_memory_bytes(counts: dict[str, int], bytes_per_value: int = 4) -> int:
+    """Weights, plus gradients and Adam's two moments for the trainable ones (activations come on top)."""
+    return bytes_per_value * (counts["total"] + 3 * counts["trainable"])

@@ -267,18 +267,11 @@ class FinetunePipeline(Pipeline):
                                                             "total_parameters": counts["total"]})
 
     def _build_model(self):
-        from llmtui.finetune.adapt import apply_lora, freeze_lower_layers
-        from llmtui.finetune.classifier import build_classifier
+        from llmtui.finetune.adapt import adapt_model
 
-        config, arch = self.recipe.finetune, self.recipe.model.arch
-        model = load_final_model(self.base)
-        self._adapted: list[str] = []
-        if config.method == "lora":
-            self._adapted = apply_lora(model, config.lora_rank, config.lora_alpha, arch)
-        elif config.method == "freeze":
-            self._adapted = freeze_lower_layers(model, config.freeze_layers, arch, self.recipe.model.layers)
-        if self.task == "classification":
-            model = build_classifier(model, len(self._task_info()["labels"]), config.pooling, self.recipe.run.seed)
+        labels = len(self._task_info()["labels"]) if self.task == "classification" else 0
+        model, self._adapted = adapt_model(load_final_model(self.base), self.recipe.finetune, self.recipe.model.arch,
+                                           self.recipe.model.layers, labels, self.recipe.run.seed)
         return model
 
     def _train_inputs(self, cls):

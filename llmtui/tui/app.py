@@ -1,10 +1,12 @@
-"""The wizard app: one recipe edited step by step, run in a thread worker, results shown as they come."""
+"""The wizard app: one recipe edited step by step; navigation, opening and saving.
+
+Runs belong to the run controller (each is its own `llmtui run` process, followed through its event log);
+what a finished run left (tokenizer, generator) to `RunResults`; the screens draw from both.
+"""
 
 from __future__ import annotations
 
-import json
 import tempfile
-import threading
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,12 +19,18 @@ from textual.screen import Screen
 from llmtui.config.loader import load_recipe, save_recipe
 from llmtui.config.recipe import Recipe
 from llmtui.errors import LlmtuiError
-from llmtui.tui.dialogs.confirm import ConfirmDialog
+from llmtui.tui.dialogs.choice import ChoiceDialog
 from llmtui.tui.dialogs.path_dialog import PathDialog
-from llmtui.tui.messages import PipelineEvent, RunEnded
-from llmtui.tui.run_monitor import RunMonitor
+from llmtui.tui.messages import RunEnded, RunEvents
+from llmtui.tui.run_controller import RunController, stages_for
+from llmtui.tui.run_results import RunResults
+from llmtui.tui.tensorboard import TensorBoardServer
+from llmtui.tui.tune_controller import TuneController, TuneEnded, TuneProgress, best_row
 from llmtui.tui.screens.data import DataScreen
+from llmtui.tui.screens.base import StepScreen
+from llmtui.tui.screens.compare import CompareScreen
 from llmtui.tui.screens.evaluate import EvaluateScreen
+from llmtui.tui.screens.finetune import FinetuneScreen
 from llmtui.tui.screens.model import ModelScreen
 from llmtui.tui.screens.playground import PlaygroundScreen
 from llmtui.tui.screens.review import ReviewScreen
@@ -35,6 +43,7 @@ from llmtui.tui.state import WizardState, quickstart_path, tiny_template
 from llmtui.tui.steps import STEP_NAMES, STEPS
 
 ERROR_LOG = Path(tempfile.gettempdir()) / "llmtui-error.log"
+FORM_SCREENS = ("finetune", *STEP_NAMES)  # every screen with recipe fields
 
 
 class WizardApp(App):
@@ -42,7 +51,7 @@ class WizardApp(App):
 
     CSS_PATH = "wizard.tcss"
     TITLE = "llmtui"
-    SCREENS = {"welcome": WelcomeScreen, "data": DataScreen, "vocabulary": VocabularyScreen, "model": ModelScreen,
+    SCREENS = {"welcome": WelcomeScreen, "finetune": FinetuneScreen, "compare": CompareScreen, "data": DataScreen, "vocabulary": VocabularyScreen, "model": ModelScreen,
                "training": TrainingScreen, "tuning": TuningScreen, "review": ReviewScreen, "train": TrainScreen,
                "evaluate": EvaluateScreen, "playground": PlaygroundScreen}
     BINDINGS = [Binding(f"f{index}", f"goto_step('{name}')", label, show=False)
@@ -53,16 +62,11 @@ class WizardApp(App):
         super().__init__()
         self.state = WizardState(base_dir=base_dir or Path.cwd())
         self.recipe_generation = 0
-        self.monitor = RunMonitor()
-        self.pipeline_running = False
-        self.paused = False
-        self.run_outcome = ""
-        self._stop = threading.Event()
-        self._resume = threading.Event()
-        self._resume.set()
+        self.controller = RunController(self)
+        self.tuner = TuneController(self)
+        self.tensorboard = TensorBoardServer()
+        self.results = RunResults(self.state)
         self._quit_when_stopped = False
-        self._tokenizer_cache: tuple | None = None
-        self._generator_cache: tuple | None = None
         self._initial = (recipe, run, start)
 
     # Start -------------------------------------------------------------------------------------
@@ -81,7 +85,7 @@ class WizardApp(App):
         self._warm_up(self.state.recipe.run.backend)
         self.push_screen("welcome")
         if start is None and run is not None:
-            start = "evaluate" if (self.state.run.eval_dir / "report.json").is_file() else "train"
+            start = self.step_for_run()
         if start is not None:
             self.goto_step(start)
 
@@ -93,22 +97,13 @@ class WizardApp(App):
         try:
             configure_backend(backend)
             import llmtui.models.cost  # noqa: F401
-            import llmtui.pipeline  # noqa: F401
         except Exception:  # the same error comes back, shown, when a step needs the library
             pass
 
     def _recipe_replaced(self) -> None:
         self.recipe_generation += 1
         self.sub_title = self.state.recipe.run.name
-        self._monitor_from_logs()
-
-    def _monitor_from_logs(self) -> None:
-        """Start the Train screen from what the run folder already logged (nothing for a new run)."""
-        self.monitor.reset()
-        try:
-            self.monitor.load_history(self.state.run.root, self.state.recipe.train.steps)
-        except Exception:  # unreadable logs only cost the history; the run itself is unaffected
-            self.monitor.reset()
+        self.show_current_run()
 
     def recipe_edited(self) -> None:
         self.sub_title = self.state.recipe.run.name
@@ -118,7 +113,7 @@ class WizardApp(App):
         current = self.screen
         if isinstance(current, WelcomeScreen) and step == "welcome":
             return
-        if step != "welcome" and current.name in STEP_NAMES and STEP_NAMES.index(step) > STEP_NAMES.index(current.name):
+        if step in STEP_NAMES and current.name in STEP_NAMES and STEP_NAMES.index(step) > STEP_NAMES.index(current.name):
             problems = current.problems()
             if problems:
                 self.notify("Fix this first:\n" + "\n".join(problems[:4]), severity="error", title="Invalid field")
@@ -133,7 +128,7 @@ class WizardApp(App):
     def all_problems(self) -> list[str]:
         """Invalid fields on any step visited so far."""
         problems: list[str] = []
-        for name in STEP_NAMES:
+        for name in FORM_SCREENS:
             if self.is_screen_installed(name):
                 screen = self.get_screen(name)
                 if screen.is_mounted:
@@ -156,6 +151,31 @@ class WizardApp(App):
         self.notify(f"New run '{self.state.recipe.run.name}' from the {name} template.")
         self.goto_step("data")
 
+    def new_finetune(self, base: str = "") -> None:
+        """A new fine-tune recipe (of `base`, a run name, when given) and its setup screen."""
+        data = tiny_template()
+        data["run"]["name"] = f"{base}-finetune" if base else "finetune"
+        data["train"].update(steps=100, lr=1e-3)
+        data["finetune"] = {"base": base}
+        self.state.new_recipe(data)
+        self.adopt_base_architecture()
+        self._recipe_replaced()
+        self.notify(f"New fine-tune '{self.state.recipe.run.name}'" + (f" of {base}." if base else "."))
+        self.switch_screen("finetune")
+
+    def adopt_base_architecture(self) -> bool:
+        """Take the fine-tune base's model and tokenizer sections into the recipe (the base decides them when the
+        fine-tune runs; taken now, the Model step and the costs show the base's own). False when no base reads."""
+        from llmtui.finetune.pipeline import base_run_folder
+
+        try:
+            base = load_recipe(base_run_folder(self.state.recipe, self.state.base_dir).recipe_path)
+        except LlmtuiError:
+            return False
+        for section in ("model", "tokenizer"):
+            self.state.try_update(section, getattr(base, section).model_dump(mode="json"))
+        return True
+
     def action_open_recipe(self) -> None:
         self.push_screen(PathDialog("Open a recipe (TOML)", "recipes/quickstart.toml"), self._open_recipe)
 
@@ -175,16 +195,25 @@ class WizardApp(App):
         self.push_screen(PathDialog("Open a run folder", "runs/quickstart"), self._open_run)
 
     def _open_run(self, path: str | None) -> None:
-        if not path:
-            return
+        if path:
+            self.open_run_folder(Path(path))
+
+    def open_run_folder(self, path: Path) -> None:
         try:
-            self.state.open_run(Path(path))
+            self.state.open_run(path)
         except LlmtuiError as exc:
             self.notify(str(exc), severity="error", title="Cannot open the run", timeout=15)
             return
         self._recipe_replaced()
-        self.notify(f"Opened run {path}.")
-        self.goto_step("evaluate" if (self.state.run.eval_dir / "report.json").is_file() else "train")
+        self.notify(f"Opened run {self.state.shown(path)}" + (" (running: following it)." if self.controller.running
+                                                              else "."))
+        self.goto_step(self.step_for_run())
+
+    def step_for_run(self) -> str:
+        """Where an opened run is worth looking at: training while it runs, else its evaluation if it has one."""
+        if not self.controller.running and (self.state.run.eval_dir / "report.json").is_file():
+            return "evaluate"
+        return "train"
 
     def default_save_path(self) -> str:
         if self.state.recipe_path is not None:
@@ -212,7 +241,7 @@ class WizardApp(App):
 
         data = Recipe().model_dump(mode="json")
         data["data"]["sources"] = [s.model_dump(mode="json") for s in self.state.recipe.data.sources]
-        for name in STEP_NAMES:
+        for name in FORM_SCREENS:
             if not (self.is_screen_installed(name) and self.get_screen(name).is_mounted):
                 continue
             screen = self.get_screen(name)
@@ -233,50 +262,166 @@ class WizardApp(App):
         if isinstance(screen, ReviewScreen):
             screen.action_save()
 
-    # The pipeline worker -----------------------------------------------------------------------
+    # Runs (each its own process, through the controller) --------------------------------------------
+    def show_current_run(self) -> None:
+        """Show the run folder of the recipe being edited: its history, and live if it is running."""
+        recipe = self.state.recipe
+        self.controller.show(self.state.run.root, stages_for(recipe), recipe.train.steps)
+        self.tuner.show(recipe, self.state.base_dir)
+        self.results.forget()
+        self.run_changed()
+
     def start_pipeline(self, until: str | None = None) -> bool:
-        if self.pipeline_running:
+        if self.controller.running:
             self.notify("A run is already going.", severity="warning")
             return False
         problems = self.all_problems()
         if problems:
             self.notify("Fix these first:\n" + "\n".join(problems[:4]), severity="error")
             return False
-        self._monitor_from_logs()  # a resumed run continues its earlier curves
-        self.pipeline_running, self.paused, self.run_outcome = True, False, ""
-        self._stop.clear()
-        self._resume.set()
-        self._run_pipeline(self.state.recipe, until)
-        self._refresh_run_views()
+        why = self.controller.start(self.state.recipe, self.state.base_dir, until)
+        if why:
+            self.notify(why, severity="error", title="Cannot start the run")
+            self.run_changed()
+            return False
+        self.run_changed()
         return True
 
-    def _stop_requested(self) -> bool:
-        # Called by the trainer after every optimizer step: a pause waits here.
-        while not self._resume.wait(0.2):
-            if self._stop.is_set():
-                break
-        return self._stop.is_set()
+    def on_run_events(self, message: RunEvents) -> None:
+        self.controller.monitor.consume_all(message.events)
+        self.run_changed()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="pipeline")
-    def _run_pipeline(self, recipe, until: str | None) -> None:
-        from llmtui.pipeline import pipeline_for
-        from llmtui.training.trainer import TrainingInterrupted
-
-        def sink(event) -> None:
-            self.post_message(PipelineEvent(event))
-
-        try:  # a recipe with [finetune] base runs as a fine-tune, as with llmtui run
-            pipeline = pipeline_for(recipe, base_dir=self.state.base_dir, sinks=[sink])
-            pipeline.stop_requested = self._stop_requested
-            pipeline.execute(until=until)
-        except TrainingInterrupted as exc:
-            where = f"; checkpoint {exc.checkpoint}" if exc.checkpoint else ""
-            self.post_message(RunEnded("interrupted", f"stopped at step {exc.step}{where}. Run again to resume.",
-                                       until))
-        except Exception as exc:
-            self.post_message(RunEnded("failed", self.describe_error(exc), until))
+    def on_run_ended(self, message: RunEnded) -> None:
+        self.controller.ended(message)
+        self.results.forget()
+        log = self.controller.monitor.log
+        if message.outcome == "failed":
+            if not log or message.text not in log[-1]:
+                log.append(f"error: {message.text}")
+            self.notify(message.text, severity="error", title="The run failed", timeout=20)
+        elif message.outcome == "interrupted":
+            if not log or not log[-1].startswith("stopped"):  # the run's own RunInterrupted said it already
+                log.append(message.text)
+            self.notify(message.text, title="Training stopped")
         else:
-            self.post_message(RunEnded("finished", "", until))
+            what = "Vocabulary trained" if message.until == "tokenizer" else "Run finished"
+            log.append(what)
+            self.notify(what + ".", title="Done")
+        if self._quit_when_stopped and not self.tuner.running:
+            self.exit()
+            return
+        self.run_changed()
+        for name in STEP_NAMES:
+            if self.is_screen_installed(name) and self.get_screen(name).is_current:
+                self.get_screen(name).refresh_view()
+
+    def run_changed(self) -> None:
+        """Every step screen that shows the run redraws what it shows of it."""
+        for name in STEP_NAMES:
+            if self.is_screen_installed(name):
+                screen = self.get_screen(name)
+                if screen.is_mounted:
+                    screen.run_changed()
+
+    def action_run_pipeline(self) -> None:
+        if self.start_pipeline():
+            self.goto_step("train")
+
+    def action_toggle_pause(self) -> None:
+        if not self.controller.running:
+            return
+        paused = self.controller.toggle_pause()
+        self.notify("Pausing after the current step." if paused else "Resumed.")
+        self.run_changed()
+
+    def action_stop_training(self) -> None:
+        if not self.controller.running:
+            return
+        self.controller.stop()
+        self.notify("Stopping at the next training step, with a checkpoint…")
+
+    # The search (its own process, through the tune controller) --------------------------------------
+    def start_search(self) -> bool:
+        problems = self.all_problems()
+        if problems:
+            self.notify("Fix these first:\n" + "\n".join(problems[:4]), severity="error")
+            return False
+        if self.controller.running:
+            self.notify("A training run is going in this run folder: wait for it or stop it first.",
+                        severity="warning")
+            return False
+        why = self.tuner.start(self.state.recipe, self.state.base_dir)
+        if why:
+            self.notify(why, severity="error", title="Cannot start the search")
+            return False
+        self.notify("Search started (its output: " + self.state.shown(self.tuner.root / "tune.log") + ").")
+        return True
+
+    def stop_search(self) -> None:
+        if self.tuner.running:
+            self.tuner.stop()
+            self.notify("Stopping the search (the running trial is queued again for a resume)…")
+
+    def use_best_trial(self) -> None:
+        """Write the best trial's values into the recipe being edited (every step's fields show them)."""
+        from llmtui.tuning.space import apply_values
+
+        best = best_row(self.tuner.rows, self.state.recipe.tune.direction)
+        if best is None:
+            self.notify("No finished trial yet.", severity="warning")
+            return
+        try:
+            recipe = apply_values(self.state.recipe, best["params"], where=f"trial {best['number']}")
+        except LlmtuiError as exc:
+            self.notify(str(exc), severity="error", title="Cannot use these values")
+            return
+        self.state.recipe = recipe
+        self.recipe_generation += 1
+        self.recipe_edited()
+        if isinstance(self.screen, StepScreen):  # the forms on screen show the new values now
+            self.screen.on_screen_resume()
+        values = ", ".join(f"{key} = {value:.4g}" if isinstance(value, float) else f"{key} = {value}"
+                           for key, value in best["params"].items())
+        self.notify(f"Recipe updated from trial {best['number']}: {values}", title="Best trial used")
+
+    def on_tune_progress(self, message: TuneProgress) -> None:
+        self.tuner.progress(message)
+        self.run_changed()
+
+    def on_tune_ended(self, message: TuneEnded) -> None:
+        self.tuner.ended(message)
+        if message.outcome == "failed":
+            self.notify(message.text, severity="error", title="The search failed", timeout=20)
+        else:
+            self.notify("Search finished." if message.outcome == "finished" else message.text, title="Search")
+        if self._quit_when_stopped and not self.controller.running:
+            self.exit()
+            return
+        self.run_changed()
+
+    async def action_quit(self) -> None:
+        if not (self.controller.running or self.tuner.running):
+            self.exit()
+            return
+
+        def answer(choice: str | None) -> None:
+            if choice == "stop":
+                self._quit_when_stopped = True
+                self.action_stop_training()
+                self.stop_search()
+            elif choice == "leave":
+                self.controller.detach()
+                self.tuner.detach()
+                self.exit()
+
+        going = self.controller.root if self.controller.running else self.tuner.root
+        what = "training run" if self.controller.running else "search"
+        self.push_screen(ChoiceDialog(
+            f"The {what} in {self.state.shown(going)} is going.\n"
+            "Stop it (training leaves a checkpoint: running it again resumes), or leave it running and quit? "
+            f"Reopen it later with: llmtui wizard {self.state.shown(going)}",
+            [("stop", "Stop and quit", "s"), ("leave", "Leave running, quit", "l"), ("cancel", "Cancel", "c")]),
+            answer)
 
     def describe_error(self, exc: BaseException) -> str:
         """One message for the person; an unexpected error keeps its traceback in a file."""
@@ -285,124 +430,19 @@ class WizardApp(App):
         ERROR_LOG.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
         return f"internal error: {type(exc).__name__}: {exc} (details: {ERROR_LOG})"
 
-    def on_pipeline_event(self, message: PipelineEvent) -> None:
-        self.monitor.consume(message.event)
-        self._refresh_run_views()
-
-    def on_run_ended(self, message: RunEnded) -> None:
-        self.pipeline_running, self.paused = False, False
-        self.run_outcome = message.outcome
-        self._tokenizer_cache = self._generator_cache = None
-        if message.outcome == "failed":
-            self.monitor.log.append(f"error: {message.text}")
-            self.notify(message.text, severity="error", title="The run failed", timeout=20)
-        elif message.outcome == "interrupted":
-            self.monitor.log.append(message.text)
-            self.notify(message.text, title="Training stopped")
-        else:
-            what = "Vocabulary trained" if message.until == "tokenizer" else "Run finished"
-            self.monitor.log.append(what)
-            self.notify(what + ".", title="Done")
-        self.run_message = message.text
-        if self._quit_when_stopped:
-            self.exit()
-            return
-        self._refresh_run_views()
-        for name in STEP_NAMES:
-            if self.is_screen_installed(name) and self.get_screen(name).is_current:
-                self.get_screen(name).refresh_view()
-
-    def _refresh_run_views(self) -> None:
-        if self.is_screen_installed("train"):
-            screen = self.get_screen("train")
-            if screen.is_mounted:
-                screen.show_monitor()
-        if isinstance(self.screen, VocabularyScreen):
-            self.screen.query_one("#vocab-status").update(self.run_status_line())
-
-    def run_status_line(self) -> str:
-        if self.pipeline_running:
-            running = [stage for stage, status in self.monitor.stages.items() if status == "running"]
-            doing = f"running: {running[0]}" if running else "starting"
-            return f"[yellow]{'paused' if self.paused else doing}[/]"
-        if self.run_outcome == "failed":
-            return f"[red]failed:[/] {getattr(self, 'run_message', '')}"
-        if self.run_outcome == "interrupted":
-            return f"[yellow]{getattr(self, 'run_message', '')}[/]"
-        if self.run_outcome == "finished":
-            return "[green]finished[/]"
-        return "[dim]not running[/]"
-
-    def action_run_pipeline(self) -> None:
-        if self.start_pipeline():
-            self.goto_step("train")
-
-    def action_toggle_pause(self) -> None:
-        if not self.pipeline_running:
-            return
-        self.paused = not self.paused
-        (self._resume.clear if self.paused else self._resume.set)()
-        self.notify("Paused after the current step." if self.paused else "Resumed.")
-        self._refresh_run_views()
-
-    def action_stop_training(self) -> None:
-        if not self.pipeline_running:
-            return
-        self._stop.set()
-        self._resume.set()
-        self.paused = False
-        self.notify("Stopping at the next training step, with a checkpoint…")
-
-    async def action_quit(self) -> None:
-        if not self.pipeline_running:
-            self.exit()
-            return
-
-        def answer(stop: bool | None) -> None:
-            if stop:
-                self._quit_when_stopped = True
-                self.action_stop_training()
-
-        self.push_screen(ConfirmDialog("Training is running. Stop it with a checkpoint and quit?\n"
-                                       "Running the recipe again resumes from that checkpoint.",
-                                       yes="Stop and quit", no="Keep training"), answer)
-
-    # Results -----------------------------------------------------------------------------------
-    def trained_tokenizer_settings(self) -> dict | None:
-        try:
-            manifest = json.loads(self.state.run.manifest_path.read_text(encoding="utf-8"))
-            return manifest["recipe"]["tokenizer"]
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def tokenizer(self):
-        """The run's trained tokenizer (cached), or None."""
-        folder = self.state.run.tokenizer_dir
-        if not (folder / "tokenizer.json").is_file():
-            return None
-        key = (folder, (folder / "tokenizer.json").stat().st_mtime_ns)
-        if self._tokenizer_cache is None or self._tokenizer_cache[0] != key:
-            from llmtui.tokenizers import TextTokenizer
-
-            self._tokenizer_cache = (key, TextTokenizer.load(folder))
-        return self._tokenizer_cache[1]
-
-    def generator(self):
-        """A Generator over the run's final model (loaded once per model file). Call from a worker thread."""
-        from llmtui.backend import configure_backend
-
+    # TensorBoard --------------------------------------------------------------------------------------
+    def start_tensorboard(self) -> str:
+        """Serve the current run's logs; returns the address, or "" when the run has no logs yet."""
         run = self.state.run
-        key = (run.root, run.final_model_path.stat().st_mtime_ns)
-        if self._generator_cache is None or self._generator_cache[0] != key:
-            configure_backend(self.state.recipe.run.backend)
-            from llmtui.generation.sampler import Generator
-            from llmtui.pipeline import load_final_model
-            from llmtui.tokenizers import TextTokenizer
+        if not run.logs_dir.is_dir():
+            self.notify("This run has no TensorBoard logs yet: train it first.", severity="warning")
+            return ""
+        address = self.tensorboard.serve(run.root, run.logs_dir, self.state.base_dir)
+        self.notify(f"TensorBoard at {address}", title="TensorBoard", timeout=15)
+        return address
 
-            model = load_final_model(run)
-            self._generator_cache = (key, Generator(model, TextTokenizer.load(run.tokenizer_dir),
-                                                    self.state.recipe.model.context))
-        return self._generator_cache[1]
+    def on_unmount(self) -> None:
+        self.tensorboard.stop()
 
     # Command palette ---------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -416,10 +456,14 @@ class WizardApp(App):
                             lambda: self.new_from_template("quickstart"))
         yield SystemCommand("Open recipe…", "Edit a recipe file", self.action_open_recipe)
         yield SystemCommand("Open run…", "Look at an existing run folder", self.action_open_run)
+        yield SystemCommand("Compare runs", "Evaluated runs side by side, curves overlaid (c on Welcome)",
+                            lambda: self.switch_screen("compare"))
+        yield SystemCommand("Fine-tune a run", "A fine-tune recipe of a trained run (f on Welcome)",
+                            self.new_finetune)
         yield SystemCommand("Save recipe", "Write the recipe (Review step)", self.action_save)
         yield SystemCommand("Run / resume", "Run the recipe; continues from its last checkpoint",
                             self.action_run_pipeline)
-        if self.pipeline_running:
+        if self.controller.running:
             yield SystemCommand("Pause / resume training", "Hold training after the current step",
                                 self.action_toggle_pause)
             yield SystemCommand("Stop training", "Write a checkpoint and stop", self.action_stop_training)

@@ -1,4 +1,4 @@
-"""Messages the wizard's worker threads post to the app (small dataclasses, posted thread-safely)."""
+"""Messages the run controller posts to the app (small dataclasses, posted thread-safely from its follower)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ from llmtui.events import Event
 
 
 @dataclass
-class PipelineEvent(Message):
-    """One event from the pipeline (data, tokenizer, training metrics, samples...)."""
+class RunEvents(Message):
+    """Events read from the run's log since the last message (all of them at once when re-attaching)."""
 
-    event: Event
+    events: list[Event]
 
 
 @dataclass
 class RunEnded(Message):
-    """The pipeline worker is done: finished, interrupted (with a checkpoint) or failed."""
+    """The run's process is gone: finished, interrupted (with a checkpoint) or failed (with its message)."""
 
     outcome: str  # finished | interrupted | failed
     text: str = ""
     until: str | None = None
-

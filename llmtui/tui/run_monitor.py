@@ -1,4 +1,8 @@
-"""What the Train screen shows, kept by the app from pipeline events (so it survives leaving the screen)."""
+"""What the Train screen shows, folded from a run's events (so it survives leaving the screen).
+
+The stage list comes from the run itself (`RunStarted.stages`: a task fine-tune has no generate stage);
+before a run has started it is the list the recipe's pipeline would run.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from llmtui.events import (
     Metrics,
     RunFailed,
     RunFinished,
+    RunInterrupted,
     RunStarted,
     Sample,
     StageFinished,
@@ -20,12 +25,11 @@ from llmtui.events import (
     StageStarted,
     TrainingStarted,
 )
-from llmtui.pipeline import STAGES
 
 
 @dataclass
 class RunMonitor:
-    stages: dict[str, str] = field(default_factory=lambda: {stage: "waiting" for stage in STAGES})
+    stages: dict[str, str] = field(default_factory=dict)
     train_loss: list[tuple[int, float]] = field(default_factory=list)
     val_loss: list[tuple[int, float]] = field(default_factory=list)
     latest: dict[str, float] = field(default_factory=dict)
@@ -38,8 +42,9 @@ class RunMonitor:
     checkpoint: str = ""
     started: float = 0.0
 
-    def reset(self) -> None:
+    def reset(self, stages: tuple[str, ...] = ()) -> None:
         self.__init__()
+        self.stages = {stage: "waiting" for stage in stages}
 
     def load_history(self, run_root: Path, total_steps: int = 0) -> None:
         """Curves, latest values and samples from a run folder's TensorBoard logs (an earlier or stopped run)."""
@@ -54,6 +59,10 @@ class RunMonitor:
         self.step = max([p[0] for p in self.train_loss + self.val_loss], default=0)
         self.total_steps = total_steps or self.step
 
+    def consume_all(self, events) -> None:
+        for event in events:
+            self.consume(event)
+
     def eta_seconds(self) -> float | None:
         speed = self.latest.get("tokens_per_sec")
         if not speed or not self.tokens_per_step or not self.total_steps:
@@ -61,9 +70,11 @@ class RunMonitor:
         return (self.total_steps - self.step) * self.tokens_per_step / speed
 
     def consume(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self.started = time.monotonic()
-            self.log.append(f"run folder {event.run_dir} · backend {event.backend}")
+        if isinstance(event, RunStarted):  # a new session: its own stages; curves carry on (resumed training)
+            self.started = event.time
+            self.stages = {stage: "waiting" for stage in event.stages}
+            self.log.append(f"{time.strftime('%H:%M:%S', time.localtime(event.time))} run folder {event.run_dir} "
+                            f"· backend {event.backend}")
         elif isinstance(event, StageStarted):
             self.stages[event.stage] = "running"
             if event.reason:
@@ -97,5 +108,12 @@ class RunMonitor:
         elif isinstance(event, RunFailed):
             if event.stage:
                 self.stages[event.stage] = "failed"
+            self.log.append(f"error: {event.error}")
+        elif isinstance(event, RunInterrupted):
+            for stage, status in self.stages.items():
+                if status == "running":
+                    self.stages[stage] = "waiting"
+            where = f"; checkpoint {event.checkpoint}" if event.checkpoint else ""
+            self.log.append(f"stopped at step {event.step}{where}" if event.step else "stopped")
         elif isinstance(event, RunFinished):
             self.log.append(f"finished in {event.seconds:.1f} s")

@@ -27,6 +27,9 @@ from llmtui.tuning.space import Param, apply_values, grid_points, search_space
 
 SHARED_STAGES = ("data", "tokenizer")
 BEST_RECIPE = "best_recipe.toml"
+# Present in the run folder: the search stops (the running trial at its next step, queued again for a resume).
+# The wizard's Stop writes it; a signal could land anywhere in a trial's setup, this is read at known points.
+STOP_FILE = "tune.stop"
 
 
 @dataclass
@@ -215,8 +218,7 @@ class Tuner:
         budget = TimeBudget(tune.seconds, pruning)
         pipeline = pipeline_for(recipe, self.base_dir, [pruning, budget])
         started = time.perf_counter()
-        if tune.seconds:
-            pipeline.stop_requested = budget.spent
+        pipeline.stop_requested = lambda: (bool(tune.seconds) and budget.spent()) or self.stop_requested()
         try:
             summary = pipeline.execute(until="eval")
             value = objective_value(summary, tune.objective)
@@ -286,6 +288,8 @@ class Tuner:
         def after_trial(study, trial) -> None:
             if trial.state == TrialState.COMPLETE:
                 self.write_objective(trial)
+            if self.stop_requested():
+                study.stop()
 
         study.optimize(self.objective, n_trials=n_trials, callbacks=[stop_at, after_trial], catch=(),
                        gc_after_trial=True)
@@ -303,6 +307,9 @@ class Tuner:
                 study.enqueue_trial(t.params, skip_if_exists=False)
         return len(stale)
 
+    def stop_requested(self) -> bool:
+        return (self.root / STOP_FILE).exists()
+
     def lock(self):
         """Hold `runs/<name>/tune.lock` for the whole search: one search per run folder on this machine."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -313,6 +320,10 @@ class Tuner:
             handle.close()
             raise RunFolderError(f"a search is already running in {self.root}",
                                  hint="wait for it, or add workers to it with --storage from another machine") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")  # who to interrupt, for the wizard following the search
+        handle.flush()
         return handle
 
     def run(self, workers: int = 1, on_prepared: Callable[[Any], None] | None = None,
@@ -320,6 +331,7 @@ class Tuner:
         """Prepare shared artifacts, then run the remaining trials in `workers` processes (1 = this one)."""
         handle = self.lock()
         try:
+            (self.root / STOP_FILE).unlink(missing_ok=True)  # a stop asked of an earlier search
             self.prepare(prepare_sinks)
             study = self.study()
             if self.local_storage:
@@ -331,6 +343,8 @@ class Tuner:
                 self.optimize(study, remaining)
             else:
                 run_workers(self, workers, remaining)
+            if self.stop_requested() and self.remaining_trials(study):
+                raise _interrupted()(0, None)
             return self.result(study)
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -53,6 +53,9 @@ class StepScreen(Screen):
     def refresh_view(self) -> None:
         """Update what depends on the recipe or the run folder (called on every visit)."""
 
+    def run_changed(self) -> None:
+        """The run moved on (new events, or it ended): update what shows it."""
+
     def on_section_form_changed(self, event: SectionForm.Changed) -> None:
         if event.valid:
             self.app.recipe_edited()

@@ -109,7 +109,11 @@ class DataScreen(StepScreen):
         dropped = ", ".join(f"{k} {v}" for k, v in result["dropped_by_filter"].items()) or "none"
         lines.append(f"[dim]{result['documents_read']} documents read, {len(result['samples'])} shown; "
                      f"dropped by filters: {dropped}; exact duplicates: {result['exact_duplicates']}[/]")
-        lines += [f"[yellow]skipped {s['path']}: {s['reason']}[/]" for s in result["skipped"][:5]]
+        lines += [f"[yellow]skipped {escape(s['path'])}: {escape(s['reason'])}[/]" for s in result["skipped"][:5]]
+        from llmtui.data.prepare import ignored_line
+
+        if ignored_line(result):
+            lines.append(f"[yellow]{escape(ignored_line(result))}[/]")
         self.app.call_from_thread(self._show_preview, "\n\n".join(lines))
 
     def _show_preview(self, text: str) -> None:

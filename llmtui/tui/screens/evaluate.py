@@ -7,6 +7,7 @@ import json
 from rich.markup import escape
 from rich.table import Table
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.widgets import Static
 
 from llmtui.tui.screens.base import StepScreen
@@ -22,6 +23,22 @@ def _format(value) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def confusion_table(task: dict) -> Table | None:
+    """Rows: the true label; columns: the predicted one; the diagonal (right answers) in green."""
+    matrix, labels = task.get("confusion_matrix"), task.get("labels")
+    if not (isinstance(matrix, list) and isinstance(labels, list) and len(matrix) == len(labels)):
+        return None
+    table = Table(title="Confusion matrix", title_justify="left",
+                  title_style="bold")
+    table.add_column("true \\ predicted", style="bold")
+    for label in labels:
+        table.add_column(str(label), justify="right")
+    for i, (label, row) in enumerate(zip(labels, matrix)):
+        table.add_row(str(label), *(f"[green]{n}[/]" if i == j else (f"[red]{n}[/]" if n else "0")
+                                    for j, n in enumerate(row)))
+    return table
 
 
 def metrics_table(report: dict) -> Table:
@@ -43,10 +60,26 @@ def metrics_table(report: dict) -> Table:
 
 class EvaluateScreen(StepScreen):
     STEP = "evaluate"
+    BINDINGS = [Binding("o", "open_report", "Open report"), Binding("b", "tensorboard", "TensorBoard")]
 
     def body(self) -> ComposeResult:
         yield Static("", id="metrics")
         yield Static("", id="report-paths")
+        yield Static("", id="tensorboard-line")
+
+    def action_open_report(self) -> None:
+        page = self.app.state.run.eval_dir / "report.html"
+        if not page.is_file():
+            self.notify("No HTML report yet: it is written when the run's evaluation ends.", severity="warning")
+            return
+        self.app.open_url(page.resolve().as_uri())  # the browser of this machine (or of `llmtui web`'s page)
+        self.notify(f"Opened {self.app.state.shown(page)}.")
+
+    def action_tensorboard(self) -> None:
+        address = self.app.start_tensorboard()
+        if address:
+            self.query_one("#tensorboard-line", Static).update(
+                f"TensorBoard for this run at [b]{address}[/b] (stops when the wizard quits)")
 
     def refresh_view(self) -> None:
         state = self.app.state
@@ -61,11 +94,19 @@ class EvaluateScreen(StepScreen):
                            "its held-out evaluation is written when training ends.")
             paths.update("")
             return
-        metrics.update(metrics_table(report))
+        task = report.get("task")
+        confusion = confusion_table(task) if isinstance(task, dict) else None
+        if confusion is not None:
+            from rich.console import Group
+
+            metrics.update(Group(metrics_table(report), confusion))
+        else:
+            metrics.update(metrics_table(report))
         found = [p for p in (path, run.eval_dir / "report.md", run.eval_dir / "report.html") if p.is_file()]
         samples = run.root / "generate" / "samples.json"
         lines = ["[b]Reports[/b]"] + [f"  {escape(state.shown(p))}" for p in found]
         if samples.is_file():
             lines.append(f"  {escape(state.shown(samples))}  (samples after training)")
-        lines.append(f"TensorBoard: llmtui tensorboard {escape(state.shown(run.root))}")
+        lines.append(f"[b]o[/b] opens report.html in the browser · [b]b[/b] starts TensorBoard "
+                     f"(or: llmtui tensorboard {escape(state.shown(run.root))})")
         paths.update("\n".join(lines))

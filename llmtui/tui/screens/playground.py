@@ -1,4 +1,5 @@
-"""Playground: generate text with the trained model and sampling controls; classify text for task runs."""
+"""Playground: generate text with the trained model and sampling controls, chat with it (multi-turn, the reply
+streamed as it is generated, /reset), and for fine-tuned task runs classify, answer or translate."""
 
 from __future__ import annotations
 
@@ -15,18 +16,30 @@ from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
 
 
-def classification_task(run_root) -> dict | None:
-    """The task description of a run fine-tuned for classification (data/task.json), else None."""
+def run_task(run_root) -> dict | None:
+    """The task a run was fine-tuned for (data/task.json: classification, qa, translation), else None."""
     try:
         task = json.loads((run_root / "data" / "task.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return task if isinstance(task, dict) and task.get("kind") == "classification" else None
+    return task if isinstance(task, dict) and task.get("kind") not in (None, "domain") else None
+
+
+def classification_task(run_root) -> dict | None:
+    task = run_task(run_root)
+    return task if task is not None and task.get("kind") == "classification" else None
+
+
+# What the task box does for each task kind (a `chat` task from the interop work plugs in here too).
+TASK_ACTIONS = {"classification": ("Classify", "text to classify"), "qa": ("Answer", "question"),
+                "translation": ("Translate", "text to translate")}
 
 
 class PlaygroundScreen(StepScreen):
     STEP = "playground"
     BINDINGS = [Binding("ctrl+g", "generate", "Generate")]
+    chat_text = ""  # the conversation so far (what the model continues)
+    chat_turn = 0
 
     def body(self) -> ComposeResult:
         yield Static("", id="model-line")
@@ -36,6 +49,10 @@ class PlaygroundScreen(StepScreen):
         yield Static("", id="output")
         yield SectionForm("generate", primary=("max_tokens", "temperature", "top_k", "top_p", "seed"),
                           more_title="Recipe only: prompts, beams, stop and cache of the samples written after training")
+        yield Static("[b]Chat[/b]  each message continues the conversation; the reply streams in · /reset starts over",
+                     classes="heading")
+        yield Static("", id="chat-log")
+        yield Input(placeholder="message, then Enter", id="chat-input", compact=True)
         with Vertical(id="classify-box"):
             yield Static("", id="classify-line")
             with Horizontal(classes="field", id="classify-row"):
@@ -55,34 +72,36 @@ class PlaygroundScreen(StepScreen):
             line.update(f"Model: [b]{escape(state.shown(run.final_model_path))}[/b]")
         else:
             line.update(f"[yellow]No trained model in {escape(state.shown(run.root))} yet: train it on the Train step.[/]")
-        task = classification_task(run.root)
+        task = run_task(run.root)
         self.query_one("#classify-row").display = task is not None
-        self.query_one("#classify-line", Static).update(
-            f"[b]Classify[/b]  labels: {', '.join(map(str, task.get('labels', [])))}" if task else
-            "[dim]Classify: available for runs fine-tuned on a classification task (llmtui finetune); "
-            "this run has none.[/]")
+        if task is None:
+            line_text = ("[dim]Classify, answer, translate: for runs fine-tuned on a classification, qa or "
+                         "translation task (Welcome → f); this run is a language model.[/]")
+        else:
+            verb, placeholder = TASK_ACTIONS.get(task["kind"], ("Use", "text"))
+            labels = f"  labels: {', '.join(map(str, task.get('labels', [])))}" if task["kind"] == "classification" \
+                else ""
+            line_text = f"[b]{verb}[/b] ({task['kind']}){labels}"
+            self.query_one("#classify", Button).label = verb
+            self.query_one("#classify-text", Input).placeholder = f"{placeholder}, then Enter"
+        self.query_one("#classify-line", Static).update(line_text)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "prompt":
             self.action_generate()
         elif event.input.id == "classify-text":
-            self._classify(event.value)
+            self._use_task(event.value)
+        elif event.input.id == "chat-input":
+            self._send_chat(event.input)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "generate":
             self.action_generate()
         elif event.button.id == "classify":
-            self._classify(self.query_one("#classify-text", Input).value)
+            self._use_task(self.query_one("#classify-text", Input).value)
 
     def action_generate(self) -> None:
-        if self.app.pipeline_running:
-            self.notify("Training is running: generate when it has finished.", severity="warning")
-            return
-        if self.problems():
-            self.notify("Fix the highlighted sampling settings first.", severity="error")
-            return
-        if not self.app.state.run.final_model_path.is_file():
-            self.notify("No trained model yet: train it on the Train step.", severity="warning")
+        if not self._ready_to_generate():
             return
         if classification_task(self.app.state.run.root) is not None:
             self.notify("This run is a classifier: classify text below instead.", severity="warning")
@@ -94,7 +113,7 @@ class PlaygroundScreen(StepScreen):
     def _generate(self, prompt: str) -> None:
         g = self.app.state.recipe.generate
         try:
-            generator = self.app.generator()
+            generator = self.app.results.generator()
             text = generator.generate(prompt, max_tokens=g.max_tokens, temperature=g.temperature, top_k=g.top_k,
                                       top_p=g.top_p, seed=g.seed)
         except Exception as exc:  # shown in the app; the details go to the error log
@@ -105,6 +124,97 @@ class PlaygroundScreen(StepScreen):
 
     def _show_output(self, markup: str) -> None:
         self.query_one("#output", Static).update(markup)
+
+    def _ready_to_generate(self) -> bool:
+        if self.app.controller.running:
+            self.notify("Training is running: use the model when it has finished.", severity="warning")
+            return False
+        if self.problems():
+            self.notify("Fix the highlighted sampling settings first.", severity="error")
+            return False
+        if not self.app.state.run.final_model_path.is_file():
+            self.notify("No trained model yet: train it on the Train step.", severity="warning")
+            return False
+        return True
+
+    # Chat -------------------------------------------------------------------------------------------
+    def _send_chat(self, field: Input) -> None:
+        message = field.value
+        if message.strip() == "/reset":
+            field.value = ""
+            self.chat_text, self.chat_turn = "", 0
+            self._show_chat("[dim](conversation cleared)[/]")
+            return
+        if not message.strip() or not self._ready_to_generate():
+            return
+        if run_task(self.app.state.run.root) is not None:
+            self.notify("This run is fine-tuned for a task: use the box below.", severity="warning")
+            return
+        field.value = ""
+        self.chat_text += message + "\n"
+        self._show_chat("")
+        self._chat_reply(self.chat_text, self.chat_turn)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="chat")
+    def _chat_reply(self, conversation: str, turn: int) -> None:
+        g = self.app.state.recipe.generate
+        reply: list[str] = []
+
+        def piece(text: str) -> None:  # each decoded piece as it comes: the reply grows on screen
+            reply.append(text)
+            self.streamed_pieces = len(reply)
+            self.app.call_from_thread(self._show_chat, "".join(reply))
+
+        try:
+            generator = self.app.results.generator()
+            result = generator.generate_full(conversation, g.max_tokens, g.temperature, g.top_k, g.top_p,
+                                             g.seed + turn, stop=g.stop or ["\n"], on_text=piece)
+        except Exception as exc:
+            self.app.call_from_thread(self._show_chat, f"[red]{escape(self.app.describe_error(exc))}[/]")
+            return
+        text = result.text if result.text.endswith("\n") else result.text + "\n"
+        self.app.call_from_thread(self._chat_done, conversation + text, turn + 1)
+
+    def _chat_done(self, conversation: str, turn: int) -> None:
+        self.chat_text, self.chat_turn = conversation, turn
+        self._show_chat("")
+
+    def _show_chat(self, partial: str) -> None:
+        """The conversation (your lines bold) and the reply being generated."""
+        lines = self.chat_text.split("\n")
+        shown, mine = [], True
+        for line in lines[:-1]:
+            shown.append(f"[b]> {escape(line)}[/b]" if mine else escape(line))
+            mine = not mine
+        if partial:
+            shown.append(partial if partial.startswith("[") and partial.endswith("[/]") else escape(partial) + "▌")
+        self.query_one("#chat-log", Static).update("\n".join(shown[-20:]))
+
+    # Tasks ------------------------------------------------------------------------------------------
+    def _use_task(self, text: str) -> None:
+        task = run_task(self.app.state.run.root)
+        if task is None or not text.strip():
+            return
+        if task["kind"] == "classification":
+            self._classify(text)
+        else:
+            self.query_one("#classify-out", Static).update("[dim]generating…[/]")
+            self._answer(text)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="classify")
+    def _answer(self, text: str) -> None:
+        from llmtui.finetune.use import Answerer
+
+        try:
+            key = (self.app.state.run.root, self.app.state.run.final_model_path.stat().st_mtime_ns)
+            if getattr(self, "_answerer", (None,))[0] != key:
+                self._answerer = (key, Answerer(self.app.state.run.root))
+            answer = self._answerer[1].answer(text)
+        except Exception as exc:
+            self.app.call_from_thread(self._show_classes, f"[red]{escape(self.app.describe_error(exc))}[/]")
+            return
+        self.last_output = answer
+        self.app.call_from_thread(self._show_classes, f"[b]{escape(text)}[/b] → {escape(answer)}")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="classify")
     def _classify(self, text: str) -> None:

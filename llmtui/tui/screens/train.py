@@ -63,9 +63,12 @@ class TrainScreen(StepScreen):
     def refresh_view(self) -> None:
         self.show_monitor()
 
+    def run_changed(self) -> None:
+        self.show_monitor()
+
     def show_monitor(self) -> None:
-        app = self.app
-        monitor = app.monitor
+        controller = self.app.controller
+        monitor = controller.monitor
         self.query_one("#stages", Static).update(
             "  ".join(f"{_MARK[status]} {stage}" for stage, status in monitor.stages.items()))
         bar = self.query_one("#progress", ProgressBar)
@@ -80,14 +83,14 @@ class TrainScreen(StepScreen):
             parts.append(f"lr {latest['lr']:.2e}")
         if "tokens_per_sec" in latest:
             parts.append(f"{latest['tokens_per_sec']:,.0f} tok/s")
-        if app.pipeline_running:
+        if controller.running:
             parts.append(f"ETA {_duration(monitor.eta_seconds())}")
         self.query_one("#stats", Static).update("  ".join(parts))
-        self.query_one("#run-status", Static).update(app.run_status_line())
-        self.query_one("#pause", Button).label = "Resume (p)" if app.paused else "Pause (p)"
-        self.query_one("#pause", Button).disabled = not app.pipeline_running
-        self.query_one("#stop", Button).disabled = not app.pipeline_running
-        self.query_one("#run", Button).disabled = app.pipeline_running
+        self.query_one("#run-status", Static).update(controller.status_line())
+        self.query_one("#pause", Button).label = "Resume (p)" if controller.paused else "Pause (p)"
+        self.query_one("#pause", Button).disabled = not controller.running
+        self.query_one("#stop", Button).disabled = not controller.running
+        self.query_one("#run", Button).disabled = controller.running
         chart = self.query_one(LineChart)
         chart.x_max = monitor.total_steps or None
         chart.set_series("train", "dodger_blue2", [(float(s), v) for s, v in monitor.train_loss])

@@ -1,28 +1,47 @@
-"""Tuning (optional): the search method and the space of recipe fields to search."""
+"""Tuning (optional): the search method and the space of recipe fields to search; run the search here (its own
+`llmtui tune` process), follow its trials and best-so-far curve, and take the best values into the recipe."""
 
 from __future__ import annotations
 
 import tomli_w
 import tomllib
+from rich.markup import escape
 from textual.app import ComposeResult
-from textual.widgets import Static, TextArea
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Button, DataTable, Static, TextArea
 
 from llmtui.tui.screens.base import StepScreen
+from llmtui.tui.tune_controller import best_row, best_so_far
+from llmtui.tui.widgets.line_chart import LineChart
 from llmtui.tui.widgets.section_form import SectionForm
+
+_CURVE_COLOURS = ("green3", "magenta", "cyan", "yellow", "orchid")
 
 SPACE_HELP = """[b]Search space[/b]  one line per searched field, by its key path, e.g.
 [dim]"train.lr" = { low = 1e-4, high = 1e-2, log = true }
 "model.arch" = { choices = ["lstm", "gpt"] }[/]
-Leave it empty to skip tuning. A search runs many trainings: start it with [b]llmtui tune RECIPE[/b] \
-after saving the recipe on Review."""
+Leave it empty to skip tuning. A search runs many trainings, in its own process (as [b]llmtui tune RECIPE[/b]): \
+it goes on if you quit, and starting it again resumes it."""
 
 
 def space_to_text(space: dict) -> str:
     return "".join(tomli_w.dumps({key: value}) for key, value in space.items())
 
 
+def _value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
 class TuningScreen(StepScreen):
     STEP = "tuning"
+    BINDINGS = [
+        Binding("ctrl+t", "start_search", "Search / resume"),
+        Binding("ctrl+o", "stop_search", "Stop search"),
+        Binding("ctrl+b", "use_best", "Use best"),
+    ]
 
     def body(self) -> ComposeResult:
         yield SectionForm("tune", primary=("method", "trials", "objective", "direction", "steps", "seconds",
@@ -30,6 +49,76 @@ class TuningScreen(StepScreen):
         yield Static(SPACE_HELP, classes="heading")
         yield TextArea("", id="space", compact=True, soft_wrap=False)
         yield Static("", classes="form-error", id="space-error")
+        with Horizontal(classes="buttons"):
+            yield Button("Search / resume (ctrl+t)", id="start-search", variant="primary", compact=True)
+            yield Button("Stop (ctrl+o)", id="stop-search", variant="error", compact=True)
+            yield Button("Use best (ctrl+b)", id="use-best", compact=True)
+        yield Static("", id="search-status")
+        yield Static("", id="best-line")
+        yield DataTable(id="trials", zebra_stripes=True, cursor_type="row")
+        with Horizontal(id="tune-charts"):
+            yield LineChart("best so far", id="best-chart")
+            yield LineChart("running trials", id="trial-curves")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        action = {"start-search": self.action_start_search, "stop-search": self.action_stop_search,
+                  "use-best": self.action_use_best}.get(event.button.id)
+        if action is not None:
+            action()
+
+    def action_start_search(self) -> None:
+        if self.app.start_search():
+            self.run_changed()
+
+    def action_stop_search(self) -> None:
+        self.app.stop_search()
+
+    def action_use_best(self) -> None:
+        self.app.use_best_trial()
+
+    def refresh_view(self) -> None:
+        self.run_changed()
+
+    def run_changed(self) -> None:
+        tuner = self.app.tuner
+        tune = self.app.state.recipe.tune
+        self.query_one("#search-status", Static).update(tuner.status_line())
+        best = best_row(tuner.rows, tune.direction)
+        self.query_one("#best-line", Static).update(
+            f"[b]best[/b] trial {best['number']}: {tune.objective} {best['value']:.4f}  "
+            + "  ".join(f"{k} = {escape(_value(v))}" for k, v in best["params"].items()) if best else "")
+        self.query_one("#start-search", Button).disabled = tuner.running
+        self.query_one("#stop-search", Button).disabled = not tuner.running
+        self.query_one("#use-best", Button).disabled = best is None
+        self._show_trials(tuner.rows, list(tune.space))
+        chart = self.query_one("#best-chart", LineChart)
+        chart.x_max = float(tune.trials - 1)
+        chart.set_series(tune.objective, "orange1", best_so_far(tuner.rows, tune.direction))
+        curves = self.query_one("#trial-curves", LineChart)
+        curves.clear()
+        for index, (number, points) in enumerate(sorted(tuner.curves.items())[-len(_CURVE_COLOURS):]):
+            curves.set_series(f"trial {number}", _CURVE_COLOURS[index], points)
+
+    def _show_trials(self, rows: list[dict], params: list[str]) -> None:
+        table = self.query_one("#trials", DataTable)
+        columns = ("#", *params, self.app.state.recipe.tune.objective, "state", "step", "time")
+        shown = [(str(r["number"]), *(_value(r["params"].get(p)) for p in params),
+                  _value(r["value"]) if r["value"] is not None else
+                  (f"({r['last_intermediate']:.4f})" if r["last_intermediate"] is not None else ""),
+                  r["state"], _value(r["step"]), f"{r['seconds']:.1f}s" if r["seconds"] is not None else "")
+                 for r in sorted(rows, key=lambda r: r["number"])]
+        if getattr(self, "_shown", None) == (columns, shown):
+            return
+        if getattr(self, "_columns", None) != columns:
+            table.clear(columns=True)
+            table.add_columns(*columns)
+            self._columns = columns
+        else:
+            table.clear()
+        for row in shown:
+            table.add_row(*row)
+        self._shown = (columns, shown)
+        table.display = bool(shown)
 
     def recipe_loaded(self) -> None:
         space = self.app.state.recipe.tune.model_dump(mode="json")["space"]

@@ -53,7 +53,7 @@ class VocabularyScreen(StepScreen):
             return
         from llmtui.tokenizers.report import report_lines
 
-        trained = self.app.trained_tokenizer_settings()
+        trained = self.app.results.trained_tokenizer_settings()
         stale = "" if trained == self.app.state.recipe.tokenizer.model_dump(mode="json") else \
             "\n[yellow]The settings above differ from the trained vocabulary: train it again to see theirs.[/]"
         report_view.update("[b]Vocabulary report[/b]\n" + "\n".join(escape(line) for line in report_lines(report))
@@ -66,7 +66,7 @@ class VocabularyScreen(StepScreen):
 
     def _show_tokens(self, text: str) -> None:
         out = self.query_one("#tokens", Static)
-        tokenizer = self.app.tokenizer()
+        tokenizer = self.app.results.tokenizer()
         if tokenizer is None:
             out.update("[dim]Train the vocabulary first.[/]")
             return
@@ -83,4 +83,7 @@ class VocabularyScreen(StepScreen):
 
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
-        self.query_one("#vocab-status", Static).update(self.app.run_status_line())
+        self.run_changed()
+
+    def run_changed(self) -> None:
+        self.query_one("#vocab-status", Static).update(self.app.controller.status_line())

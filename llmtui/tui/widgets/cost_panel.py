@@ -40,20 +40,24 @@ def cost_table(recipe: Recipe, base_dir, with_duration: bool = True) -> Table:
     m, t = recipe.model, recipe.train
     vocab, vocab_source = vocab_size_for(recipe, base_dir)
     cost = estimate_cost(m, t, vocab)
-    table = Table(show_header=False, box=None, padding=(0, 1), title="What it costs", title_justify="left",
+    # Two columns, the note after each value (wrapping rather than cut) so the panel reads at 100×30 too.
+    table = Table(show_header=False, box=None, padding=(0, 1, 0, 0), title="What it costs", title_justify="left",
                   title_style="bold")
     table.add_column(style="bold", no_wrap=True)
-    table.add_column(justify="right", no_wrap=True)
-    table.add_column(style="dim")
-    table.add_row("vocabulary", f"{vocab:,}", "trained" if vocab_source.startswith("trained") else "estimate")
-    table.add_row("parameters", f"{cost.parameters:,}", f"{cost.embedding_parameters:,} embedding")
-    table.add_row("FLOPs/token", f"{cost.flops_per_token / 1e6:,.2f} M", "forward+backward")
+    table.add_column(overflow="fold")
+
+    def row(label: str, value: str, note: str = "") -> None:
+        table.add_row(label, f"{value} [dim]{note}[/]" if note else value)
+
+    row("vocabulary", f"{vocab:,}", "trained" if vocab_source.startswith("trained") else "estimated")
+    row("parameters", f"{cost.parameters:,}", f"({cost.embedding_parameters:,} embedding)")
+    row("FLOPs/token", f"{cost.flops_per_token / 1e6:,.2f} M", "forward+backward")
     tokens_per_step = cost.tokens_per_step * t.grad_accum_steps
-    table.add_row("tokens/step", f"{tokens_per_step:,}", "")
-    table.add_row("memory", _size(cost.memory_bytes), f"{_size(cost.activation_bytes)} activations")
+    row("tokens/step", f"{tokens_per_step:,}")
+    row("memory", _size(cost.memory_bytes), f"({_size(cost.activation_bytes)} activations)")
     problem = preflight_problem(cost, t, t.max_memory_gb * 1e9 or available_memory_bytes())
     if problem:
-        table.add_row("[red]does not fit[/]", "", problem)
+        row("[red]does not fit[/]", f"[red]{problem}[/]")
     if with_duration:
         total_flops = cost.flops_per_token * tokens_per_step * t.steps
         measured = _measured_tokens_per_sec(recipe, base_dir)
@@ -64,8 +68,9 @@ def cost_table(recipe: Recipe, base_dir, with_duration: bool = True) -> Table:
             peak, _ = peak_flops(t, "cpu")
             seconds = COMPILE_S + total_flops / (peak * ASSUMED_UTILISATION) + t.steps * STEP_OVERHEAD_S
             basis = f"rough: {ASSUMED_UTILISATION:.0%} of {peak / 1e9:,.0f} GFLOP/s"
-        table.add_row("training", f"{total_flops / 1e12:,.2f} TFLOP", f"{t.steps:,} steps")
-        table.add_row("duration", f"≈ {_duration(seconds)}", basis)
+        row("training", f"{total_flops / 1e12:,.2f} TFLOP", f"over {t.steps:,} steps")
+        row("duration", f"≈ {_duration(seconds)}")
+        row("", f"[dim]{basis}[/]")
     return table
 
 
