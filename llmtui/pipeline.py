@@ -239,7 +239,9 @@ class Pipeline:
         self._setup_backend()
         train_config = self.recipe.train
         with self._distribution() as devices:
-            if devices > 1:
+            if train_config.distribute == "model_parallel":
+                self.bus.emit(Message(f"model parallel on a {devices[0]} x {devices[1]} mesh (data x model)"))
+            elif devices > 1:
                 self.bus.emit(Message(f"data parallel over {devices} devices"))
             if train_config.distribute == "data_parallel" and self.backend == "tensorflow" and train_config.jit_compile:
                 # XLA cannot compile a step whose variables live on several devices (MirroredStrategy).
@@ -254,6 +256,15 @@ class Pipeline:
             from llmtui.training.distribute import data_parallel
 
             return data_parallel(keras.backend.backend(), self.recipe.train.batch_size)
+        if self.recipe.train.distribute == "model_parallel":
+            import keras
+
+            from llmtui.models.cost import weight_shapes
+            from llmtui.training.distribute import model_parallel
+
+            train = self.recipe.train
+            return model_parallel(keras.backend.backend(), train.batch_size, train.mesh,
+                                  weight_shapes(self.recipe.model, self._vocab_size()))
         return contextlib.nullcontext(1)
 
     def _train_on_devices(self, train, inputs_type, train_config) -> StageResult:
