@@ -143,3 +143,110 @@ def test_model_summary_shows_memory_per_device(tmp_path):
                          env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "cannot split token_embedding/embeddings (256, 64) along its axis 1" in bad.stderr
+
+
+# Several processes (JAX's multi-controller runtime on 127.0.0.1) -------------------------------------------
+MULTI_TRAIN = {"distribute": "data_parallel", "log_every": 1, "eval_every": 100, "checkpoint_every": 5,
+               "warmup_steps": 2, "lr": 3e-3, "batch_size": 8}
+
+
+def _multi_recipe(tmp_path: Path, name: str, steps: int) -> Path:
+    import tomli_w
+
+    from tests.conftest import write_corpus
+
+    corpus = tmp_path / "corpus"
+    if not corpus.exists():
+        write_corpus(corpus)
+    data = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": name, "backend": "jax"},
+                            train={**MULTI_TRAIN, "steps": steps, "eval_every": steps})
+    (tmp_path / f"{name}.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
+    return tmp_path / f"{name}.toml"
+
+
+def _launch(tmp_path: Path, recipe: Path, *extra: str, wait: bool = True):
+    env = {**os.environ, "COLUMNS": "200", "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax"}
+    env.pop("XLA_FLAGS", None)  # one CPU device per process
+    command = [sys.executable, "-m", "llmtui", "launch", "--processes", "2", recipe.name, *extra]
+    if not wait:
+        return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_two_processes_match_one_process_with_two_devices(tmp_path):
+    """`llmtui launch --processes 2` (1 CPU device each, JAX over 127.0.0.1) trains to the same losses as one
+    process with 2 virtual devices on the same global batch; only process 0 writes the run folder."""
+    pytest.importorskip("jax")
+    one = _multi_recipe(tmp_path, "one", steps=8)
+    result = subprocess.run([sys.executable, "-m", "llmtui", "run", one.name, "--until", "train"], cwd=tmp_path,
+                            env={**os.environ, **FOUR_DEVICES, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    two = _multi_recipe(tmp_path, "two", steps=8)
+    launched = _launch(tmp_path, two)
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    assert "process 0 of 2 (coordinator 127.0.0.1:" in launched.stdout
+    assert "data parallel over 2 devices" in launched.stdout
+    reference, losses = _losses(tmp_path / "runs" / "one"), _losses(tmp_path / "runs" / "two")
+    assert sorted(losses) == list(range(1, 9))
+    for step, loss in reference.items():  # float32 sums in another order: equal within 1e-4
+        assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-4), step
+    run = tmp_path / "runs" / "two"
+    assert len(list((run / "logs" / "train").iterdir())) == 1  # one writer of the logs
+    assert (run / "eval" / "report.json").exists() and (run / "generate" / "samples.json").exists()
+    follower = (run / "processes" / "process-1.log").read_text()
+    assert "process 1 of 2" in follower and "waiting for process 0's model stage" in follower
+
+
+def test_killing_one_process_stops_the_job_and_it_resumes(tmp_path):
+    """kill -9 of process 1: the launch ends with one clear error naming it and the checkpoint to resume from;
+    the same command then resumes both processes from that checkpoint and finishes."""
+    import signal
+    import time
+
+    pytest.importorskip("jax")
+    recipe = _multi_recipe(tmp_path, "job", steps=200)
+    launcher = _launch(tmp_path, recipe, wait=False)
+    checkpoints = tmp_path / "runs" / "job" / "checkpoints"
+    deadline = time.time() + 600
+    while not any(p.name.startswith("step_") and not p.name.endswith(".tmp") for p in
+                  (checkpoints.iterdir() if checkpoints.exists() else [])):
+        assert launcher.poll() is None and time.time() < deadline, launcher.communicate()
+        time.sleep(0.5)
+    follower = next(pid for pid in _children(launcher.pid) if _environ(pid).get("JAX_PROCESS_ID") == "1")
+    os.kill(follower, signal.SIGKILL)
+    out, err = launcher.communicate(timeout=300)
+    assert launcher.returncode == 1, out[-2000:] + err[-2000:]
+    assert "error: process 1 of 2 was killed by SIGKILL" in err and "Traceback" not in err
+    assert "run the same command again to resume from" in err and "checkpoints/step_" in err
+    assert not _children(launcher.pid)
+    saved = max(int(p.name[5:]) for p in checkpoints.glob("step_*") if not p.name.endswith(".tmp"))
+
+    again = _launch(tmp_path, recipe)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"resuming from checkpoint step_{saved:07d} (step {saved})" in again.stdout
+    assert (tmp_path / "runs" / "job" / "eval" / "report.json").exists()
+    follower_log = (tmp_path / "runs" / "job" / "processes" / "process-1.log").read_text()
+    assert f"resuming from checkpoint step_{saved:07d}" in follower_log
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry.name))
+    return found
+
+
+def _environ(pid: int) -> dict:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)

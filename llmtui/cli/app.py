@@ -91,11 +91,23 @@ def run(
     Stages whose inputs have not changed since the last run are skipped, and training continues from the
     newest checkpoint, so a killed or interrupted run resumes when the same command runs again.
     """
-    with user_errors():
-        from llmtui.cli.console import ConsoleSink
-        from llmtui.config import load_recipe
+    try:
+        with user_errors():
+            from llmtui.cli.console import ConsoleSink
+            from llmtui.config import load_recipe
 
-        execute_recipe(load_recipe(recipe, set_ or []), until, fresh, ConsoleSink())
+            execute_recipe(load_recipe(recipe, set_ or []), until, fresh, ConsoleSink())
+    except typer.Exit as exc:
+        from llmtui.training import cluster
+
+        if exc.exit_code and cluster.joined():
+            # One process of a multi-process job failed: leave now. The normal exit would first wait (minutes)
+            # at JAX's shutdown barrier for processes that will never get there; the others notice this
+            # process is gone within the heartbeat timeout and stop too.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
+        raise
 
 
 def execute_recipe(config, until: str | None, fresh: bool, sink) -> None:
@@ -181,8 +193,8 @@ from llmtui.cli.tune_cmds import ladder as ladder_command, tune as tune_command 
 app.command("tune")(tune_command)
 app.command("ladder")(ladder_command)
 # Each of these modules adds its own commands to `app` (they import the library only when a command runs).
-from llmtui.cli import eval_cmds, export_cmds, finetune_cmds, generate_cmds, tui_cmds  # noqa: E402
-for _module in (generate_cmds, eval_cmds, finetune_cmds, export_cmds, tui_cmds):
+from llmtui.cli import eval_cmds, export_cmds, finetune_cmds, generate_cmds, launch_cmds, tui_cmds  # noqa: E402
+for _module in (generate_cmds, eval_cmds, finetune_cmds, export_cmds, tui_cmds, launch_cmds):
     _module.register(app)
 
 

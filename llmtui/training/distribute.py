@@ -50,10 +50,9 @@ def data_parallel(backend: str, batch_size: int):
     if backend == "jax":
         import keras
 
-        if os.environ.get("JAX_COORDINATOR_ADDRESS"):  # several hosts: join them before listing devices
-            import jax
+        from llmtui.training import cluster
 
-            jax.distributed.initialize()
+        cluster.join(backend)  # several processes: join them before listing devices
         devices = keras.distribution.list_devices()
         _check_batch(batch_size, len(devices))
         previous = keras.distribution.distribution()
@@ -134,10 +133,9 @@ def model_parallel(backend: str, batch_size: int, mesh: list[int], shapes: dict[
                           hint="set run.backend = 'jax' (keras.distribution shards variables on JAX only)")
     import keras
 
-    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        import jax
+    from llmtui.training import cluster
 
-        jax.distributed.initialize()
+    cluster.join(backend)
     devices = keras.distribution.list_devices()
     data, model = mesh_shape(mesh, len(devices))
     _check_batch(batch_size, data)
