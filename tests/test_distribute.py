@@ -250,3 +250,24 @@ def _environ(pid: int) -> dict:
     except OSError:
         return {}
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def test_multi_process_setup_errors_are_one_message(tmp_path):
+    """Incomplete JAX variables, a one-device recipe in a multi-process job, or launch on TensorFlow: one error
+    each, before any stage runs."""
+    recipe = _multi_recipe(tmp_path, "bad", steps=4)
+
+    def run(args: list[str], **env) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "llmtui", *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "COLUMNS": "200", **env})
+
+    missing = run(["run", recipe.name], JAX_COORDINATOR_ADDRESS="127.0.0.1:1")
+    assert missing.returncode == 1 and "JAX_NUM_PROCESSES or JAX_PROCESS_ID is missing" in missing.stderr
+    one_device = run(["run", recipe.name, "--set", "train.distribute=none"], JAX_COORDINATOR_ADDRESS="127.0.0.1:1",
+                     JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1")
+    assert one_device.returncode == 1 and "train.distribute = 'none' trains on one device" in one_device.stderr
+    tensorflow = run(["launch", "--processes", "2", recipe.name], KERAS_BACKEND="tensorflow")
+    assert tensorflow.returncode == 2 and "the backend is tensorflow" in tensorflow.stderr
+    for result in (missing, one_device, tensorflow):
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "bad" / "data").exists()

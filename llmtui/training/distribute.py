@@ -3,9 +3,10 @@
 JAX: `keras.distribution.DataParallel` (a mesh over the devices; each batch is split along its first
 axis). TensorFlow: `tf.distribute.MirroredStrategy` (the model is built and compiled in its scope).
 On a CPU-only machine, `XLA_FLAGS=--xla_force_host_platform_device_count=N` gives N virtual devices on
-both backends (TensorFlow gets N logical CPUs), which is how the tests exercise this path. Several hosts:
-JAX joins them when JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES, JAX_PROCESS_ID) is set; TensorFlow
-uses MultiWorkerMirroredStrategy when TF_CONFIG is set (neither is exercised by the tests).
+both backends (TensorFlow gets N logical CPUs), which is how the tests exercise this path. Several
+processes: JAX joins them when JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES, JAX_PROCESS_ID) is set (see
+llmtui.training.cluster; tested with two local processes); TensorFlow picks MultiWorkerMirroredStrategy when
+TF_CONFIG is set (not exercised by the tests).
 
 Model parallel (JAX): `keras.distribution.ModelParallel` over a 2-D device mesh (`batch`, `model`). Each
 batch is split along the `batch` axis; the gpt/llama weights named in MODEL_PARALLEL_RULES are split along
