@@ -48,6 +48,10 @@ class Pipeline:
         self._model = None
         self._pretrained = None  # the pretrained embedding table, read once per run
         self._plan = None  # precision and compiler, chosen when the backend is set up
+        from llmtui.training.cluster import Cluster
+
+        self.cluster = Cluster()  # this process's place in a multi-process job (set when the run starts)
+        self._trained = None  # a multi-process job's trained model, saved once out of the device mesh
         # The TUI sets this to ask training to stop at the next step (with a checkpoint).
         self.stop_requested: Callable[[], bool] | None = None
 
@@ -58,6 +62,8 @@ class Pipeline:
             raise LlmtuiError(f"unknown stage {until!r}", hint=f"stages: {', '.join(self.stages)}")
         stages = self.stages if until is None else self.stages[: self.stages.index(until) + 1]
         started = time.perf_counter()
+        if self._join_cluster() and not self.cluster.leader:
+            return self._follow(stages, started)
         with self.run:
             clear_staging(self.run)
             write_text_atomic(self.run.recipe_path, recipe_to_toml(self.recipe))
@@ -99,6 +105,47 @@ class Pipeline:
             # Fine-tuned tasks: accuracy, macro_f1, f1, exact_match, bleu or chrf (only the report file has them).
             "task": (_read_json(self.run.eval_dir / "report.json") or {}).get("task"),
         }
+
+    # Several processes ----------------------------------------------------------------------------
+    def _join_cluster(self) -> bool:
+        """Join the multi-process job the environment describes (see llmtui.training.cluster); False when
+        this is a single-process run."""
+        from llmtui.training import cluster
+
+        self.cluster = cluster.current()
+        if not self.cluster.multi:
+            return False
+        if self.recipe.train.distribute == "none":
+            raise LlmtuiError(f"this process is one of {self.cluster.count} (JAX_NUM_PROCESSES), but "
+                              "train.distribute = 'none' trains on one device",
+                              hint="set train.distribute = 'data_parallel' (or 'model_parallel')")
+        cluster.join(self.backend)  # before anything starts JAX
+        self.bus.emit(Message(f"process {self.cluster.index} of {self.cluster.count} "
+                              f"(coordinator {self.cluster.coordinator})"))
+        return True
+
+    def _follow(self, stages: tuple[str, ...], started: float) -> dict:
+        """A process other than 0: wait for process 0's data, tokenizer and model stages, train in step with
+        it, and leave every write (manifest, logs, checkpoints, evaluation, samples) to it."""
+        self.bus.emit(RunStarted(run_dir=str(self.run.root), stages=stages, backend=self.backend))
+        for stage in stages:
+            fp = self._fingerprints[stage] = self._fingerprint(stage)
+            if stage == "train":
+                self._summaries["train"] = self._stage_train().summary
+            elif stage in ("data", "tokenizer", "model"):
+                self._wait_for_leader(stage, fp)
+        seconds = time.perf_counter() - started
+        summary = self.summary(seconds)
+        self.bus.emit(RunFinished(run_dir=str(self.run.root), seconds=seconds, summary=summary))
+        return summary
+
+    def _wait_for_leader(self, stage: str, fp: str) -> None:
+        self.bus.emit(Message(f"waiting for process 0's {stage} stage"))
+        while True:
+            entry = self.run.read_manifest()["stages"].get(stage, {})
+            if entry.get("fingerprint") == fp and all(Path(p).exists() for p in entry.get("outputs", [])):
+                return
+            time.sleep(0.5)
 
     # Stages -------------------------------------------------------------------------------------
     def _run_stage(self, stage: str, manifest: dict) -> None:
@@ -248,13 +295,21 @@ class Pipeline:
         train_config = self._plan.train_config(self.recipe.train)
         self.bus.emit(Message(f"precision {self._plan.precision} ({self._plan.reason}); step {self._plan.compiler}"))
         with self._distribution() as devices:
-            if devices > 1:
+            if train_config.distribute == "model_parallel":
+                self.bus.emit(Message(f"model parallel on a {devices[0]} x {devices[1]} mesh (data x model)"))
+            elif devices > 1:
                 self.bus.emit(Message(f"data parallel over {devices} devices"))
             if train_config.distribute == "data_parallel" and self.backend == "tensorflow" and train_config.jit_compile:
                 # XLA cannot compile a step whose variables live on several devices (MirroredStrategy).
                 self.bus.emit(Message("XLA is off for MirroredStrategy training on TensorFlow", level="warning"))
                 train_config = train_config.model_copy(update={"jit_compile": False})
-            return self._train_on_devices(train, TrainInputs, train_config)
+            result = self._train_on_devices(train, TrainInputs, train_config)
+        if self.cluster.multi and self.cluster.leader:
+            # Saved outside the mesh: saving makes new variables, which under the mesh would be laid out over
+            # every process and wait for the others (who write nothing) to make them too.
+            self._save_final_model(self._trained)
+        self._trained = None
+        return result
 
     def _distribution(self):
         if self.recipe.train.distribute == "data_parallel":
@@ -263,6 +318,15 @@ class Pipeline:
             from llmtui.training.distribute import data_parallel
 
             return data_parallel(keras.backend.backend(), self.recipe.train.batch_size)
+        if self.recipe.train.distribute == "model_parallel":
+            import keras
+
+            from llmtui.models.cost import weight_shapes
+            from llmtui.training.distribute import model_parallel
+
+            train = self.recipe.train
+            return model_parallel(keras.backend.backend(), train.batch_size, train.mesh,
+                                  weight_shapes(self.recipe.model, self._vocab_size()))
         return contextlib.nullcontext(1)
 
     def _train_on_devices(self, train, inputs_type, train_config) -> StageResult:
@@ -285,8 +349,13 @@ class Pipeline:
         self.bus.emit(Message(f"MFU is measured against {peak / 1e12:.2f} TFLOP/s ({peak_source})"))
         sampler = self._training_sampler(sample) if train_config.eval_samples else None
         summary = train(model, inputs, train_config, self.recipe.model, self.recipe.run.seed, self.run,
-                        self._fingerprints["train"], self.bus.emit, sampler_fn=sampler,
+                        self._fingerprints["train"], self.bus.emit,
+                        # samples in training run on one process; a multi-process job samples after training
+                        sampler_fn=None if self.cluster.multi else sampler,
                         flops_per_token=cost.flops_per_token, peak_flops=peak, stop_requested=self.stop_requested)
+        if self.cluster.multi:  # its variables span every process: evaluation reloads it on process 0 alone
+            self._trained = model
+            return StageResult([self.run.final_model_path], summary)
         self._save_final_model(model)
         self._model = model
         return StageResult([self.run.final_model_path], summary)

@@ -275,3 +275,132 @@ def test_a_study_in_another_storage_url(tmp_path):
     assert not (tmp_path / "runs" / "tiny" / "study.db").exists()
     again = optuna.load_study(study_name="llmtui-tiny", storage=url)
     assert len(again.trials) == 1 and again.trials[0].value == pytest.approx(result.trials[0]["value"])
+
+
+# Several machines sharing one study -------------------------------------------------------------
+def _machine(folder: Path, trials: int) -> Path:
+    """A folder standing for one machine: the same recipe with relative paths, and its own copy of the corpus."""
+    import tomli_w
+
+    folder.mkdir()
+    write_corpus(folder / "corpus")
+    data = tiny_recipe_dict(Path("corpus"), Path("runs"), train={**TRAIN, "steps": 6, "eval_every": 3})
+    data["tune"] = {"pruner": "none", "method": "random", "trials": trials,
+                    "space": {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}}}
+    (folder / "recipe.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
+    return folder
+
+
+def _tune_processes(folders: list[Path], storage: str, workers: int = 1) -> list:
+    """`llmtui tune --storage URL` started at once in each folder, as separate machines would run it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "200", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    processes = [subprocess.Popen([sys.executable, "-m", "llmtui", "tune", "recipe.toml", "--storage", storage,
+                                   "--workers", str(workers)],
+                                  cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for folder in folders]
+    outputs = [p.communicate(timeout=900)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output
+    return outputs
+
+
+def _check_shared_study(storage, trials: int) -> set[str]:
+    """Exactly `trials` finished trials, each once: none queued, running, failed or run twice."""
+    study = optuna.load_study(study_name="llmtui-tiny", storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE"] * trials, states
+    assert len({t.params["train.lr"] for t in study.trials}) == trials  # no values run twice
+    assert len({t.number for t in study.trials}) == trials
+    for t in study.trials:  # each trial's run folder holds its evaluation, on the machine that ran it
+        assert (Path(t.user_attrs["folder"]) / "eval" / "report.json").exists()
+    return {t.user_attrs["worker"] for t in study.trials}
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory):
+    """A real PostgreSQL server in a temporary folder, on 127.0.0.1 and a free port, stopped at the end. PostgreSQL
+    refuses to run as root: as root, the server runs as the `postgres` system user."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    pytest.importorskip("psycopg", reason="PostgreSQL's driver psycopg is not installed (pip install '.[postgres]')")
+    binaries = {name: shutil.which(name) or f"/usr/lib/postgresql/15/bin/{name}" for name in ("initdb", "pg_ctl")}
+    if not all(os.access(path, os.X_OK) for path in binaries.values()):
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (apt-get install postgresql)")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: PostgreSQL cannot be started as another user")
+        try:
+            import pwd
+
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    # Not under pytest's temporary folders: those are private to this user, and the server runs as another.
+    folder = Path(tempfile.mkdtemp(prefix="llmtui-pg-"))
+    if as_user:
+        shutil.chown(folder, "postgres", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+    subprocess.run([*as_user, binaries["initdb"], "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True, timeout=120)
+    options = f"-h 127.0.0.1 -p {port} -k {folder}"
+    subprocess.run([*as_user, binaries["pg_ctl"], "-D", str(data), "-o", options, "-l", str(folder / "server.log"),
+                    "-w", "-t", "60", "start"], check=True, capture_output=True, timeout=120)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, binaries["pg_ctl"], "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_machines_share_a_study_in_postgresql(tmp_path, postgres_url):
+    """Two `llmtui tune --storage postgresql://...` processes in two folders (two machines) finish the study's
+    trials together: each trial runs once, none is lost, both take part."""
+    folders = [_machine(tmp_path / name, trials=4) for name in ("a", "b")]
+    outputs = _tune_processes(folders, postgres_url)
+    workers = _check_shared_study(postgres_url, trials=4)
+    assert len(workers) == 2, outputs  # both processes claimed trials
+    assert all("best recipe" in output for output in outputs)
+
+
+def test_workers_share_a_journal_file_study(tmp_path):
+    """`--storage journal:PATH` (a file on a shared filesystem) with two worker processes."""
+    folder = _machine(tmp_path / "a", trials=3)
+    journal = tmp_path / "shared" / "study.journal"
+    journal.parent.mkdir()
+    _tune_processes([folder], f"journal:{journal}", workers=2)
+    _check_shared_study(optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))),
+                        trials=3)
+    assert not (folder / "runs" / "tiny" / "study.db").exists()
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("redis://localhost/0", "unknown study storage redis://localhost/0"),
+    ("journal:/no/such/folder/study.journal", "the journal storage's folder /no/such/folder does not exist"),
+    ("postgresql://nobody@127.0.0.1:9/none", "cannot open the study storage postgresql://nobody@127.0.0.1:9/none"),
+])
+def test_cli_reports_a_bad_storage_without_a_traceback(tmp_path, storage, message):
+    import os
+    import subprocess
+    import sys
+
+    folder = _machine(tmp_path / "a", trials=2)
+    result = subprocess.run([sys.executable, "-m", "llmtui", "tune", "recipe.toml", "--storage", storage],
+                            cwd=folder, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "COLUMNS": "300"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout

@@ -151,11 +151,23 @@ def run(
     newest checkpoint, so a killed or interrupted run resumes when the same command runs again.
     Every event is appended to RUN/events.jsonl (the wizard follows it); RUN/control.json pauses or stops it.
     """
-    with user_errors():
-        from llmtui.cli.console import ConsoleSink
-        from llmtui.config import load_recipe
+    try:
+        with user_errors():
+            from llmtui.cli.console import ConsoleSink
+            from llmtui.config import load_recipe
 
-        execute_recipe(load_recipe(recipe, set_ or []), until, fresh, ConsoleSink())
+            execute_recipe(load_recipe(recipe, set_ or []), until, fresh, ConsoleSink())
+    except typer.Exit as exc:
+        from llmtui.training import cluster
+
+        if exc.exit_code and cluster.joined():
+            # One process of a multi-process job failed: leave now. The normal exit would first wait (minutes)
+            # at JAX's shutdown barrier for processes that will never get there; the others notice this
+            # process is gone within the heartbeat timeout and stop too.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
+        raise
 
 
 def execute_recipe(config, until: str | None, fresh: bool, sink) -> None:
@@ -237,9 +249,9 @@ from llmtui.cli.tune_cmds import ladder as ladder_command, tune as tune_command 
 app.command("tune")(tune_command)
 app.command("ladder")(ladder_command)
 # Each of these modules adds its own commands to `app` (they import the library only when a command runs).
-from llmtui.cli import (eval_cmds, export_cmds, finetune_cmds, generate_cmds, import_cmds, runs_cmds,  # noqa: E402
-                        tui_cmds)
-for _module in (generate_cmds, eval_cmds, finetune_cmds, export_cmds, import_cmds, tui_cmds, runs_cmds):
+from llmtui.cli import (eval_cmds, export_cmds, finetune_cmds, generate_cmds, import_cmds,  # noqa: E402
+                        launch_cmds, runs_cmds, tui_cmds)
+for _module in (generate_cmds, eval_cmds, finetune_cmds, export_cmds, import_cmds, tui_cmds, runs_cmds, launch_cmds):
     _module.register(app)
 
 

@@ -29,8 +29,14 @@ def summary(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
                                                       help="Override a recipe value (repeatable).")] = None,
+    mesh: Annotated[Optional[str], typer.Option(
+        metavar="DATAxMODEL", help="Also show memory per device under model parallelism on this device mesh, "
+                                   "e.g. 2x4 (default: train.mesh when train.distribute = model_parallel).")] = None,
 ) -> None:
-    """Parameters, FLOPs per token and estimated training memory of the recipe's model, and whether it fits."""
+    """Parameters, FLOPs per token and estimated training memory of the recipe's model, and whether it fits.
+
+    With --mesh (or a model_parallel recipe with train.mesh), also what each device holds when the weights and optimizer state are split over the mesh's model axis and each batch over its data axis.
+    """
     from llmtui.cli.app import user_errors
 
     with user_errors():
@@ -70,6 +76,9 @@ def summary(
                       t.optimizer)
         table.add_row("memory: activations", _gb(cost.activation_bytes), f"batch {t.batch_size}, {t.precision}")
         table.add_row("memory: total (estimate)", _gb(cost.memory_bytes), f"available {_gb(available)}")
+        shape = _mesh(mesh) if mesh else (tuple(t.mesh) if t.distribute == "model_parallel" and t.mesh else None)
+        if shape is not None:
+            _add_per_device_rows(table, config, vocab, shape)
         console = Console()
         console.print(table)
         problem = preflight_problem(cost, t, available)
@@ -80,6 +89,34 @@ def summary(
                               "train.precision = 'mixed_bfloat16' or a shorter model.context")
             raise typer.Exit(1)
         console.print("[green]fits[/] in the memory available")
+
+
+def _mesh(text: str) -> tuple[int, int]:
+    from llmtui.errors import RecipeError
+
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise RecipeError(f"--mesh {text} is not DATAxMODEL device counts", hint="e.g. --mesh 2x4 for 8 devices")
+    return int(parts[0]), int(parts[1])
+
+
+def _add_per_device_rows(table, config, vocab: int, shape: tuple[int, int]) -> None:
+    """What one device holds on a (data, model) mesh: the layout's arithmetic, checked against it."""
+    from llmtui.errors import RecipeError
+    from llmtui.models.cost import per_device, weight_shapes
+    from llmtui.training.distribute import check_model_parallel_shapes
+
+    if config.model.arch not in ("gpt", "llama"):
+        raise RecipeError(f"model parallelism splits gpt and llama models, not {config.model.arch}")
+    data, model = shape
+    check_model_parallel_shapes(weight_shapes(config.model, vocab), model)
+    share = per_device(config.model, config.train, vocab, data, model)
+    where = f"mesh {data} x {model} (data x model), {data * model} devices"
+    table.add_row("per device: parameters", f"{share.parameters:,}", where)
+    table.add_row("per device: weights", _gb(share.weights_bytes), f"split {model} ways, norms replicated")
+    table.add_row("per device: gradients + optimizer", _gb(share.optimizer_bytes), "follow their weights' layouts")
+    table.add_row("per device: activations", _gb(share.activation_bytes), f"batch split {data} ways (upper bound)")
+    table.add_row("per device: total (estimate)", _gb(share.memory_bytes), "")
 
 
 def _gb(value: float) -> str:

@@ -16,12 +16,13 @@ def tune(
                                                       help="Override a recipe value (repeatable).")] = None,
     workers: Annotated[int, typer.Option(min=1, max=256, help="Run trials in this many processes at once.")] = 1,
     storage: Annotated[Optional[str], typer.Option(
-        help="Study database URL shared by several machines (e.g. postgresql://user@host/llmtui); "
+        help="Study storage shared by several machines: postgresql://user:password@host/db, mysql://..., "
+             "sqlite:///path/study.db, or journal:/shared/folder/study.journal (a file on a shared filesystem); "
              "default: SQLite in the run folder.")] = None,
 ) -> None:
     """Search hyperparameters: every trial is a real training run in runs/<name>/trials/trial_NNN/.
 
-    The data and tokenizer are built once and shared by all trials. The study is stored in runs/<name>/study.db, so a killed search continues where it stopped when run again. At the end the trials are listed best first with each parameter's importance, and runs/<name>/best_recipe.toml is written (llmtui run accepts it).
+    The data and tokenizer are built once and shared by all trials. The study is stored in runs/<name>/study.db, so a killed search continues where it stopped when run again. With --storage, the same command on several machines splits one study's trials between them (each trial runs once). At the end the trials are listed best first with each parameter's importance, and runs/<name>/best_recipe.toml is written (llmtui run accepts it).
     """
     from llmtui.cli.app import user_errors
 

@@ -366,12 +366,24 @@ class TrainConfig(Section):
                                                  "one compiles the generator, which costs seconds on a CPU).")
     jit_compile: bool = Field(True, description="XLA-compile the training step (bfloat16 on a TensorFlow CPU runs "
                                                  "as a oneDNN graph instead, which is faster there); false: never XLA.")
-    distribute: Literal["none", "data_parallel"] = Field(
-        "none", description="Data parallel over every local device (keras.distribution on JAX, MirroredStrategy on TensorFlow).")
+    distribute: Literal["none", "data_parallel", "model_parallel"] = Field(
+        "none", description="data_parallel: the model on every device, each batch split (keras.distribution on JAX, "
+                            "MirroredStrategy on TensorFlow); model_parallel (JAX, gpt and llama): weights and "
+                            "optimizer state split over the mesh's model axis, batches over its data axis.")
+    mesh: list[int] = Field(default_factory=list, description="model_parallel: [data, model] device counts, e.g. "
+                                                              "[2, 4] on 8 devices (empty = every device on the model axis).")
     peak_tflops: float = Field(0.0, ge=0.0,
                                description="Peak TFLOP/s of the device for the MFU estimate (0 = look it up or estimate).")
     max_memory_gb: float = Field(0.0, ge=0.0,
                                  description="Memory the pre-flight check allows (0 = what the machine has available).")
+
+    @model_validator(mode="after")
+    def _mesh_fits_distribute(self) -> "TrainConfig":
+        if self.mesh and (len(self.mesh) != 2 or min(self.mesh) < 1):
+            raise ValueError(f"train.mesh must be two device counts [data, model], each at least 1; got {self.mesh}")
+        if self.mesh and self.distribute != "model_parallel":
+            raise ValueError("train.mesh applies to train.distribute = 'model_parallel'")
+        return self
 
 
     @model_validator(mode="after")
@@ -555,4 +567,11 @@ class Recipe(Section):
         if self.train.stateful and self.train.distribute != "none":
             raise ValueError("train.stateful keeps one state per lane of the batch: it cannot be combined with "
                              "train.distribute")
+        return self
+
+    @model_validator(mode="after")
+    def _model_parallel_needs_a_transformer(self) -> "Recipe":
+        if self.train.distribute == "model_parallel" and self.model.arch not in ("gpt", "llama"):
+            raise ValueError(f"train.distribute = 'model_parallel' splits gpt and llama models; model.arch is "
+                             f"'{self.model.arch}' (use data_parallel)")
         return self

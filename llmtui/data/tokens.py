@@ -65,17 +65,20 @@ class WindowSampler:
     The generator's state is part of a checkpoint, so a resumed run draws the same batches.
     """
 
-    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int):
+    def __init__(self, tokens: np.ndarray, context: int, batch_size: int, seed: int, rows: slice = slice(None)):
         if len(tokens) < context + 2:
             raise ValueError(f"{len(tokens)} tokens are fewer than one window of context {context} + 1")
         self.tokens = tokens
         self.context = context
         self.batch_size = batch_size
+        self.rows = rows  # in a multi-process job, this process's rows of every global batch
         self.rng = np.random.default_rng(seed)
         self._offsets = np.arange(context + 1)
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        starts = self.rng.integers(0, len(self.tokens) - self.context - 1, size=self.batch_size)
+        # Every process draws the whole batch's start positions (the same generator state everywhere, so any
+        # process's checkpoint resumes all of them) and reads only the windows of its own rows.
+        starts = self.rng.integers(0, len(self.tokens) - self.context - 1, size=self.batch_size)[self.rows]
         windows = self.tokens[starts[:, None] + self._offsets].astype(np.int32)  # (B, T+1)
         return windows[:, :-1], windows[:, 1:]
 

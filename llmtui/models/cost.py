@@ -7,6 +7,7 @@ freely. Parameter counts match the built models exactly (a test holds them to it
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -63,6 +64,69 @@ def count_model_parameters(config: ModelConfig, vocab_size: int) -> tuple[int, i
     if config.output_bias:
         head += vocab_size
     return embedding + layers * per_layer + head, embedding
+
+
+def weight_shapes(config: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """Every weight of a gpt or llama model by its Keras path, as `build_model` makes it (a test holds them to
+    it): what model parallelism splits, known before anything is built."""
+    d, mlp_ratio = config.dim, config.mlp_ratio
+    shapes: dict[str, tuple[int, ...]] = {"token_embedding/embeddings": (vocab_size, d)}
+    if not config.tie_embeddings:
+        shapes["token_embedding/reverse_embeddings"] = (d, vocab_size)
+    if config.arch == "gpt":
+        shapes["position_embedding/embeddings"] = (config.context, d)
+        mlp = int(d * mlp_ratio)
+        for i in range(config.layers):
+            b = f"block_{i}/"
+            shapes.update({b + "attention_norm/gamma": (d,), b + "attention_norm/beta": (d,),
+                           b + "attention/qkv/kernel": (d, 3 * d), b + "attention/qkv/bias": (3 * d,),
+                           b + "attention/out/kernel": (d, d), b + "attention/out/bias": (d,),
+                           b + "mlp_norm/gamma": (d,), b + "mlp_norm/beta": (d,),
+                           b + "mlp_in/kernel": (d, mlp), b + "mlp_in/bias": (mlp,),
+                           b + "mlp_out/kernel": (mlp, d), b + "mlp_out/bias": (d,)})
+        shapes.update({"final_norm/gamma": (d,), "final_norm/beta": (d,)})
+    elif config.arch == "llama":
+        head_dim, kv = d // config.heads, config.kv_heads or config.heads
+        mlp = _swiglu_width(d, mlp_ratio)
+        for i in range(config.layers):
+            b = f"block_{i}/"
+            shapes.update({b + "attention_norm/scale": (d,),
+                           b + "attention/qkv/kernel": (d, (config.heads + 2 * kv) * head_dim),
+                           b + "attention/out/kernel": (config.heads * head_dim, d),
+                           b + "mlp_norm/scale": (d,), b + "mlp_in/kernel": (d, 2 * mlp),
+                           b + "mlp_out/kernel": (mlp, d)})
+        shapes["final_norm/scale"] = (d,)
+    else:
+        raise ValueError(f"no weight layout for model.arch = {config.arch}")
+    return shapes
+
+
+@dataclass
+class DeviceShare:
+    """What one device holds under model parallelism on a (data, model) mesh."""
+
+    data: int
+    model: int
+    parameters: int  # parameter values on one device
+    weights_bytes: float
+    optimizer_bytes: float  # gradients + optimizer slots
+    activation_bytes: float
+    memory_bytes: float
+
+
+def per_device(model: ModelConfig, train: TrainConfig, vocab_size: int, data: int, shards: int) -> DeviceShare:
+    """Memory per device when the weights named in MODEL_PARALLEL_RULES are split `shards` ways and each batch
+    `data` ways. Gradients and optimizer slots follow their weights' layouts; activations are taken as split by
+    the batch only (the attention and MLP activations split by the model axis too make this an upper bound)."""
+    from llmtui.training.distribute import sharded_axis
+
+    cost = estimate_cost(model, train, vocab_size)
+    values = sum(math.prod(shape) // (shards if sharded_axis(path) is not None else 1)
+                 for path, shape in weight_shapes(model, vocab_size).items())
+    weights = 4.0 * values
+    optimizer = 4.0 * values * (1 + _OPTIMIZER_SLOTS.get(train.optimizer, 2))
+    activations = cost.activation_bytes / data
+    return DeviceShare(data, shards, values, weights, optimizer, activations, weights + optimizer + activations)
 
 
 def estimate_cost(model: ModelConfig, train: TrainConfig, vocab_size: int) -> ModelCost:

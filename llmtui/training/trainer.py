@@ -80,7 +80,10 @@ class LanguageModelingTask:
 
     def __init__(self, inputs: TrainInputs, context: int, config: TrainConfig, seed: int):
         self.inputs, self.context, self.config = inputs, context, config
-        self.sampler = WindowSampler(inputs.train_tokens, context, config.batch_size, seed)
+        from llmtui.training import cluster
+
+        self.sampler = WindowSampler(inputs.train_tokens, context, config.batch_size, seed,
+                                     rows=cluster.current().batch_rows(config.batch_size))
         self.tokens_per_batch = config.batch_size * context
         self._scorer = None
 
@@ -206,7 +209,10 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
     shown = model  # samples, validation and parameter counts
     model = batches.training_model(shown) if hasattr(batches, "training_model") else shown
     compile_model(model, config, batches.loss(config))
-    checkpoints = CheckpointManager(run.checkpoint_dir, config.keep_checkpoints, fingerprint)
+    from llmtui.training import cluster
+
+    leader = cluster.current().leader  # in a multi-process job only process 0 writes logs and checkpoints
+    checkpoints = CheckpointManager(run.checkpoint_dir, config.keep_checkpoints, fingerprint, writes=leader)
     state = {"step": 0, "best_val_loss": math.inf, "evals_since_best": 0}
     resumed = checkpoints.latest()
     if resumed is not None:
@@ -219,7 +225,8 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
     emit(TrainingStarted(total_steps=config.steps, start_step=state["step"], tokens_per_step=tokens_per_step,
                          parameters=count_parameters(shown)))
 
-    writer, val_writer = ScalarWriter(run.logs_dir / "train"), ScalarWriter(run.logs_dir / "val")
+    writer, val_writer = (ScalarWriter(run.logs_dir / "train"), ScalarWriter(run.logs_dir / "val")) if leader \
+        else (_NoWriter(), _NoWriter())
     result = {"first_loss": None, "last_loss": None, "val_loss": None, "stopped_early": False,
               "tokens_per_sec": 0.0, "train_seconds": 0.0}
     window = {"start": time.perf_counter(), "steps": 0, "loss": 0.0, "input_wait": 0.0}
@@ -353,13 +360,27 @@ def _train_metrics(config: TrainConfig, window: dict, tokens_per_step: int, flop
     return values
 
 
-class CheckpointManager:
-    """Atomic checkpoints (written to a temporary folder, then renamed): the newest K, and the best."""
+class _NoWriter:
+    """The logs of a process that does not write them (not process 0 of a multi-process job)."""
 
-    def __init__(self, folder: Path, keep: int, fingerprint: str):
+    def scalar(self, *args) -> None: ...
+    def text(self, *args) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class CheckpointManager:
+    """Atomic checkpoints (written to a temporary folder, then renamed): the newest K, and the best.
+
+    `writes=False` (the other processes of a multi-process job): `save` and `mark_best` name the checkpoint
+    process 0 writes and write nothing; `latest` and `restore` read process 0's checkpoints.
+    """
+
+    def __init__(self, folder: Path, keep: int, fingerprint: str, writes: bool = True):
         self.folder = folder
         self.keep = keep
         self.fingerprint = fingerprint
+        self.writes = writes
 
     def _all(self) -> list[Path]:
         if not self.folder.exists():
@@ -378,8 +399,10 @@ class CheckpointManager:
         return next((path for path in reversed(self._all()) if self._mine(path)), None)
 
     def save(self, state: dict, model, sampler: TrainingTask) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
         final = self.folder / f"step_{state['step']:07d}"
+        if not self.writes:
+            return final
+        self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f"step_{state['step']:07d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -401,6 +424,8 @@ class CheckpointManager:
         return final
 
     def mark_best(self, checkpoint: Path, val_loss: float) -> None:
+        if not self.writes:
+            return
         best, tmp = self.folder / "best", self.folder / "best.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(checkpoint, tmp)

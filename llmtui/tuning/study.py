@@ -3,7 +3,17 @@
 The run's data and tokenizer stages run once, in the run folder itself. Each trial folder then receives
 hard links (copies where links are impossible) of `data/` and `tokenizer/` and their manifest entries, so the
 trial's own pipeline finds matching fingerprints and skips those stages (the `StageSkipped` events say so).
-The study lives in `runs/<name>/study.db` (SQLite): a killed search continues with the trials it has.
+The study lives in `runs/<name>/study.db` (SQLite): a killed search continues with the trials it has. With
+`--storage`, one study is shared by processes on several machines (PostgreSQL or MySQL through SQLAlchemy, or
+Optuna's journal file on a shared filesystem).
+
+How several processes split the work without running a trial twice or losing one: whoever creates the study
+(or resumes it while holding the run folder's lock) queues the trials that remain to be run, as WAITING trials
+(grid points with their values, other methods with none, so the sampler proposes them). Every worker then
+claims queued trials one at a time; a claim is one atomic state change in the storage (a row lock in a
+database, the log's order in a journal), so a trial has exactly one owner, and a worker stops when the queue
+is empty. In a database, running trials send heartbeats: a trial whose worker died is failed after
+`GRACE_SECONDS` by whichever worker looks next, and queued again with the same values.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +41,9 @@ BEST_RECIPE = "best_recipe.toml"
 # Present in the run folder: the search stops (the running trial at its next step, queued again for a resume).
 # The wizard's Stop writes it; a signal could land anywhere in a trial's setup, this is read at known points.
 STOP_FILE = "tune.stop"
+HEARTBEAT_SECONDS = 20
+GRACE_SECONDS = 90  # a running trial silent this long belongs to a dead worker
+PLAN_WAIT_SECONDS = 120  # how long a joining worker waits for the study's creator to queue its trials
 
 
 @dataclass
@@ -113,6 +127,14 @@ class Tuner:
         self.local_storage = storage is None
         self.study_name = f"llmtui-{recipe.run.name}"
         self.trials_dir = self.root / "trials"
+        self.created = False  # set by study(): this process created the study (and so plans its trials)
+        self._storage = None
+
+    def storage(self):
+        """The opened study storage (opened once: a bad URL or an unreachable server fails before any work)."""
+        if self._storage is None:
+            self._storage = open_storage(self.storage_url)
+        return self._storage
 
     # Setup ------------------------------------------------------------------------------------
     def prepare(self, sinks: list[Callable[[Event], None]] | None = None) -> None:
@@ -128,22 +150,24 @@ class Tuner:
                            self.recipe.model_dump(mode="json", exclude={"tune", "run"}), self.recipe.run.seed)
 
     def study(self):
-        """Create or load the study; refuse one made for another search."""
+        """Create or load the study; refuse one made for another search. `self.created` says whether this
+        process created it (then it plans the trials: see the module's docstring)."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         tune = self.recipe.tune
         if self.local_storage:
             self.root.mkdir(parents=True, exist_ok=True)
+        options = dict(storage=self.storage(), study_name=self.study_name, direction=tune.direction,
+                       sampler=self._sampler(), pruner=self._pruner())
         try:
-            study = optuna.create_study(storage=self.storage_url, study_name=self.study_name,
-                                        direction=tune.direction, sampler=self._sampler(),
-                                        pruner=self._pruner(), load_if_exists=True)
-        except (ImportError, ValueError, RuntimeError) as exc:
-            raise LlmtuiError(f"cannot open the study storage {self.storage_url}: {exc}",
-                              hint="a database URL such as sqlite:///path/study.db or postgresql://user@host/db") from None
-        except Exception as exc:  # SQLAlchemy's errors (bad URL, unreachable server)
-            raise LlmtuiError(f"cannot open the study storage {self.storage_url}: {type(exc).__name__}: {exc}") from None
+            try:  # creation is atomic in every storage: exactly one process learns that it created the study
+                study, self.created = optuna.create_study(**options), True
+            except optuna.exceptions.DuplicatedStudyError:
+                study, self.created = optuna.create_study(**options, load_if_exists=True), False
+        except Exception as exc:  # SQLAlchemy's errors (server gone, tables of another Optuna version)
+            raise LlmtuiError(f"cannot open the study storage {self.storage_url}: {type(exc).__name__}: "
+                              f"{_first_line(exc)}") from None
         if study.trials:  # a resumed study: a sampler seeded as before would propose the same values again
             study.sampler = self._sampler(resumed_at=len(study.trials))
         made_for = study.user_attrs.get("search")
@@ -160,9 +184,7 @@ class Tuner:
 
         tune = self.recipe.tune
         seed = tune.seed + 1000 * self.worker_index + resumed_at
-        if tune.method == "grid":
-            return optuna.samplers.GridSampler({p.path: p.grid_values() for p in self.params}, seed=seed)
-        if tune.method == "random":
+        if tune.method in ("grid", "random"):  # grid points are queued with their values (see plan)
             return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, tune.trials // 3)))
 
@@ -208,6 +230,7 @@ class Tuner:
         values = {p.path: p.suggest(trial, tune.method == "grid") for p in self.params}
         trial_root = self.trials_dir / f"trial_{trial.number:03d}"
         trial.set_user_attr("folder", str(trial_root))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine and process ran it
         try:
             recipe = self.trial_recipe(values, trial.number)
         except RecipeError as exc:  # a combination the recipe rejects (e.g. dim not a multiple of heads)
@@ -266,45 +289,93 @@ class Tuner:
 
     # The search -------------------------------------------------------------------------------
     def remaining_trials(self, study) -> int:
+        """Trials queued and not yet claimed by a worker."""
         from optuna.trial import TrialState
 
-        finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        remaining = self.recipe.tune.trials - len(finished)
-        if self.recipe.tune.method == "grid":
-            visited = {json.dumps(t.params, sort_keys=True) for t in finished}
-            remaining = min(remaining, sum(json.dumps(p, sort_keys=True) not in visited
-                                           for p in grid_points(self.params)))
-        return max(0, remaining)
+        return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
-    def optimize(self, study, n_trials: int) -> None:
-        """Run trials in this process until the study has `tune.trials` finished trials."""
+    def plan(self, study) -> int:
+        """Queue the trials still to run so that the study ends with `tune.trials` of them: finished and running
+        ones count, failed ones do not (a resumed search runs their number again). Only the study's creator, or
+        a process holding the run folder's lock on local storage, plans; everyone else waits for the plan."""
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False)
+        counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+                                                    TrialState.WAITING)]
+        missing = max(0, self.recipe.tune.trials - len(counted))
+        if self.recipe.tune.method == "grid":
+            taken = {json.dumps(t.params, sort_keys=True) for t in counted}
+            points = [p for p in grid_points(self.params) if json.dumps(p, sort_keys=True) not in taken]
+            queue = points[:missing]
+        else:
+            queue = [{}] * missing  # the sampler proposes the values when a worker claims the trial
+        for values in queue:
+            study.enqueue_trial(values, skip_if_exists=False)
+        study.set_user_attr("planned", self.recipe.tune.trials)
+        return len(queue)
+
+    def wait_for_plan(self, study) -> None:
+        """A worker joining a study another process created waits until its trials are queued."""
+        deadline = time.monotonic() + PLAN_WAIT_SECONDS
+        while "planned" not in study.user_attrs:
+            if time.monotonic() > deadline:
+                raise LlmtuiError(f"the study {self.study_name} in {self.storage_url} has no planned trials "
+                                  f"after {PLAN_WAIT_SECONDS} s",
+                                  hint="the process that created it stopped before queueing them; run llmtui tune "
+                                       "with this storage once more")
+            time.sleep(1.0)
+
+    def optimize(self, study) -> int:
+        """Claim queued trials and run them in this process until the queue is empty; returns how many ran."""
+        ran = 0
+        while True:
+            if _heartbeats(study):
+                import warnings
+
+                import optuna
+
+                with warnings.catch_warnings():  # Optuna marks this function experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and queued again
+            if self.stop_requested():  # the wizard's Stop: no new trial
+                return ran
+            trial = claim_trial(study)
+            if trial is None:
+                return ran
+            self.run_trial(study, trial)
+            ran += 1
+
+    def run_trial(self, study, trial) -> None:
+        """One claimed trial to its end in the storage: complete, pruned or failed (and failed on the way out of
+        an exception, which then travels on)."""
         import optuna
         from optuna.trial import TrialState
 
-        if n_trials <= 0:
-            return
-        stop_at = optuna.study.MaxTrialsCallback(self.recipe.tune.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-
-        def after_trial(study, trial) -> None:
-            if trial.state == TrialState.COMPLETE:
-                self.write_objective(trial)
-            if self.stop_requested():
-                study.stop()
-
-        study.optimize(self.objective, n_trials=n_trials, callbacks=[stop_at, after_trial], catch=(),
-                       gc_after_trial=True)
+        with Heartbeat(study, trial):
+            try:
+                value = self.objective(trial)
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+                return
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+        if math.isfinite(value):
+            self.write_objective(study.tell(trial, value))
+        else:
+            study.tell(trial, state=TrialState.FAIL)
 
     def fail_stale_trials(self, study) -> int:
-        """Trials left RUNNING by a killed search are marked failed and their values queued again (only safe
-        while this process holds the search lock: nothing else can be running them)."""
+        """Trials left RUNNING by a killed search are marked failed and queued again with their values (only safe
+        while this process holds the search lock on local storage: nothing else can be running them)."""
         from optuna.trial import TrialState
 
         stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
         for t in stale:
             study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted (the search was stopped)")
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            if t.params:
-                study.enqueue_trial(t.params, skip_if_exists=False)
+            study.enqueue_trial(t.params, skip_if_exists=False)
         return len(stale)
 
     def stop_requested(self) -> bool:
@@ -332,17 +403,22 @@ class Tuner:
         handle = self.lock()
         try:
             (self.root / STOP_FILE).unlink(missing_ok=True)  # a stop asked of an earlier search
+            self.storage()
             self.prepare(prepare_sinks)
             study = self.study()
             if self.local_storage:
                 self.fail_stale_trials(study)
+            if self.local_storage or self.created:
+                self.plan(study)
+            else:
+                self.wait_for_plan(study)
             remaining = self.remaining_trials(study)
             if on_prepared is not None:
                 on_prepared(study)
             if workers <= 1 or remaining <= 1:
-                self.optimize(study, remaining)
+                self.optimize(study)
             else:
-                run_workers(self, workers, remaining)
+                run_workers(self, min(workers, remaining))
             if self.stop_requested() and self.remaining_trials(study):
                 raise _interrupted()(0, None)
             return self.result(study)
@@ -394,7 +470,8 @@ def trial_row(trial) -> dict:
     return {"number": trial.number, "state": trial.state.name.lower(), "params": dict(trial.params),
             "value": value, "step": trial.user_attrs.get("step", max(intermediate) if intermediate else None),
             "last_intermediate": intermediate[max(intermediate)] if intermediate else None,
-            "seconds": seconds, "error": trial.user_attrs.get("error"), "folder": trial.user_attrs.get("folder")}
+            "seconds": seconds, "error": trial.user_attrs.get("error"), "folder": trial.user_attrs.get("folder"),
+            "worker": trial.user_attrs.get("worker")}
 
 
 def objective_value(summary: dict, objective: str) -> float:
@@ -441,17 +518,17 @@ def _link_or_copy(source: str, target: str) -> str:
 
 
 # Several processes ------------------------------------------------------------------------------
-def run_workers(tuner: Tuner, workers: int, remaining: int) -> None:
-    """Trials in `workers` fresh processes sharing the study's storage (spawned: TensorFlow does not fork)."""
+def run_workers(tuner: Tuner, workers: int) -> None:
+    """Trials in `workers` fresh processes sharing the study's storage (spawned: TensorFlow does not fork); each
+    claims queued trials until none is left."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     recipe = recipe_to_dict(tuner.recipe)
     storage = None if tuner.local_storage else tuner.storage_url
-    shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
-    processes = [context.Process(target=_worker, args=(recipe, str(tuner.base_dir.resolve()), storage, share, i + 1),
+    processes = [context.Process(target=_worker, args=(recipe, str(tuner.base_dir.resolve()), storage, i + 1),
                                  name=f"llmtui-tune-{i}")
-                 for i, share in enumerate(shares) if share]
+                 for i in range(workers)]
     for process in processes:
         process.start()
     try:
@@ -468,10 +545,109 @@ def run_workers(tuner: Tuner, workers: int, remaining: int) -> None:
                           hint=f"see the trial folders' run.log under {tuner.trials_dir}")
 
 
-def _worker(recipe_data: dict, base_dir: str, storage: str | None, n_trials: int, index: int) -> None:
+def _worker(recipe_data: dict, base_dir: str, storage: str | None, index: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tuner = Tuner(recipe_from_dict(recipe_data), base_dir, storage, worker_index=index)
     # TensorFlow's and absl's native messages go to the worker's log, not over the live table.
     log = os.open(tuner.root / f"tune-worker-{index}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 2)
-    tuner.optimize(tuner.study(), n_trials)
+    tuner.optimize(tuner.study())
+
+
+# Storage ----------------------------------------------------------------------------------------
+def open_storage(url: str):
+    """The Optuna storage behind a `--storage` URL: a database through SQLAlchemy (sqlite:///, postgresql://,
+    mysql://), with heartbeats so a dead worker's trial is run again, or `journal:PATH`, Optuna's append-only
+    log file for a filesystem every machine mounts (NFS: no database server needed)."""
+    import optuna
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url[len("journal:"):].removeprefix("//")).expanduser()
+        if not str(path) or str(path) == ".":
+            raise LlmtuiError(f"the storage {url} names no file", hint="journal:/shared/folder/study.journal")
+        if not path.parent.is_dir():
+            raise LlmtuiError(f"the journal storage's folder {path.parent} does not exist",
+                              hint="create it on the shared filesystem first")
+        return JournalStorage(JournalFileBackend(str(path)))
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "mysql"):
+        raise LlmtuiError(f"unknown study storage {url}",
+                          hint="sqlite:///path/study.db, postgresql://user:password@host/database, "
+                               "mysql://user:password@host/database or journal:/shared/folder/study.journal")
+    import warnings
+
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+        except ImportError as exc:
+            raise LlmtuiError(f"cannot open the study storage {url}: the database driver is missing ({exc})",
+                              hint="pip install 'llmtui[postgres]' for PostgreSQL (psycopg); mysqlclient or pymysql "
+                                   "for MySQL") from None
+        except Exception as exc:  # SQLAlchemy's errors: bad URL, server unreachable, wrong password
+            # Workers starting together on an empty database race to create Optuna's tables: the loser's
+            # CREATE fails on a name the winner just took, and a second look finds the tables.
+            if type(exc).__name__ in ("IntegrityError", "ProgrammingError") and attempt < 2:
+                time.sleep(0.5 + attempt)
+                continue
+            raise LlmtuiError(f"cannot open the study storage {url}: {type(exc).__name__}: {_first_line(exc)}",
+                              hint="check that the server runs and that the URL's user, password and database "
+                                   "exist") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _heartbeats(study) -> bool:
+    from optuna.storages import RDBStorage
+
+    return isinstance(study._storage, RDBStorage) and study._storage.get_heartbeat_interval() is not None
+
+
+def claim_trial(study):
+    """Take the oldest queued trial of the study, or None when the queue is empty. The change from WAITING to
+    RUNNING succeeds for exactly one process; the others move on to the next queued trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, frozen._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+class Heartbeat:
+    """While a trial runs in a database storage, a thread records that its worker is alive."""
+
+    def __init__(self, study, trial):
+        import threading
+
+        self.storage, self.trial_id = study._storage, trial._trial_id
+        self.enabled = _heartbeats(study)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="llmtui-tune-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            self.storage.record_heartbeat(self.trial_id)
+            if self.stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    def __enter__(self):
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.stop.set()
+            self.thread.join()

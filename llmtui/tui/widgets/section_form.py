@@ -42,7 +42,7 @@ def _kind(annotation: Any) -> tuple[str, tuple[str, ...]] | None:
         (item,) = typing.get_args(annotation)
         if typing.get_origin(item) is Literal:
             return "csv", tuple(typing.get_args(item))
-        if item is str:
+        if item in (str, int):
             return "list", ()
     return None
 
