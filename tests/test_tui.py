@@ -625,3 +625,52 @@ async def test_playground_answers_with_a_qa_run(tmp_path, monkeypatch):
         shown = text_of(app.screen.query_one("#classify-out"))
         assert shown.startswith("the model →") and "error" not in shown, shown
         assert isinstance(app.screen.last_output, str)
+
+
+async def test_finetune_step_takes_a_pretrained_base_and_previews_chat_conversations(tmp_path, monkeypatch):
+    """A Hugging Face model folder as the base: the Model step takes its architecture from its config, the chat
+    task previews the conversations, and counting imports the base and counts its trainable parameters."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if any(importlib.util.find_spec(name) is None for name in ("torch", "transformers")):
+        pytest.skip("needs the test extra: torch (CPU) and transformers")
+    from tests.test_import import BUILD_SCRIPT
+
+    monkeypatch.chdir(tmp_path)
+    built = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, str(tmp_path / "hf"), "the model reads text"],
+                           capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert built.returncode == 0, built.stderr[-2000:]
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"hello {i}"},
+                                                      {"role": "assistant", "content": f"hi {i}"}]}) + "\n"
+                             for i in range(7)), encoding="utf-8")
+    app = WizardApp(base_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.new_finetune("")
+        await pilot.pause()
+        assert app.screen.name == "finetune"
+        assert "pretrained model" in text_of(app.screen.query_one("#ft-bases"))
+        form = app.screen.query_one("SectionForm")
+        form.controls["base"].value = "hf/gpt2"
+        form.controls["task"].value = "chat"
+        form.controls["train_file"].value = "chats.jsonl"
+        form.controls["method"].value = "lora"
+        form.controls["lora_rank"].value = "2"
+        await pilot.pause()
+        assert form.errors == {}
+        model = app.state.recipe.model
+        assert (model.arch, model.layers, model.dim, model.heads) == ("gpt", 2, 32, 4)  # from its config.json
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        preview = text_of(app.screen.query_one("#ft-preview"))
+        assert "7 examples in chats.jsonl" in preview and "user: hello 0 | assistant: hi 0" in preview
+        await pilot.press("ctrl+g")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        counted = text_of(app.screen.query_one("#ft-params"))
+        assert "parameters trainable" in counted and "LoRA rank 2" in counted and "gpt, 2 layers, 32 wide" in counted

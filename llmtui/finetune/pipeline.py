@@ -47,6 +47,16 @@ def base_run_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
     return run
 
 
+def base_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
+    """The run folder a fine-tune starts from: the trained run `[finetune] base` names, or the pretrained base
+    it names, imported on first use."""
+    from llmtui.interop.base import is_pretrained_source
+
+    if recipe.finetune.base and is_pretrained_source(recipe.finetune.base, base_dir):
+        return pretrained_base_folder(recipe, base_dir)
+    return base_run_folder(recipe, base_dir)
+
+
 def pretrained_base_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
     """The run folder holding the pretrained base `[finetune] base` names (a Hugging Face folder, a keras-hub
     preset or a hub handle), imported on first use into RUNS/imported/<name>-<digest> and reused after.
@@ -85,13 +95,8 @@ class FinetunePipeline(Pipeline):
     """A `Pipeline` whose model and tokenizer come from a trained base run or a pretrained checkpoint."""
 
     def __init__(self, recipe: Recipe, base_dir: Path | str = ".", sinks: list[Callable[[Event], None]] | None = None):
-        from llmtui.interop.base import is_pretrained_source
-
         base_dir = Path(base_dir)
-        if recipe.finetune.base and is_pretrained_source(recipe.finetune.base, base_dir):
-            self.base = pretrained_base_folder(recipe, base_dir)
-        else:
-            self.base = base_run_folder(recipe, base_dir)
+        self.base = base_folder(recipe, base_dir)
         base_recipe = load_recipe(self.base.recipe_path)
         if base_recipe.finetune.task == "classification" and base_recipe.finetune.base:
             raise RecipeError(f"finetune.base = {recipe.finetune.base!r} is a classification model, not a language "

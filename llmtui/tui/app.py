@@ -167,9 +167,18 @@ class WizardApp(App):
         """Take the fine-tune base's model and tokenizer sections into the recipe (the base decides them when the
         fine-tune runs; taken now, the Model step and the costs show the base's own). False when no base reads."""
         from llmtui.finetune.pipeline import base_run_folder
+        from llmtui.interop.base import HUB_PREFIXES, is_pretrained_source, read_base_spec
 
+        name, base_dir = self.state.recipe.finetune.base, self.state.base_dir
         try:
-            base = load_recipe(base_run_folder(self.state.recipe, self.state.base_dir).recipe_path)
+            if is_pretrained_source(name, base_dir):
+                if name.startswith(HUB_PREFIXES):  # not downloaded from the wizard: the run fetches it
+                    return False
+                # A pretrained base: its architecture from its config alone; its own tokenizer comes with it.
+                spec = read_base_spec(name, base_dir)
+                self.state.try_update("model", spec.model_config(self.state.recipe.model.context).model_dump(mode="json"))
+                return True
+            base = load_recipe(base_run_folder(self.state.recipe, base_dir).recipe_path)
         except LlmtuiError:
             return False
         for section in ("model", "tokenizer"):

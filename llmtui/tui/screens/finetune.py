@@ -21,13 +21,14 @@ from textual.widgets import Button, Static
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
 
-INTRO = """[b]Fine-tune a trained run[/b]  Its vocabulary and architecture are kept; this recipe sets the task, \
-the examples and how much of the model trains. [b]domain[/b] continues next-token training on the Data step's \
-sources; [b]classification[/b], [b]qa[/b] and [b]translation[/b] read examples from train_file (.csv, .tsv, .jsonl)."""
-# Where the chat task and pretrained bases (the interop work) plug in: a task listed here gets its preview
-# fields; a base that is not a run folder is resolved by `finetune.pipeline.base_run_folder`.
+INTRO = """[b]Fine-tune a trained run or a pretrained model[/b]  base: a run below, or the folder of a Hugging \
+Face model (config.json + *.safetensors) or keras-hub preset (GPT-2, Llama, Mistral). Its vocabulary and \
+architecture are kept; this recipe sets the task, the examples and how much of the model trains. [b]domain[/b] \
+continues next-token training on the Data step's sources; [b]classification[/b], [b]qa[/b] and \
+[b]translation[/b] read examples from train_file (.csv, .tsv, .jsonl); [b]chat[/b] reads conversations (.jsonl)."""
+# The example fields each task previews (chat: the conversations' messages field).
 TASK_FIELDS = {"classification": ("text_field", "label_field"), "qa": ("input_field", "target_field"),
-               "translation": ("input_field", "target_field")}
+               "translation": ("input_field", "target_field"), "chat": ("messages_field",)}
 PREVIEW_ROWS = 5
 
 
@@ -42,7 +43,15 @@ def preview_examples(recipe, base_dir: Path) -> tuple[list[str], list[dict], int
     config = recipe.finetune
     fields = [getattr(config, name) for name in TASK_FIELDS[config.task]]
     path = Path(config.train_file).expanduser()
-    examples = read_examples(path if path.is_absolute() else base_dir / path, fields)
+    path = path if path.is_absolute() else base_dir / path
+    if config.task == "chat":  # one row per conversation: its turns as "role: text"
+        from llmtui.finetune.examples import read_conversations
+
+        conversations = read_conversations(path, config.messages_field)
+        rows = [{fields[0]: " | ".join(f"{m['role']}: {m['content']}" for m in c[config.messages_field])}
+                for c in conversations[:PREVIEW_ROWS]]
+        return fields, rows, len(conversations), None
+    examples = read_examples(path, fields)
     labels = Counter(example[config.label_field] for example in examples) \
         if config.task == "classification" else None
     return fields, examples[:PREVIEW_ROWS], len(examples), labels
@@ -73,7 +82,8 @@ class FinetuneScreen(StepScreen):
                     and r.name != state.recipe.run.name]
         self.query_one("#ft-bases", Static).update(
             "Trained runs to start from: " + (", ".join(f"[b]{escape(n)}[/b]" for n in finished) if finished
-                                              else "[yellow]none yet: train one first (Welcome → t)[/]"))
+                                              else "[yellow]none yet: train one first (Welcome → t)[/]")
+            + " · or a pretrained model's folder")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "ft-preview-button":
@@ -127,10 +137,10 @@ class FinetuneScreen(StepScreen):
         try:
             from llmtui.config.loader import load_recipe
             from llmtui.finetune.adapt import adapt_model, parameter_counts, training_memory_bytes
-            from llmtui.finetune.pipeline import base_run_folder
+            from llmtui.finetune.pipeline import base_folder
             from llmtui.pipeline import load_final_model
 
-            base = base_run_folder(recipe, self.app.state.base_dir)
+            base = base_folder(recipe, self.app.state.base_dir)  # a pretrained base is imported the first time
             base_recipe = load_recipe(base.recipe_path)
             configure_backend(recipe.run.backend)
             model, adapted = adapt_model(load_final_model(base), recipe.finetune, base_recipe.model.arch,
@@ -169,7 +179,7 @@ class FinetuneScreen(StepScreen):
             self.notify("Fix this first:\n" + "\n".join(problems[:4]), severity="error", title="Invalid field")
             return
         if not self.app.state.recipe.finetune.base:
-            self.notify("Choose the trained run to start from (base).", severity="error")
+            self.notify("Choose the trained run or pretrained model to start from (base).", severity="error")
             return
         self.app.goto_step("training")
 
