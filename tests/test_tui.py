@@ -11,6 +11,7 @@ import tomli_w
 pytest.importorskip("textual")
 
 from llmtui.config import load_recipe  # noqa: E402
+from llmtui.tokenizers.chat import chat_template  # noqa: E402
 from llmtui.tui.app import WizardApp  # noqa: E402
 from llmtui.tui.steps import STEP_NAMES  # noqa: E402
 from tests.conftest import tiny_recipe_dict, write_corpus  # noqa: E402
@@ -198,15 +199,19 @@ async def test_walk_the_wizard_train_evaluate_and_generate(tmp_path, monkeypatch
             await pilot.press("enter")
             await app.workers.wait_for_complete()
             await pilot.pause()
-            assert playground.chat_turn == turn + 1
-        assert playground.chat_text.startswith("the model\n") and "\nreads text\n" in playground.chat_text
+            assert playground.chat.turns == turn + 1
+        messages = playground.chat.messages  # rendered by the run's chat template (one line a turn: plain text)
+        assert [m["role"] for m in messages] == ["user", "assistant"] * 2
+        assert messages[0]["content"] == "the model" and messages[2]["content"] == "reads text"
+        assert playground.chat.template == chat_template(app.state.run.tokenizer_dir)
+        assert playground.chat.prompt() == "".join(m["content"] + "\n" for m in messages)
         assert playground.streamed_pieces >= 1  # the reply came piece by piece
         log = text_of(playground.query_one("#chat-log"))
         assert "> the model" in log and "> reads text" in log and "error" not in log
         playground.query_one("#chat-input").value = "/reset"
         await pilot.press("enter")
         await pilot.pause()
-        assert playground.chat_text == "" and "conversation cleared" in text_of(playground.query_one("#chat-log"))
+        assert playground.chat.messages == [] and "conversation cleared" in text_of(playground.query_one("#chat-log"))
 
 
 async def test_quitting_during_training_asks_and_leaves_a_checkpoint(tmp_path, monkeypatch):

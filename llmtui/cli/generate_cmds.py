@@ -123,18 +123,15 @@ def chat(
     with user_errors():
         from llmtui.backend import native_stderr_to
 
-        from llmtui.tokenizers.chat import LINES_TEMPLATE, chat_template, render_chat, special_token_names
+        from llmtui.generation.chat import ChatSession
 
         generator, defaults, run = _open(run_dir)
         s = _settings(defaults, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                       seed=seed, beams=beams, stop=stop)
-        template = chat_template(run.tokenizer_dir)
-        names = special_token_names(generator.tokenizer)
-        stops = s["stop"] or (["\n"] if template == LINES_TEMPLATE else [])
+        session = ChatSession.for_run(generator, run.tokenizer_dir)
         use_cache = defaults.use_cache and not no_cache
         typer.secho(f"chat with {run.root} (context {generator.context} tokens) · /reset starts over, "
                     "/quit or Ctrl-D leaves", fg="cyan")
-        messages, turn = [], 0
         while True:
             try:
                 line = input("> ")
@@ -145,18 +142,13 @@ def chat(
             if command in ("/quit", "/exit"):
                 break
             if command == "/reset":
-                messages = []
+                session.reset()
                 typer.secho("(conversation cleared)", fg="cyan")
                 continue
             if not command:
                 continue
-            messages.append({"role": "user", "content": line})
-            prompt = render_chat(template, messages, add_generation_prompt=True, **names)
             with native_stderr_to(run.log_file):
-                result = generator.generate_full(
-                    prompt, s["max_tokens"], s["temperature"], s["top_k"], s["top_p"], s["seed"] + turn,
-                    beams=s["beams"], stop=stops, use_cache=use_cache,
-                    on_text=lambda piece: typer.echo(piece, nl=False))
+                session.reply(line, s["max_tokens"], s["temperature"], s["top_k"], s["top_p"], s["seed"],
+                              beams=s["beams"], stop=s["stop"], use_cache=use_cache,
+                              on_text=lambda piece: typer.echo(piece, nl=False))
             typer.echo("")
-            messages.append({"role": "assistant", "content": result.text.strip("\n")})
-            turn += 1

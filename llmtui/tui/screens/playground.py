@@ -30,7 +30,7 @@ def classification_task(run_root) -> dict | None:
     return task if task is not None and task.get("kind") == "classification" else None
 
 
-# What the task box does for each task kind (a `chat` task from the interop work plugs in here too).
+# What the task box does for each task kind (a chat run talks in the chat box above).
 TASK_ACTIONS = {"classification": ("Classify", "text to classify"), "qa": ("Answer", "question"),
                 "translation": ("Translate", "text to translate")}
 
@@ -38,8 +38,7 @@ TASK_ACTIONS = {"classification": ("Classify", "text to classify"), "qa": ("Answ
 class PlaygroundScreen(StepScreen):
     STEP = "playground"
     BINDINGS = [Binding("ctrl+g", "generate", "Generate")]
-    chat_text = ""  # the conversation so far (what the model continues)
-    chat_turn = 0
+    chat = None  # the ChatSession: the conversation so far, rendered by the run's chat template
 
     def body(self) -> ComposeResult:
         yield Static("", id="model-line")
@@ -142,50 +141,50 @@ class PlaygroundScreen(StepScreen):
         message = field.value
         if message.strip() == "/reset":
             field.value = ""
-            self.chat_text, self.chat_turn = "", 0
+            if self.chat is not None:
+                self.chat.reset()
             self._show_chat("[dim](conversation cleared)[/]")
             return
         if not message.strip() or not self._ready_to_generate():
             return
-        if run_task(self.app.state.run.root) is not None:
+        task = run_task(self.app.state.run.root)
+        if task is not None and task.get("kind") != "chat":
             self.notify("This run is fine-tuned for a task: use the box below.", severity="warning")
             return
         field.value = ""
-        self.chat_text += message + "\n"
-        self._show_chat("")
-        self._chat_reply(self.chat_text, self.chat_turn)
+        self._show_chat("", pending=message)
+        self._chat_reply(message)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="chat")
-    def _chat_reply(self, conversation: str, turn: int) -> None:
+    def _chat_reply(self, message: str) -> None:
+        from llmtui.generation.chat import ChatSession
+
         g = self.app.state.recipe.generate
         reply: list[str] = []
 
         def piece(text: str) -> None:  # each decoded piece as it comes: the reply grows on screen
             reply.append(text)
             self.streamed_pieces = len(reply)
-            self.app.call_from_thread(self._show_chat, "".join(reply))
+            self.app.call_from_thread(self._show_chat, "".join(reply), message)
 
         try:
             generator = self.app.results.generator()
-            result = generator.generate_full(conversation, g.max_tokens, g.temperature, g.top_k, g.top_p,
-                                             g.seed + turn, stop=g.stop or ["\n"], on_text=piece)
+            if self.chat is None or self.chat.generator is not generator:  # a new model: a new conversation
+                self.chat = ChatSession.for_run(generator, self.app.state.run.tokenizer_dir)
+            self.chat.reply(message, g.max_tokens, g.temperature, g.top_k, g.top_p, g.seed, stop=g.stop,
+                            on_text=piece)
         except Exception as exc:
             self.app.call_from_thread(self._show_chat, f"[red]{escape(self.app.describe_error(exc))}[/]")
             return
-        text = result.text if result.text.endswith("\n") else result.text + "\n"
-        self.app.call_from_thread(self._chat_done, conversation + text, turn + 1)
+        self.app.call_from_thread(self._show_chat, "")
 
-    def _chat_done(self, conversation: str, turn: int) -> None:
-        self.chat_text, self.chat_turn = conversation, turn
-        self._show_chat("")
-
-    def _show_chat(self, partial: str) -> None:
-        """The conversation (your lines bold) and the reply being generated."""
-        lines = self.chat_text.split("\n")
-        shown, mine = [], True
-        for line in lines[:-1]:
-            shown.append(f"[b]> {escape(line)}[/b]" if mine else escape(line))
-            mine = not mine
+    def _show_chat(self, partial: str, pending: str = "") -> None:
+        """The conversation (your messages bold), the message being answered and the reply as it grows."""
+        messages = list(self.chat.messages) if self.chat is not None else []
+        if pending:
+            messages.append({"role": "user", "content": pending})
+        shown = [f"[b]> {escape(m['content'])}[/b]" if m["role"] == "user" else escape(m["content"])
+                 for m in messages]
         if partial:
             shown.append(partial if partial.startswith("[") and partial.endswith("[/]") else escape(partial) + "▌")
         self.query_one("#chat-log", Static).update("\n".join(shown[-20:]))
