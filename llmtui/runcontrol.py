@@ -94,8 +94,7 @@ def watched_run(pipeline) -> Iterator[None]:
     Nothing is written before the pipeline holds the run folder's lock (its RunStarted): a second `llmtui run`
     refused because the folder is busy leaves the running one's log alone.
     """
-    from llmtui.errors import LlmtuiError
-    from llmtui.training.trainer import TrainingInterrupted
+    from llmtui.errors import LlmtuiError, TrainingInterrupted  # not the trainer's module: that imports TensorFlow
 
     log = EventLogSink(pipeline.run.root / EVENT_LOG)
     seen = {"started": False, "stage": ""}

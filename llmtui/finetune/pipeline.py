@@ -84,10 +84,12 @@ def pretrained_base_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
     root = base_dir / recipe.run.out_dir / "imported" / f"{spec.path.name}-{digest}"
     run = RunFolder(root)
     if not (run.final_model_path.is_file() and (run.model_dir / "import.json").is_file()):
-        from llmtui.backend import configure_backend
+        from llmtui.backend import configure_backend, native_stderr_to
 
-        configure_backend(recipe.run.backend)
-        import_base(source, root, config.context, base_dir, spec=spec)
+        root.mkdir(parents=True, exist_ok=True)
+        with native_stderr_to(run.log_file):  # TensorFlow's start-up lines go to the log, not the screen
+            configure_backend(recipe.run.backend)
+            import_base(source, root, config.context, base_dir, spec=spec)
     return run
 
 
