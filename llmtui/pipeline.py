@@ -143,7 +143,8 @@ class Pipeline:
         self.bus.emit(Message(f"waiting for process 0's {stage} stage"))
         while True:
             entry = self.run.read_manifest()["stages"].get(stage, {})
-            if entry.get("fingerprint") == fp and all(Path(p).exists() for p in entry.get("outputs", [])):
+            # The leader commits a stage's files before its entry; the entry's digests say they are whole.
+            if entry.get("fingerprint") == fp and self.run.check_outputs(entry) is None:
                 return
             time.sleep(0.5)
 
