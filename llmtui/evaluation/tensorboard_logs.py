@@ -38,13 +38,11 @@ def _records(path: Path) -> Iterator[bytes]:
             yield data
 
 
-def read_log_walls(folder: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """Scalars with their wall times: tag -> [(step, wall time in seconds since the epoch, value)], in the order
-    written (how long training took to reach a validation loss, e.g.)."""
+def _summary_events(folder: Path):
+    """The events with summaries in `folder`'s event files, oldest file first; a damaged record is skipped."""
     from google.protobuf.message import DecodeError
     from tensorboard.compat.proto.event_pb2 import Event
 
-    series: dict[str, list[tuple[int, float, float]]] = {}
     files = sorted(folder.glob("events.out.tfevents.*"), key=lambda p: (p.stat().st_mtime, p.name)) \
         if folder.is_dir() else []
     for path in files:
@@ -52,38 +50,34 @@ def read_log_walls(folder: Path) -> dict[str, list[tuple[int, float, float]]]:
             event = Event()
             try:
                 event.ParseFromString(record)
-            except DecodeError:  # a damaged record: skip it
+            except DecodeError:  # keep the rest of the curve
                 continue
-            for value in event.summary.value if event.HasField("summary") else ():
-                if value.HasField("simple_value"):
-                    series.setdefault(value.tag, []).append((event.step, event.wall_time, float(value.simple_value)))
+            if event.HasField("summary"):
+                yield event
+
+
+def read_log_walls(folder: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """Scalars with their wall times: tag -> [(step, wall time in seconds since the epoch, value)], in the order
+    written (how long training took to reach a validation loss, e.g.)."""
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for event in _summary_events(folder):
+        for value in event.summary.value:
+            if value.HasField("simple_value"):
+                series.setdefault(value.tag, []).append((event.step, event.wall_time, float(value.simple_value)))
     return series
 
 
 def read_log_folder(folder: Path) -> LogSeries:
     """Every scalar and text summary in the event files of `folder` (empty if there are none)."""
-    from google.protobuf.message import DecodeError
-    from tensorboard.compat.proto.event_pb2 import Event
-
     scalars: dict[str, dict[int, float]] = {}
     texts: dict[str, dict[int, str]] = {}
-    files = sorted(folder.glob("events.out.tfevents.*"), key=lambda p: (p.stat().st_mtime, p.name)) \
-        if folder.is_dir() else []
-    for path in files:
-        for record in _records(path):
-            event = Event()
-            try:
-                event.ParseFromString(record)
-            except DecodeError:  # a damaged record: skip it, keep the rest of the curve
-                continue
-            if not event.HasField("summary"):
-                continue
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    scalars.setdefault(value.tag, {})[event.step] = float(value.simple_value)
-                elif value.HasField("tensor") and value.metadata.plugin_data.plugin_name == "text":
-                    strings = value.tensor.string_val
-                    if strings:
-                        texts.setdefault(value.tag, {})[event.step] = strings[0].decode("utf-8", errors="replace")
+    for event in _summary_events(folder):
+        for value in event.summary.value:
+            if value.HasField("simple_value"):
+                scalars.setdefault(value.tag, {})[event.step] = float(value.simple_value)
+            elif value.HasField("tensor") and value.metadata.plugin_data.plugin_name == "text":
+                strings = value.tensor.string_val
+                if strings:
+                    texts.setdefault(value.tag, {})[event.step] = strings[0].decode("utf-8", errors="replace")
     return LogSeries(scalars={tag: sorted(points.items()) for tag, points in scalars.items()},
                      texts={tag: sorted(points.items()) for tag, points in texts.items()})

@@ -20,12 +20,7 @@ def read_examples(path: Path, fields: list[str]) -> list[dict[str, str]]:
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unknown example file type {path.suffix!r}", hint="use .csv, .tsv or .jsonl")
-    if not path.is_file():
-        raise DataError(f"{path}: no such file", hint="check finetune.train_file / finetune.val_file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from None
+    text = _example_text(path)
     rows = _jsonl_rows(path, text) if kind == "jsonl" else _table_rows(path, text, "\t" if kind == "tsv" else ",",
                                                                          fields)
     examples = []
@@ -56,12 +51,7 @@ def read_conversations(path: Path, field: str = "messages") -> list[dict]:
         raise DataError(f"{path}: chat examples are JSON lines (.jsonl), one conversation per line",
                         hint=f'each line: {{"{field}": [{{"role": "user", "content": "..."}}, '
                              '{"role": "assistant", "content": "..."}]}')
-    if not path.is_file():
-        raise DataError(f"{path}: no such file", hint="check finetune.train_file / finetune.val_file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from None
+    text = _example_text(path)
     conversations = []
     for line, row in _jsonl_rows(path, text):
         messages = row.get(field)
@@ -121,3 +111,13 @@ def split_examples(examples: list[dict], val_fraction: float, seed: int) -> tupl
     random.Random(seed).shuffle(shuffled)
     held = max(1, round(len(shuffled) * val_fraction))
     return shuffled[:-held], shuffled[-held:]
+
+
+def _example_text(path: Path) -> str:
+    """An example file's text: UTF-8, or a clear error naming the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file", hint="check finetune.train_file / finetune.val_file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from None
