@@ -108,13 +108,14 @@ def _watch(children: list[subprocess.Popen]) -> tuple[int, int] | None:
     """Wait for every process; on the first failure, stop the rest and return (index, exit code)."""
     while True:
         codes = [child.poll() for child in children]
-        for index, code in enumerate(codes):
-            if code not in (None, 0):
-                for other in children:
-                    if other.poll() is None:
-                        _signal(other, signal.SIGTERM)
-                _end(children, FAILED_GRACE_SECONDS)
-                return index, code
+        failed = [(index, code) for index, code in enumerate(codes) if code not in (None, 0)]
+        if failed:
+            for other in children:
+                if other.poll() is None:
+                    _signal(other, signal.SIGTERM)
+            _end(children, FAILED_GRACE_SECONDS)
+            # A process killed by a signal is the cause; the others then fail on the broken collective.
+            return min(failed, key=lambda item: (item[1] >= 0, item[0]))
         if all(code == 0 for code in codes):
             return None
         time.sleep(0.2)
