@@ -100,6 +100,9 @@ async def test_invalid_field_shows_the_loader_message_and_holds_the_step(tmp_pat
         await pilot.pause()
         form = app.screen.query_one("SectionForm")
         dim = form.controls["dim"]
+        dim.focus()  # the screen's help line describes the field in focus
+        await pilot.pause()
+        assert text_of(app.screen.query_one("#help")).startswith("model.dim  ")
         dim.value = "abc"
         await pilot.pause()
         message = text_of(app.screen.query_one("#err-model-dim"))

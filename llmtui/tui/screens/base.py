@@ -82,6 +82,9 @@ class StepScreen(Screen):
             self.app.recipe_edited()
             self.refresh_view()
 
+    def on_section_form_field_focused(self, event: SectionForm.FieldFocused) -> None:
+        self.query_one("#help", Static).update(event.help)
+
     def write_fields(self, data: dict[str, Any]) -> None:
         """Write this step's fields, as shown, into `data` (a recipe as the loader reads it from TOML)."""
         for form in self.forms:
