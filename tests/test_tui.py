@@ -100,6 +100,9 @@ async def test_invalid_field_shows_the_loader_message_and_holds_the_step(tmp_pat
         await pilot.pause()
         form = app.screen.query_one("SectionForm")
         dim = form.controls["dim"]
+        dim.focus()  # the screen's help line describes the field in focus
+        await pilot.pause()
+        assert text_of(app.screen.query_one("#help")).startswith("model.dim  ")
         dim.value = "abc"
         await pilot.pause()
         message = text_of(app.screen.query_one("#err-model-dim"))
@@ -263,6 +266,48 @@ async def test_a_failing_stage_shows_its_message_not_a_traceback(tmp_path, monke
         status = text_of(app.screen.query_one("#vocab-status"))
         assert status.startswith("failed:") and "missing-folder" in status
         assert "Traceback" not in status and "internal error" not in status
+
+
+async def test_train_step_lists_the_stages_the_run_announced(tmp_path, monkeypatch):
+    """The stage list is the run's own (`RunStarted.stages`): a task fine-tune has no generate stage, so the
+    Train step of a finished one shows every stage done and none waiting; before it runs, the recipe's list."""
+    from llmtui import events as ev
+    from llmtui.config.loader import recipe_from_dict, save_recipe
+    from llmtui.eventlog import EventLogSink
+    from llmtui.finetune.pipeline import TASK_STAGES
+    from llmtui.pipeline import STAGES
+    from llmtui.tui.run_monitor import RunMonitor
+
+    monitor = RunMonitor()
+    monitor.reset(STAGES)  # what a domain recipe would run, generate included
+    monitor.consume(ev.RunStarted(run_dir="runs/x", stages=TASK_STAGES, backend="jax"))
+    assert "generate" in STAGES and tuple(monitor.stages) == TASK_STAGES
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "cls"
+    run.mkdir(parents=True)
+    data = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "cls"})
+    data["finetune"] = {"base": "tiny", "task": "classification", "train_file": "labels.csv"}
+    save_recipe(recipe_from_dict(data), run / "recipe.toml")
+    sink = EventLogSink(run / "events.jsonl")
+    sink(ev.RunStarted(run_dir=str(run), stages=TASK_STAGES, backend="jax"))
+    for stage in TASK_STAGES:
+        sink(ev.StageStarted(stage=stage))
+        sink(ev.StageFinished(stage=stage, seconds=0.1))
+    sink(ev.RunFinished(run_dir=str(run), seconds=1.0))
+    app = WizardApp(run=run)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.screen.name == "train" and app.controller.outcome == "finished"
+        assert app.controller.monitor.stages == dict.fromkeys(TASK_STAGES, "done")
+        shown = text_of(app.screen.query_one("#stages"))
+        assert "generate" not in shown and shown.count("✓") == len(TASK_STAGES), shown
+
+        app.state.try_update("run", {"name": "cls-again"})  # not run yet: the stages its recipe will run
+        app.recipe_replaced()
+        await pilot.pause()
+        assert app.controller.monitor.stages == dict.fromkeys(TASK_STAGES, "waiting")
+        assert "generate" not in text_of(app.screen.query_one("#stages"))
 
 
 async def test_data_step_adds_a_source_through_the_picker_and_previews_cleaned_text(tmp_path, monkeypatch):

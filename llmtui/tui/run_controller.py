@@ -85,8 +85,15 @@ class RunController:
             self.running, self.pid = True, info.pid
             self._follow(reader, None)
 
-    def start(self, recipe, base_dir: Path, until: str | None = None) -> str:
-        """Run the recipe as `llmtui run` in its own process; returns "" or why it could not start."""
+    def start(self, recipe, base_dir: Path, until: str | None = None) -> bool:
+        """Run the recipe as `llmtui run` in its own process; False, with a notice saying why, when it cannot."""
+        why = self._launch(recipe, base_dir, until)
+        if why:
+            self.app.notify(why, severity="error", title="Cannot start the run")
+        return not why
+
+    def _launch(self, recipe, base_dir: Path, until: str | None) -> str:
+        """Start the process and follow its log; returns "" or why it could not start."""
         from llmtui.config.loader import recipe_to_toml
         from llmtui.runfolder import RunFolder
 
@@ -133,7 +140,10 @@ class RunController:
         return pause
 
     def stop(self) -> None:
-        request_stop(self.root, self.pid)
+        """Ask the run to stop at its next training step (it writes a checkpoint first)."""
+        if self.running:
+            request_stop(self.root, self.pid)
+            self.app.notify("Stopping at the next training step, with a checkpoint…")
 
     # Following ---------------------------------------------------------------------------------------
     def _follow(self, reader: EventLogReader, until: str | None) -> None:
@@ -178,9 +188,27 @@ class RunController:
         where = f" (exit code {code})" if code is not None else ""
         return "failed", f"the run's process ended{where}: {line or 'see ' + str(root / 'run.log')}"
 
+    def consume(self, events: list) -> None:
+        """Events the follower read (it posts them to the app, which hands them back here on the UI thread)."""
+        self.monitor.consume_all(events)
+
     def ended(self, message: RunEnded) -> None:
+        """The process is gone: its outcome, a last line in the log (unless the run wrote one) and a notice."""
         self.running, self.process = False, None
         self.outcome, self.message = message.outcome, message.text
+        log = self.monitor.log
+        if message.outcome == "failed":
+            if not log or message.text not in log[-1]:
+                log.append(f"error: {message.text}")
+            self.app.notify(message.text, severity="error", title="The run failed", timeout=20)
+        elif message.outcome == "interrupted":
+            if not log or not log[-1].startswith("stopped"):  # the run's own RunInterrupted said it already
+                log.append(message.text)
+            self.app.notify(message.text, title="Training stopped")
+        else:
+            what = "Vocabulary trained" if message.until == "tokenizer" else "Run finished"
+            log.append(what)
+            self.app.notify(what + ".", title="Done")
 
     def status_line(self) -> str:
         if self.running:

@@ -134,9 +134,12 @@ class TuneController:
         return ""
 
     def stop(self) -> None:
+        """Ask the search to stop: the running trial stops at its next step and is queued again."""
         from llmtui.tuning.study import STOP_FILE
 
-        (self.root / STOP_FILE).touch()
+        if self.running:
+            (self.root / STOP_FILE).touch()
+            self.app.notify("Stopping the search (the running trial is queued again for a resume)…")
 
     def detach(self) -> None:
         self._token += 1
@@ -181,8 +184,13 @@ class TuneController:
         self.rows, self.curves = message.rows, message.curves
 
     def ended(self, message: TuneEnded) -> None:
+        """The search's process is gone: its outcome, and a notice."""
         self.running, self.process = False, None
         self.outcome, self.message = message.outcome, message.text
+        if message.outcome == "failed":
+            self.app.notify(message.text, severity="error", title="The search failed", timeout=20)
+        else:
+            self.app.notify("Search finished." if message.outcome == "finished" else message.text, title="Search")
 
     def status_line(self) -> str:
         from rich.markup import escape

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -22,7 +24,7 @@ class StepScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__(name=self.STEP)
-        self._generation = -1
+        self._generation = -1  # the app's recipe_generation the forms show
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -39,13 +41,32 @@ class StepScreen(Screen):
     def forms(self) -> list[SectionForm]:
         return list(self.query(SectionForm))
 
+    def on_mount(self) -> None:
+        # The screen redraws itself from what the app says moved (a screen off view catches up when shown).
+        self.watch(self.app, "recipe_generation", self._recipe_replaced, init=False)
+        self.watch(self.app, "run_version", self.run_changed, init=False)
+        self.watch(self.app, "runs_ended", self._run_ended, init=False)
+
     def on_screen_resume(self) -> None:
+        self.show_recipe()
+
+    def show_recipe(self) -> None:
+        """Show the recipe: its values in the forms when it was replaced since they were loaded, and what
+        depends on it."""
         if self._generation != self.app.recipe_generation:
             self._generation = self.app.recipe_generation
             for form in self.forms:
                 form.load(self.app.state.recipe)
             self.recipe_loaded()
         self.refresh_view()
+
+    def _recipe_replaced(self) -> None:
+        if self.is_current:
+            self.show_recipe()
+
+    def _run_ended(self) -> None:
+        if self.is_current:
+            self.refresh_view()
 
     def recipe_loaded(self) -> None:
         """A new recipe was opened: show its values in the parts forms do not cover."""
@@ -60,6 +81,19 @@ class StepScreen(Screen):
         if event.valid:
             self.app.recipe_edited()
             self.refresh_view()
+
+    def on_section_form_field_focused(self, event: SectionForm.FieldFocused) -> None:
+        self.query_one("#help", Static).update(event.help)
+
+    def write_fields(self, data: dict[str, Any]) -> None:
+        """Write this step's fields, as shown, into `data` (a recipe as the loader reads it from TOML)."""
+        for form in self.forms:
+            for key, value in form.values().items():
+                node = data[form.section]
+                *parents, last = key.split(".")
+                for part in parents:
+                    node = node[part]
+                node[last] = value
 
     def problems(self) -> list[str]:
         """Messages of fields that hold the wizard on this step."""

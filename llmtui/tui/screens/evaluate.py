@@ -76,10 +76,15 @@ class EvaluateScreen(StepScreen):
         self.notify(f"Opened {self.app.state.shown(page)}.")
 
     def action_tensorboard(self) -> None:
-        address = self.app.start_tensorboard()
-        if address:
-            self.query_one("#tensorboard-line", Static).update(
-                f"TensorBoard for this run at [b]{address}[/b] (stops when the wizard quits)")
+        """Serve this run's logs (one TensorBoard at a time, stopped with the wizard)."""
+        run = self.app.state.run
+        if not run.logs_dir.is_dir():
+            self.notify("This run has no TensorBoard logs yet: train it first.", severity="warning")
+            return
+        address = self.app.tensorboard.serve(run.root, run.logs_dir, self.app.state.base_dir)
+        self.notify(f"TensorBoard at {address}", title="TensorBoard", timeout=15)
+        self.query_one("#tensorboard-line", Static).update(
+            f"TensorBoard for this run at [b]{address}[/b] (stops when the wizard quits)")
 
     def refresh_view(self) -> None:
         state = self.app.state

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Static
 
+from llmtui.tui.error_text import describe_error
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
 
@@ -103,7 +104,7 @@ class FinetuneScreen(StepScreen):
         try:
             fields, examples, count, labels = preview_examples(recipe, self.app.state.base_dir)
         except Exception as exc:  # a bad file is the person's to fix: its message, not a traceback
-            out.update(f"[red]{escape(self.app.describe_error(exc))}[/]")
+            out.update(f"[red]{escape(describe_error(exc))}[/]")
             return
         table = Table(title=f"{count:,} examples in {recipe.finetune.train_file} (first {len(examples)})",
                       title_justify="left", expand=True)
@@ -147,7 +148,7 @@ class FinetuneScreen(StepScreen):
                                          base_recipe.model.layers, labels, recipe.run.seed)
             counts = parameter_counts(model)
         except Exception as exc:
-            self.app.call_from_thread(self._show_count, f"[red]{escape(self.app.describe_error(exc))}[/]")
+            self.app.call_from_thread(self._show_count, f"[red]{escape(describe_error(exc))}[/]")
             return
         share = counts["trainable"] / max(counts["total"], 1)
         method = recipe.finetune.method
@@ -163,14 +164,12 @@ class FinetuneScreen(StepScreen):
     def _show_count(self, markup: str) -> None:
         self.query_one("#ft-params", Static).update(markup)
 
-    def on_section_form_changed(self, event: SectionForm.Changed) -> None:
-        super().on_section_form_changed(event)
+    def on_section_form_changed(self, event: SectionForm.Changed) -> None:  # StepScreen's handler runs too
         base = self.app.state.recipe.finetune.base
         if event.valid and base != getattr(self, "_base", None):
             self._base = base
-            if self.app.adopt_base_architecture():  # a new base: the Model step shows its architecture
-                self.app.recipe_generation += 1
-                self.on_screen_resume()
+            if self.app.document.adopt_base_architecture():  # a new base: the Model step shows its architecture
+                self.app.recipe_replaced(same_run=True)
         self.query_one("#ft-params", Static).update("[dim]ctrl+g counts the trainable parameters[/]")
 
     def action_next(self) -> None:

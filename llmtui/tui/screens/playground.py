@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
+from llmtui.tui.error_text import describe_error
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
 
@@ -116,7 +117,7 @@ class PlaygroundScreen(StepScreen):
             text = generator.generate(prompt, max_tokens=g.max_tokens, temperature=g.temperature, top_k=g.top_k,
                                       top_p=g.top_p, seed=g.seed)
         except Exception as exc:  # shown in the app; the details go to the error log
-            self.app.call_from_thread(self._show_output, f"[red]{escape(self.app.describe_error(exc))}[/]")
+            self.app.call_from_thread(self._show_output, f"[red]{escape(describe_error(exc))}[/]")
             return
         self.last_output = text
         self.app.call_from_thread(self._show_output, f"[b]{escape(prompt)}[/b]{escape(text)}")
@@ -174,7 +175,7 @@ class PlaygroundScreen(StepScreen):
             self.chat.reply(message, g.max_tokens, g.temperature, g.top_k, g.top_p, g.seed, stop=g.stop,
                             on_text=piece)
         except Exception as exc:
-            self.app.call_from_thread(self._show_chat, f"[red]{escape(self.app.describe_error(exc))}[/]")
+            self.app.call_from_thread(self._show_chat, f"[red]{escape(describe_error(exc))}[/]")
             return
         self.app.call_from_thread(self._show_chat, "")
 
@@ -210,7 +211,7 @@ class PlaygroundScreen(StepScreen):
                 self._answerer = (key, Answerer(self.app.state.run.root))
             answer = self._answerer[1].answer(text)
         except Exception as exc:
-            self.app.call_from_thread(self._show_classes, f"[red]{escape(self.app.describe_error(exc))}[/]")
+            self.app.call_from_thread(self._show_classes, f"[red]{escape(describe_error(exc))}[/]")
             return
         self.last_output = answer
         self.app.call_from_thread(self._show_classes, f"[b]{escape(text)}[/b] → {escape(answer)}")
@@ -226,7 +227,7 @@ class PlaygroundScreen(StepScreen):
         try:
             probabilities = load_classifier(self.app.state.run.root).predict([text])[0]
         except Exception as exc:
-            self.app.call_from_thread(self._show_classes, f"[red]{escape(self.app.describe_error(exc))}[/]")
+            self.app.call_from_thread(self._show_classes, f"[red]{escape(describe_error(exc))}[/]")
             return
         ranked = sorted(probabilities.items(), key=lambda item: -item[1])
         lines = [f"{escape(str(label)):<20} {prob:6.1%} {'█' * round(prob * 30)}" for label, prob in ranked]

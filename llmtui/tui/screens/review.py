@@ -8,6 +8,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Static
 
+from llmtui.errors import LlmtuiError
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
 
@@ -28,7 +29,7 @@ class ReviewScreen(StepScreen):
         yield Static("", id="toml")
 
     def recipe_loaded(self) -> None:
-        self.query_one("#save-path", Input).value = self.app.default_save_path()
+        self.query_one("#save-path", Input).value = self.app.document.default_save_path()
 
     def refresh_view(self) -> None:
         self.query_one("#toml", Static).update(
@@ -41,12 +42,12 @@ class ReviewScreen(StepScreen):
             self.action_run()
 
     def action_save(self) -> bool:
-        problems = self.app.all_problems()
-        if problems:
-            self.notify("Fix these first:\n" + "\n".join(problems[:5]), severity="error")
+        if self.app.held_by_problems(limit=5):
             return False
-        path = self.app.save_recipe(self.query_one("#save-path", Input).value.strip())
-        if path is None:
+        try:
+            path = self.app.document.save(self.query_one("#save-path", Input).value.strip())
+        except LlmtuiError as exc:
+            self.notify(str(exc), severity="error")
             return False
         self.query_one("#saved", Static).update(f"Saved to [b]{path}[/b].  Headless: llmtui run {path}")
         return True

@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Static, TextArea
 
+from llmtui.errors import LlmtuiError
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.tune_controller import best_row, best_so_far
 from llmtui.tui.widgets.line_chart import LineChart
@@ -67,14 +68,39 @@ class TuningScreen(StepScreen):
             action()
 
     def action_start_search(self) -> None:
-        if self.app.start_search():
-            self.run_changed()
+        """Start (or resume) the search of the recipe as it stands, unless a field or a training run holds it."""
+        app = self.app
+        if app.held_by_problems():
+            return
+        if app.controller.running:
+            self.notify("A training run is going in this run folder: wait for it or stop it first.",
+                        severity="warning")
+            return
+        why = app.tuner.start(app.state.recipe, app.state.base_dir)
+        if why:
+            self.notify(why, severity="error", title="Cannot start the search")
+            return
+        self.notify("Search started (its output: " + app.state.shown(app.tuner.root / "tune.log") + ").")
+        self.run_changed()
 
     def action_stop_search(self) -> None:
-        self.app.stop_search()
+        self.app.tuner.stop()
 
     def action_use_best(self) -> None:
-        self.app.use_best_trial()
+        """Write the best trial's values into the recipe being edited (every step's fields show them)."""
+        best = best_row(self.app.tuner.rows, self.app.state.recipe.tune.direction)
+        if best is None:
+            self.notify("No finished trial yet.", severity="warning")
+            return
+        try:
+            self.app.document.use_trial(best)
+        except LlmtuiError as exc:
+            self.notify(str(exc), severity="error", title="Cannot use these values")
+            return
+        self.app.recipe_replaced(same_run=True)
+        values = ", ".join(f"{key} = {value:.4g}" if isinstance(value, float) else f"{key} = {value}"
+                           for key, value in best["params"].items())
+        self.notify(f"Recipe updated from trial {best['number']}: {values}", title="Best trial used")
 
     def refresh_view(self) -> None:
         self.run_changed()
@@ -126,6 +152,10 @@ class TuningScreen(StepScreen):
         with area.prevent(TextArea.Changed):
             area.load_text(space_to_text(space))
         self._space_error("")
+
+    def write_fields(self, data: dict) -> None:
+        super().write_fields(data)
+        data["tune"]["space"] = tomllib.loads(self.query_one("#space", TextArea).text)
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
         if event.text_area.id != "space":

@@ -81,8 +81,7 @@ class VocabularyScreen(StepScreen):
         shown.append(" ".join(str(token_id) for token_id, _, _ in pieces), style="dim")
         out.update(shown)
 
-    def on_screen_resume(self) -> None:
-        super().on_screen_resume()
+    def on_screen_resume(self) -> None:  # StepScreen's handler runs too (Textual calls each class's)
         self.run_changed()
 
     def run_changed(self) -> None:

@@ -227,7 +227,11 @@ class SectionForm(Widget):
 
     def on_descendant_focus(self, event) -> None:
         key = getattr(event.widget, "field_key", None)
-        if key is not None:
-            help_line = self.screen.query("#help")
-            if help_line:
-                help_line.first(Static).update(f"[b]{self.section}.{key}[/b]  {self._fields[key].info.description}")
+        if key is not None:  # the screen shows it on its help line
+            self.post_message(self.FieldFocused(f"[b]{self.section}.{key}[/b]  {self._fields[key].info.description}"))
+
+    @dataclass
+    class FieldFocused(Message):
+        """A field got the focus: `help` describes it (markup)."""
+
+        help: str
