@@ -92,7 +92,8 @@ class DaskEngine:
         pending: collections.deque = collections.deque()
         try:
             for meta, payload, _ in batches:
-                pending.append((meta, self.client.submit(_run, factory, args, method, payload, pure=False)))
+                pending.append((meta, self.client.submit(_run, factory, args, method, self._send(payload),
+                                                         pure=False)))
                 while len(pending) >= 2 * self.workers:
                     meta_done, future = pending.popleft()
                     yield (meta_done, *self._result(future))
@@ -115,7 +116,7 @@ class DaskEngine:
         unfinished: collections.deque = collections.deque()
         first = 0
         for metas, payload, _ in batches:
-            future = self.client.submit(_run, factory, args, "process", payload, pure=False)
+            future = self.client.submit(_run, factory, args, "process", self._send(payload), pure=False)
             parts.append((metas, future, first))
             first += len(payload)
             unfinished.append(future)
@@ -162,6 +163,11 @@ class DaskEngine:
                     for p in np.unique(owner).tolist()]
         signatures = dict(zip(candidates.tolist(), np.concatenate(self.client.gather(requests))))
         return exact, _near_duplicates(keys, members, signatures, config.near_threshold)
+
+    def _send(self, payload):
+        """The partition's text straight to a worker (not inside the task graph, through the scheduler)."""
+        [sent] = self.client.scatter([payload], hash=False)
+        return sent
 
     def _result(self, future):
         try:
