@@ -116,10 +116,10 @@ class Pipeline:
         if not self.cluster.multi:
             return False
         if self.recipe.train.distribute == "none":
-            raise LlmtuiError(f"this process is one of {self.cluster.count} (JAX_NUM_PROCESSES), but "
+            raise LlmtuiError(f"this process is one of {self.cluster.count} ({self.cluster.variables}), but "
                               "train.distribute = 'none' trains on one device",
                               hint="set train.distribute = 'data_parallel' (or 'model_parallel')")
-        cluster.join(self.backend)  # before anything starts JAX
+        cluster.join(self.backend)  # before anything starts JAX or TensorFlow
         self.bus.emit(Message(f"process {self.cluster.index} of {self.cluster.count} "
                               f"(coordinator {self.cluster.coordinator})"))
         return True
@@ -182,7 +182,9 @@ class Pipeline:
             sources = [source_fingerprint(s, self.base_dir) for s in r.data.sources]
             evals = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in
                      (self.base_dir / f for f in r.data.eval_files) if p.is_file()]
-            return fingerprint("data", r.data.model_dump(mode="json"), r.run.seed, sources, evals)
+            # Where the stage runs does not change what it writes (the engines' reports are the same).
+            section = r.data.model_dump(mode="json", exclude={"engine", "engine_address", "engine_partition_mb"})
+            return fingerprint("data", section, r.run.seed, sources, evals)
         section = {"tokenizer": r.tokenizer, "model": r.model, "train": r.train, "eval": r.eval,
                    "generate": r.generate}[stage].model_dump(mode="json")
         extra = [r.run.seed, self.backend] if stage in ("model", "train") else []

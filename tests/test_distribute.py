@@ -150,7 +150,7 @@ MULTI_TRAIN = {"distribute": "data_parallel", "log_every": 1, "eval_every": 100,
                "warmup_steps": 2, "lr": 3e-3, "batch_size": 8}
 
 
-def _multi_recipe(tmp_path: Path, name: str, steps: int) -> Path:
+def _multi_recipe(tmp_path: Path, name: str, steps: int, backend: str = "jax") -> Path:
     import tomli_w
 
     from tests.conftest import write_corpus
@@ -158,14 +158,14 @@ def _multi_recipe(tmp_path: Path, name: str, steps: int) -> Path:
     corpus = tmp_path / "corpus"
     if not corpus.exists():
         write_corpus(corpus)
-    data = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": name, "backend": "jax"},
+    data = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": name, "backend": backend},
                             train={**MULTI_TRAIN, "steps": steps, "eval_every": steps})
     (tmp_path / f"{name}.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
     return tmp_path / f"{name}.toml"
 
 
-def _launch(tmp_path: Path, recipe: Path, *extra: str, wait: bool = True):
-    env = {**os.environ, "COLUMNS": "200", "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax"}
+def _launch(tmp_path: Path, recipe: Path, *extra: str, wait: bool = True, backend: str = "jax"):
+    env = {**os.environ, "COLUMNS": "200", "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend}
     env.pop("XLA_FLAGS", None)  # one CPU device per process
     command = [sys.executable, "-m", "llmtui", "launch", "--processes", "2", recipe.name, *extra]
     if not wait:
@@ -199,22 +199,51 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     assert "process 1 of 2" in follower and "waiting for process 0's model stage" in follower
 
 
-def test_killing_one_process_stops_the_job_and_it_resumes(tmp_path):
+def test_tensorflow_two_workers_match_one_process_with_two_devices(tmp_path):
+    """`llmtui launch --processes 2` on TensorFlow (MultiWorkerMirroredStrategy, a loopback TF_CONFIG, 1 CPU
+    device each) trains to the same losses as one process with 2 virtual devices (MirroredStrategy) on the same
+    global batch; only process 0 writes the run folder."""
+    pytest.importorskip("tensorflow")
+    one = _multi_recipe(tmp_path, "one", steps=6, backend="tensorflow")
+    result = subprocess.run([sys.executable, "-m", "llmtui", "run", one.name, "--until", "train"], cwd=tmp_path,
+                            env={**os.environ, **FOUR_DEVICES, "KERAS_BACKEND": "tensorflow",
+                                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "data parallel over 2 devices" in result.stdout
+    two = _multi_recipe(tmp_path, "two", steps=6, backend="tensorflow")
+    launched = _launch(tmp_path, two, backend="tensorflow")
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    assert "process 0 of 2 (coordinator 127.0.0.1:" in launched.stdout
+    assert "data parallel over 2 devices" in launched.stdout
+    reference, losses = _losses(tmp_path / "runs" / "one"), _losses(tmp_path / "runs" / "two")
+    assert sorted(losses) == list(range(1, 7))
+    for step, loss in reference.items():  # float32 sums in another order
+        assert losses[step] == pytest.approx(loss, rel=1e-4, abs=1e-4), step
+    run = tmp_path / "runs" / "two"
+    assert len(list((run / "logs" / "train").iterdir())) == 1  # one writer of the logs
+    assert (run / "eval" / "report.json").exists() and (run / "generate" / "samples.json").exists()
+    follower = (run / "processes" / "process-1.log").read_text()
+    assert "process 1 of 2" in follower and "waiting for process 0's model stage" in follower
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_killing_one_process_stops_the_job_and_it_resumes(tmp_path, backend):
     """kill -9 of process 1: the launch ends with one clear error naming it and the checkpoint to resume from;
     the same command then resumes both processes from that checkpoint and finishes."""
     import signal
     import time
 
-    pytest.importorskip("jax")
-    recipe = _multi_recipe(tmp_path, "job", steps=200)
-    launcher = _launch(tmp_path, recipe, wait=False)
+    pytest.importorskip(backend)
+    recipe = _multi_recipe(tmp_path, "job", steps=200, backend=backend)
+    launcher = _launch(tmp_path, recipe, wait=False, backend=backend)
     checkpoints = tmp_path / "runs" / "job" / "checkpoints"
     deadline = time.time() + 600
     while not any(p.name.startswith("step_") and not p.name.endswith(".tmp") for p in
                   (checkpoints.iterdir() if checkpoints.exists() else [])):
         assert launcher.poll() is None and time.time() < deadline, launcher.communicate()
         time.sleep(0.5)
-    follower = next(pid for pid in _children(launcher.pid) if _environ(pid).get("JAX_PROCESS_ID") == "1")
+    follower = next(pid for pid in _children(launcher.pid) if _process_index(_environ(pid)) == 1)
     os.kill(follower, signal.SIGKILL)
     out, err = launcher.communicate(timeout=300)
     assert launcher.returncode == 1, out[-2000:] + err[-2000:]
@@ -223,12 +252,20 @@ def test_killing_one_process_stops_the_job_and_it_resumes(tmp_path):
     assert not _children(launcher.pid)
     saved = max(int(p.name[5:]) for p in checkpoints.glob("step_*") if not p.name.endswith(".tmp"))
 
-    again = _launch(tmp_path, recipe)
+    again = _launch(tmp_path, recipe, backend=backend)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"resuming from checkpoint step_{saved:07d} (step {saved})" in again.stdout
     assert (tmp_path / "runs" / "job" / "eval" / "report.json").exists()
     follower_log = (tmp_path / "runs" / "job" / "processes" / "process-1.log").read_text()
     assert f"resuming from checkpoint step_{saved:07d}" in follower_log
+
+
+def _process_index(environ: dict) -> int | None:
+    if "JAX_PROCESS_ID" in environ:
+        return int(environ["JAX_PROCESS_ID"])
+    if "TF_CONFIG" in environ:
+        return json.loads(environ["TF_CONFIG"])["task"]["index"]
+    return None
 
 
 def _children(pid: int) -> list[int]:
@@ -253,8 +290,8 @@ def _environ(pid: int) -> dict:
 
 
 def test_multi_process_setup_errors_are_one_message(tmp_path):
-    """Incomplete JAX variables, a one-device recipe in a multi-process job, or launch on TensorFlow: one error
-    each, before any stage runs."""
+    """Incomplete JAX variables, a one-device recipe in a multi-process job, a TF_CONFIG job on another backend,
+    a TF_CONFIG that is not one, or launch on torch: one error each, before any stage runs."""
     recipe = _multi_recipe(tmp_path, "bad", steps=4)
 
     def run(args: list[str], **env) -> subprocess.CompletedProcess:
@@ -266,8 +303,15 @@ def test_multi_process_setup_errors_are_one_message(tmp_path):
     one_device = run(["run", recipe.name, "--set", "train.distribute=none"], JAX_COORDINATOR_ADDRESS="127.0.0.1:1",
                      JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1")
     assert one_device.returncode == 1 and "train.distribute = 'none' trains on one device" in one_device.stderr
-    tensorflow = run(["launch", "--processes", "2", recipe.name], KERAS_BACKEND="tensorflow")
-    assert tensorflow.returncode == 2 and "the backend is tensorflow" in tensorflow.stderr
-    for result in (missing, one_device, tensorflow):
+    two_workers = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                              "task": {"type": "worker", "index": 1}})
+    wrong_backend = run(["run", recipe.name], TF_CONFIG=two_workers, KERAS_BACKEND="jax")
+    assert wrong_backend.returncode == 1
+    assert "TF_CONFIG describes a 2-process TensorFlow job, but the backend is jax" in wrong_backend.stderr
+    not_json = run(["run", recipe.name], TF_CONFIG="workers=2")
+    assert not_json.returncode == 1 and "TF_CONFIG is not a JSON object" in not_json.stderr
+    torch = run(["launch", "--processes", "2", recipe.name], KERAS_BACKEND="torch")
+    assert torch.returncode == 2 and "the backend is torch" in torch.stderr
+    for result in (missing, one_device, wrong_backend, not_json, torch):
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs" / "bad" / "data").exists()

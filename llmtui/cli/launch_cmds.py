@@ -1,11 +1,13 @@
-"""`llmtui launch --processes N RECIPE`: one training job in N local processes (JAX on 127.0.0.1).
+"""`llmtui launch --processes N RECIPE`: one training job in N local processes on 127.0.0.1 (JAX or TensorFlow).
 
-The launcher only starts and watches `llmtui run` processes; the job itself is JAX's multi-controller runtime
-(see llmtui.training.cluster). It never imports the library's heavy parts.
+The launcher only starts and watches `llmtui run` processes, with the variables each runtime reads (JAX's
+JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, or TensorFlow's TF_CONFIG); the job itself is the
+backend's own (see llmtui.training.cluster). It never imports the library's heavy parts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -35,11 +37,12 @@ def launch(
     until: Annotated[Optional[str], typer.Option(
         help="Stop after this stage: data, tokenizer, model, train, eval or generate.")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over: clear the run folder first.")] = False,
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Coordinator port on 127.0.0.1 (0 = a free one).")] = 0,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Coordinator port on 127.0.0.1 (0 = a free one); "
+                                                             "TensorFlow: process i listens on PORT+i.")] = 0,
 ) -> None:
-    """Run a recipe as one training job of N processes on this machine (JAX, loopback only).
+    """Run a recipe as one training job of N processes on this machine (JAX or TensorFlow, loopback only).
 
-    Each process runs llmtui run RECIPE with JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT, JAX_NUM_PROCESSES=N and JAX_PROCESS_ID=i, exactly as on N hosts. Process 0 prints here and writes the run folder; the others log to runs/<name>/processes/process-I.log. If one process dies, the others are stopped and the command fails; running it again resumes from the last checkpoint.
+    Each process runs llmtui run RECIPE exactly as on N hosts: on JAX with JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT, JAX_NUM_PROCESSES=N and JAX_PROCESS_ID=i; on TensorFlow with a TF_CONFIG listing the N workers (MultiWorkerMirroredStrategy). Process 0 prints here and writes the run folder; the others log to runs/<name>/processes/process-I.log. If one process dies, the others are stopped and the command fails; running it again resumes from the last checkpoint.
     """
     from llmtui.cli.app import user_errors
 
@@ -51,9 +54,9 @@ def launch(
 
         config = load_recipe(recipe, set_ or [])
         backend = chosen_backend(config.run.backend)
-        if backend != "jax":
-            raise RecipeError(f"llmtui launch runs JAX's multi-process runtime; the backend is {backend}",
-                              hint="set run.backend = 'jax' (or KERAS_BACKEND=jax)")
+        if backend not in ("jax", "tensorflow"):
+            raise RecipeError(f"llmtui launch runs JAX's or TensorFlow's multi-process runtime; the backend is "
+                              f"{backend}", hint="set run.backend = 'jax' or 'tensorflow' (or KERAS_BACKEND)")
         if config.train.distribute == "none":
             raise RecipeError("llmtui launch splits each batch between the processes: train.distribute is 'none'",
                               hint="--set train.distribute=data_parallel")
@@ -65,7 +68,13 @@ def launch(
             run.clear()
         logs = run.root / "processes"
         logs.mkdir(parents=True, exist_ok=True)
-        address = f"127.0.0.1:{port or _free_port()}"
+        if backend == "jax":
+            address = f"127.0.0.1:{port or _free_port()}"
+            workers = []
+        else:  # every TensorFlow worker serves its own gRPC port
+            workers = [f"127.0.0.1:{p}" for p in ([port + i for i in range(processes)] if port
+                                                   else _free_ports(processes))]
+            address = workers[0]
         command = [sys.executable, "-m", "llmtui", "run", str(recipe)]
         for item in set_ or []:
             command += ["--set", item]
@@ -77,8 +86,15 @@ def launch(
         # Stopped by a signal (a scheduler's SIGTERM, `timeout`): end the processes as on Ctrl-C.
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         for index in range(processes):
-            env = {**os.environ, "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": str(processes),
-                   "JAX_PROCESS_ID": str(index), "KERAS_BACKEND": "jax"}
+            env = {key: value for key, value in os.environ.items()
+                   if key not in ("TF_CONFIG", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
+            if backend == "jax":
+                env.update(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(processes),
+                           JAX_PROCESS_ID=str(index), KERAS_BACKEND="jax")
+            else:
+                env.update(TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                 "task": {"type": "worker", "index": index}}),
+                           KERAS_BACKEND="tensorflow")
             output = None if index == 0 else open(logs / f"process-{index}.log", "w", encoding="utf-8")
             children.append(subprocess.Popen(command, env=env, stdout=output,
                                              stderr=subprocess.STDOUT if output else None,
@@ -142,6 +158,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` different free ports (each socket held until all are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _latest_checkpoint(folder: Path) -> Path | None:

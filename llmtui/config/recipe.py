@@ -203,6 +203,15 @@ class DataConfig(Section):
     eval_files: list[str] = Field(default_factory=list,
                                   description="Evaluation files (text, JSONL with a text field) checked for overlap with train.")
     workers: int = Field(0, ge=0, le=256, description="Processes for cleaning and hashing (0 = one per CPU core).")
+    engine: Literal["local", "dask"] = Field(
+        "local", description="Where the data stage runs: local (a process pool on this machine) or dask (a Dask "
+                             "cluster: cleaning, filters, hashing and exact and near dedup run on its workers; "
+                             "needs pip install 'llmtui[cluster]'). The report is the same.")
+    engine_address: str = Field("", description="dask: the scheduler of an existing cluster (e.g. "
+                                                "tcp://10.0.0.5:8786); empty = start one on this machine with "
+                                                "data.workers processes.")
+    engine_partition_mb: float = Field(16.0, gt=0.0, le=4096.0,
+                                       description="dask: megabytes of text per task (documents are never split).")
     clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning steps.")
     filters: FilterConfig = Field(default_factory=FilterConfig, description="Line and document filters.")
     web: WebConfig = Field(default_factory=WebConfig, description="Fetching URL sources.")

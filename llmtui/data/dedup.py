@@ -9,6 +9,7 @@ threshold never remove a document.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -129,8 +130,44 @@ def minhash_signatures(texts: list[str], perms: int) -> np.ndarray:
     return signatures.astype(np.uint32)
 
 
+def lsh_shape(threshold: float, perms: int) -> tuple[int, int]:
+    """(bands, rows per band): datasketch's `MinHashLSH` choice, minimising false positives and negatives
+    around the threshold."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=perms)
+    return lsh.b, lsh.r
+
+
+_BAND_MULTIPLIER_SEED = 0xBA2D
+
+
+@functools.lru_cache(maxsize=8)
+def _band_constants(bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    multipliers = np.random.default_rng(_BAND_MULTIPLIER_SEED).integers(1, 2**63, size=(rows,),
+                                                                       dtype=np.uint64) | np.uint64(1)
+    return multipliers, np.arange(bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """The LSH band keys of MinHash signatures, (n, perms) -> (n, bands) uint64: one 64-bit key per band of
+    `rows` values, different bands never sharing a key."""
+    multipliers, band_ids = _band_constants(bands, rows)
+    values = np.asarray(signatures)[:, : bands * rows].astype(np.uint64).reshape(len(signatures), bands, rows)
+    return (values * multipliers).sum(axis=2) ^ band_ids  # wraps mod 2^64
+
+
+def similar(a: np.ndarray, b: np.ndarray, threshold: float) -> bool:
+    """Whether two signatures (as kept: 16-bit values) agree on at least `threshold` of their positions."""
+    return bool(np.mean(a == b) >= threshold)
+
+
 class NearDuplicateIndex:
     """Documents seen so far, by MinHash signature; `seen_similar` checks and then remembers one.
+
+    The rule (which `llmtui.data.distributed` reproduces on a cluster): a document is a near duplicate when
+    it is similar to the first kept document that had one of its band keys; otherwise it is kept, and becomes
+    the first for each of its band keys not yet taken.
 
     The banding (b bands of r rows, minimising false positives and negatives around the threshold) is
     datasketch's `MinHashLSH` choice. The band tables are kept compactly here, because datasketch's
@@ -142,10 +179,7 @@ class NearDuplicateIndex:
     MERGE_EVERY = 1 << 17  # band keys held in the dict before a merge into the sorted arrays
 
     def __init__(self, threshold: float, perms: int):
-        from datasketch import MinHashLSH
-
-        lsh = MinHashLSH(threshold=threshold, num_perm=perms)
-        self.bands, self.rows = lsh.b, lsh.r
+        self.bands, self.rows = lsh_shape(threshold, perms)
         self.threshold = threshold
         self.perms = perms
         self.recent: dict[int, int] = {}
@@ -153,34 +187,32 @@ class NearDuplicateIndex:
         self.sorted_docs = np.empty(0, dtype=np.int32)
         self._signatures: list[np.ndarray] = []  # blocks of kept signatures, (4096, perms) uint16 each
         self._count = 0
-        rng = np.random.default_rng(0xBA2D)
-        self._multipliers = rng.integers(1, 2**63, size=(self.rows,), dtype=np.uint64) | np.uint64(1)
-        self._band_ids = np.arange(self.bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
 
-    def _band_keys(self, signature: np.ndarray) -> np.ndarray:
-        bands = signature[: self.bands * self.rows].astype(np.uint64).reshape(self.bands, self.rows)
-        return (bands * self._multipliers).sum(axis=1) ^ self._band_ids  # wraps mod 2^64
-
-    def _candidates(self, keys: np.ndarray) -> list[int]:
+    def _candidates(self, keys: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """The first kept document of each key that has one, and which keys are in the merged arrays."""
         found = [self.recent[k] for k in keys.tolist() if k in self.recent]
+        merged = np.zeros(len(keys), dtype=bool)
         if len(self.sorted_keys):
             at = np.searchsorted(self.sorted_keys, keys)
             at[at == len(self.sorted_keys)] = 0
-            found += self.sorted_docs[at[self.sorted_keys[at] == keys]].tolist()
-        return list(dict.fromkeys(found))
+            merged = self.sorted_keys[at] == keys
+            found += self.sorted_docs[at[merged]].tolist()
+        return list(dict.fromkeys(found)), merged
 
     def seen_similar(self, signature: np.ndarray) -> bool:
-        keys = self._band_keys(signature)
+        keys = band_keys(signature[None, :], self.bands, self.rows)[0]
         short = signature.astype(np.uint16)
-        for other in self._candidates(keys):
-            if np.mean(self._signatures[other >> 12][other & 4095] == short) >= self.threshold:
+        candidates, merged = self._candidates(keys)
+        for other in candidates:
+            if similar(self._signatures[other >> 12][other & 4095], short, self.threshold):
                 return True
         index = self._count
         if index & 4095 == 0:
             self._signatures.append(np.zeros((4096, self.perms), dtype=np.uint16))
         self._signatures[index >> 12][index & 4095] = short
-        for key in keys.tolist():
-            self.recent.setdefault(key, index)
+        for key, taken in zip(keys.tolist(), merged.tolist()):
+            if not taken:  # a key keeps its first document, also after the dict was merged into the arrays
+                self.recent.setdefault(key, index)
         self._count += 1
         if len(self.recent) >= self.MERGE_EVERY:
             self._merge()

@@ -5,7 +5,9 @@ Output in `<run>/data/`: `train.jsonl`, `val.jsonl` (and `test.jsonl` when `test
 processes clean, filter and hash them (`parallel.ordered_map`, bounded work in flight); this process reads
 sources, removes duplicates (a set of 16-byte hashes, and for near dedup an LSH index of signatures), and
 writes the splits. With `filters.boilerplate_min_docs` the cleaned documents are first spooled to disk
-while a fixed-size sketch counts their lines, then read back through the filters.
+while a fixed-size sketch counts their lines, then read back through the filters. With `data.engine = "dask"`
+the workers are a Dask cluster's and duplicates are found there too (`llmtui.data.distributed`); the rest of
+this module is the same for both engines.
 """
 
 from __future__ import annotations
@@ -158,11 +160,20 @@ class _Timed:
 def prepare_data(config: DataConfig, seed: int, out_dir: Path, base: Path,
                  parallel_after_bytes: int = PARALLEL_AFTER_BYTES) -> dict:
     """Run the data stage; returns the report (also written to `out_dir/report.json`)."""
+    if config.engine == "local":
+        return _prepare(config, seed, out_dir, base, parallel_after_bytes, None)
+    from llmtui.data.distributed import DaskEngine
+
+    with DaskEngine(config) as engine:  # the same stage, its per-document work and dedup on a Dask cluster
+        return _prepare(config, seed, out_dir, base, parallel_after_bytes, engine)
+
+
+def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_after_bytes: int, engine) -> dict:
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("train.jsonl", "val.jsonl", "test.jsonl", "report.json"):
         (out_dir / stale).unlink(missing_ok=True)
-    workers = config.workers or os.cpu_count() or 1
+    workers = engine.workers if engine else config.workers or os.cpu_count() or 1
     reader = SourceReader(config, base)
     tally = _Counts()
     eval_paths = [_eval_path(p, base) for p in config.eval_files]
@@ -173,7 +184,8 @@ def prepare_data(config: DataConfig, seed: int, out_dir: Path, base: Path,
     if config.filters.boilerplate_min_docs:
         sketch_path = str(out_dir / "boilerplate.sketch.npy")
         try:
-            docs = _spool_cleaned(config, docs, spool, sketch_path, tally, workers, parallel_after_bytes)
+            docs = _spool_cleaned(config, docs, spool, sketch_path, tally, workers, parallel_after_bytes,
+                                  engine.ordered_map if engine else ordered_map)
         except BaseException:
             spool.unlink(missing_ok=True)
             Path(sketch_path).unlink(missing_ok=True)
@@ -181,15 +193,23 @@ def prepare_data(config: DataConfig, seed: int, out_dir: Path, base: Path,
 
     splits = _SplitWriter(out_dir, config, seed)
     exact_seen: set[bytes] = set()
-    near_index = NearDuplicateIndex(config.near_threshold, config.minhash_perms) if config.dedup == "near" else None
+    near_index = NearDuplicateIndex(config.near_threshold, config.minhash_perms) \
+        if config.dedup == "near" and not engine else None
     per_source = reader.per_source
     try:
-        results = ordered_map(DocumentWorker, (config, sketch_path, seed), "process",
-                              _batches(docs, already_clean=sketch_path is not None), workers, parallel_after_bytes)
-        for metas, outcomes, cpu in results:
+        if engine:  # duplicates are found on the cluster: each outcome comes with its verdict
+            results = engine.process(DocumentWorker, (config, sketch_path, seed), _batches(
+                docs, already_clean=sketch_path is not None, batch_bytes=engine.partition_bytes, batch_docs=None),
+                tally.seconds)
+        else:
+            results = ((metas, outcomes, cpu, None) for metas, outcomes, cpu in ordered_map(
+                DocumentWorker, (config, sketch_path, seed), "process",
+                _batches(docs, already_clean=sketch_path is not None), workers, parallel_after_bytes))
+        for metas, outcomes, cpu, verdicts in results:
             tally.seconds["clean"] += cpu
-            for (source, origin), outcome in zip(metas, outcomes):
-                _take(outcome, source, origin, tally, per_source, exact_seen, near_index, splits, config)
+            for index, ((source, origin), outcome) in enumerate(zip(metas, outcomes)):
+                _take(outcome, source, origin, tally, per_source, exact_seen, near_index, splits, config,
+                      verdicts[index] if verdicts is not None else UNDECIDED)
     except BaseException:
         splits.discard()
         raise
@@ -261,13 +281,14 @@ def _count_read(docs: Iterator[Document], tally: _Counts) -> Iterator[Document]:
         yield doc
 
 
-def _batches(docs: Iterable[Document], already_clean: bool = False) -> Iterator[tuple[list, list, int]]:
+def _batches(docs: Iterable[Document], already_clean: bool = False, batch_bytes: int = BATCH_BYTES,
+             batch_docs: int | None = BATCH_DOCS) -> Iterator[tuple[list, list, int]]:
     metas, payload, size = [], [], 0
     for doc in docs:
         metas.append((doc.source, doc.origin))
         payload.append((doc.text, doc.repaired, already_clean))
         size += len(doc.text)
-        if size >= BATCH_BYTES or len(payload) >= BATCH_DOCS:
+        if size >= batch_bytes or (batch_docs and len(payload) >= batch_docs):
             yield metas, payload, size
             metas, payload, size = [], [], 0
     if payload:
@@ -275,7 +296,7 @@ def _batches(docs: Iterable[Document], already_clean: bool = False) -> Iterator[
 
 
 def _spool_cleaned(config: DataConfig, docs: Iterable[Document], spool: Path, sketch_path: str, tally: _Counts,
-                   workers: int, parallel_after_bytes: int) -> Iterator[Document]:
+                   workers: int, parallel_after_bytes: int, mapper=ordered_map) -> Iterator[Document]:
     """Pass 1 of boilerplate removal: clean everything to a spool file while counting lines in a sketch."""
     sketch = new_sketch()
 
@@ -284,8 +305,8 @@ def _spool_cleaned(config: DataConfig, docs: Iterable[Document], spool: Path, sk
             yield metas, [(text, repaired) for text, repaired, _ in payload], size
 
     with open(spool, "w", encoding="utf-8") as out:
-        for metas, outcomes, cpu in ordered_map(DocumentWorker, (config, None), "clean_only", clean_batches(),
-                                                workers, parallel_after_bytes):
+        for metas, outcomes, cpu in mapper(DocumentWorker, (config, None), "clean_only", clean_batches(),
+                                           workers, parallel_after_bytes):
             tally.seconds["clean"] += cpu
             for (source, origin), (text, repaired, pii, hashes) in zip(metas, outcomes):
                 sketch_add(sketch, hashes)
@@ -303,8 +324,14 @@ def _spool_cleaned(config: DataConfig, docs: Iterable[Document], spool: Path, sk
     return read_back()
 
 
+UNDECIDED = "undecided"  # a document whose duplicate check `_take` makes itself (the local engine)
+
+
 def _take(outcome: tuple, source: str, origin: str, tally: _Counts, per_source: dict, exact_seen: set,
-          near_index: NearDuplicateIndex | None, splits: "_SplitWriter", config: DataConfig) -> None:
+          near_index: NearDuplicateIndex | None, splits: "_SplitWriter", config: DataConfig,
+          verdict: str | None = UNDECIDED) -> None:
+    """Count one document and write it to its split unless it is a duplicate. `verdict`: decided elsewhere (a
+    cluster's dedup): None, "exact_duplicates" or "near_duplicates"."""
     kept, dropped, repaired, pii, lines_removed, key, signature = outcome
     counts = tally.counts
     stats = per_source.setdefault(source, Counter())
@@ -317,8 +344,8 @@ def _take(outcome: tuple, source: str, origin: str, tally: _Counts, per_source: 
         stats["dropped_by_filter"] += 1
         return
     began = time.perf_counter()
-    duplicate = None
-    if config.dedup != "none":
+    duplicate = None if verdict == UNDECIDED else verdict
+    if config.dedup != "none" and verdict == UNDECIDED:
         if key in exact_seen:
             duplicate = "exact_duplicates"
         else:

@@ -4,9 +4,9 @@ JAX: `keras.distribution.DataParallel` (a mesh over the devices; each batch is s
 axis). TensorFlow: `tf.distribute.MirroredStrategy` (the model is built and compiled in its scope).
 On a CPU-only machine, `XLA_FLAGS=--xla_force_host_platform_device_count=N` gives N virtual devices on
 both backends (TensorFlow gets N logical CPUs), which is how the tests exercise this path. Several
-processes: JAX joins them when JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES, JAX_PROCESS_ID) is set (see
-llmtui.training.cluster; tested with two local processes); TensorFlow picks MultiWorkerMirroredStrategy when
-TF_CONFIG is set (not exercised by the tests).
+processes: JAX joins them when JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES, JAX_PROCESS_ID) is set,
+TensorFlow (MultiWorkerMirroredStrategy) when TF_CONFIG is (see llmtui.training.cluster; both tested with two
+local processes).
 
 Model parallel (JAX): `keras.distribution.ModelParallel` over a 2-D device mesh (`batch`, `model`). Each
 batch is split along the `batch` axis; the gpt/llama weights named in MODEL_PARALLEL_RULES are split along
@@ -65,14 +65,16 @@ def data_parallel(backend: str, batch_size: int):
     elif backend == "tensorflow":
         import tensorflow as tf
 
-        split_tensorflow_cpu()
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        _check_batch(batch_size, len(devices))
-        if os.environ.get("TF_CONFIG"):  # several workers, as TF_CONFIG describes them
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        else:
+        from llmtui.training import cluster
+
+        cluster.join(backend)  # several processes (TF_CONFIG): their strategy is made when they join
+        strategy = cluster.tensorflow_strategy()
+        if strategy is None:
+            split_tensorflow_cpu()
+            gpus = tf.config.list_logical_devices("GPU")
+            devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
             strategy = tf.distribute.MirroredStrategy(devices=devices)
+        _check_batch(batch_size, strategy.num_replicas_in_sync)
         with strategy.scope():
             yield strategy.num_replicas_in_sync
     else:

@@ -38,9 +38,12 @@ class TrainStep:
                              and keras.distribution.distribution() is None)
         self._state = None  # (trainable, non_trainable, optimizer) values while the step holds them
         self._metric_zeros: list[np.ndarray] = []
+        self._multi_worker = _MultiWorkerStep.for_model(model)
 
     def __call__(self, *batch):
         model = self.model
+        if self._multi_worker is not None:
+            return self._multi_worker(*batch)
         if not self._holds_state or model.train_function is None:
             # Also the first step: `train_on_batch` builds the metrics and compiles the step.
             return model.train_on_batch(*batch, return_dict=True)["loss"]
@@ -78,3 +81,51 @@ class TrainStep:
     def _variable_groups(self):
         model = self.model
         return model.trainable_variables, model.non_trainable_variables, model.optimizer.variables
+
+
+class _MultiWorkerStep:
+    """Keras's own `train_step` run on TensorFlow's MultiWorkerMirroredStrategy, the loss reduced here.
+
+    `train_on_batch` cannot run under that strategy in Keras 3 (3.15): its step function reduces the logs across
+    workers with `strategy.reduce("MEAN", value, axis=0)` (keras/src/backend/tensorflow/trainer.py,
+    `reduce_per_replica`, reduction "auto" hard-coded), which fails on the scalar loss ("Invalid reduction
+    dimension 0 for input with 0 dimensions"); `model.fit` goes through the same function (keras-team/keras
+    issue 20585). This runs the same `train_step` (loss scaling by 1/replicas, gradients summed across workers by
+    the optimizer) in each replica and sums the replicas' losses, each the mean over its rows, into their mean.
+    """
+
+    def __init__(self, model, strategy):
+        self.model, self.strategy = model, strategy
+        self.replicas = strategy.num_replicas_in_sync
+        self._function = None
+
+    @classmethod
+    def for_model(cls, model) -> "_MultiWorkerStep | None":
+        if keras.backend.backend() != "tensorflow":
+            return None
+        import tensorflow as tf
+
+        strategy = model.distribute_strategy
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+                strategy.extended._in_multi_worker_mode():
+            return cls(model, strategy)
+        return None
+
+    def __call__(self, *batch):
+        import tensorflow as tf
+
+        model = self.model
+        data = (tuple(batch) + (None, None))[:3]
+        if self._function is None:
+            # What `train_on_batch` does first: build the metrics and the loss outside the replicas.
+            model._maybe_symbolic_build(data_batch=data)
+            strategy = self.strategy
+
+            @tf.function
+            def step(data):
+                logs = strategy.run(model.train_step, args=(data,))
+                return strategy.reduce("SUM", logs["loss"], axis=None)
+
+            self._function = step
+        model.reset_metrics()  # the logged loss is this step's, as with `train_on_batch`
+        return float(self._function(data)) / self.replicas

@@ -1,0 +1,143 @@
+"""The data stage on a Dask cluster (data.engine = "dask") gives the local engine's report and files, with
+duplicates planted across partitions; the local index's keep rule does not depend on when it merges."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from llmtui.config import recipe_from_dict
+from llmtui.data.dedup import NearDuplicateIndex, minhash_signatures
+from llmtui.data.prepare import prepare_data
+
+VOCAB = [f"w{i}" for i in range(3000)]
+
+
+def _words(rng: random.Random, n: int) -> list[str]:
+    return [rng.choice(VOCAB) for _ in range(n)]
+
+
+def _edited(rng: random.Random, words: list[str], count: int) -> list[str]:
+    """`words` with `count` of them replaced (each changes 5 of the 5-word shingles)."""
+    out = list(words)
+    for at in rng.sample(range(len(out)), count):
+        out[at] = "edit" + str(rng.randrange(10**6))
+    return out
+
+
+def _planted_corpus(folder) -> dict:
+    """Originals first in reading order, their copies at the end: with small partitions every duplicate is in
+    another partition than what it duplicates."""
+    rng = random.Random(7)
+    folder.mkdir(parents=True)
+    docs = [_words(rng, 160) for _ in range(40)]
+    for i, doc in enumerate(docs):
+        (folder / f"a{i:03d}.txt").write_text(" ".join(doc) + "\n")
+    copies = {"exact": [3, 17, 33], "near": [5, 11, 29, 36]}
+    for k, i in enumerate(copies["exact"]):
+        (folder / f"z_exact{k}.txt").write_text("  ".join(docs[i]) + "\n\n")  # whitespace differs only
+    for k, i in enumerate(copies["near"]):
+        (folder / f"z_near{k}.txt").write_text(" ".join(_edited(rng, docs[i], 1)) + "\n")
+    # A chain: b ~ a and c ~ b, c further from a (the keep rule, not connected components, decides c).
+    a = docs[20]
+    b = _edited(rng, a, 2)
+    c = _edited(rng, b, 2)
+    (folder / "z_chain_b.txt").write_text(" ".join(b) + "\n")
+    (folder / "z_chain_c.txt").write_text(" ".join(c) + "\n")
+    (folder / "z_near_of_near.txt").write_text(" ".join(_edited(rng, b, 1)) + "\n")
+    (folder / "z_short.txt").write_text("too short\n")  # dropped by data.min_chars
+    return copies
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    # Threads in this process (cheap), reached over TCP so that a `llmtui` subprocess can use it too.
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        yield cluster.scheduler_address
+
+
+def _data(src, **extra) -> dict:
+    return {"sources": [str(src)], "val_fraction": 0.2, "min_chars": 50, **extra}
+
+
+def _without_timings(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k != "timings"}
+
+
+@pytest.mark.parametrize("extra", [
+    {"dedup": "near"},
+    {"dedup": "exact", "split_by": "chunk", "chunk_chars": 300,
+     "filters": {"boilerplate_min_docs": 3}},  # the boilerplate pass maps on the cluster too
+])
+def test_dask_engine_gives_the_local_report(tmp_path, dask_cluster, extra):
+    copies = _planted_corpus(tmp_path / "src")
+    local_config = recipe_from_dict({"data": _data(tmp_path / "src", **extra)}).data
+    local = prepare_data(local_config, 0, tmp_path / "local", tmp_path)
+    # about 2 documents a task: 25 partitions, each duplicate far from its original
+    dask_config = local_config.model_copy(update={"engine": "dask", "engine_address": dask_cluster,
+                                                  "engine_partition_mb": 0.002})
+    distributed = prepare_data(dask_config, 0, tmp_path / "dask", tmp_path)
+    assert _without_timings(distributed) == _without_timings(local)
+    for name in ("train.jsonl", "val.jsonl"):
+        assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert local["documents_read"] == 40 + 3 + 4 + 3 + 1
+    assert local["dropped_by_filter"] == {"min_chars": 1}
+    assert local["exact_duplicates"] == len(copies["exact"])
+    if extra["dedup"] == "near":
+        assert local["near_duplicates"] >= len(copies["near"]) + 1  # the planted ones and b
+    assert distributed["timings"]["workers"] == 2
+
+
+def test_the_near_index_keeps_its_rule_across_merges(monkeypatch):
+    """A band key names the first kept document that had it, also after the index merged its recent keys into
+    the sorted arrays (the rule the cluster engine reproduces)."""
+    rng = random.Random(3)
+    base = [_words(rng, 120) for _ in range(60)]
+    texts = [" ".join(d) for d in base] + [" ".join(_edited(rng, base[i % 60], i % 7)) for i in range(120)]
+    signatures = minhash_signatures(texts, 128)
+
+    def verdicts(merge_every: int) -> list[bool]:
+        monkeypatch.setattr(NearDuplicateIndex, "MERGE_EVERY", merge_every)
+        index = NearDuplicateIndex(0.8, 128)
+        return [index.seen_similar(s) for s in signatures]
+
+    once = verdicts(1 << 30)
+    assert 20 < sum(once) < 120
+    assert verdicts(7) == once
+
+
+def test_data_engine_through_the_cli(tmp_path, dask_cluster):
+    """`llmtui run --until data` with data.engine = "dask" on a running scheduler writes the local engine's
+    report; an unreachable scheduler is one error naming the address."""
+    import tomli_w
+
+    _planted_corpus(tmp_path / "src")
+    recipe = {"run": {"name": "d"}, "data": _data("src", dedup="near")}
+    (tmp_path / "r.toml").write_text(tomli_w.dumps(recipe), encoding="utf-8")
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def run(*sets: str) -> subprocess.CompletedProcess:
+        args = [a for s in sets for a in ("--set", s)]
+        return subprocess.run([sys.executable, "-m", "llmtui", "run", "r.toml", "--until", "data", *args],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    done = run("data.engine=dask", f"data.engine_address={dask_cluster}", "data.engine_partition_mb=0.002")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((tmp_path / "runs" / "d" / "data" / "report.json").read_text())
+    parsed = recipe_from_dict(recipe)
+    local = prepare_data(parsed.data, parsed.run.seed, tmp_path / "local", tmp_path)
+    assert _without_timings(report) == json.loads(json.dumps(_without_timings(local)))
+
+    bad = run("data.engine=dask", "data.engine_address=tcp://127.0.0.1:9", "run.name=e")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'" in bad.stderr
+    assert not (tmp_path / "runs" / "e" / "data" / "report.json").exists()
