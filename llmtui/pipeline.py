@@ -257,7 +257,8 @@ class Pipeline:
         folder = self.run.tokenizer_dir
         meta = {"vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind}
         for split in ("train", "val"):
-            meta[split] = encode_split(tokenizer, self.run.data_dir / f"{split}.jsonl", folder / f"{split}.bin")
+            meta[split] = encode_split(tokenizer, self.run.data_dir / f"{split}.jsonl", folder / f"{split}.bin",
+                                       engine=self.recipe.data)
         write_token_meta(folder, meta)
         context = self.recipe.model.context
         if meta["val"]["tokens"] < context + 1 or meta["train"]["tokens"] < context + 2:

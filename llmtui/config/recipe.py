@@ -205,8 +205,9 @@ class DataConfig(Section):
     workers: int = Field(0, ge=0, le=256, description="Processes for cleaning and hashing (0 = one per CPU core).")
     engine: Literal["local", "dask"] = Field(
         "local", description="Where the data stage runs: local (a process pool on this machine) or dask (a Dask "
-                             "cluster: cleaning, filters, hashing and exact and near dedup run on its workers; "
-                             "needs pip install 'llmtui[cluster]'). The report is the same.")
+                             "cluster: cleaning, filters, hashing, exact and near dedup, and the tokenizer stage's "
+                             "encoding run on its workers; needs pip install 'llmtui[cluster]'). The report and the "
+                             "token files are the same.")
     engine_address: str = Field("", description="dask: the scheduler of an existing cluster (e.g. "
                                                 "tcp://10.0.0.5:8786); empty = start one on this machine with "
                                                 "data.workers processes.")

@@ -19,8 +19,9 @@ one of its band keys) in reading order, and writes the splits from the partition
 engine does. The report is therefore the same, number for number (`tests/test_data_engine.py`).
 
 Not on the cluster: reading (this process reads and sends the text, so the files need not be visible to the
-workers), writing the splits, the contamination check, and the tokenizer stage. Dask is imported only here,
-only when the engine is used.
+workers), writing the splits and the contamination check. In the tokenizer stage, training the vocabulary
+stays here; encoding the splits into token ids runs on the cluster (`encode`, from `tokens.encode_split`).
+Dask is imported only here, only when the engine is used.
 """
 
 from __future__ import annotations
@@ -89,17 +90,37 @@ class DaskEngine:
                     batches: Iterable[tuple[Any, Any, int]], workers: int = 0,
                     inline_bytes: int = 0) -> Iterator[tuple[Any, Any, float]]:
         """`parallel.ordered_map` on the cluster: results in input order, at most 2 x workers tasks in flight."""
+        submitted = ((meta, self.client.submit(_run, factory, args, method, self._send(payload), pure=False))
+                     for meta, payload, _ in batches)
+        for meta, future in self._in_order(submitted):
+            yield (meta, *self._result(future))
+
+    # The tokenizer stage's encoding -----------------------------------------------------------------------
+    def encode(self, tokenizer, dtype: np.dtype, batches: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        """`tokens.encode_documents` of each batch of documents on the workers, in input order. The tokenizer
+        (it pickles: a `tokenizers.Tokenizer` travels as its JSON) goes to every worker once, not per task."""
+        from llmtui.data.tokens import encode_documents
+
+        [shared] = self.client.scatter([tokenizer], broadcast=True, hash=False)
+        submitted = ((None, self.client.submit(encode_documents, shared, dtype, self._send(batch), pure=False))
+                     for batch in batches)
+        try:
+            for _, future in self._in_order(submitted):
+                yield self._result(future, "tokenizer")
+        finally:
+            shared.release()
+
+    def _in_order(self, submitted: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+        """(meta, future) pairs as submitted, each once it is the oldest, with at most 2 x workers in flight
+        (reading runs no further ahead of the cluster than its workers can take)."""
         pending: collections.deque = collections.deque()
         try:
-            for meta, payload, _ in batches:
-                pending.append((meta, self.client.submit(_run, factory, args, method, self._send(payload),
-                                                         pure=False)))
+            for item in submitted:
+                pending.append(item)
                 while len(pending) >= 2 * self.workers:
-                    meta_done, future = pending.popleft()
-                    yield (meta_done, *self._result(future))
+                    yield pending.popleft()
             while pending:
-                meta_done, future = pending.popleft()
-                yield (meta_done, *self._result(future))
+                yield pending.popleft()
         finally:
             for _, future in pending:
                 future.cancel()
@@ -169,13 +190,13 @@ class DaskEngine:
         [sent] = self.client.scatter([payload], hash=False)
         return sent
 
-    def _result(self, future):
+    def _result(self, future, stage: str = "data"):
         try:
             return future.result()
         except DataError:
             raise
         except Exception as exc:  # a worker lost, a task's own error: name it, with the scheduler
-            raise DataError(f"a task of the data stage failed on the Dask cluster: {type(exc).__name__}: {exc}",
+            raise DataError(f"a task of the {stage} stage failed on the Dask cluster: {type(exc).__name__}: {exc}",
                             hint="see the workers' logs, or set data.engine = 'local'") from None
 
 

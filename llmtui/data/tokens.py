@@ -6,11 +6,14 @@ vocabularies), with an end-of-text token after every document, and read back thr
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from llmtui.config.recipe import DataConfig
 from llmtui.data.prepare import read_split
 from llmtui.runfolder import write_json_atomic
 
@@ -21,33 +24,61 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
 
 
-def encode_split(tokenizer, split_path: Path, out_path: Path) -> dict:
-    """Encode a split file into `out_path`; returns its token and byte counts."""
+def encode_split(tokenizer, split_path: Path, out_path: Path, engine: DataConfig | None = None) -> dict:
+    """Encode a split file into `out_path`; returns its token and byte counts.
+
+    With `engine.engine == "dask"` the documents are encoded on that Dask cluster (`DaskEngine`), in batches
+    of about `engine.engine_partition_mb` in reading order, and written here in the same order: the same file.
+    """
     dtype = token_dtype(tokenizer.vocab_size)
     tokens = 0
     text_bytes = 0
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with open(tmp, "wb") as out:
-        batch: list[str] = []
 
-        def flush() -> None:
-            nonlocal tokens
-            for ids in tokenizer.encode_batch(batch):
-                ids.append(tokenizer.eos_id)
-                np.asarray(ids, dtype=dtype).tofile(out)
-                tokens += len(ids)
-            batch.clear()
-
+    def documents():
+        nonlocal text_bytes
         for text in read_split(split_path):
-            batch.append(text)
             # Each end-of-text token stands for the document break, counted as one byte.
             text_bytes += len(text.encode("utf-8")) + 1
-            if len(batch) >= ENCODE_BATCH:
-                flush()
-        if batch:
-            flush()
+            yield text
+
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        if engine is not None and engine.engine == "dask":
+            from llmtui.data.distributed import DaskEngine
+
+            with DaskEngine(engine) as cluster:
+                for ids in cluster.encode(tokenizer, dtype, _text_batches(documents(), cluster.partition_bytes)):
+                    ids.tofile(out)
+                    tokens += len(ids)
+        else:
+            for batch in _text_batches(documents(), docs=ENCODE_BATCH):
+                ids = encode_documents(tokenizer, dtype, batch)
+                ids.tofile(out)
+                tokens += len(ids)
     tmp.replace(out_path)
     return {"tokens": tokens, "bytes": text_bytes, "dtype": dtype.name}
+
+
+def encode_documents(tokenizer, dtype: np.dtype, texts: list[str]) -> np.ndarray:
+    """The token ids of `texts`, each followed by the end-of-text token, as one array (what a .bin holds)."""
+    ids = tokenizer.encode_batch(texts)
+    for one in ids:
+        one.append(tokenizer.eos_id)
+    return np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
+
+
+def _text_batches(texts: Iterable[str], max_bytes: int = 0, docs: int = 0) -> Iterator[list[str]]:
+    """Consecutive documents cut into batches of `docs` documents, or of about `max_bytes` of text."""
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if (docs and len(batch) >= docs) or (max_bytes and size >= max_bytes):
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def write_token_meta(folder: Path, meta: dict) -> None:
