@@ -35,7 +35,8 @@ def stage_fingerprints(pipeline: Pipeline) -> dict[str, str]:
 def data_fingerprint(recipe, base_dir: Path) -> str:
     evals = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in (base_dir / f for f in recipe.data.eval_files)
              if p.is_file()]
-    return fingerprint("data", recipe.data.model_dump(mode="json"), recipe.run.seed,
+    section = recipe.data.model_dump(mode="json", exclude={"engine", "engine_address", "engine_partition_mb"})
+    return fingerprint("data", section, recipe.run.seed,
                        [source_fingerprint(s, base_dir) for s in recipe.data.sources], evals)
 
 

@@ -92,7 +92,9 @@ class DataStage:
         sources = [source_fingerprint(s, base_dir) for s in r.data.sources]
         evals = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in
                  (base_dir / f for f in r.data.eval_files) if p.is_file()]
-        parts = ("data", r.data.model_dump(mode="json"), r.run.seed, sources, evals)
+        # Where the stage runs does not change what it writes (the engines' reports are the same).
+        section = r.data.model_dump(mode="json", exclude={"engine", "engine_address", "engine_partition_mb"})
+        parts = ("data", section, r.run.seed, sources, evals)
         return parts if self.finetune_task is None else (fingerprint(*parts), self.finetune_task)
 
     def run(self, context: StageContext) -> StageResult:
