@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 from llmtui.eventlog import EVENT_LOG, EventLogSink
 from llmtui.events import Event, Message, RunFailed, RunInterrupted, RunStarted, StageStarted
@@ -52,14 +52,30 @@ def request_stop(run_root: Path, pid: int | None) -> None:
             os.kill(pid, signal.SIGINT)
 
 
+class RunControl(Protocol):
+    """What a pipeline is given at construction and asks between optimizer steps: stop here (with a
+    checkpoint)? A control that pauses holds the caller in `stop_requested` until resumed, saying so on `emit`."""
+
+    def stop_requested(self, emit: Callable[[Event], None]) -> bool: ...
+
+
+class StopWhen:
+    """A control that stops when `predicate()` says so (a tuning trial's time budget, a ladder rung's curve)."""
+
+    def __init__(self, predicate: Callable[[], bool]):
+        self.predicate = predicate
+
+    def stop_requested(self, emit: Callable[[Event], None]) -> bool:
+        return bool(self.predicate())
+
+
 class ControlFile:
-    """The engine's side: `stop_requested` for the trainer; a pause holds the caller here until resumed."""
+    """The engine's side of `control.json`: stop when asked; a pause holds the caller here until resumed."""
 
     POLL_SECONDS = 0.2
 
-    def __init__(self, run_root: Path, emit: Callable[[Event], None]):
+    def __init__(self, run_root: Path):
         self.root = Path(run_root)
-        self.emit = emit
         self._seen: tuple[int, int] | None = None
         self._state = {"pause": False, "stop": False}
 
@@ -74,22 +90,23 @@ class ControlFile:
             self._state = read_control(self.root)
         return self._state
 
-    def __call__(self) -> bool:
+    def stop_requested(self, emit: Callable[[Event], None]) -> bool:
         state = self._current()
         if state["pause"] and not state["stop"]:
-            self.emit(Message("paused after this step; resume to go on"))
+            emit(Message("paused after this step; resume to go on"))
             while state["pause"] and not state["stop"]:
                 time.sleep(self.POLL_SECONDS)
                 state = self._current()
             if not state["stop"]:
-                self.emit(Message("resumed"))
+                emit(Message("resumed"))
         return state["stop"]
 
 
 @contextlib.contextmanager
 def watched_run(pipeline) -> Iterator[None]:
-    """Give a pipeline what its watchers need: its events appended to `<run>/events.jsonl`, pause/stop through
-    `control.json`, and the way it ended (interrupted, or failed on an unexpected error) in the log too.
+    """Give a pipeline what its watchers need: its events appended to `<run>/events.jsonl`, a fresh
+    `control.json` (the pipeline was built with a `ControlFile` on it), and the way it ended (interrupted, or
+    failed on an unexpected error) in the log too.
 
     Nothing is written before the pipeline holds the run folder's lock (its RunStarted): a second `llmtui run`
     refused because the folder is busy leaves the running one's log alone.
@@ -109,7 +126,6 @@ def watched_run(pipeline) -> Iterator[None]:
             log(event)
 
     pipeline.bus.subscribe(sink)
-    pipeline.stop_requested = ControlFile(pipeline.run.root, pipeline.bus.emit)
     try:
         yield
     except TrainingInterrupted as exc:

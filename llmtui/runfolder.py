@@ -418,3 +418,9 @@ def resolve_run_dir(run: str | Path, out_dir: str | Path = "runs") -> Path:
         return candidate
     raise RunFolderError(f"no run folder at {path} or {candidate}",
                          hint="give the folder of a run (e.g. runs/quickstart) or its name")
+
+
+def recipe_run_folder(recipe: Any, base_dir: str | Path = ".") -> RunFolder:
+    """The run folder a recipe's run writes: `<base_dir>/<run.out_dir>/<run.name>` (relative paths resolve
+    against `base_dir`, the folder llmtui was started from)."""
+    return RunFolder(Path(base_dir) / recipe.run.out_dir / recipe.run.name)

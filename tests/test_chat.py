@@ -57,8 +57,7 @@ def _env() -> dict:
 
 @pytest.fixture(scope="module")
 def chat_run(tmp_path_factory) -> dict:
-    from llmtui.finetune.pipeline import FinetunePipeline
-    from llmtui.pipeline import Pipeline
+    from llmtui.pipeline import Pipeline, pipeline_for
 
     base = tmp_path_factory.mktemp("chat")
     corpus = write_corpus(base / "corpus", files=3, lines=30)
@@ -72,7 +71,7 @@ def chat_run(tmp_path_factory) -> dict:
                                                                  "max_answer_tokens": 8})
     recipe["run"]["name"] = "chat"
     recipe["train"].update(steps=6, eval_every=1000, checkpoint_every=1000, jit_compile=False)
-    FinetunePipeline(recipe_from_dict(recipe), base_dir=base).execute()
+    pipeline_for(recipe_from_dict(recipe), base_dir=base).execute()
     return {"base": base, "run": base / "runs" / "chat"}
 
 

@@ -245,7 +245,7 @@ def test_keras_hub_preset_imports_with_the_backbones_logits_and_tokenizer(preset
 def test_finetune_from_a_pretrained_base_then_generate_and_export(hf_folders, tmp_path):
     """`[finetune] base` = a Transformers folder: imported once (reused by a second fine-tune), LoRA domain
     training runs, the run keeps the base's tokenizer and chat template, and it generates and exports."""
-    from llmtui.finetune.pipeline import FinetunePipeline
+    from llmtui.pipeline import pipeline_for
     from llmtui.tokenizers import TextTokenizer
 
     corpus = write_corpus(tmp_path / "corpus", files=3, lines=30)
@@ -253,7 +253,7 @@ def test_finetune_from_a_pretrained_base_then_generate_and_export(hf_folders, tm
                               finetune={"base": str(hf_folders / "llama"), "task": "domain", "method": "lora"})
     recipe["run"]["name"] = "ft"
     recipe["train"].update(steps=4, eval_every=1000, checkpoint_every=1000, jit_compile=False)
-    FinetunePipeline(recipe_from_dict(recipe), base_dir=tmp_path).execute()
+    pipeline_for(recipe_from_dict(recipe), base_dir=tmp_path).execute()
     run = tmp_path / "runs" / "ft"
     imported = list((tmp_path / "runs" / "imported").iterdir())
     assert len(imported) == 1 and (imported[0] / "model" / "import.json").is_file()
@@ -263,7 +263,7 @@ def test_finetune_from_a_pretrained_base_then_generate_and_export(hf_folders, tm
     assert (run / "tokenizer" / "chat_template.jinja").is_file()
     stamp = (imported[0] / "model" / "final.keras").stat().st_mtime_ns
     recipe["run"]["name"] = "ft2"
-    FinetunePipeline(recipe_from_dict(recipe), base_dir=tmp_path).execute(until="model")
+    pipeline_for(recipe_from_dict(recipe), base_dir=tmp_path).execute(until="model")
     assert (imported[0] / "model" / "final.keras").stat().st_mtime_ns == stamp  # reused, not imported again
     result = runner.invoke(app, ["generate", str(run), "-p", "the model", "--max-tokens", "4", "--temperature", "0"])
     assert result.exit_code == 0, result.output

@@ -72,16 +72,16 @@ def test_control_file_pauses_until_resumed_and_stops(tmp_path):
     import time
 
     said: list[ev.Event] = []
-    control = ControlFile(tmp_path, said.append)
-    assert control() is False and read_control(tmp_path) == {"pause": False, "stop": False}
+    control = ControlFile(tmp_path)
+    assert control.stop_requested(said.append) is False and read_control(tmp_path) == {"pause": False, "stop": False}
     write_control(tmp_path, pause=True)
     threading.Timer(0.5, lambda: write_control(tmp_path, pause=False)).start()
     began = time.monotonic()
-    assert control() is False  # held while paused, then goes on
+    assert control.stop_requested(said.append) is False  # held while paused, then goes on
     assert time.monotonic() - began >= 0.4
     assert [e.text for e in said] == ["paused after this step; resume to go on", "resumed"]
     write_control(tmp_path, stop=True)
-    assert control() is True
+    assert control.stop_requested(said.append) is True
 
 
 def _log(folder, *events):

@@ -173,9 +173,11 @@ def run(
 def execute_recipe(config, until: str | None, fresh: bool, sink) -> None:
     """Run a loaded recipe (fine-tuning when [finetune] base is set); Ctrl-C leaves a checkpoint and exits 130."""
     from llmtui.pipeline import pipeline_for
-    from llmtui.runcontrol import watched_run
+    from llmtui.runcontrol import ControlFile, watched_run
+    from llmtui.runfolder import recipe_run_folder
 
-    pipeline = pipeline_for(config, base_dir=Path.cwd(), sinks=[sink])
+    control = ControlFile(recipe_run_folder(config, Path.cwd()).root)  # the wizard pauses and stops through it
+    pipeline = pipeline_for(config, base_dir=Path.cwd(), sinks=[sink], control=control)
     if fresh:
         pipeline.run.clear()
     try:

@@ -26,7 +26,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -192,6 +192,42 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+@dataclass
+class TrainState:
+    """Where training stands: what a checkpoint saves and a resumed run restores."""
+
+    step: int = 0
+    best_val_loss: float = math.inf
+    evals_since_best: int = 0
+
+
+@dataclass
+class MetricsWindow:
+    """The optimizer steps since training metrics were last logged: their summed loss, time and input wait."""
+
+    start: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    loss: float = 0.0
+    input_wait: float = 0.0
+
+    def restart(self) -> None:
+        self.start, self.steps, self.loss, self.input_wait = time.perf_counter(), 0, 0.0, 0.0
+
+
+@dataclass
+class TrainSummary:
+    """What training reports (the train stage's summary in the manifest, in this key order)."""
+
+    first_loss: float | None = None
+    last_loss: float | None = None
+    val_loss: float | None = None
+    stopped_early: bool = False
+    tokens_per_sec: float = 0.0
+    train_seconds: float = 0.0
+    steps: int = 0
+    best_val_loss: float = math.inf
+
+
 def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_config: ModelConfig, seed: int,
           run: RunFolder, fingerprint: str, emit, sampler_fn=None, flops_per_token: float = 0.0,
           peak_flops: float = 0.0, stop_requested: Callable[[], bool] | None = None) -> dict:
@@ -201,140 +237,206 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
     `StatefulLanguageModelingTask` with `train.stateful`). `model` is what samples and validation see; the
     task's `training_model` (when it has one) is what the optimizer steps and checkpoints hold.
     """
-    if isinstance(inputs, TrainInputs):
-        batches = StatefulLanguageModelingTask(inputs, model_config, config, seed) if config.stateful \
-            else LanguageModelingTask(inputs, model_config.context, config, seed)
-    else:
-        batches = inputs
-    shown = model  # samples, validation and parameter counts
-    model = batches.training_model(shown) if hasattr(batches, "training_model") else shown
-    compile_model(model, config, batches.loss(config))
+    from llmtui.models import count_parameters
     from llmtui.training import cluster
 
+    task = _task_for(inputs, config, model_config, seed)
+    shown = model  # samples, validation and parameter counts
+    model = task.training_model(shown) if hasattr(task, "training_model") else shown
+    compile_model(model, config, task.loss(config))
     leader = cluster.current().leader  # in a multi-process job only process 0 writes logs and checkpoints
     checkpoints = CheckpointManager(run.checkpoint_dir, config.keep_checkpoints, fingerprint, writes=leader)
-    state = {"step": 0, "best_val_loss": math.inf, "evals_since_best": 0}
-    resumed = checkpoints.latest()
-    if resumed is not None:
-        state.update(checkpoints.restore(resumed, model, batches))
-        emit(Message(f"resuming from checkpoint {resumed.name} (step {state['step']})"))
-
-    accum = config.grad_accum_steps
-    tokens_per_step = batches.tokens_per_batch * accum
-    from llmtui.models import count_parameters
-    emit(TrainingStarted(total_steps=config.steps, start_step=state["step"], tokens_per_step=tokens_per_step,
+    state = _resume(checkpoints, model, task, emit)
+    tokens_per_step = task.tokens_per_batch * config.grad_accum_steps
+    emit(TrainingStarted(total_steps=config.steps, start_step=state.step, tokens_per_step=tokens_per_step,
                          parameters=count_parameters(shown)))
+    loop = _TrainingLoop(model, shown, task, config, state, checkpoints, emit, _Writers(run, leader), sampler_fn,
+                         _Throughput(tokens_per_step, flops_per_token, peak_flops))
+    loop.run(stop_requested)
+    loop.result.steps, loop.result.best_val_loss = state.step, state.best_val_loss
+    return asdict(loop.result)
 
-    writer, val_writer = (ScalarWriter(run.logs_dir / "train"), ScalarWriter(run.logs_dir / "val")) if leader \
-        else (_NoWriter(), _NoWriter())
-    result = {"first_loss": None, "last_loss": None, "val_loss": None, "stopped_early": False,
-              "tokens_per_sec": 0.0, "train_seconds": 0.0}
-    window = {"start": time.perf_counter(), "steps": 0, "loss": 0.0, "input_wait": 0.0}
-    feed = BatchFeed(batches)  # the next batches are drawn while the current step runs
-    train_step = TrainStep(model)
-    # Losses not yet read: on JAX each is a device scalar, and reading it waits for its step, so the loop
-    # reads them only where it needs them (metrics, checkpoints, evaluation, stopping) and the device is
-    # never left idle waiting for the host in between.
-    pending: list[tuple[int, object]] = []
 
-    def read_losses() -> None:
-        for at, value in pending:
+def _task_for(inputs: TrainInputs | TrainingTask, config: TrainConfig, model_config: ModelConfig,
+              seed: int) -> TrainingTask:
+    """The task to train: `inputs` itself, or next-token prediction on token files."""
+    if not isinstance(inputs, TrainInputs):
+        return inputs
+    if config.stateful:
+        return StatefulLanguageModelingTask(inputs, model_config, config, seed)
+    return LanguageModelingTask(inputs, model_config.context, config, seed)
+
+
+def _resume(checkpoints: "CheckpointManager", model, task: TrainingTask, emit) -> TrainState:
+    """The state of the newest matching checkpoint, restored into `model` and `task` (a fresh state if none)."""
+    resumed = checkpoints.latest()
+    if resumed is None:
+        return TrainState()
+    state = checkpoints.restore(resumed, model, task)
+    emit(Message(f"resuming from checkpoint {resumed.name} (step {state.step})"))
+    return state
+
+
+@dataclass(frozen=True)
+class _Throughput:
+    """What turns a metrics window into tokens per second and model FLOPs utilisation."""
+
+    tokens_per_step: int
+    flops_per_token: float
+    peak_flops: float
+
+
+class _Writers:
+    """The TensorBoard logs, `train` and `val` (nothing written on processes other than 0)."""
+
+    def __init__(self, run: RunFolder, leader: bool):
+        self.train = ScalarWriter(run.logs_dir / "train") if leader else _NoWriter()
+        self.val = ScalarWriter(run.logs_dir / "val") if leader else _NoWriter()
+
+    def flush(self) -> None:
+        self.train.flush()
+        self.val.flush()
+
+    def close(self) -> None:
+        self.train.close()
+        self.val.close()
+
+
+class _TrainingLoop:
+    """The optimizer steps of one `train()` call and what happens between them: metrics, checkpoints,
+    evaluation (best checkpoint, plateau, early stopping, samples) and stopping."""
+
+    def __init__(self, model, shown, task: TrainingTask, config: TrainConfig, state: TrainState,
+                 checkpoints: "CheckpointManager", emit, writers: _Writers, sampler_fn, throughput: _Throughput):
+        self.model, self.shown, self.task, self.config, self.state = model, shown, task, config, state
+        self.checkpoints, self.emit, self.writers, self.sampler_fn = checkpoints, emit, writers, sampler_fn
+        self.throughput = throughput
+        self.result = TrainSummary()
+        self.window = MetricsWindow()
+        self.feed = BatchFeed(task)  # the next batches are drawn while the current step runs
+        self.train_step = TrainStep(model)
+        # Losses not yet read: on JAX each is a device scalar, and reading it waits for its step, so the loop
+        # reads them only where it needs them (metrics, checkpoints, evaluation, stopping) and the device is
+        # never left idle waiting for the host in between.
+        self.pending: list[tuple[int, object]] = []
+
+    def run(self, stop_requested: Callable[[], bool] | None) -> None:
+        config = self.config
+        with _StopFlag(stop_requested) as stop, reuse_freed_memory(), self.feed:
+            try:
+                while self.state.step < config.steps:
+                    step = self.take_step()
+                    log_now = step % config.log_every == 0 or step == config.steps
+                    evaluate_now = step % config.eval_every == 0 or step == config.steps
+                    checkpoint_now = evaluate_now or (step % config.checkpoint_every == 0 and step < config.steps)
+                    stopping = stop() and step < config.steps
+                    if log_now or checkpoint_now or stopping or len(self.pending) >= _MAX_UNREAD_LOSSES:
+                        self.read_losses()
+                    if log_now:
+                        self.log_metrics(step)
+                    if checkpoint_now:
+                        saved = self.checkpoint()  # before each evaluation too: a failing evaluation loses nothing
+                        self.window.start = time.perf_counter()
+                    if evaluate_now and self.evaluate(step, saved):
+                        self.result.stopped_early = True
+                        break
+                    if stopping:
+                        raise TrainingInterrupted(step, self.checkpoint())
+            except KeyboardInterrupt:
+                raise TrainingInterrupted(self.state.step, self.checkpoint() if self.state.step else None) from None
+            finally:
+                self.train_step.sync()  # the model is whole again for whatever comes after training
+                self.writers.close()
+
+    def take_step(self) -> int:
+        """One optimizer step (`grad_accum_steps` micro-batches); its loss joins the unread ones."""
+        feed, accum = self.feed, self.config.grad_accum_steps
+        waited = feed.wait_seconds
+        loss = self.train_step(*feed.next_batch())
+        for _ in range(accum - 1):
+            loss = loss + self.train_step(*feed.next_batch())
+        self.window.input_wait += feed.wait_seconds - waited
+        self.state.step += 1
+        self.window.steps += 1
+        self.pending.append((self.state.step, loss / accum if accum > 1 else loss))
+        return self.state.step
+
+    def read_losses(self) -> None:
+        for at, value in self.pending:
             loss = float(value)
             if not math.isfinite(loss):
-                latest = checkpoints.latest()
+                latest = self.checkpoints.latest()
                 kept = f"; the last good checkpoint is {latest}" if latest else ""
                 raise TrainingError(f"the training loss became {loss} at step {at}{kept}",
                                     hint="lower train.lr, keep train.grad_clip on, or check the data")
-            window["loss"] += loss
-            if result["first_loss"] is None:
-                result["first_loss"] = loss
-        pending.clear()
+            self.window.loss += loss
+            if self.result.first_loss is None:
+                self.result.first_loss = loss
+        self.pending.clear()
 
-    def checkpoint() -> Path:
-        read_losses()  # a checkpoint never holds the state of a step whose loss was not finite
-        train_step.sync()
-        path = checkpoints.save(state, model, feed)
-        emit(CheckpointSaved(step=state["step"], path=str(path)))
+    def checkpoint(self) -> Path:
+        self.read_losses()  # a checkpoint never holds the state of a step whose loss was not finite
+        self.train_step.sync()
+        path = self.checkpoints.save(self.state, self.model, self.feed)
+        self.emit(CheckpointSaved(step=self.state.step, path=str(path)))
         return path
 
-    with _StopFlag(stop_requested) as stop, reuse_freed_memory(), feed:
-        try:
-            while state["step"] < config.steps:
-                waited = feed.wait_seconds
-                loss = train_step(*feed.next_batch())
-                for _ in range(accum - 1):
-                    loss = loss + train_step(*feed.next_batch())
-                window["input_wait"] += feed.wait_seconds - waited
-                state["step"] += 1
-                step = state["step"]
-                window["steps"] += 1
-                pending.append((step, loss / accum if accum > 1 else loss))
-                log_now = step % config.log_every == 0 or step == config.steps
-                evaluate_now = step % config.eval_every == 0 or step == config.steps
-                checkpoint_now = evaluate_now or (step % config.checkpoint_every == 0 and step < config.steps)
-                stopping = stop() and step < config.steps
-                if log_now or checkpoint_now or stopping or len(pending) >= _MAX_UNREAD_LOSSES:
-                    read_losses()
-                if log_now:
-                    grad_norm = float(np.asarray(train_step.value(_tracking_optimizer(model).grad_norm)))
-                    values = _train_metrics(config, window, tokens_per_step, flops_per_token, peak_flops, step,
-                                            grad_norm)
-                    if config.schedule == "plateau":  # the variable the loop lowers, not a function of the step
-                        values["lr"] = float(np.asarray(train_step.value(_tracking_optimizer(model)._learning_rate)))
-                    result["train_seconds"] += time.perf_counter() - window["start"]
-                    result["last_loss"], result["tokens_per_sec"] = values["loss"], values["tokens_per_sec"]
-                    emit(Metrics(step=step, split="train", values=values))
-                    for tag, value in values.items():
-                        writer.scalar(tag, value, step)
-                    window.update(start=time.perf_counter(), steps=0, loss=0.0, input_wait=0.0)
-                if checkpoint_now:
-                    saved = checkpoint()  # before each evaluation too: a failing evaluation loses nothing
-                    window["start"] = time.perf_counter()
-                if evaluate_now:
-                    val = batches.validate(shown)
-                    result["val_loss"] = val["loss"]
-                    emit(Metrics(step=step, split="val", values=val))
-                    for tag, value in val.items():
-                        val_writer.scalar(tag, value, step)
-                    # Patience restarts only on an improvement larger than min_delta; the best checkpoint
-                    # follows every improvement.
-                    improved = val["loss"] < state["best_val_loss"] - config.early_stopping_min_delta
-                    state["evals_since_best"] = 0 if improved else state["evals_since_best"] + 1
-                    if val["loss"] < state["best_val_loss"]:
-                        state["best_val_loss"] = val["loss"]
-                        checkpoints.mark_best(saved, val["loss"])
-                    if (not improved and config.schedule == "plateau"
-                            and state["evals_since_best"] % config.plateau_patience == 0):
-                        optimizer = _tracking_optimizer(model)
-                        lowered = float(np.asarray(optimizer.learning_rate)) * config.plateau_factor
-                        optimizer.learning_rate = lowered
-                        emit(Message(f"validation loss did not improve: learning rate lowered to {lowered:.4g}"))
-                        if step < config.steps:  # the step's checkpoint holds the lowered rate: exact resume
-                            saved = checkpoint()
-                    if sampler_fn is not None:
-                        prompt, text = sampler_fn(shown)
-                        emit(Sample(step=step, prompt=prompt, text=text))
-                        val_writer.text("sample", f"{prompt}{text}", step)
-                    writer.flush()
-                    val_writer.flush()
-                    window["start"] = time.perf_counter()  # evaluation time does not count against tokens/s
-                    patience = config.early_stopping_patience
-                    if patience and state["evals_since_best"] >= patience and step < config.steps:
-                        emit(Message(f"early stopping at step {step}: no better validation loss in {patience} "
-                                     f"evaluations (best {state['best_val_loss']:.4f})"))
-                        result["stopped_early"] = True
-                        break
-                if stopping:
-                    raise TrainingInterrupted(step, checkpoint())
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(state["step"], checkpoint() if state["step"] else None) from None
-        finally:
-            train_step.sync()  # the model is whole again for whatever comes after training
-            writer.close()
-            val_writer.close()
+    def log_metrics(self, step: int) -> None:
+        optimizer = _tracking_optimizer(self.model)
+        grad_norm = float(np.asarray(self.train_step.value(optimizer.grad_norm)))
+        values = _train_metrics(self.config, self.window, self.throughput, step, grad_norm)
+        if self.config.schedule == "plateau":  # the variable the loop lowers, not a function of the step
+            values["lr"] = float(np.asarray(self.train_step.value(optimizer._learning_rate)))
+        self.result.train_seconds += time.perf_counter() - self.window.start
+        self.result.last_loss, self.result.tokens_per_sec = values["loss"], values["tokens_per_sec"]
+        self.emit(Metrics(step=step, split="train", values=values))
+        for tag, value in values.items():
+            self.writers.train.scalar(tag, value, step)
+        self.window.restart()
 
-    result.update(steps=state["step"], best_val_loss=state["best_val_loss"])
-    return result
+    def evaluate(self, step: int, saved: Path) -> bool:
+        """Validate on the shown model, keep the best checkpoint, lower a plateaued rate and sample; True when
+        early stopping ends training here."""
+        config, state = self.config, self.state
+        val = self.task.validate(self.shown)
+        self.result.val_loss = val["loss"]
+        self.emit(Metrics(step=step, split="val", values=val))
+        for tag, value in val.items():
+            self.writers.val.scalar(tag, value, step)
+        improved = self.track_best(val["loss"], saved)
+        if not improved and config.schedule == "plateau" and state.evals_since_best % config.plateau_patience == 0:
+            self.lower_learning_rate(step)
+        if self.sampler_fn is not None:
+            prompt, text = self.sampler_fn(self.shown)
+            self.emit(Sample(step=step, prompt=prompt, text=text))
+            self.writers.val.text("sample", f"{prompt}{text}", step)
+        self.writers.flush()
+        self.window.start = time.perf_counter()  # evaluation time does not count against tokens/s
+        patience = config.early_stopping_patience
+        if patience and state.evals_since_best >= patience and step < config.steps:
+            self.emit(Message(f"early stopping at step {step}: no better validation loss in {patience} "
+                              f"evaluations (best {state.best_val_loss:.4f})"))
+            return True
+        return False
+
+    def track_best(self, val_loss: float, saved: Path) -> bool:
+        """Patience restarts only on an improvement larger than min_delta; the best checkpoint follows every
+        improvement. Returns whether this was such an improvement."""
+        state = self.state
+        improved = val_loss < state.best_val_loss - self.config.early_stopping_min_delta
+        state.evals_since_best = 0 if improved else state.evals_since_best + 1
+        if val_loss < state.best_val_loss:
+            state.best_val_loss = val_loss
+            self.checkpoints.mark_best(saved, val_loss)
+        return improved
+
+    def lower_learning_rate(self, step: int) -> None:
+        optimizer = _tracking_optimizer(self.model)
+        lowered = float(np.asarray(optimizer.learning_rate)) * self.config.plateau_factor
+        optimizer.learning_rate = lowered
+        self.emit(Message(f"validation loss did not improve: learning rate lowered to {lowered:.4g}"))
+        if step < self.config.steps:  # the step's checkpoint holds the lowered rate: exact resume
+            self.checkpoint()
 
 
 def _tracking_optimizer(model):
@@ -342,21 +444,21 @@ def _tracking_optimizer(model):
     return getattr(model.optimizer, "inner_optimizer", model.optimizer)
 
 
-def _train_metrics(config: TrainConfig, window: dict, tokens_per_step: int, flops_per_token: float,
-                   peak_flops: float, step: int, grad_norm: float) -> dict:
-    elapsed = max(time.perf_counter() - window["start"], 1e-9)
-    tokens_per_sec = window["steps"] * tokens_per_step / elapsed
+def _train_metrics(config: TrainConfig, window: MetricsWindow, throughput: _Throughput, step: int,
+                   grad_norm: float) -> dict:
+    elapsed = max(time.perf_counter() - window.start, 1e-9)
+    tokens_per_sec = window.steps * throughput.tokens_per_step / elapsed
     values = {
-        "loss": window["loss"] / window["steps"],
+        "loss": window.loss / window.steps,
         "lr": lr_at(step - 1, config.lr, config.steps, config.warmup_steps, config.schedule, config.min_lr_ratio,
                     config.decay_fraction),
         "tokens_per_sec": tokens_per_sec,
         "grad_norm": grad_norm,
         # Time a step spent waiting for its batch (the feed draws batches ahead, so normally ~0).
-        "input_wait_ms": 1000.0 * window["input_wait"] / window["steps"],
+        "input_wait_ms": 1000.0 * window.input_wait / window.steps,
     }
-    if flops_per_token and peak_flops:
-        values["mfu"] = flops_per_token * tokens_per_sec / peak_flops
+    if throughput.flops_per_token and throughput.peak_flops:
+        values["mfu"] = throughput.flops_per_token * tokens_per_sec / throughput.peak_flops
     return values
 
 
@@ -398,21 +500,21 @@ class CheckpointManager:
         """The newest checkpoint written for this same training setup (a changed recipe starts afresh)."""
         return next((path for path in reversed(self._all()) if self._mine(path)), None)
 
-    def save(self, state: dict, model, sampler: TrainingTask) -> Path:
-        final = self.folder / f"step_{state['step']:07d}"
+    def save(self, state: TrainState, model, sampler: TrainingTask) -> Path:
+        final = self.folder / f"step_{state.step:07d}"
         if not self.writes:
             return final
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f"step_{state['step']:07d}.tmp"
+        tmp = self.folder / f"step_{state.step:07d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         # Every model variable, trainable or not (dropout seed-generator states included).
         np.savez(tmp / "model.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(model.variables)})
         np.savez(tmp / "optimizer.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
-        best = state["best_val_loss"]
+        best = state.best_val_loss
         write_json_atomic(tmp / "state.json", {
-            "step": state["step"], "best_val_loss": best if math.isfinite(best) else None,
-            "evals_since_best": state["evals_since_best"], "fingerprint": self.fingerprint,
+            "step": state.step, "best_val_loss": best if math.isfinite(best) else None,
+            "evals_since_best": state.evals_since_best, "fingerprint": self.fingerprint,
             "sampler": sampler.state(),
         })
         shutil.rmtree(final, ignore_errors=True)
@@ -433,7 +535,7 @@ class CheckpointManager:
         shutil.rmtree(best, ignore_errors=True)
         tmp.rename(best)
 
-    def restore(self, path: Path, model, sampler: TrainingTask) -> dict:
+    def restore(self, path: Path, model, sampler: TrainingTask) -> TrainState:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         with np.load(path / "model.npz") as values:
             for i, variable in enumerate(model.variables):
@@ -445,5 +547,5 @@ class CheckpointManager:
                 variable.assign(values[f"v{i}"])
         sampler.set_state(state["sampler"])
         best = state.get("best_val_loss")
-        return {"step": int(state["step"]), "best_val_loss": best if best is not None else math.inf,
-                "evals_since_best": int(state.get("evals_since_best", 0))}
+        return TrainState(step=int(state["step"]), best_val_loss=best if best is not None else math.inf,
+                          evals_since_best=int(state.get("evals_since_best", 0)))

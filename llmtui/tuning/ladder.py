@@ -86,6 +86,7 @@ def run_ladder(recipe: Recipe, base_dir: Path | str = ".", archs: tuple[str, ...
     """Train each architecture of `archs` at the matched budget; returns the report (also ladder/report.json)."""
     from llmtui.models.cost import estimate_cost
     from llmtui.pipeline import Pipeline
+    from llmtui.runcontrol import StopWhen
     from llmtui.tuning.study import _interrupted, share_artifacts, study_paths
 
     unknown = [a for a in archs if a not in ARCHS]
@@ -118,8 +119,7 @@ def run_ladder(recipe: Recipe, base_dir: Path | str = ".", archs: tuple[str, ...
         RunFolder(root / "ladder" / arch).clear()  # every rung trains afresh: its curve is this run's
         share_artifacts(root, root / "ladder" / arch)
         curve = _Curve(seconds if match == "time" else 0.0)
-        pipeline = Pipeline(rung_recipe, base_dir, [curve])
-        pipeline.stop_requested = lambda curve=curve: curve.done
+        pipeline = Pipeline(rung_recipe, base_dir, [curve], StopWhen(lambda curve=curve: curve.done))
         started = time.perf_counter()
         try:
             summary = pipeline.execute(until="eval")

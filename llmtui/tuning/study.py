@@ -225,6 +225,7 @@ class Tuner:
     def objective(self, trial) -> float:
         """One trial: a real training run in its own folder, evaluated on the validation split."""
         from llmtui.pipeline import pipeline_for
+        from llmtui.runcontrol import StopWhen
 
         tune = self.recipe.tune
         values = {p.path: p.suggest(trial, tune.method == "grid") for p in self.params}
@@ -239,9 +240,9 @@ class Tuner:
         self.share_artifacts(trial_root)
         pruning = PruningSink(trial, tune.objective)
         budget = TimeBudget(tune.seconds, pruning)
-        pipeline = pipeline_for(recipe, self.base_dir, [pruning, budget])
+        control = StopWhen(lambda: (bool(tune.seconds) and budget.spent()) or self.stop_requested())
+        pipeline = pipeline_for(recipe, self.base_dir, [pruning, budget], control)
         started = time.perf_counter()
-        pipeline.stop_requested = lambda: (bool(tune.seconds) and budget.spent()) or self.stop_requested()
         try:
             summary = pipeline.execute(until="eval")
             value = objective_value(summary, tune.objective)
