@@ -21,7 +21,7 @@ from llmtui.errors import LlmtuiError
 from llmtui.events import (Event, EventBus, Message, RunFailed, RunFinished, RunStarted, Sample, StageFinished,
                            StageSkipped, StageStarted)
 from llmtui.runfolder import (STAGE_FOLDERS, STAGES, RunFolder, StageTransaction, clear_staging, fingerprint,
-                              write_json_atomic, write_text_atomic)
+                              load_final_model, write_json_atomic, write_text_atomic)
 
 
 @dataclass
@@ -487,28 +487,6 @@ def pipeline_for(recipe: Recipe, base_dir: Path | str = ".", sinks: list[Callabl
 
         return FinetunePipeline(recipe, base_dir, sinks)
     return Pipeline(recipe, base_dir, sinks)
-
-
-def load_final_model(run: RunFolder):
-    """The trained model of a run folder (Keras must already be configured)."""
-    import keras
-
-    import llmtui.evaluation.language_model  # noqa: F401  (registers custom objects)
-    import llmtui.finetune.classifier  # noqa: F401
-    import llmtui.models.token_encoding  # noqa: F401
-    import llmtui.models.recurrent_layers  # noqa: F401
-    import llmtui.models.transformer  # noqa: F401
-    import llmtui.training.keras_schedule  # noqa: F401
-
-    path = run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except OSError:
-        raise
-    except Exception as exc:  # a truncated or overwritten file: zipfile, h5py and Keras each raise their own
-        raise LlmtuiError(f"{path} cannot be read as a Keras model ({type(exc).__name__}: {exc})",
-                          hint="the file is damaged: run the recipe again (llmtui run RECIPE) to redo training "
-                               "from its last checkpoint") from None
 
 
 def _read_json(path: Path) -> dict | None:

@@ -19,8 +19,8 @@ from llmtui.config.loader import load_recipe
 from llmtui.config.recipe import Recipe
 from llmtui.errors import RecipeError, RunFolderError
 from llmtui.events import Event, Message
-from llmtui.pipeline import STAGES, Pipeline, StageResult, load_final_model
-from llmtui.runfolder import RunFolder, file_digest, fingerprint, resolve_run_dir, write_json_atomic
+from llmtui.pipeline import STAGES, Pipeline, StageResult
+from llmtui.runfolder import RunFolder, file_digest, fingerprint, load_final_model, resolve_run_dir, write_json_atomic
 
 TASK_STAGES = ("data", "tokenizer", "model", "train", "eval")
 TASK_FILE = "task.json"  # in the data folder: what the examples are (kind, labels, prompt template)
