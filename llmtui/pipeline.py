@@ -192,32 +192,13 @@ class Pipeline:
         return fingerprint(stage, section, upstream, extra)
 
     def _stage_data(self) -> StageResult:
-        from llmtui.data.prepare import prepare_data
+        from llmtui.data.prepare import prepare_data, report_messages
 
-        folder = self.run.data_dir
-        report = prepare_data(self.recipe.data, self.recipe.run.seed, folder, self.base_dir)
-        self.bus.emit(Message(
-            f"data: {report['documents_kept']} of {report['documents_read']} documents kept, "
-            f"{report['characters_kept']:,} characters; train {report['splits']['train']['chunks']} chunks, "
-            f"validation {report['splits']['val']['chunks']}"))
-        from llmtui.data.prepare import ignored_line
-
-        if ignored_line(report):
-            self.bus.emit(Message(ignored_line(report), level="warning"))
-        for skip in report["skipped"][:20]:
-            self.bus.emit(Message(f"skipped {skip['path']}: {skip['reason']}", level="warning"))
-        if len(report["skipped"]) > 20:
-            self.bus.emit(Message(f"... and {len(report['skipped']) - 20} more skipped (llmtui data inspect RUN)",
-                                  level="warning"))
-        for name, found in (report.get("contamination") or {}).items():
-            if isinstance(found, dict) and found.get("contaminated"):
-                self.bus.emit(Message(f"contamination: {found['contaminated']} of {found['examples']} {name} "
-                                      f"examples share a {report['contamination']['ngram']}-word n-gram with train",
-                                      level="warning"))
-        summary = {k: report[k] for k in ("documents_read", "documents_kept", "exact_duplicates", "near_duplicates",
-                                          "characters_kept")}
-        outputs = [folder / f"{split}.jsonl" for split in report["splits"]] + [folder / "report.json"]
-        return StageResult(outputs, summary)
+        report = prepare_data(self.recipe.data, self.recipe.run.seed, self.run.data_dir, self.base_dir)
+        for level, text in report_messages(report):
+            self.bus.emit(Message(text, level=level))
+        outputs = [self.run.split_path(split) for split in report.splits] + [self.run.data_report_path]
+        return StageResult(outputs, report.summary())
 
     def _stage_tokenizer(self) -> StageResult:
         import numpy as np

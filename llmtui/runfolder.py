@@ -204,6 +204,11 @@ def read_token_meta(tokenizer_dir: Path) -> TokenMeta:
     return TokenMeta.from_json(read_json(path, "token meta"), path)
 
 
+def token_file(tokenizer_dir: Path, split: str) -> Path:
+    """A split encoded as token ids: <tokenizer folder>/<split>.bin (its dtype is in the token meta)."""
+    return tokenizer_dir / f"{split}.bin"
+
+
 def write_token_meta(tokenizer_dir: Path, meta: TokenMeta) -> None:
     write_json_atomic(tokenizer_dir / TOKEN_META, meta.to_json())
 
@@ -284,10 +289,10 @@ def register_custom_objects() -> None:
 
 def load_final_model(run: "RunFolder"):
     """The trained model of a run folder (Keras must already be configured)."""
+    path = run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
     import keras
 
     register_custom_objects()
-    path = run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
     try:
         return keras.models.load_model(path, compile=False)
     except OSError:
@@ -447,6 +452,15 @@ class RunFolder:
     def samples_path(self) -> Path:
         return self.generate_dir / SAMPLES
 
+    def token_path(self, split: str) -> Path:
+        """A split encoded as token ids: tokenizer/<split>.bin (its dtype is in the token meta)."""
+        return token_file(self.tokenizer_dir, split)
+
+    @property
+    def export_dir(self) -> Path:
+        """Where `llmtui export` writes by default (one folder per format)."""
+        return self.root / "export"
+
     def scalar_log_dir(self, name: str) -> Path:
         """TensorBoard event files of one writer (`train`, `val`, ...)."""
         return self.logs_dir / name
@@ -454,7 +468,7 @@ class RunFolder:
     @classmethod
     def of_recipe(cls, recipe: Any, base_dir: str | Path = ".") -> "RunFolder":
         """The run folder a recipe's run writes: <base_dir>/<run.out_dir>/<run.name>."""
-        return cls(Path(base_dir) / recipe.run.out_dir / recipe.run.name)
+        return cls(run_root(base_dir, recipe.run.out_dir, recipe.run.name))
 
     # Typed files --------------------------------------------------------------------------------
     def token_meta(self) -> "TokenMeta":
@@ -480,6 +494,12 @@ class RunFolder:
         write_json_atomic(self.eval_report_path, report)
         self.record_output(self.eval_report_path)
 
+    def vocabulary_report(self, required: bool = False) -> dict[str, Any] | None:
+        """tokenizer/report.json (llmtui.tokenizers.report): None when it is missing or damaged, unless `required`."""
+        if required:
+            return read_json(self.vocabulary_report_path, "vocabulary report")
+        return read_json_or_none(self.vocabulary_report_path)
+
     def architecture(self) -> dict[str, Any]:
         """model/architecture.json ({} when it is missing or damaged: its facts are shown, never required)."""
         return read_json_or_none(self.architecture_path) or {}
@@ -494,7 +514,9 @@ class RunFolder:
 
     def stage_summary(self, stage: str) -> dict[str, Any]:
         """The summary the manifest recorded for a finished stage ({} when it has none)."""
-        return self.read_manifest()["stages"].get(stage, {}).get("summary") or {}
+        entry = self.read_manifest()["stages"].get(stage)
+        summary = entry.get("summary") if isinstance(entry, dict) else None
+        return summary if isinstance(summary, dict) else {}
 
     # Locking ------------------------------------------------------------------------------------
     def lock(self) -> None:
@@ -741,3 +763,8 @@ def resolve_run_dir(run: str | Path, out_dir: str | Path = "runs") -> Path:
         return candidate
     raise RunFolderError(f"no run folder at {path} or {candidate}",
                          hint="give the folder of a run (e.g. runs/quickstart) or its name")
+
+
+def run_root(base_dir: str | Path, out_dir: str | Path, name: str) -> Path:
+    """Where a run named `name` lives: <base_dir>/<out_dir>/<name> (the recipe's run.out_dir and run.name)."""
+    return Path(base_dir) / out_dir / name
