@@ -77,8 +77,9 @@ def preview(
             console.print(f"[yellow]skipped {skip['path']}: {skip['reason']}[/]", highlight=False)
         from llmtui.data.prepare import ignored_line
 
-        if ignored_line(result["ignored"]):
-            console.print(f"[yellow]{ignored_line(result["ignored"])}[/]", highlight=False)
+        ignored = ignored_line(result["ignored"])
+        if ignored:
+            console.print(f"[yellow]{ignored}[/]", highlight=False)
         if not result["samples"]:
             console.print("[yellow]no document came through cleaning and filtering[/]")
 

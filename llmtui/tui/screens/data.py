@@ -110,8 +110,9 @@ class DataScreen(StepScreen):
         lines += [f"[yellow]skipped {escape(s['path'])}: {escape(s['reason'])}[/]" for s in result["skipped"][:5]]
         from llmtui.data.prepare import ignored_line
 
-        if ignored_line(result["ignored"]):
-            lines.append(f"[yellow]{escape(ignored_line(result["ignored"]))}[/]")
+        ignored = ignored_line(result["ignored"])
+        if ignored:
+            lines.append(f"[yellow]{escape(ignored)}[/]")
         self.app.call_from_thread(self._show_preview, "\n\n".join(lines))
 
     def _show_preview(self, text: str) -> None:
