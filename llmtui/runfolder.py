@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Mapping, TypedDict, cast
 
 from llmtui.errors import LlmtuiError, RunFolderError
 
@@ -471,34 +471,38 @@ class RunFolder:
         return cls(run_root(base_dir, recipe.run.out_dir, recipe.run.name))
 
     # Typed files --------------------------------------------------------------------------------
-    def token_meta(self) -> "TokenMeta":
+    def token_meta(self) -> TokenMeta:
         """tokenizer/tokens.json; RunFolderError when it is missing or damaged."""
         return read_token_meta(self.tokenizer_dir)
 
-    def data_report(self) -> "DataReport":
+    def data_report(self) -> DataReport:
         """data/report.json; RunFolderError when it is missing or damaged."""
         return DataReport.from_json(read_json(self.data_report_path, "data report"), self.data_report_path)
 
-    def eval_report(self, required: bool = False) -> "EvalReport | None":
-        """eval/report.json: None when it is missing or damaged, unless `required` (then RunFolderError)."""
-        if required:
-            if not self.eval_report_path.is_file():
-                raise RunFolderError(f"{self.root} has no evaluation report (eval/report.json)",
-                                     hint=f"evaluate it: llmtui eval {self.root} (or finish the run: llmtui run RECIPE)")
-            return read_json(self.eval_report_path, "evaluation report")  # type: ignore[return-value]
-        return read_json_or_none(self.eval_report_path)  # type: ignore[return-value]
+    def eval_report(self) -> EvalReport | None:
+        """eval/report.json, or None when it is missing or damaged (a new evaluation rewrites it)."""
+        return cast("EvalReport | None", read_json_or_none(self.eval_report_path))
 
-    def write_eval_report(self, report: "EvalReport") -> None:
+    def require_eval_report(self) -> EvalReport:
+        """eval/report.json; RunFolderError (saying how to make it) when it is missing or damaged."""
+        if not self.eval_report_path.is_file():
+            raise RunFolderError(f"{self.root} has no evaluation report (eval/report.json)",
+                                 hint=f"evaluate it: llmtui eval {self.root} (or finish the run: llmtui run RECIPE)")
+        return cast(EvalReport, read_json(self.eval_report_path, "evaluation report"))
+
+    def write_eval_report(self, report: Mapping[str, Any]) -> None:
         """Write eval/report.json and record its new digest (it is rewritten after its stage finished)."""
         self.eval_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.eval_report_path, report)
         self.record_output(self.eval_report_path)
 
-    def vocabulary_report(self, required: bool = False) -> dict[str, Any] | None:
-        """tokenizer/report.json (llmtui.tokenizers.report): None when it is missing or damaged, unless `required`."""
-        if required:
-            return read_json(self.vocabulary_report_path, "vocabulary report")
+    def vocabulary_report(self) -> dict[str, Any] | None:
+        """tokenizer/report.json (llmtui.tokenizers.report), or None when it is missing or damaged."""
         return read_json_or_none(self.vocabulary_report_path)
+
+    def require_vocabulary_report(self) -> dict[str, Any]:
+        """tokenizer/report.json; RunFolderError naming it when it is missing or damaged."""
+        return read_json(self.vocabulary_report_path, "vocabulary report")
 
     def architecture(self) -> dict[str, Any]:
         """model/architecture.json ({} when it is missing or damaged: its facts are shown, never required)."""
@@ -674,7 +678,7 @@ class StageTransaction:
         self.run, self.manifest, self.stage = run, manifest, stage
         self.later, self.folders = list(later), list(folders)
         self.staging = run.root / STAGING / stage
-        self.previous: dict[str, Any] = {}
+        self.previous: StageEntry = {}
 
     def __enter__(self) -> "StageTransaction":
         import shutil
@@ -708,7 +712,7 @@ class StageTransaction:
                 continue
         raise ValueError(f"{path} is outside the run folder {self.run.root}")
 
-    def commit(self, outputs: list[Path], redrawn: list[Path], entry: dict[str, Any]) -> dict[str, Any]:
+    def commit(self, outputs: list[Path], redrawn: list[Path], entry: dict[str, Any]) -> StageEntry:
         """Move the staged files into place and record the stage as finished; returns its manifest entry.
 
         `redrawn` outputs are ones later stages or commands rewrite (report pages): only their presence is checked.
@@ -727,11 +731,12 @@ class StageTransaction:
             path = self.run.root / stale
             if path.is_file() and not Path(stale).is_absolute() and ".." not in Path(stale).parts:
                 path.unlink()
-        entry = {**entry, "outputs": names + loose,
-                 "digests": {n: output_digest(self.run.root / n) for n in names if (self.run.root / n).is_file()}}
-        self.manifest["stages"][self.stage] = entry
+        done = cast(StageEntry, {**entry, "outputs": names + loose,
+                                 "digests": {n: output_digest(self.run.root / n) for n in names
+                                             if (self.run.root / n).is_file()}})
+        self.manifest["stages"][self.stage] = done
         self.run.write_manifest(self.manifest)
-        return entry
+        return done
 
 
 def clear_staging(run: RunFolder) -> None:

@@ -80,9 +80,9 @@ def test_eval_report_round_trip_and_required(tmp_path):
     run = RunFolder(tmp_path)
     assert run.eval_report() is None
     with pytest.raises(RunFolderError, match="no evaluation report"):
-        run.eval_report(required=True)
+        run.require_eval_report()
     run.write_eval_report({"loss": 1.5, "perplexity": 4.48, "files": {"a.txt": {"loss": 2.0}}})
-    assert run.eval_report() == run.eval_report(required=True) == {"loss": 1.5, "perplexity": 4.48,
+    assert run.eval_report() == run.require_eval_report() == {"loss": 1.5, "perplexity": 4.48,
                                                                    "files": {"a.txt": {"loss": 2.0}}}
 
 
@@ -104,9 +104,9 @@ def test_a_damaged_file_is_one_clear_error_naming_it(tmp_path, how, reader):
     path, read = {
         "token meta": (run.token_meta_path, run.token_meta),
         "data report": (run.data_report_path, run.data_report),
-        "evaluation report": (run.eval_report_path, lambda: run.eval_report(required=True)),
+        "evaluation report": (run.eval_report_path, run.require_eval_report),
         "task description": (run.task_path, run.task),
-        "vocabulary report": (run.vocabulary_report_path, lambda: run.vocabulary_report(required=True)),
+        "vocabulary report": (run.vocabulary_report_path, run.require_vocabulary_report),
     }[reader]
     _damage(path, how)
     if how == "wrong types" and reader not in ("token meta", "data report"):

@@ -36,7 +36,7 @@ def train(
         console = Console()
         pipeline = Pipeline(config, base_dir=Path.cwd(), sinks=[stages_sink(console)])
         pipeline.execute(until="tokenizer")
-        print_report(console, pipeline.run.vocabulary_report(required=True), top)
+        print_report(console, pipeline.run.require_vocabulary_report(), top)
         console.print(f"[dim]report: {pipeline.run.vocabulary_report_path}[/]")
 
 

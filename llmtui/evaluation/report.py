@@ -349,8 +349,8 @@ def record_task_metrics(run: RunFolder | str | Path, metrics: dict, redraw: bool
     if metrics.get("kind") not in TASK_KINDS:
         raise ValueError(f"task metrics need a kind in {TASK_KINDS}, not {metrics.get('kind')!r}")
     run = run if isinstance(run, RunFolder) else RunFolder(run)
-    report = run.eval_report() or {"model_digest": model_digest(run)}
-    report["task"] = metrics  # type: ignore[typeddict-item]
+    report: dict = dict(run.eval_report() or {"model_digest": model_digest(run)})
+    report["task"] = metrics
     run.write_eval_report(report)
     if redraw:
         write_report(run)

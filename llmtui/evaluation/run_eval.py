@@ -9,7 +9,7 @@ Those two sections survive a new evaluation only while the final model is the sa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, cast
 
 import numpy as np
 
@@ -112,8 +112,8 @@ def save_eval_report(run: RunFolder, report: dict) -> EvalReport:
         for key in KEPT_SECTIONS:
             if key in previous and key not in report:
                 report[key] = previous[key]
-    run.write_eval_report(report)  # type: ignore[arg-type]
-    return report  # type: ignore[return-value]
+    run.write_eval_report(report)
+    return cast(EvalReport, report)
 
 
 def evaluate_run(run: RunFolder, data_files: Iterable[Path] = (), max_batches: int | None = None,

@@ -22,7 +22,7 @@ def open_run(run: str | Path) -> RunFolder:
 
 
 def require_eval_report(run: RunFolder) -> EvalReport:
-    return run.eval_report(required=True)  # type: ignore[return-value]
+    return run.require_eval_report()
 
 
 def run_recipe(run: RunFolder) -> dict:

@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
-from llmtui.config.recipe import ModelConfig, TrainConfig
+from llmtui.config.recipe import ModelConfig, Recipe, TrainConfig
 
 # Optimizer state per parameter, in float32 values.
 _OPTIMIZER_SLOTS = {"adamw": 2, "adam": 2, "lion": 1, "muon": 2, "sgd": 1, "adagrad": 1, "rmsprop": 2}
@@ -247,7 +247,7 @@ def _cpu_ghz() -> float:
     return 2.5
 
 
-def vocab_size_for(recipe, base_dir) -> tuple[int, str]:
+def vocab_size_for(recipe: Recipe, base_dir: str | os.PathLike) -> tuple[int, str]:
     """The vocabulary size to cost a recipe's model with, and where it comes from: the run's trained
     tokenizer when its tokenizer stage has run, else what the recipe implies."""
     from llmtui.runfolder import RunFolder
