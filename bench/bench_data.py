@@ -215,7 +215,7 @@ def run_prepare(corpus: Path, out: Path, workers: int, sources: list, cpu_now=No
         "sources": sources, "dedup": "near", "val_fraction": 0.05, "workers": workers,
         "filters": {"min_words": 20, "max_duplicate_lines": 0.3, "max_symbol_ratio": 0.1}}}).data
     began_cpu, began = cpu_now(), time.perf_counter()
-    report = prepare_data(config, 0, out, corpus)
+    report = prepare_data(config, 0, out, corpus).to_json()  # the report as written to data/report.json
     time.sleep(0.5)  # one more sample of the tree after the workers finish
     return report, time.perf_counter() - began - 0.5, cpu_now() - began_cpu
 

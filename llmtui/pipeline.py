@@ -10,7 +10,6 @@ holds the run folder's lock and emits the run's events.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -23,7 +22,7 @@ from llmtui.events import (Event, EventBus, Message, RunFailed, RunFinished, Run
                            StageStarted)
 from llmtui.runfolder import STAGES  # noqa: F401  (the stage names of training from scratch, for callers)
 from llmtui.runfolder import (STAGE_FOLDERS, RunFolder, StageTransaction, clear_staging, fingerprint,
-                              recipe_run_folder, write_text_atomic)
+                              write_text_atomic)
 from llmtui.stages.base import Stage, StageContext
 from llmtui.stages.pretraining import pretraining_stages
 
@@ -39,7 +38,7 @@ class Pipeline:
                  control: RunControl | None = None, stages: Sequence[Stage] | None = None):
         self.recipe = recipe
         self.base_dir = Path(base_dir)
-        self.run = recipe_run_folder(recipe, self.base_dir)
+        self.run = RunFolder.of_recipe(recipe, self.base_dir)
         self.bus = EventBus(sinks)
         self.backend = require_backend(recipe.run.backend)
         self.stages: tuple[Stage, ...] = tuple(stages if stages is not None else pretraining_stages())
@@ -83,10 +82,9 @@ class Pipeline:
 
     def summary(self, seconds: float) -> dict:
         summaries = self.context.summaries
-        report = summaries.get("eval") or _read_json(self.run.eval_dir / "report.json") or {}
+        report = summaries.get("eval") or self.run.eval_report() or {}
         train = summaries.get("train") or {}
-        samples = summaries.get("generate", {}).get("samples") or \
-            (_read_json(self.run.generate_dir / "samples.json") or {}).get("samples", [])
+        samples = summaries.get("generate", {}).get("samples") or self.run.samples()
         return {
             "run_dir": str(self.run.root),
             "wall_seconds": seconds,
@@ -99,7 +97,7 @@ class Pipeline:
             "tokens_per_sec": train.get("tokens_per_sec") or report.get("train_tokens_per_sec"),
             "samples": samples,
             # Fine-tuned tasks: accuracy, macro_f1, f1, exact_match, bleu or chrf (only the report file has them).
-            "task": (_read_json(self.run.eval_dir / "report.json") or {}).get("task"),
+            "task": (self.run.eval_report() or {}).get("task"),
         }
 
     # Several processes ----------------------------------------------------------------------------
@@ -189,32 +187,3 @@ def pipeline_for(recipe: Recipe, base_dir: Path | str = ".", sinks: list[Callabl
 
 def _names(stages: Sequence[Stage]) -> tuple[str, ...]:
     return tuple(stage.name for stage in stages)
-
-
-def load_final_model(run: RunFolder):
-    """The trained model of a run folder (Keras must already be configured)."""
-    import keras
-
-    import llmtui.evaluation.language_model  # noqa: F401  (registers custom objects)
-    import llmtui.finetune.classifier  # noqa: F401
-    import llmtui.models.token_encoding  # noqa: F401
-    import llmtui.models.recurrent_layers  # noqa: F401
-    import llmtui.models.transformer  # noqa: F401
-    import llmtui.training.keras_schedule  # noqa: F401
-
-    path = run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except OSError:
-        raise
-    except Exception as exc:  # a truncated or overwritten file: zipfile, h5py and Keras each raise their own
-        raise LlmtuiError(f"{path} cannot be read as a Keras model ({type(exc).__name__}: {exc})",
-                          hint="the file is damaged: run the recipe again (llmtui run RECIPE) to redo training "
-                               "from its last checkpoint") from None
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None

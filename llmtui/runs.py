@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llmtui.eventlog import EVENT_LOG, read_events
 from llmtui.events import Metrics, RunFailed, RunFinished, RunInterrupted, RunStarted, TrainingStarted
-from llmtui.runfolder import LOCK, MANIFEST, RECIPE
+from llmtui.runfolder import LOCK, RunFolder
 
 
 @dataclass(frozen=True)
@@ -111,16 +111,11 @@ def run_info(root: Path) -> RunInfo:
 
 
 def _from_manifest(root: Path) -> tuple[str, int, int, float, float]:
-    import json
-
-    try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = {}
-    stages = manifest.get("stages", {})
+    run = RunFolder(root)
+    stages = run.read_manifest()["stages"]
     train = stages.get("train", {}).get("summary", {})
     best = train.get("best_val_loss")
-    finished = (root / "model" / "final.keras").is_file()
+    finished = run.final_model_path.is_file()
     steps = int(train.get("steps") or 0)
     seconds = sum(float(s.get("seconds") or 0) for s in stages.values() if isinstance(s, dict))
     return ("finished" if finished else "interrupted", steps, steps,
@@ -128,15 +123,15 @@ def _from_manifest(root: Path) -> tuple[str, int, int, float, float]:
 
 
 def _created(root: Path) -> float | None:
-    for name in (RECIPE, MANIFEST):
-        path = root / name
+    run = RunFolder(root)
+    for path in (run.recipe_path, run.manifest_path):
         if path.is_file():
             return path.stat().st_mtime
     return None
 
 
 def is_run_folder(path: Path) -> bool:
-    return path.is_dir() and ((path / RECIPE).is_file() or (path / EVENT_LOG).is_file())
+    return path.is_dir() and (RunFolder(path).recipe_path.is_file() or (path / EVENT_LOG).is_file())
 
 
 def list_runs(folder: Path) -> list[RunInfo]:

@@ -42,12 +42,12 @@ def test_prepare_counts_duplicates_skips_and_splits(tmp_path):
     (src / "picture.png").write_bytes(b"\x89PNG\r\n")  # not a format the readers know: counted, not read
     out = tmp_path / "out"
     report = prepare_data(data_config([str(src)], val_fraction=0.25), seed=0, out_dir=out, base=tmp_path)
-    assert report["documents_read"] == 23  # 20 + copy + notes.md + latin1 (2 skipped)
-    assert report["ignored"] == {"files": 1, "by_type": {"*.png": 1}}
-    assert report["exact_duplicates"] == 1
-    assert report["documents_kept"] == 22
-    assert report["repaired_encoding"] == 1  # the Latin-1 file, read as Windows-1252
-    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in report["skipped"]}
+    assert report.documents_read == 23  # 20 + copy + notes.md + latin1 (2 skipped)
+    assert report.ignored == {"files": 1, "by_type": {"*.png": 1}}
+    assert report.exact_duplicates == 1
+    assert report.documents_kept == 22
+    assert report.repaired_encoding == 1  # the Latin-1 file, read as Windows-1252
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in report.skipped}
     assert set(reasons) == {"blob.txt", "empty.txt"}
     assert "binary" in reasons["blob.txt"] and "empty" in reasons["empty.txt"]
     train, val = list(read_split(out / "train.jsonl")), list(read_split(out / "val.jsonl"))
@@ -79,12 +79,12 @@ def test_a_folder_reads_every_supported_format_and_counts_the_rest(tmp_path):
         (src / f"shot{i}.png").write_bytes(b"\x89PNG\r\n")
     (src / "LICENSE").write_text("not read: no suffix\n", encoding="utf-8")
     report = prepare_data(data_config([str(src)], val_fraction=0.25), seed=0, out_dir=tmp_path / "o", base=tmp_path)
-    assert report["documents_read"] == 52 and report["skipped"] == []
-    assert report["ignored"] == {"files": 4, "by_type": {"*.png": 3, "LICENSE": 1}}
-    assert ignored_line(report).startswith("ignored: 4 files, *.png (3), LICENSE (1)")
+    assert report.documents_read == 52 and report.skipped == []
+    assert report.ignored == {"files": 4, "by_type": {"*.png": 3, "LICENSE": 1}}
+    assert ignored_line(report.ignored).startswith("ignored: 4 files, *.png (3), LICENSE (1)")
     only_text = prepare_data(data_config([{"path": str(src), "include": ["*.txt"]}], val_fraction=0.25), seed=0,
                              out_dir=tmp_path / "t", base=tmp_path)
-    assert only_text["documents_read"] == 30 and only_text["ignored"]["files"] == 7  # the jsonl, html, md.gz too
+    assert only_text.documents_read == 30 and only_text.ignored["files"] == 7  # the jsonl, html, md.gz too
 
 
 def test_strict_encoding_reports_the_latin1_file(tmp_path):
@@ -93,8 +93,8 @@ def test_strict_encoding_reports_the_latin1_file(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     config = data_config([{"path": "*.txt", "encoding": "utf-8"}])
     report = prepare_data(config, 0, tmp_path / "o", tmp_path)
-    assert report["documents_read"] == 2 and report["repaired_encoding"] == 0
-    [skip] = report["skipped"]
+    assert report.documents_read == 2 and report.repaired_encoding == 0
+    [skip] = report.skipped
     assert skip["path"].endswith("latin1.txt") and "not utf-8 text (invalid byte 0xe9" in skip["reason"]
 
 
@@ -105,7 +105,7 @@ def test_split_is_reproducible_and_seeded(tmp_path, corpus):
     c = prepare_data(config, 1, tmp_path / "c", tmp_path)
     assert (tmp_path / "a/val.jsonl").read_text() == (tmp_path / "b/val.jsonl").read_text()
     assert (tmp_path / "a/val.jsonl").read_text() != (tmp_path / "c/val.jsonl").read_text()
-    assert a["splits"] == b["splits"] and c["documents_kept"] == a["documents_kept"]
+    assert a.splits == b.splits and c.documents_kept == a.documents_kept
 
 
 def test_missing_source_is_a_clear_error(tmp_path):

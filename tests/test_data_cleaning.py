@@ -95,7 +95,7 @@ def test_boilerplate_lines_across_documents_are_removed(tmp_path):
     assert len(texts) == 12
     assert not any("Home | About" in t or "Copyright" in t for t in texts)
     assert all(t.startswith("Story") for t in texts)
-    assert report["lines_removed"] == {"filters.boilerplate_min_docs": 24}
+    assert report.lines_removed == {"filters.boilerplate_min_docs": 24}
     assert not list((tmp_path / "out").glob("*spool*")) and not list((tmp_path / "out").glob("*.npy"))
 
 
@@ -106,9 +106,9 @@ def test_filters_and_pii_in_the_report(tmp_path):
     config = recipe_from_dict({"data": {"sources": ["*.txt"], "clean": {"scrub_pii": ["email"]},
                                         "filters": {"max_symbol_ratio": 0.5}}}).data
     report = prepare_data(config, 0, tmp_path / "out", tmp_path)
-    assert report["dropped_by_filter"] == {"filters.max_symbol_ratio": 1}
-    assert report["pii_scrubbed"] == {"email": 1}
-    assert report["documents_kept"] == 2
+    assert report.dropped_by_filter == {"filters.max_symbol_ratio": 1}
+    assert report.pii_scrubbed == {"email": 1}
+    assert report.documents_kept == 2
 
 
 def test_empty_corpus_names_the_filter_that_removed_everything(tmp_path):

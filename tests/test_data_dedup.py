@@ -61,14 +61,14 @@ def test_planted_exact_and_near_duplicates_are_found_and_nothing_else(tmp_path):
     related = docs[25][:75] + words(rng, 75)  # half the text shared: similar, not a duplicate
     (src / "related.txt").write_text(" ".join(related) + "\n")
     report = prepare_data(config([str(src)], dedup="near", val_fraction=0.2), 0, tmp_path / "out", tmp_path)
-    assert report["documents_read"] == 46
-    assert report["exact_duplicates"] == 2 and report["near_duplicates"] == 3
-    assert report["documents_kept"] == 41
+    assert report.documents_read == 46
+    assert report.exact_duplicates == 2 and report.near_duplicates == 3
+    assert report.documents_kept == 41
     kept = [t for texts in all_texts(tmp_path / "out").values() for t in texts]
     assert sorted(kept) == sorted([" ".join(d) for d in docs] + [" ".join(related)])
     exact_only = prepare_data(config([str(src)], dedup="exact"), 0, tmp_path / "exact", tmp_path)
-    assert exact_only["exact_duplicates"] == 2 and exact_only["near_duplicates"] == 0
-    assert exact_only["documents_kept"] == 44
+    assert exact_only.exact_duplicates == 2 and exact_only.near_duplicates == 0
+    assert exact_only.documents_kept == 44
 
 
 def test_report_has_every_field(tmp_path):
@@ -77,10 +77,10 @@ def test_report_has_every_field(tmp_path):
     for key in ("documents_read", "documents_kept", "exact_duplicates", "near_duplicates", "dropped_by_filter",
                 "skipped", "repaired_encoding", "bytes_read", "characters_kept", "per_source",
                 "document_length_histogram", "splits", "contamination", "timings"):
-        assert key in report
-    assert sum(report["document_length_histogram"].values()) == 10
-    assert report["per_source"]["src"]["documents_read"] == 10
-    assert json.loads((tmp_path / "out" / "report.json").read_text()) == report
+        assert key in report.to_json()
+    assert sum(report.document_length_histogram.values()) == 10
+    assert report.per_source["src"]["documents_read"] == 10
+    assert json.loads((tmp_path / "out" / "report.json").read_text()) == report.to_json()
 
 
 def test_test_split_seed_and_document_integrity(tmp_path):
@@ -89,13 +89,14 @@ def test_test_split_seed_and_document_integrity(tmp_path):
     report = prepare_data(cfg, 3, tmp_path / "a", tmp_path)
     again = prepare_data(cfg, 3, tmp_path / "b", tmp_path)
     other = prepare_data(cfg, 4, tmp_path / "c", tmp_path)
-    assert set(report["splits"]) == {"train", "val", "test"}
-    assert all(report["splits"][n]["documents"] > 0 for n in ("train", "val", "test"))
-    assert sum(report["splits"][n]["documents"] for n in report["splits"]) == 60
+    assert set(report.splits) == {"train", "val", "test"}
+    assert all(report.splits[n].documents > 0 for n in ("train", "val", "test"))
+    assert sum(report.splits[n].documents for n in report.splits) == 60
     assert (tmp_path / "a/test.jsonl").read_text() == (tmp_path / "b/test.jsonl").read_text()
     assert (tmp_path / "a/test.jsonl").read_text() != (tmp_path / "c/test.jsonl").read_text()
-    assert sum(other["splits"][n]["documents"] for n in other["splits"]) == 60  # another seed, the same documents
-    assert {k: v for k, v in report.items() if k != "timings"} == {k: v for k, v in again.items() if k != "timings"}
+    assert sum(other.splits[n].documents for n in other.splits) == 60  # another seed, the same documents
+    assert {k: v for k, v in report.to_json().items() if k != "timings"} == \
+        {k: v for k, v in again.to_json().items() if k != "timings"}
     # Chunks of one document stay together: each document id appears in exactly one split.
     owners = {}
     for name in ("train", "val", "test"):
@@ -109,7 +110,7 @@ def test_one_long_document_is_split_by_chunks(tmp_path):
     rng = random.Random(2)
     (tmp_path / "book.txt").write_text("\n".join(" ".join(words(rng, 12)) for _ in range(2000)))
     report = prepare_data(config(["book.txt"], chunk_chars=500, val_fraction=0.1), 0, tmp_path / "out", tmp_path)
-    chunks = report["splits"]["val"]["chunks"] / (report["splits"]["val"]["chunks"] + report["splits"]["train"]["chunks"])
+    chunks = report.splits["val"].chunks / (report.splits["val"].chunks + report.splits["train"].chunks)
     assert 0.05 < chunks < 0.15
 
 
@@ -124,9 +125,9 @@ def test_tail_split_holds_out_the_end_of_the_text_in_order(tmp_path):
     texts = all_texts(tmp_path / "out")
     order = [int(line.split()[1]) for name in ("train", "test", "val") for t in texts[name] for line in t.split("\n")]
     assert order == list(range(3000))  # train, then test, then val: the text in its own order, nothing lost
-    total = sum(report["splits"][n]["characters"] for n in ("train", "val", "test"))
-    assert abs(report["splits"]["val"]["characters"] / total - 0.10) < 0.01
-    assert abs(report["splits"]["test"]["characters"] / total - 0.05) < 0.01
+    total = sum(report.splits[n].characters for n in ("train", "val", "test"))
+    assert abs(report.splits["val"].characters / total - 0.10) < 0.01
+    assert abs(report.splits["test"].characters / total - 0.05) < 0.01
 
 
 def test_contamination_counts_overlap_with_val_and_eval_files(tmp_path):
@@ -144,7 +145,7 @@ def test_contamination_counts_overlap_with_val_and_eval_files(tmp_path):
     train = "\n".join(texts["train"])
     expected_eval = sum(e["text"] in train for e in eval_lines)
     expected_val = sum(" ".join(shared) in t for t in texts["val"]) if " ".join(shared) in train else 0
-    found = report["contamination"]
+    found = report.contamination
     assert found["ngram"] == 13
     assert found["eval:eval.jsonl"]["examples"] == 8
     assert found["val"]["examples"] == len(texts["val"])  # val chunks
@@ -162,7 +163,8 @@ def test_worker_processes_give_the_same_result(tmp_path):
     for name in ("train", "val"):
         assert (tmp_path / "inline" / f"{name}.jsonl").read_text() == (tmp_path / "pooled" / f"{name}.jsonl").read_text()
     drop = ("timings",)
-    assert {k: v for k, v in inline.items() if k not in drop} == {k: v for k, v in pooled.items() if k not in drop}
+    assert {k: v for k, v in inline.to_json().items() if k not in drop} == \
+        {k: v for k, v in pooled.to_json().items() if k not in drop}
 
 
 def test_contamination_bitmap_is_sized_to_the_index():

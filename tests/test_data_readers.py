@@ -18,7 +18,7 @@ from llmtui.errors import DataError, RecipeError
 def run(tmp_path, sources, **data):
     config = recipe_from_dict({"data": {"sources": sources, "contamination_ngram": 0, **data}}).data
     report = prepare_data(config, 0, tmp_path / "out", tmp_path)
-    texts = [t for split in report["splits"] for t in read_split(tmp_path / "out" / f"{split}.jsonl")]
+    texts = [t for split in report.splits for t in read_split(tmp_path / "out" / f"{split}.jsonl")]
     return report, texts
 
 
@@ -37,7 +37,7 @@ def test_jsonl_nested_field_counts_bad_lines(tmp_path):
     (tmp_path / "a.jsonl").write_text("\n".join(lines), encoding="utf-8")
     report, texts = run(tmp_path, [{"path": "a.jsonl", "text_field": "meta.body"}])
     assert sorted(texts) == ["first document body", "second document body"]
-    reasons = sorted(s["reason"] for s in report["skipped"])
+    reasons = sorted(s["reason"] for s in report.skipped)
     assert reasons == ["1 lines that are not valid JSON (first: line 3: Expecting value)",
                        "1 records without a text at 'meta.body' (first: line 2)"]
 
@@ -47,7 +47,7 @@ def test_json_records_by_star_path_and_top_level_list(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps([{"text": "list item"}, {"other": 1}]))
     report, texts = run(tmp_path, [{"path": "a.json", "text_field": "data.rows.*.text"}, "b.json"])
     assert sorted(texts) == ["list item", "row one", "row two"]
-    assert "records without a text" in report["skipped"][0]["reason"]
+    assert "records without a text" in report.skipped[0]["reason"]
 
 
 def test_csv_tsv_columns_and_missing_column(tmp_path):
@@ -56,7 +56,7 @@ def test_csv_tsv_columns_and_missing_column(tmp_path):
     (tmp_path / "c.csv").write_text("x,y\n1,2\n")
     report, texts = run(tmp_path, [{"path": "*.[ct]sv", "text_field": "body"}])
     assert sorted(texts) == ["a row, with a comma\nand a line break", "second row", "tab separated row"]
-    [skip] = report["skipped"]
+    [skip] = report.skipped
     assert skip["path"].endswith("c.csv") and "no column 'body' (columns: x, y)" in skip["reason"]
 
 
@@ -68,7 +68,7 @@ def test_parquet_column(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     report, texts = run(tmp_path, [{"path": "*.parquet", "text_field": "body"}])
     assert sorted(texts) == ["parquet one", "parquet two"]
-    assert "bad.parquet" in report["skipped"][0]["path"] and "Parquet" in report["skipped"][0]["reason"]
+    assert "bad.parquet" in report.skipped[0]["path"] and "Parquet" in report.skipped[0]["reason"]
 
 
 def test_compressed_variants_and_corrupt_archive(tmp_path):
@@ -80,7 +80,7 @@ def test_compressed_variants_and_corrupt_archive(tmp_path):
     (tmp_path / "d.txt.gz").write_bytes(b"\x1f\x8b\x08 this is not gzip")
     report, texts = run(tmp_path, [{"path": ".", "include": ["*.gz", "*.zst", "*.bz2"]}])
     assert sorted(texts) == ["# bzip2 markdown", "gzip compressed text", "zstd json line"]
-    [skip] = report["skipped"]
+    [skip] = report.skipped
     assert skip["path"].endswith("d.txt.gz") and "corrupt gzip" in skip["reason"]
 
 
@@ -108,7 +108,7 @@ def test_include_exclude_and_big_text_file_streams_in_pieces(tmp_path, monkeypat
     report, texts = run(tmp_path, [{"path": "docs", "include": ["*.txt", "*.md"], "exclude": ["skip_*"]}],
                         chunk_chars=5000)
     assert "excluded file" not in texts and "nested markdown file" in texts
-    assert report["documents_read"] > 5  # keep.txt (about 7 kB) came in pieces of about 1 kB
+    assert report.documents_read > 5  # keep.txt (about 7 kB) came in pieces of about 1 kB
     assert sum(t.count("paragraph ") for t in texts) == 40
 
 
@@ -123,7 +123,7 @@ def test_bad_inputs_are_explained(tmp_path):
         (tmp_path / "locked.txt").write_text("secret", encoding="utf-8")
         (tmp_path / "locked.txt").chmod(0)
     report, texts = run(tmp_path, ["*.txt"])
-    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in report["skipped"]}
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in report.skipped}
     assert sorted(texts) == ["a readable document", "another readable document"]
     assert "binary" in reasons["binary.txt"] and reasons["empty.txt"] == "empty file"
     assert "binary or unknown encoding" in reasons["noise.txt"]

@@ -119,8 +119,8 @@ def test_crawl_obeys_robots_depth_domain_and_reports_failures(tmp_path, site):
     assert "/c.html" not in paths and "/notes.txt" not in paths  # two links away: beyond max_depth = 1
     assert paths.count("/a.html") == 1  # the #section link is the same page
     assert all("llmtui" in agent for _, agent in site.requests)
-    assert report["documents_read"] == 3  # /, a, b
-    reasons = {s["path"].removeprefix(site.base): s["reason"] for s in report["skipped"]}
+    assert report.documents_read == 3  # /, a, b
+    reasons = {s["path"].removeprefix(site.base): s["reason"] for s in report.skipped}
     assert reasons["/private/secret.html"] == "disallowed by robots.txt"
     assert reasons["/missing.html"].startswith("HTTP 404")
     assert "timed out" in reasons["/slow.html"]
@@ -135,19 +135,19 @@ def test_crawl_stays_within_page_limit(tmp_path, site):
     report = prepare_data(config, 0, tmp_path / "out", tmp_path)
     page_requests = [p for p in site.paths() if p != "/robots.txt"]
     assert page_requests == ["/", "/a.html"]
-    assert report["per_source"][site.base + "/"]["pages_requested"] == 2
+    assert report.per_source[site.base + "/"]["pages_requested"] == 2
 
 
 def test_rerun_reads_the_cache_and_retries_with_backoff(tmp_path, site):
     sources = [site.base + "/a.html", site.base + "/notes.txt", site.base + "/flaky.txt", site.base + "/gone.html"]
     config = web_config(tmp_path, sources, retries=2)
     first = prepare_data(config, 0, tmp_path / "one", tmp_path)
-    assert first["documents_read"] == 3 and first["skipped"][0]["reason"].startswith("HTTP 404")
+    assert first.documents_read == 3 and first.skipped[0]["reason"].startswith("HTTP 404")
     assert site.paths().count("/flaky.txt") == 2  # a 503, then a retry that worked
     seen = len(site.requests)
     second = prepare_data(config, 0, tmp_path / "two", tmp_path)
     assert len(site.requests) == seen  # nothing fetched again, not even the 404 or robots.txt
-    assert second["web"]["requests"] == 0 and second["web"]["cache_hits"] >= 4
+    assert second.web["requests"] == 0 and second.web["cache_hits"] >= 4
     assert (tmp_path / "one" / "train.jsonl").read_text() == (tmp_path / "two" / "train.jsonl").read_text()
 
 
@@ -193,13 +193,13 @@ def test_robots_txt_with_a_client_error_allows_everything(tmp_path, site, status
     site.robots_status = status
     config = web_config(tmp_path, [site.base + "/private/secret.html", site.base + "/a.html"], cache=False)
     report = prepare_data(config, 0, tmp_path / "out", tmp_path)
-    assert report["documents_read"] == 2 and "/private/secret.html" in site.paths()
+    assert report.documents_read == 2 and "/private/secret.html" in site.paths()
 
 
 def test_redirects_are_checked_against_robots_txt(tmp_path, site):
     config = web_config(tmp_path, [site.base + "/go-private", site.base + "/go-public", site.base + "/a.html"])
     report = prepare_data(config, 0, tmp_path / "out", tmp_path)
     assert "/private/secret.html" not in site.paths()  # the redirect was not followed
-    assert "/c.html" in site.paths() and report["documents_read"] == 2
-    reasons = {s["path"].removeprefix(site.base): s["reason"] for s in report["skipped"]}
+    assert "/c.html" in site.paths() and report.documents_read == 2
+    reasons = {s["path"].removeprefix(site.base): s["reason"] for s in report.skipped}
     assert reasons["/go-private"] == f"redirected to {site.base}/private/secret.html: disallowed by robots.txt"

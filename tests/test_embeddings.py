@@ -163,7 +163,7 @@ def test_one_hot_model_trains_and_its_loss_falls(arch, tmp_path):
     import keras
 
     from llmtui.models import build_model
-    from llmtui.pipeline import RunFolder, load_final_model
+    from llmtui.runfolder import RunFolder, load_final_model
 
     model = build_model(model_config(arch=arch, embedding="onehot"), 24, seed=0)
     losses = _train(model, 40)

@@ -87,7 +87,7 @@ def _train(base: Path) -> dict[str, Path]:
 
 def _reference(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """Fixed ids (2, 12) and the run's own model's logits on them, from this process."""
-    from llmtui.pipeline import load_final_model
+    from llmtui.runfolder import load_final_model
     from llmtui.runfolder import RunFolder
 
     model = load_final_model(RunFolder(run))

@@ -94,7 +94,7 @@ def _train(base: Path) -> dict[str, Path]:
 def _ours(run: Path) -> dict:
     """The run's own logits on fixed ids, its greedy continuation (llmtui's generator), ids and chat text."""
     from llmtui.generation.sampler import Generator
-    from llmtui.pipeline import load_final_model
+    from llmtui.runfolder import load_final_model
     from llmtui.runfolder import RunFolder
     from llmtui.tokenizers import TextTokenizer
     from llmtui.tokenizers.chat import chat_template, render_chat

@@ -80,7 +80,7 @@ def test_domain_finetune_lowers_domain_perplexity_and_reports_forgetting(workspa
 def test_lora_trains_only_the_adapters_and_saves_a_plain_model(workspace):
     import keras
 
-    from llmtui.pipeline import load_final_model
+    from llmtui.runfolder import load_final_model
     from llmtui.runfolder import RunFolder
 
     recipe = finetune_recipe(workspace, "lora", {"task": "domain", "method": "lora", "lora_rank": 2},
@@ -110,7 +110,7 @@ def test_lora_rank_larger_than_the_layer_is_refused(workspace):
 
 
 def test_freeze_keeps_the_lower_layers(workspace):
-    from llmtui.pipeline import load_final_model
+    from llmtui.runfolder import load_final_model
     from llmtui.runfolder import RunFolder
 
     recipe = finetune_recipe(workspace, "freeze", {"task": "domain", "method": "freeze", "freeze_layers": 1})

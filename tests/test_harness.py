@@ -92,7 +92,7 @@ def test_adapter_log_likelihoods_equal_our_scorer(harness_run):
 
     from llmtui.evaluation.harness import make_adapter
     from llmtui.evaluation.language_model import make_scorer, score_tokens
-    from llmtui.pipeline import load_final_model
+    from llmtui.runfolder import load_final_model
     from llmtui.runfolder import RunFolder
     from llmtui.tokenizers import TextTokenizer
 

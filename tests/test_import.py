@@ -106,7 +106,7 @@ def hf_folders(tmp_path_factory) -> Path:
 
 
 def _our_logits(run: Path, ids) -> np.ndarray:
-    from llmtui.pipeline import load_final_model
+    from llmtui.runfolder import load_final_model
     from llmtui.runfolder import RunFolder
 
     return np.asarray(load_final_model(RunFolder(run))(ids.astype("int32"), training=False))

@@ -174,9 +174,9 @@ def execute_recipe(config, until: str | None, fresh: bool, sink) -> None:
     """Run a loaded recipe (fine-tuning when [finetune] base is set); Ctrl-C leaves a checkpoint and exits 130."""
     from llmtui.pipeline import pipeline_for
     from llmtui.runcontrol import ControlFile, watched_run
-    from llmtui.runfolder import recipe_run_folder
+    from llmtui.runfolder import RunFolder
 
-    control = ControlFile(recipe_run_folder(config, Path.cwd()).root)  # the wizard pauses and stops through it
+    control = ControlFile(RunFolder.of_recipe(config, Path.cwd()).root)  # the wizard pauses and stops through it
     pipeline = pipeline_for(config, base_dir=Path.cwd(), sinks=[sink], control=control)
     if fresh:
         pipeline.run.clear()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from llmtui.runfolder import DataReport
 
 data_app = typer.Typer(help="Inspect a run's data report or preview cleaned samples of a recipe.",
                        no_args_is_help=True, rich_markup_mode="rich")
@@ -21,20 +24,15 @@ def inspect(
     from llmtui.cli.app import user_errors
 
     with user_errors():
-        from llmtui.errors import RunFolderError
-        from llmtui.runfolder import RunFolder, resolve_run_dir
+        from llmtui.runfolder import RunFolder, read_json, resolve_run_dir
 
         run = RunFolder(resolve_run_dir(run_dir))
-        path = run.require(run.data_dir / "report.json", "data report", "prepare the data first: "
+        path = run.require(run.data_report_path, "data report", "prepare the data first: "
                            "llmtui run RECIPE --until data")
-        try:
-            report = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RunFolderError(f"cannot read the data report {path}: {exc}") from None
-        if as_json:
-            typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        if as_json:  # the file as it is, keys the report record does not know included
+            typer.echo(json.dumps(read_json(path, "data report"), indent=2, ensure_ascii=False))
             return
-        _print_report(report, str(path))
+        _print_report(run.data_report(), str(path))
 
 
 @data_app.command("preview")
@@ -79,8 +77,9 @@ def preview(
             console.print(f"[yellow]skipped {skip['path']}: {skip['reason']}[/]", highlight=False)
         from llmtui.data.prepare import ignored_line
 
-        if ignored_line(result):
-            console.print(f"[yellow]{ignored_line(result)}[/]", highlight=False)
+        ignored = ignored_line(result["ignored"])
+        if ignored:
+            console.print(f"[yellow]{ignored}[/]", highlight=False)
         if not result["samples"]:
             console.print("[yellow]no document came through cleaning and filtering[/]")
 
@@ -93,7 +92,7 @@ def _relative(origin: str) -> str:
         return origin
 
 
-def _print_report(report: dict, where: str) -> None:
+def _print_report(report: "DataReport", where: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -104,32 +103,33 @@ def _print_report(report: dict, where: str) -> None:
     overview.add_column(justify="right")
     for key in ("documents_read", "documents_kept", "exact_duplicates", "near_duplicates", "repaired_encoding",
                 "bytes_read", "characters_kept"):
-        overview.add_row(key, f"{report.get(key, 0):,}")
+        overview.add_row(key, f"{getattr(report, key) or 0:,}")
     for key in ("dropped_by_filter", "lines_removed", "pii_scrubbed"):
-        for name, value in (report.get(key) or {}).items():
+        for name, value in (getattr(report, key) or {}).items():
             overview.add_row(f"{key}: {name}", f"{value:,}")
     console.print(overview)
 
     splits = Table(title="splits", title_justify="left")
     for column in ("split", "documents", "chunks", "characters"):
         splits.add_column(column, justify="left" if column == "split" else "right")
-    for name, values in (report.get("splits") or {}).items():
-        splits.add_row(name, *(f"{values.get(k, 0):,}" for k in ("documents", "chunks", "characters")))
+    for name, counts in report.splits.items():
+        splits.add_row(name, f"{counts.documents:,}", f"{counts.chunks:,}", f"{counts.characters:,}")
     console.print(splits)
 
     sources = Table(title="per source", title_justify="left")
     columns = {"documents_read": "read", "documents_kept": "kept", "exact_duplicates": "exact dup",
                "near_duplicates": "near dup", "dropped_by_filter": "filtered", "skipped": "skipped",
                "pages_requested": "pages", "characters_kept": "characters"}
-    present = [k for k in columns if any(k in c for c in (report.get("per_source") or {}).values())]
+    per_source = report.per_source or {}
+    present = [k for k in columns if any(k in c for c in per_source.values())]
     sources.add_column("source", overflow="fold")
     for key in present:
         sources.add_column(columns[key], justify="right")
-    for name, counts in (report.get("per_source") or {}).items():
+    for name, counts in per_source.items():
         sources.add_row(name, *(f"{counts.get(k, 0):,}" for k in present))
     console.print(sources)
 
-    histogram = report.get("document_length_histogram") or {}
+    histogram = report.document_length_histogram or {}
     if histogram:
         table = Table(title="document lengths (characters)", title_justify="left")
         table.add_column("range")
@@ -140,7 +140,7 @@ def _print_report(report: dict, where: str) -> None:
             table.add_row(bucket, f"{value:,}", "█" * max(1, round(30 * value / peak)))
         console.print(table)
 
-    contamination = report.get("contamination")
+    contamination = report.contamination
     if contamination:
         table = Table(title=f"contamination ({contamination['ngram']}-word n-grams shared with train)",
                       title_justify="left")
@@ -152,7 +152,7 @@ def _print_report(report: dict, where: str) -> None:
                               f"{values['share']:.2%}")
         console.print(table)
 
-    skipped = report.get("skipped") or []
+    skipped = report.skipped or []
     if skipped:
         table = Table(title=f"skipped ({len(skipped)})", title_justify="left")
         table.add_column("path")
@@ -164,8 +164,8 @@ def _print_report(report: dict, where: str) -> None:
         console.print(table)
     from llmtui.data.prepare import ignored_line
 
-    if ignored_line(report):
-        console.print(f"[yellow]{ignored_line(report)}[/]", highlight=False)
-    timings = report.get("timings")
+    if ignored_line(report.ignored):
+        console.print(f"[yellow]{ignored_line(report.ignored)}[/]", highlight=False)
+    timings = report.timings
     if timings:
         console.print("[dim]timings: " + ", ".join(f"{k} {v}" for k, v in timings.items()) + "[/]", highlight=False)

@@ -59,7 +59,7 @@ def train(
         else:
             from llmtui.data.prepare import read_split
 
-            sentences = list(word_sentences(read_split(pipeline.run.data_dir / "train.jsonl")))
+            sentences = list(word_sentences(read_split(pipeline.run.split_path("train"))))
         size = dim or config.model.dim
         console.print(f"[bold blue]▶ embeddings[/] skip-gram, {size} dimensions, {len(sentences):,} documents")
         words, matrix, summary = train_word2vec(sentences, size, window, negative, epochs, min_count, workers,

@@ -54,7 +54,7 @@ def _open(run_dir: str):
     with native_stderr_to(run.log_file):
         configure_backend(config.run.backend)
         from llmtui.generation.sampler import Generator
-        from llmtui.pipeline import load_final_model
+        from llmtui.runfolder import load_final_model
         from llmtui.tokenizers import TextTokenizer
 
         generator = Generator(load_final_model(run), TextTokenizer.load(run.tokenizer_dir), config.model.context,

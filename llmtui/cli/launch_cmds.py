@@ -63,7 +63,7 @@ def launch(
         if config.train.batch_size % processes:
             raise RecipeError(f"train.batch_size ({config.train.batch_size}) must be a multiple of the "
                               f"{processes} processes")
-        run = RunFolder(Path.cwd() / config.run.out_dir / config.run.name)
+        run = RunFolder.of_recipe(config, Path.cwd())
         if fresh:  # here, before any process starts: none of them may see the old folder
             run.clear()
         logs = run.root / "processes"

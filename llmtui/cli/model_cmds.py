@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 model_app = typer.Typer(help="Inspect model architectures and what they cost.", no_args_is_help=True)
-
-
-def vocab_size_for(recipe, base: Path) -> tuple[int, str]:
-    """The run's trained vocabulary size if it exists, else what the recipe implies."""
-    tokens = base / recipe.run.out_dir / recipe.run.name / "tokenizer" / "tokens.json"
-    if tokens.exists():
-        return int(json.loads(tokens.read_text(encoding="utf-8"))["vocab_size"]), f"trained ({tokens})"
-    kind = recipe.tokenizer.kind
-    if kind == "byte":
-        return 260, "byte: 256 bytes + 4 special tokens"
-    if kind == "char":
-        return 256, "char: estimated (the corpus decides; train the tokenizer for the exact figure)"
-    return recipe.tokenizer.vocab_size, f"{kind}: tokenizer.vocab_size"
 
 
 @model_app.command("summary")
@@ -45,7 +31,7 @@ def summary(
 
         from llmtui.config import load_recipe
         from llmtui.interop.base import is_pretrained_source, read_base_spec
-        from llmtui.models.cost import available_memory_bytes, finetune_cost, preflight_problem
+        from llmtui.models.cost import available_memory_bytes, finetune_cost, preflight_problem, vocab_size_for
 
         config = load_recipe(recipe, set_ or [])
         m, t = config.model, config.train

@@ -36,9 +36,8 @@ def train(
         console = Console()
         pipeline = Pipeline(config, base_dir=Path.cwd(), sinks=[stages_sink(console)])
         pipeline.execute(until="tokenizer")
-        report_path = pipeline.run.tokenizer_dir / "report.json"
-        print_report(console, json.loads(report_path.read_text(encoding="utf-8")), top)
-        console.print(f"[dim]report: {report_path}[/]")
+        print_report(console, pipeline.run.require_vocabulary_report(), top)
+        console.print(f"[dim]report: {pipeline.run.vocabulary_report_path}[/]")
 
 
 @tokenizer_app.command("encode")

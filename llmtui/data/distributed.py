@@ -247,19 +247,19 @@ def _run(factory: Callable[..., Any], args: tuple, method: str, payload: Any) ->
 
 def _route(done: tuple, first: int, routes: int, shape: tuple[int, int] | None) -> list[tuple]:
     """Split one partition's dedup keys by reducer: for each, (exact hashes, their document numbers) and
-    (band keys, their document numbers). Outcome slots: [1] the filter that dropped it, [5] the exact hash,
-    [6] the MinHash signature."""
+    (band keys, their document numbers), from each `DocumentOutcome`'s filter verdict, exact key and MinHash
+    signature."""
     outcomes = done[0]
-    kept = [i for i, outcome in enumerate(outcomes) if outcome[1] is None]
+    kept = [i for i, outcome in enumerate(outcomes) if outcome.dropped_by is None]
     numbers = np.array(kept, dtype=np.int64) + first
-    hashes = np.array([outcomes[i][5] for i in kept], dtype="S16")
+    hashes = np.array([outcomes[i].exact_key for i in kept], dtype="S16")
     exact_route = (np.frombuffer(hashes.tobytes(), dtype=np.uint64)[::2] % np.uint64(routes) if len(kept)
                    else np.empty(0, dtype=np.uint64)).astype(np.int64)
     band_route = np.empty(0, dtype=np.int64)
     band_docs = np.empty(0, dtype=np.int64)
     bands = np.empty(0, dtype=np.uint64)
     if shape is not None and kept:
-        keys = band_keys(np.stack([outcomes[i][6] for i in kept]), *shape)  # (documents, bands)
+        keys = band_keys(np.stack([outcomes[i].signature for i in kept]), *shape)  # (documents, bands)
         bands = keys.reshape(-1)
         band_docs = np.repeat(numbers, keys.shape[1])
         band_route = (bands % np.uint64(routes)).astype(np.int64)
@@ -303,4 +303,4 @@ def _signatures(done: tuple, first: int, wanted: np.ndarray) -> np.ndarray:
     outcomes = done[0]
     if not len(wanted):
         return np.empty((0, 0), dtype=np.uint16)
-    return np.stack([outcomes[i - first][6].astype(np.uint16) for i in wanted.tolist()])
+    return np.stack([outcomes[i - first].signature.astype(np.uint16) for i in wanted.tolist()])

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from llmtui.data.dedup import NearDuplicateIndex, exact_key, minhash_signatures
 from llmtui.data.parallel import ordered_map
 from llmtui.data.sources import Document, SourceReader
 from llmtui.errors import DataError
-from llmtui.runfolder import write_json_atomic
+from llmtui.runfolder import DATA_REPORT, DataReport, SplitCounts, write_data_report
 
 PARALLEL_AFTER_BYTES = 8 << 20  # smaller corpora are prepared in this process alone
 BATCH_BYTES = 1 << 20
@@ -71,6 +71,26 @@ def _short_lines(lines: list[str], limit: int) -> Iterator[str]:
 
 
 # Work done in worker processes -------------------------------------------------------------------
+class KeptDocument(NamedTuple):
+    """A document that passed the filters, as the split writer needs it."""
+    characters: int  # of the cleaned text
+    lines: list[str]  # its chunks as JSON lines, each without its closing `, "doc": n}`
+    buckets: list[float] | None  # a split bucket per chunk (split_by = "chunk", or a long document), else None
+    lengths: list[int]  # characters per chunk
+
+
+@dataclass
+class DocumentOutcome:
+    """What a worker made of one document (sent back to the main process, so plain picklable fields)."""
+    kept: KeptDocument | None  # None when a filter dropped it
+    dropped_by: str | None  # the filter that dropped it
+    repaired: bool  # its encoding was repaired
+    pii: dict[str, int]  # PII kind → matches scrubbed
+    lines_removed: dict[str, int]  # line filter → lines removed
+    exact_key: bytes | None = None  # the exact-duplicate key of a kept document
+    signature: object = None  # its MinHash signature (numpy array), for near dedup
+
+
 class DocumentWorker:
     """Cleans, filters, hashes and chunks batches of documents (one instance per worker process)."""
 
@@ -95,14 +115,13 @@ class DocumentWorker:
         self.cleaner.filter_lines(result)
         return result, self.cleaner.rejected_by(result.text)
 
-    def process(self, items: list[tuple[str, bool, bool]]) -> list[tuple]:
-        """Per document: (kept, dropped-by, repaired, pii, lines removed, exact key, signature), where `kept` is
-        (characters, chunk lines without their document number, chunk buckets or None, chunk lengths) or None."""
+    def process(self, items: list[tuple[str, bool, bool]]) -> list[DocumentOutcome]:
+        """What became of each document: dropped by a filter, or kept (chunked, hashed, and signed for near dedup)."""
         out, kept_texts = [], []
         for text, repaired, already_clean in items:
             result, dropped = self.clean_and_filter(text, repaired, already_clean)
             if dropped:
-                out.append([None, dropped, result.repaired, dict(result.pii), dict(result.lines_removed), None, None])
+                out.append(DocumentOutcome(None, dropped, result.repaired, dict(result.pii), dict(result.lines_removed)))
                 continue
             chunks = chunk_text(result.text, self.config.chunk_chars)
             lines = [json.dumps({"text": chunk}, ensure_ascii=False)[:-1] for chunk in chunks]
@@ -111,13 +130,14 @@ class DocumentWorker:
                                                    and len(chunks) > LONG_DOCUMENT_CHUNKS):
                 buckets = [split_bucket(chunk.encode("utf-8", errors="surrogatepass"), self.seed_key)
                            for chunk in chunks]
-            out.append([(len(result.text), lines, buckets, [len(chunk) for chunk in chunks]), None, result.repaired, dict(result.pii),
-                        dict(result.lines_removed), exact_key(result.text), None])
+            kept = KeptDocument(len(result.text), lines, buckets, [len(chunk) for chunk in chunks])
+            out.append(DocumentOutcome(kept, None, result.repaired, dict(result.pii), dict(result.lines_removed),
+                                       exact_key(result.text)))
             kept_texts.append((len(out) - 1, result.text))
         if self.near and kept_texts:
             signatures = minhash_signatures([text for _, text in kept_texts], self.perms)
             for (index, _), signature in zip(kept_texts, signatures):
-                out[index][6] = signature
+                out[index].signature = signature
         return out
 
 
@@ -158,7 +178,7 @@ class _Timed:
 
 
 def prepare_data(config: DataConfig, seed: int, out_dir: Path, base: Path,
-                 parallel_after_bytes: int = PARALLEL_AFTER_BYTES) -> dict:
+                 parallel_after_bytes: int = PARALLEL_AFTER_BYTES) -> DataReport:
     """Run the data stage; returns the report (also written to `out_dir/report.json`)."""
     if config.engine == "local":
         return _prepare(config, seed, out_dir, base, parallel_after_bytes, None)
@@ -168,10 +188,11 @@ def prepare_data(config: DataConfig, seed: int, out_dir: Path, base: Path,
         return _prepare(config, seed, out_dir, base, parallel_after_bytes, engine)
 
 
-def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_after_bytes: int, engine) -> dict:
+def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_after_bytes: int,
+             engine) -> DataReport:
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("train.jsonl", "val.jsonl", "test.jsonl", "report.json"):
+    for stale in ("train.jsonl", "val.jsonl", "test.jsonl", DATA_REPORT):
         (out_dir / stale).unlink(missing_ok=True)
     workers = engine.workers if engine else config.workers or os.cpu_count() or 1
     reader = SourceReader(config, base)
@@ -239,30 +260,29 @@ def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_
         tally.seconds["contamination"] += time.perf_counter() - began
 
     total_seconds = time.perf_counter() - started
-    report = {
-        "documents_read": counts["documents_read"],
-        "documents_kept": counts["documents_kept"],
-        "exact_duplicates": counts["exact_duplicates"],
-        "near_duplicates": counts["near_duplicates"],
-        "dropped_by_filter": dict(tally.dropped),
-        "lines_removed": dict(tally.lines_removed),
-        "skipped": [{"source": s.source, "path": s.path, "reason": s.reason} for s in reader.skips],
-        "ignored": reader.ignored_report(),
-        "repaired_encoding": counts["repaired_encoding"],
-        "pii_scrubbed": dict(tally.pii),
-        "bytes_read": counts["bytes_read"],
-        "characters_kept": counts["characters_kept"],
-        "splits": {name: {"documents": splits.documents[name], "chunks": splits.chunks[name],
-                          "characters": splits.characters[name]}
-                   for name in SPLITS if name != "test" or config.test_fraction > 0},
-        "per_source": {name: dict(c) for name, c in per_source.items()},
-        "document_length_histogram": dict(sorted(tally.histogram.items(), key=lambda kv: int(kv[0].split("-")[0]))),
-        "contamination": contamination,
-        "web": reader.web_counts(),
-        "timings": {"total_s": round(total_seconds, 3), "workers": workers,
-                    **{f"{k}_s": round(v, 3) for k, v in tally.seconds.items()}},
-    }
-    write_json_atomic(out_dir / "report.json", report)
+    report = DataReport(
+        documents_read=counts["documents_read"],
+        documents_kept=counts["documents_kept"],
+        exact_duplicates=counts["exact_duplicates"],
+        near_duplicates=counts["near_duplicates"],
+        dropped_by_filter=dict(tally.dropped),
+        lines_removed=dict(tally.lines_removed),
+        skipped=[{"source": s.source, "path": s.path, "reason": s.reason} for s in reader.skips],
+        ignored=reader.ignored_report(),
+        repaired_encoding=counts["repaired_encoding"],
+        pii_scrubbed=dict(tally.pii),
+        bytes_read=counts["bytes_read"],
+        characters_kept=counts["characters_kept"],
+        splits={name: SplitCounts(splits.documents[name], splits.chunks[name], splits.characters[name])
+                for name in SPLITS if name != "test" or config.test_fraction > 0},
+        per_source={name: dict(c) for name, c in per_source.items()},
+        document_length_histogram=dict(sorted(tally.histogram.items(), key=lambda kv: int(kv[0].split("-")[0]))),
+        contamination=contamination,
+        web=reader.web_counts(),
+        timings={"total_s": round(total_seconds, 3), "workers": workers,
+                 **{f"{k}_s": round(v, 3) for k, v in tally.seconds.items()}},
+    )
+    write_data_report(out_dir, report)
     return report
 
 
@@ -327,22 +347,23 @@ def _spool_cleaned(config: DataConfig, docs: Iterable[Document], spool: Path, sk
 UNDECIDED = "undecided"  # a document whose duplicate check `_take` makes itself (the local engine)
 
 
-def _take(outcome: tuple, source: str, origin: str, tally: _Counts, per_source: dict, exact_seen: set,
+def _take(outcome: DocumentOutcome, source: str, origin: str, tally: _Counts, per_source: dict, exact_seen: set,
           near_index: NearDuplicateIndex | None, splits: "_SplitWriter", config: DataConfig,
           verdict: str | None = UNDECIDED) -> None:
     """Count one document and write it to its split unless it is a duplicate. `verdict`: decided elsewhere (a
     cluster's dedup): None, "exact_duplicates" or "near_duplicates"."""
-    kept, dropped, repaired, pii, lines_removed, key, signature = outcome
     counts = tally.counts
     stats = per_source.setdefault(source, Counter())
-    if repaired:
+    if outcome.repaired:
         counts["repaired_encoding"] += 1
-    tally.pii.update(pii)
-    tally.lines_removed.update(lines_removed)
-    if dropped:
-        tally.dropped[dropped] += 1
+    tally.pii.update(outcome.pii)
+    tally.lines_removed.update(outcome.lines_removed)
+    if outcome.dropped_by:
+        tally.dropped[outcome.dropped_by] += 1
         stats["dropped_by_filter"] += 1
         return
+    kept, key = outcome.kept, outcome.exact_key
+    assert kept is not None and key is not None  # the worker fills both for every document it keeps
     began = time.perf_counter()
     duplicate = None if verdict == UNDECIDED else verdict
     if config.dedup != "none" and verdict == UNDECIDED:
@@ -350,14 +371,14 @@ def _take(outcome: tuple, source: str, origin: str, tally: _Counts, per_source: 
             duplicate = "exact_duplicates"
         else:
             exact_seen.add(key)
-            if near_index is not None and near_index.seen_similar(signature):
+            if near_index is not None and near_index.seen_similar(outcome.signature):
                 duplicate = "near_duplicates"
     tally.seconds["dedup"] += time.perf_counter() - began
     if duplicate:
         counts[duplicate] += 1
         stats[duplicate] += 1
         return
-    characters = kept[0]
+    characters = kept.characters
     counts["documents_kept"] += 1
     counts["characters_kept"] += characters
     stats["documents_kept"] += 1
@@ -404,9 +425,9 @@ class _SplitWriter:
             return "test"
         return "train"
 
-    def add(self, kept: tuple, key: bytes) -> None:
+    def add(self, kept: KeptDocument, key: bytes) -> None:
         """Write a document's chunks (JSON lines from the worker) to its split, or each chunk to its own."""
-        _, lines, chunk_buckets, lengths = kept
+        lines, chunk_buckets, lengths = kept.lines, kept.buckets, kept.lengths
         doc = self.doc_index
         self.doc_index += 1
         ending = f', "doc": {doc}}}\n'
@@ -565,9 +586,30 @@ def preview_data(config: DataConfig, base: Path, count: int = 5) -> dict:
             "ignored": reader.ignored_report(), "samples": samples}
 
 
-def ignored_line(report: dict) -> str:
-    """"ignored: 3 files, *.png" (empty when folders held nothing else)."""
-    ignored = report.get("ignored") or {}
+def report_messages(report: DataReport, most_skips: int = 20) -> list[tuple[str, str]]:
+    """What the data stage tells the person watching, as (level, text): the counts, then warnings (files
+    ignored, sources skipped, held-out text that shares n-grams with train)."""
+    splits = report.splits
+    messages = [("info", f"data: {report.documents_kept} of {report.documents_read} documents kept, "
+                         f"{report.characters_kept:,} characters; train {splits['train'].chunks} chunks, "
+                         f"validation {splits['val'].chunks}")]
+    if ignored_line(report.ignored):
+        messages.append(("warning", ignored_line(report.ignored)))
+    messages += [("warning", f"skipped {skip['path']}: {skip['reason']}") for skip in report.skipped[:most_skips]]
+    if len(report.skipped) > most_skips:
+        messages.append(("warning", f"... and {len(report.skipped) - most_skips} more skipped "
+                                    "(llmtui data inspect RUN)"))
+    contamination = report.contamination or {}
+    for name, found in contamination.items():
+        if isinstance(found, dict) and found.get("contaminated"):
+            messages.append(("warning", f"contamination: {found['contaminated']} of {found['examples']} {name} "
+                                        f"examples share a {contamination['ngram']}-word n-gram with train"))
+    return messages
+
+
+def ignored_line(ignored: dict | None) -> str:
+    """"ignored: 3 files, *.png" (empty when folders held nothing else), from a report's `ignored` counts."""
+    ignored = ignored or {}
     if not ignored.get("files"):
         return ""
     kinds = ", ".join(f"{pattern}" + (f" ({n})" if len(ignored["by_type"]) > 1 else "")
@@ -577,4 +619,5 @@ def ignored_line(report: dict) -> str:
            "(not read: a source's include decides which files of a folder are read)"
 
 
-__all__ = ["chunk_text", "ignored_line", "clean_text", "prepare_data", "preview_data", "read_split"]
+__all__ = ["DocumentOutcome", "KeptDocument", "chunk_text", "ignored_line", "clean_text", "prepare_data", "preview_data",
+           "read_split", "report_messages"]

@@ -7,7 +7,6 @@ vocabularies), with an end-of-text token after every document, and read back thr
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import numpy as np
 
 from llmtui.config.recipe import DataConfig
 from llmtui.data.prepare import read_split
-from llmtui.runfolder import write_json_atomic
+from llmtui.runfolder import TOKEN_META, TokenMeta, read_token_meta, token_file
+from llmtui.runfolder import write_token_meta as write_typed_meta
 
 ENCODE_BATCH = 256
 
@@ -82,12 +82,13 @@ def _text_batches(texts: Iterable[str], max_bytes: int = 0, docs: int = 0) -> It
 
 
 def write_token_meta(folder: Path, meta: dict) -> None:
-    write_json_atomic(folder / "tokens.json", meta)
+    """Write a tokenizer folder's token meta (validated: a malformed one fails here, not at a later read)."""
+    write_typed_meta(folder, TokenMeta.from_json(meta, folder / TOKEN_META))
 
 
 def load_tokens(folder: Path, split: str) -> np.ndarray:
-    meta = json.loads((folder / "tokens.json").read_text(encoding="utf-8"))
-    return np.memmap(folder / f"{split}.bin", dtype=meta[split]["dtype"], mode="r")
+    """A split's token ids (a read-only memory map of <tokenizer folder>/<split>.bin)."""
+    return np.memmap(token_file(folder, split), dtype=read_token_meta(folder).split(split).dtype, mode="r")
 
 
 class WindowSampler:

@@ -124,8 +124,8 @@ def run_harness(run, tasks: list[str], include: list[Path], limit: int | None, s
                           hint="pip install 'lm_eval>=0.4,<0.5' (its tasks download their data the first time, "
                                "unless --harness-include points at tasks with local data)") from None
     from llmtui.config import load_recipe
-    from llmtui.evaluation.run_eval import model_digest, read_json, save_eval_report
-    from llmtui.pipeline import load_final_model
+    from llmtui.evaluation.run_eval import model_digest, save_eval_report
+    from llmtui.runfolder import load_final_model
     from llmtui.tokenizers import TextTokenizer
 
     recipe = load_recipe(run.recipe_path)
@@ -155,7 +155,7 @@ def run_harness(run, tasks: list[str], include: list[Path], limit: int | None, s
                         for key, value in metrics.items()
                         if isinstance(value, (int, float)) and not key.startswith("alias")
                         and "stderr" not in key and not (isinstance(value, float) and math.isnan(value))}
-    report = read_json(run.eval_dir / "report.json") or {}
+    report = run.eval_report() or {}
     if report.get("model_digest") != model_digest(run):  # scores of another model do not carry over
         report = {}
     harness = dict(report.get("harness") or {})

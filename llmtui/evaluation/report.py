@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmtui.evaluation.run_eval import read_json
 from llmtui.evaluation.run_facts import require_eval_report, run_facts
 from llmtui.evaluation.tensorboard_logs import read_log_folder
-from llmtui.runfolder import RunFolder, write_json_atomic, write_text_atomic
+from llmtui.runfolder import RunFolder, write_text_atomic
 
 TASK_KINDS = ("classification", "qa", "translation")
 FIGURE_FILES = {"curves": "training_curves.png", "position": "loss_by_position.png",
@@ -139,7 +138,7 @@ def facts_rows(facts: dict) -> list[tuple[str, str]]:
 def _figures(run: RunFolder, report: dict) -> list[Figure]:
     from llmtui.evaluation import plots
 
-    train, val = read_log_folder(run.logs_dir / "train"), read_log_folder(run.logs_dir / "val")
+    train, val = read_log_folder(run.scalar_log_dir("train")), read_log_folder(run.scalar_log_dir("val"))
     figures = []
     curves = Figure("Training curves", FIGURE_FILES["curves"])
     if train.scalars.get("loss") or val.scalars.get("loss"):
@@ -163,7 +162,7 @@ def _figures(run: RunFolder, report: dict) -> list[Figure]:
 
 
 def _training_samples(run: RunFolder) -> list[tuple[int, str]]:
-    samples = read_log_folder(run.logs_dir / "val").texts.get("sample", [])
+    samples = read_log_folder(run.scalar_log_dir("val")).texts.get("sample", [])
     if len(samples) > MAX_TRAINING_SAMPLES:  # the first, the last and evenly spaced ones between
         step = (len(samples) - 1) / (MAX_TRAINING_SAMPLES - 1)
         samples = [samples[round(i * step)] for i in range(MAX_TRAINING_SAMPLES)]
@@ -323,7 +322,7 @@ def write_report(run: RunFolder | str | Path) -> dict[str, Path]:
     report = require_eval_report(run)
     facts = run_facts(run)
     figures = _figures(run, report)
-    samples = (read_json(run.generate_dir / "samples.json") or {}).get("samples") or []
+    samples = run.samples()
     training_samples = _training_samples(run)
     folder = run.eval_dir
     written: dict[str, Path] = {}
@@ -350,11 +349,9 @@ def record_task_metrics(run: RunFolder | str | Path, metrics: dict, redraw: bool
     if metrics.get("kind") not in TASK_KINDS:
         raise ValueError(f"task metrics need a kind in {TASK_KINDS}, not {metrics.get('kind')!r}")
     run = run if isinstance(run, RunFolder) else RunFolder(run)
-    report = read_json(run.eval_dir / "report.json") or {"model_digest": model_digest(run)}
+    report: dict = dict(run.eval_report() or {"model_digest": model_digest(run)})
     report["task"] = metrics
-    run.eval_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run.eval_dir / "report.json", report)
-    run.record_output(run.eval_dir / "report.json")
+    run.write_eval_report(report)
     if redraw:
         write_report(run)
     return report

@@ -8,23 +8,15 @@ Those two sections survive a new evaluation only while the final model is the sa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, cast
 
 import numpy as np
 
 from llmtui.errors import DataError
-from llmtui.runfolder import RunFolder, file_digest, write_json_atomic
+from llmtui.runfolder import EvalReport, RunFolder, file_digest, load_final_model
 
 KEPT_SECTIONS = ("files", "task", "harness")  # sections that other commands add to a report of the same model
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def model_digest(run: RunFolder) -> str | None:
@@ -34,11 +26,10 @@ def model_digest(run: RunFolder) -> str | None:
 
 def training_facts(run: RunFolder) -> dict:
     """What the report repeats from training: steps, tokens per second, parameters."""
-    stages = run.read_manifest()["stages"]
-    train = stages.get("train", {}).get("summary", {})
-    parameters = stages.get("model", {}).get("summary", {}).get("parameters")
+    train = run.stage_summary("train")
+    parameters = run.stage_summary("model").get("parameters")
     if parameters is None:
-        parameters = (read_json(run.model_dir / "architecture.json") or {}).get("parameters")
+        parameters = run.architecture().get("parameters")
     return {"train_steps": train.get("steps"), "train_tokens_per_sec": train.get("tokens_per_sec"),
             "parameters": parameters}
 
@@ -58,11 +49,10 @@ def validation_metrics(scorer, run: RunFolder, context: int, batch_size: int, ma
     """Metrics on the run's validation split, with the facts from training (steps, tokens/s, parameters)."""
     from llmtui.data.tokens import load_tokens
 
-    meta = read_json(run.require(run.tokenizer_dir / "tokens.json", "encoded tokens",
-                                 "run the tokenizer stage: llmtui run RECIPE --until tokenizer"))
+    run.require(run.token_meta_path, "encoded tokens", "run the tokenizer stage: llmtui run RECIPE --until tokenizer")
+    meta = run.token_meta()
     tokens = load_tokens(run.tokenizer_dir, "val")
-    report = evaluate_tokens(scorer, tokens, context, batch_size, max_batches,
-                             meta["val"]["bytes"] / max(meta["val"]["tokens"], 1), meta["vocab_size"])
+    report = evaluate_tokens(scorer, tokens, context, batch_size, max_batches, meta.bytes_per_token, meta.vocab_size)
     report["split"] = "val"
     report.update(training_facts(run))
     return report
@@ -112,20 +102,18 @@ def file_metrics(scorer, tokenizer, path: Path, texts: list[str], context: int, 
     return report
 
 
-def save_eval_report(run: RunFolder, report: dict) -> dict:
+def save_eval_report(run: RunFolder, report: dict) -> EvalReport:
     """Write `report` as eval/report.json, keeping the files and task sections of a report of the same model."""
     digest = model_digest(run)
-    previous = read_json(run.eval_dir / "report.json") or {}
+    previous = run.eval_report() or {}
     report = dict(report)
     report["model_digest"] = digest
     if digest is not None and previous.get("model_digest") == digest:
         for key in KEPT_SECTIONS:
             if key in previous and key not in report:
                 report[key] = previous[key]
-    run.eval_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run.eval_dir / "report.json", report)
-    run.record_output(run.eval_dir / "report.json")
-    return report
+    run.write_eval_report(report)
+    return cast(EvalReport, report)
 
 
 def evaluate_run(run: RunFolder, data_files: Iterable[Path] = (), max_batches: int | None = None,
@@ -138,7 +126,6 @@ def evaluate_run(run: RunFolder, data_files: Iterable[Path] = (), max_batches: i
     """
     from llmtui.config import load_recipe
     from llmtui.evaluation.language_model import scorer_for
-    from llmtui.pipeline import load_final_model
     from llmtui.tokenizers import TextTokenizer
 
     recipe = load_recipe(run.require(run.recipe_path, "recipe", "is this a run folder? (llmtui run RECIPE makes one)"))
@@ -154,9 +141,9 @@ def evaluate_run(run: RunFolder, data_files: Iterable[Path] = (), max_batches: i
     context = recipe.model.context
     scorer = scorer_for(load_final_model(run), recipe.model, recipe.train, batch_size)
 
-    previous = read_json(run.eval_dir / "report.json") or {}
+    previous = run.eval_report() or {}
     same_model = previous.get("model_digest") is not None and previous.get("model_digest") == model_digest(run)
-    has_validation = (run.tokenizer_dir / "val.bin").is_file()
+    has_validation = run.token_path("val").is_file()
     if not has_validation and not paths:
         from llmtui.errors import RunFolderError
 

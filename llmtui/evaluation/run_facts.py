@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmtui.errors import RunFolderError
-from llmtui.evaluation.run_eval import read_json
-from llmtui.runfolder import RunFolder, resolve_run_dir
+from llmtui.runfolder import EvalReport, RunFolder, resolve_run_dir
 
 
 def open_run(run: str | Path) -> RunFolder:
@@ -22,12 +21,8 @@ def open_run(run: str | Path) -> RunFolder:
     return folder
 
 
-def require_eval_report(run: RunFolder) -> dict:
-    report = read_json(run.eval_dir / "report.json")
-    if report is None:
-        raise RunFolderError(f"{run.root} has no evaluation report (eval/report.json)",
-                             hint=f"evaluate it: llmtui eval {run.root} (or finish the run: llmtui run RECIPE)")
-    return report
+def require_eval_report(run: RunFolder) -> EvalReport:
+    return run.require_eval_report()
 
 
 def run_recipe(run: RunFolder) -> dict:
@@ -52,8 +47,11 @@ def run_facts(run: RunFolder) -> dict:
     model, train, tokenizer = recipe.get("model", {}), recipe.get("train", {}), recipe.get("tokenizer", {})
     stages = run.read_manifest()["stages"]
     train_summary = stages.get("train", {}).get("summary", {})
-    architecture = read_json(run.model_dir / "architecture.json") or {}
-    tokens = read_json(run.tokenizer_dir / "tokens.json") or {}
+    architecture = run.architecture()
+    try:
+        tokens = run.token_meta()
+    except RunFolderError:  # facts to show: a missing or damaged file only hides them
+        tokens = None
     steps = train_summary.get("steps")
     per_step = None
     if train.get("batch_size") and model.get("context"):
@@ -69,10 +67,10 @@ def run_facts(run: RunFolder) -> dict:
         "embedding": model.get("embedding"),
         "dropout": model.get("dropout"),
         "parameters": architecture.get("parameters") or stages.get("model", {}).get("summary", {}).get("parameters"),
-        "tokenizer": tokens.get("kind") or tokenizer.get("kind"),
-        "vocab_size": tokens.get("vocab_size") or architecture.get("vocab_size"),
-        "train_tokens": (tokens.get("train") or {}).get("tokens"),
-        "val_tokens": (tokens.get("val") or {}).get("tokens"),
+        "tokenizer": (tokens.kind if tokens else None) or tokenizer.get("kind"),
+        "vocab_size": (tokens.vocab_size if tokens else None) or architecture.get("vocab_size"),
+        "train_tokens": tokens.train.tokens if tokens and tokens.train else None,
+        "val_tokens": tokens.val.tokens if tokens and tokens.val else None,
         "optimizer": train.get("optimizer"),
         "lr": train.get("lr"),
         "schedule": train.get("schedule"),

@@ -6,9 +6,9 @@
 
 The exported models hold no Lambda layers or Python lambdas, so `safe_mode=True` loads them; Keras only
 needs to find the classes by their registered names (`llmtui>DecoderBlock`, `llmtui>LSTM`, `llmtui>TokenEncoding`, ...).
+The list of those classes' modules is kept in one place, `llmtui.runfolder.register_custom_objects`.
 """
 
-import llmtui.finetune.classifier  # noqa: F401  (registers SequencePooling, for classification runs)
-import llmtui.models.recurrent_layers  # noqa: F401  (registers LSTM, GRU, SimpleRNN)
-import llmtui.models.token_encoding  # noqa: F401  (registers TokenEncoding)
-import llmtui.models.transformer  # noqa: F401  (registers DecoderBlock)
+from llmtui.runfolder import register_custom_objects
+
+register_custom_objects()

@@ -38,12 +38,12 @@ def plan_exports(run: RunFolder, fmt: str, out: Path | None, model_config, token
                 skipped[name] = problem
             else:
                 formats.append(name)
-        base = out if out is not None else run.root / "export"
+        base = out if out is not None else run.export_dir
         return {name: base / name for name in formats}, skipped
     if problem := format_problem(fmt, model_config, tokenizer_kind):
         raise ExportError(f"cannot export {FORMAT_NAMES[fmt]}: {problem}",
                           hint="use --format keras or --format savedmodel, which take any llmtui model")
-    return {fmt: out if out is not None else run.root / "export" / fmt}, skipped
+    return {fmt: out if out is not None else run.export_dir / fmt}, skipped
 
 
 def export_run(run: RunFolder, fmt: str = "keras", out: Path | None = None, force: bool = False,
@@ -83,7 +83,7 @@ def export_run(run: RunFolder, fmt: str = "keras", out: Path | None = None, forc
     backend = configure_backend(recipe.run.backend)
     import keras
 
-    from llmtui.pipeline import load_final_model
+    from llmtui.runfolder import load_final_model
     from llmtui.tokenizers.chat import chat_template
 
     model = load_final_model(run)

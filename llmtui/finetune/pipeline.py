@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from llmtui.config.loader import load_recipe
 from llmtui.config.recipe import Recipe
 from llmtui.errors import RecipeError, RunFolderError
-from llmtui.runfolder import RunFolder, file_digest, fingerprint, recipe_run_folder, resolve_run_dir
+from llmtui.runfolder import RunFolder, file_digest, fingerprint, resolve_run_dir
 
 if TYPE_CHECKING:
     from llmtui.stages.base import Stage
@@ -97,7 +97,7 @@ def finetune_plan(recipe: Recipe, base_dir: Path) -> tuple[Recipe, list[Stage]]:
         raise RecipeError(f"finetune.base = {recipe.finetune.base!r} is a classification model, not a language "
                           "model", hint="start from a pretrained (or domain fine-tuned) run")
     recipe = recipe.model_copy(update={"tokenizer": base_recipe.tokenizer, "model": base_recipe.model})
-    if recipe_run_folder(recipe, base_dir).root.resolve() == base.root.resolve():
+    if RunFolder.of_recipe(recipe, base_dir).root.resolve() == base.root.resolve():
         raise RecipeError(f"the fine-tuned run would overwrite its base {base.root}",
                           hint="give the fine-tune its own run.name")
     return recipe, finetune_stages(recipe.finetune.task, base)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llmtui.errors import RecipeError
 from llmtui.events import Message
-from llmtui.runfolder import RunFolder, file_digest, fingerprint, write_json_atomic
+from llmtui.runfolder import RunFolder, file_digest, fingerprint, read_json, write_json_atomic
 from llmtui.stages.base import Stage, StageContext, StageResult
 from llmtui.stages.pretraining import DataStage, EvalStage, GenerateStage, TrainStage, encode_splits
 
@@ -42,7 +42,7 @@ def finetune_stages(task: str, base: RunFolder) -> list[Stage]:
 
 def task_info(context: StageContext) -> dict:
     """data/task.json: what the examples are (kind, labels, prompt template)."""
-    return json.loads((context.run.data_dir / TASK_FILE).read_text(encoding="utf-8"))
+    return read_json(context.run.task_path, "task description")
 
 
 class AdaptedBase:
@@ -61,7 +61,7 @@ class AdaptedBase:
     def adapt(self, context: StageContext) -> tuple:
         """The adapted model and the names of the layers the method adapted."""
         from llmtui.finetune.adapt import adapt_model
-        from llmtui.pipeline import load_final_model
+        from llmtui.runfolder import load_final_model
 
         r = context.recipe
         labels = len(task_info(context)["labels"]) if r.finetune.task == "classification" else 0
@@ -297,7 +297,7 @@ def add_before_after(context: StageContext, base: RunFolder) -> None:
 
     from llmtui.data.tokens import load_tokens
     from llmtui.evaluation.language_model import make_scorer, score_tokens, summarize
-    from llmtui.pipeline import load_final_model
+    from llmtui.runfolder import load_final_model
 
     recipe, run = context.recipe, context.run
     path = run.eval_dir / "report.json"

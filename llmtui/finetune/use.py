@@ -6,20 +6,16 @@ apply the same encoding as training did.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from llmtui.errors import RunFolderError
-from llmtui.runfolder import RunFolder, resolve_run_dir
+from llmtui.runfolder import RunFolder, load_final_model, resolve_run_dir
 
 
 def task_of(run: RunFolder) -> dict | None:
     """The run's task description, or None for a language model (pretrained, domain or chat fine-tuned)."""
-    path = run.data_dir / "task.json"
-    if not path.is_file():
-        return None
-    task = json.loads(path.read_text(encoding="utf-8"))
-    return None if task.get("kind") in ("domain", "chat") else task
+    task = run.task()
+    return None if task is None or task.get("kind") in ("domain", "chat") else task
 
 
 def require_language_model(run: RunFolder, command: str) -> None:
@@ -46,7 +42,6 @@ def _load(run_dir: str | Path, kinds: tuple[str, ...], command: str):
     run.require(run.final_model_path, "trained model", "finish its fine-tuning first: llmtui finetune RECIPE")
     with native_stderr_to(run.log_file):
         configure_backend(config.run.backend)
-        from llmtui.pipeline import load_final_model
         from llmtui.tokenizers import TextTokenizer
 
         return run, task, config, load_final_model(run), TextTokenizer.load(run.tokenizer_dir)

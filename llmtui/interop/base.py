@@ -610,7 +610,7 @@ def import_base(source: str, run_root: Path, context: int | None = None, base_di
 
     from llmtui.config.loader import recipe_to_toml
     from llmtui.config.recipe import Recipe
-    from llmtui.runfolder import RunFolder, write_json_atomic, write_text_atomic
+    from llmtui.runfolder import RunFolder, TokenMeta, write_json_atomic, write_text_atomic, write_token_meta
     from llmtui.tokenizers.chat import TEMPLATE_FILE
 
     spec = spec or read_base_spec(source, base_dir)
@@ -640,7 +640,7 @@ def import_base(source: str, run_root: Path, context: int | None = None, base_di
         staging.mkdir(parents=True)
         write_text_atomic(run.recipe_path, recipe_to_toml(recipe))
         tokenizer.save(run.tokenizer_dir)
-        write_json_atomic(run.tokenizer_dir / "tokens.json", {"vocab_size": spec.vocab_size, "kind": tokenizer.kind})
+        write_token_meta(run.tokenizer_dir, TokenMeta(vocab_size=spec.vocab_size, kind=tokenizer.kind))
         if template:
             (run.tokenizer_dir / TEMPLATE_FILE).write_text(template, encoding="utf-8")
         run.model_dir.mkdir(parents=True)

@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
-from llmtui.config.recipe import ModelConfig, TrainConfig
+from llmtui.config.recipe import ModelConfig, Recipe, TrainConfig
 
 # Optimizer state per parameter, in float32 values.
 _OPTIMIZER_SLOTS = {"adamw": 2, "adam": 2, "lion": 1, "muon": 2, "sgd": 1, "adagrad": 1, "rmsprop": 2}
@@ -245,3 +245,19 @@ def _cpu_ghz() -> float:
     except (OSError, ValueError):
         pass
     return 2.5
+
+
+def vocab_size_for(recipe: Recipe, base_dir: str | os.PathLike) -> tuple[int, str]:
+    """The vocabulary size to cost a recipe's model with, and where it comes from: the run's trained
+    tokenizer when its tokenizer stage has run, else what the recipe implies."""
+    from llmtui.runfolder import RunFolder
+
+    run = RunFolder.of_recipe(recipe, base_dir)
+    if run.token_meta_path.exists():
+        return run.token_meta().vocab_size, f"trained ({run.token_meta_path})"
+    kind = recipe.tokenizer.kind
+    if kind == "byte":
+        return 260, "byte: 256 bytes + 4 special tokens"
+    if kind == "char":
+        return 256, "char: estimated (the corpus decides; train the tokenizer for the exact figure)"
+    return recipe.tokenizer.vocab_size, f"{kind}: tokenizer.vocab_size"

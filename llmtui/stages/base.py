@@ -11,14 +11,13 @@ another.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from llmtui.config.recipe import Recipe
 from llmtui.events import Event
-from llmtui.runfolder import RunFolder
+from llmtui.runfolder import RunFolder, read_json
 from llmtui.training.cluster import Cluster
 
 if TYPE_CHECKING:
@@ -88,14 +87,14 @@ class StageContext:
 
     def token_meta(self) -> dict:
         """tokenizer/tokens.json: the vocabulary's size and kind, and each split's token and byte counts."""
-        return json.loads((self.run.tokenizer_dir / "tokens.json").read_text(encoding="utf-8"))
+        return read_json(self.run.token_meta_path, "token meta")
 
     def vocab_size(self) -> int:
         return int(self.token_meta()["vocab_size"])
 
     def final_model(self):
         if self.model is None:
-            from llmtui.pipeline import load_final_model
+            from llmtui.runfolder import load_final_model
 
             self.model = load_final_model(self.run)
         return self.model

@@ -98,30 +98,14 @@ class DataStage:
         return parts if self.finetune_task is None else (fingerprint(*parts), self.finetune_task)
 
     def run(self, context: StageContext) -> StageResult:
-        from llmtui.data.prepare import ignored_line, prepare_data
+        from llmtui.data.prepare import prepare_data, report_messages
 
-        emit, folder = context.emit, context.run.data_dir
-        report = prepare_data(context.recipe.data, context.recipe.run.seed, folder, context.base_dir)
-        emit(Message(
-            f"data: {report['documents_kept']} of {report['documents_read']} documents kept, "
-            f"{report['characters_kept']:,} characters; train {report['splits']['train']['chunks']} chunks, "
-            f"validation {report['splits']['val']['chunks']}"))
-        if ignored_line(report):
-            emit(Message(ignored_line(report), level="warning"))
-        for skip in report["skipped"][:20]:
-            emit(Message(f"skipped {skip['path']}: {skip['reason']}", level="warning"))
-        if len(report["skipped"]) > 20:
-            emit(Message(f"... and {len(report['skipped']) - 20} more skipped (llmtui data inspect RUN)",
-                         level="warning"))
-        for name, found in (report.get("contamination") or {}).items():
-            if isinstance(found, dict) and found.get("contaminated"):
-                emit(Message(f"contamination: {found['contaminated']} of {found['examples']} {name} "
-                             f"examples share a {report['contamination']['ngram']}-word n-gram with train",
-                             level="warning"))
-        summary = {k: report[k] for k in ("documents_read", "documents_kept", "exact_duplicates", "near_duplicates",
-                                          "characters_kept")}
-        outputs = [folder / f"{split}.jsonl" for split in report["splits"]] + [folder / "report.json"]
-        return StageResult(outputs, summary)
+        run = context.run
+        report = prepare_data(context.recipe.data, context.recipe.run.seed, run.data_dir, context.base_dir)
+        for level, text in report_messages(report):
+            context.emit(Message(text, level=level))
+        outputs = [run.split_path(split) for split in report.splits] + [run.data_report_path]
+        return StageResult(outputs, report.summary())
 
 
 class TokenizerStage:

@@ -39,7 +39,7 @@ class InGraphTokenizer:
     """Strings -> ids with TensorFlow ops only; `tokenize` accepts a scalar or a batch of strings.
 
     Example:
-        tok = in_graph_tokenizer(TextTokenizer.load(run / "tokenizer"))
+        tok = in_graph_tokenizer(TextTokenizer.load(RunFolder(run_dir).tokenizer_dir))
         ds = tf.data.Dataset.from_tensor_slices(texts).map(tok.tokenize)
     """
 

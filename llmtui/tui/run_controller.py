@@ -31,7 +31,7 @@ FOLLOW_SECONDS = 0.2
 def stages_for(recipe) -> tuple[str, ...]:
     """The stages the recipe's run will go through (what the Train screen lists before it starts)."""
     from llmtui.finetune.pipeline import TASK_STAGES
-    from llmtui.pipeline import STAGES
+    from llmtui.runfolder import STAGES
 
     return TASK_STAGES if recipe.finetune.base and recipe.finetune.task != "domain" else STAGES
 

@@ -49,8 +49,10 @@ class RunMonitor:
     def load_history(self, run_root: Path, total_steps: int = 0) -> None:
         """Curves, latest values and samples from a run folder's TensorBoard logs (an earlier or stopped run)."""
         from llmtui.evaluation.tensorboard_logs import read_log_folder
+        from llmtui.runfolder import RunFolder
 
-        train, val = read_log_folder(run_root / "logs" / "train"), read_log_folder(run_root / "logs" / "val")
+        run = RunFolder(run_root)
+        train, val = read_log_folder(run.scalar_log_dir("train")), read_log_folder(run.scalar_log_dir("val"))
         self.train_loss = list(train.scalars.get("loss", []))
         self.val_loss = list(val.scalars.get("loss", []))
         self.samples = [(step, "", text) for step, text in val.texts.get("sample", [])]

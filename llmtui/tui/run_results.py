@@ -5,8 +5,6 @@ Loaded once per file and kept until the file changes (a new run writes new ones)
 
 from __future__ import annotations
 
-import json
-
 
 class RunResults:
     def __init__(self, state):
@@ -18,11 +16,9 @@ class RunResults:
         self._tokenizer = self._generator = None
 
     def trained_tokenizer_settings(self) -> dict | None:
-        try:
-            manifest = json.loads(self.state.run.manifest_path.read_text(encoding="utf-8"))
-            return manifest["recipe"]["tokenizer"]
-        except (OSError, ValueError, KeyError):
-            return None
+        """The tokenizer settings the run's manifest recorded (None before any run)."""
+        recipe = self.state.run.read_manifest().get("recipe")
+        return recipe.get("tokenizer") if isinstance(recipe, dict) else None
 
     def tokenizer(self):
         """The run's trained tokenizer, or None."""
@@ -45,7 +41,7 @@ class RunResults:
         if self._generator is None or self._generator[0] != key:
             configure_backend(self.state.recipe.run.backend)
             from llmtui.generation.sampler import Generator
-            from llmtui.pipeline import load_final_model
+            from llmtui.runfolder import load_final_model
             from llmtui.tokenizers import TextTokenizer
 
             model = load_final_model(run)

@@ -10,7 +10,7 @@ from typing import Any
 from llmtui.config.loader import load_recipe, recipe_from_dict, recipe_to_toml
 from llmtui.config.recipe import Recipe
 from llmtui.errors import RecipeError
-from llmtui.runfolder import RunFolder
+from llmtui.runfolder import RunFolder, run_root
 
 WHERE = "recipe"
 
@@ -57,7 +57,7 @@ class WizardState:
 
     @property
     def run(self) -> RunFolder:
-        return RunFolder(self.base_dir / self.recipe.run.out_dir / self.recipe.run.name)
+        return RunFolder.of_recipe(self.recipe, self.base_dir)
 
     def shown(self, path: Path) -> str:
         """A path as the person sees it: relative to the working folder when inside it."""
@@ -73,9 +73,8 @@ class WizardState:
         """Start an unsaved recipe (a template) under a run name that no folder in its out_dir has yet, so it
         never trains into another recipe's run (the quickstart template beside the README's quickstart run)."""
         recipe = recipe_from_dict(data, where=WHERE)
-        runs = self.base_dir / recipe.run.out_dir
         stem, number, name = recipe.run.name, 1, recipe.run.name
-        while (runs / name).exists():
+        while run_root(self.base_dir, recipe.run.out_dir, name).exists():
             number += 1
             name = f"{stem}-{number}"
         self.recipe = recipe.model_copy(update={"run": recipe.run.model_copy(update={"name": name})})

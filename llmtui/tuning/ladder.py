@@ -9,7 +9,6 @@ keeps the recipe's sizes and trains for the same number of seconds).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -99,8 +98,8 @@ def run_ladder(recipe: Recipe, base_dir: Path | str = ".", archs: tuple[str, ...
     base_dir = Path(base_dir)
     root, _ = study_paths(recipe, base_dir)
     Pipeline(recipe, base_dir).execute(until="tokenizer")
-    tokens = json.loads((root / "tokenizer" / "tokens.json").read_text(encoding="utf-8"))
-    vocab, bytes_per_token = tokens["vocab_size"], tokens["val"]["bytes"] / tokens["val"]["tokens"]
+    tokens = RunFolder(root).token_meta()
+    vocab, bytes_per_token = tokens.vocab_size, tokens.bytes_per_token
     reference = estimate_cost(recipe.model, recipe.train, vocab)
     target = reference.parameters if match == "params" else reference.flops_per_token
     rungs = []

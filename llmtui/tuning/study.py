@@ -18,6 +18,7 @@ is empty. In a database, running trials send heartbeats: a trial whose worker di
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import math
@@ -109,7 +110,7 @@ class TimeBudget:
 
 def study_paths(recipe: Recipe, base_dir: Path) -> tuple[Path, str]:
     """The run folder and the default storage URL (SQLite in the run folder)."""
-    root = (Path(base_dir) / recipe.run.out_dir / recipe.run.name).resolve()
+    root = RunFolder.of_recipe(recipe, base_dir).root.resolve()
     return root, f"sqlite:///{root / 'study.db'}"
 
 
@@ -262,13 +263,12 @@ class Tuner:
         return float(value)
 
     def _bits_per_byte(self, loss: float) -> float:
-        tokens = json.loads((self.root / "tokenizer" / "tokens.json").read_text(encoding="utf-8"))
-        return loss / math.log(2) / (tokens["val"]["bytes"] / tokens["val"]["tokens"])
+        return loss / math.log(2) / RunFolder(self.root).token_meta().bytes_per_token
 
     def _write_hparams(self, trial, values: dict, pruning: PruningSink) -> None:
         from llmtui.training.tensorboard import ScalarWriter
 
-        writer = ScalarWriter(self.trials_dir / f"trial_{trial.number:03d}" / "logs" / "hparams")
+        writer = ScalarWriter(RunFolder(self.trials_dir / f"trial_{trial.number:03d}").scalar_log_dir("hparams"))
         try:
             writer.hparams(dict(values), trial_id=f"trial_{trial.number:03d}")
             if pruning.last is not None:
@@ -282,7 +282,7 @@ class Tuner:
 
         if trial.value is None or not math.isfinite(trial.value):
             return
-        writer = ScalarWriter(self.trials_dir / f"trial_{trial.number:03d}" / "logs" / "hparams")
+        writer = ScalarWriter(RunFolder(self.trials_dir / f"trial_{trial.number:03d}").scalar_log_dir("hparams"))
         try:
             writer.scalar(f"tune/{self.recipe.tune.objective}", trial.value, 0)
         finally:
@@ -504,7 +504,7 @@ def share_artifacts(run_root: Path, trial_root: Path) -> None:
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(source, target, copy_function=_link_or_copy)
-        entry = json.loads(json.dumps(manifest["stages"][stage]))  # its outputs are relative to the folder
+        entry = copy.deepcopy(manifest["stages"][stage])  # its outputs are relative to the folder
         entry["shared_from"] = str(source)
         trial_manifest["stages"][stage] = entry
     trial.write_manifest(trial_manifest)

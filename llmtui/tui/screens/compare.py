@@ -10,6 +10,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, SelectionList, Static
 
+from llmtui.runfolder import RunFolder
 from llmtui.tui.widgets.line_chart import LineChart
 from llmtui.tui.widgets.step_bar import StepBar
 
@@ -36,7 +37,7 @@ class CompareScreen(Screen):
 
         state = self.app.state
         evaluated = [r for r in list_runs(state.base_dir / state.recipe.run.out_dir)
-                     if (r.path / "eval" / "report.json").is_file()]
+                     if RunFolder(r.path).eval_report_path.is_file()]
         choices = self.query_one("#compare-runs", SelectionList)
         before = set(choices.selected) if choices.option_count else None
         choices.clear_options()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
@@ -112,24 +110,26 @@ class DataScreen(StepScreen):
         lines += [f"[yellow]skipped {escape(s['path'])}: {escape(s['reason'])}[/]" for s in result["skipped"][:5]]
         from llmtui.data.prepare import ignored_line
 
-        if ignored_line(result):
-            lines.append(f"[yellow]{escape(ignored_line(result))}[/]")
+        ignored = ignored_line(result["ignored"])
+        if ignored:
+            lines.append(f"[yellow]{escape(ignored)}[/]")
         self.app.call_from_thread(self._show_preview, "\n\n".join(lines))
 
     def _show_preview(self, text: str) -> None:
         self.query_one("#preview-out", Static).update(text)
 
     def refresh_view(self) -> None:
-        path = self.app.state.run.data_dir / "report.json"
+        from llmtui.errors import RunFolderError
+
         report_view = self.query_one("#report", Static)
         try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            report = self.app.state.run.data_report()
+        except RunFolderError:  # not prepared yet (or damaged: the next run redoes it)
             report_view.update("[dim]The data report appears here once the data stage has run "
                                "(Vocabulary → Train vocabulary, or Train).[/]")
             return
-        splits = ", ".join(f"{name} {values.get('chunks', 0):,} chunks" for name, values in report["splits"].items())
+        splits = ", ".join(f"{name} {counts.chunks:,} chunks" for name, counts in report.splits.items())
         report_view.update(
-            f"[b]Data report[/b]  {report['documents_kept']:,} of {report['documents_read']:,} documents kept, "
-            f"{report['characters_kept']:,} characters; exact duplicates {report.get('exact_duplicates', 0):,}, "
-            f"near {report.get('near_duplicates', 0):,}; {splits}")
+            f"[b]Data report[/b]  {report.documents_kept:,} of {report.documents_read:,} documents kept, "
+            f"{report.characters_kept:,} characters; exact duplicates {report.exact_duplicates:,}, "
+            f"near {report.near_duplicates:,}; {splits}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.markup import escape
 from rich.table import Table
 from textual.app import ComposeResult
@@ -89,12 +87,11 @@ class EvaluateScreen(StepScreen):
     def refresh_view(self) -> None:
         state = self.app.state
         run = state.run
-        path = run.eval_dir / "report.json"
+        path = run.eval_report_path
         metrics = self.query_one("#metrics", Static)
         paths = self.query_one("#report-paths", Static)
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        report = run.eval_report()
+        if report is None:
             metrics.update(f"No evaluation yet for [b]{escape(state.shown(run.root))}[/b]: train the run (Train step) and "
                            "its held-out evaluation is written when training ends.")
             paths.update("")
@@ -108,7 +105,7 @@ class EvaluateScreen(StepScreen):
         else:
             metrics.update(metrics_table(report))
         found = [p for p in (path, run.eval_dir / "report.md", run.eval_dir / "report.html") if p.is_file()]
-        samples = run.root / "generate" / "samples.json"
+        samples = run.samples_path
         lines = ["[b]Reports[/b]"] + [f"  {escape(state.shown(p))}" for p in found]
         if samples.is_file():
             lines.append(f"  {escape(state.shown(samples))}  (samples after training)")

@@ -19,6 +19,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Static
 
 from llmtui.tui.error_text import describe_error
+from llmtui.runfolder import RunFolder, load_final_model
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
 
@@ -79,7 +80,7 @@ class FinetuneScreen(StepScreen):
 
         state = self.app.state
         finished = [r.name for r in list_runs(state.base_dir / state.recipe.run.out_dir)
-                    if r.status == "finished" and (r.path / "model" / "final.keras").is_file()
+                    if r.status == "finished" and RunFolder(r.path).final_model_path.is_file()
                     and r.name != state.recipe.run.name]
         self.query_one("#ft-bases", Static).update(
             "Trained runs to start from: " + (", ".join(f"[b]{escape(n)}[/b]" for n in finished) if finished
@@ -139,7 +140,6 @@ class FinetuneScreen(StepScreen):
             from llmtui.config.loader import load_recipe
             from llmtui.finetune.adapt import adapt_model, parameter_counts, training_memory_bytes
             from llmtui.finetune.pipeline import base_folder
-            from llmtui.pipeline import load_final_model
 
             base = base_folder(recipe, self.app.state.base_dir)  # a pretrained base is imported the first time
             base_recipe = load_recipe(base.recipe_path)

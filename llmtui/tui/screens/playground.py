@@ -3,8 +3,6 @@ streamed as it is generated, /reset), and for fine-tuned task runs classify, ans
 
 from __future__ import annotations
 
-import json
-
 from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
@@ -19,9 +17,12 @@ from llmtui.tui.widgets.section_form import SectionForm
 
 def run_task(run_root) -> dict | None:
     """The task a run was fine-tuned for (data/task.json: classification, qa, translation), else None."""
+    from llmtui.errors import RunFolderError
+    from llmtui.runfolder import RunFolder
+
     try:
-        task = json.loads((run_root / "data" / "task.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        task = RunFolder(run_root).task()
+    except RunFolderError:  # a damaged task file: the playground offers the language-model tools only
         return None
     return task if isinstance(task, dict) and task.get("kind") not in (None, "domain") else None
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
@@ -43,11 +41,9 @@ class VocabularyScreen(StepScreen):
             self.query_one("#vocab-status", Static).update("[dim]preparing the data and training the vocabulary…[/]")
 
     def refresh_view(self) -> None:
-        tokenizer_dir = self.app.state.run.tokenizer_dir
         report_view = self.query_one("#vocab-report", Static)
-        try:
-            report = json.loads((tokenizer_dir / "report.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        report = self.app.state.run.vocabulary_report()
+        if report is None:
             report_view.update("[dim]No vocabulary trained for this run yet.[/]")
             self._tokenizer = None
             return

@@ -8,6 +8,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
+from llmtui.runfolder import RunFolder
 from llmtui.tui.widgets.step_bar import StepBar
 
 INTRO = """[b]From raw text to a language model you can use.[/b]
@@ -110,7 +111,7 @@ class WelcomeScreen(Screen):
         if table.row_count:
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
             info = run_info(Path(key))
-            if info.status == "finished" and (info.path / "model" / "final.keras").is_file():
+            if info.status == "finished" and RunFolder(info.path).final_model_path.is_file():
                 base = info.name
         self.app.new_finetune(base)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.table import Table
 from textual.widgets import Static
 
@@ -29,12 +27,12 @@ def _duration(seconds: float) -> str:
 
 
 def cost_table(recipe: Recipe, base_dir, with_duration: bool = True) -> Table:
-    from llmtui.cli.model_cmds import vocab_size_for
     from llmtui.models.cost import (
         available_memory_bytes,
         estimate_cost,
         peak_flops,
         preflight_problem,
+        vocab_size_for,
     )
 
     m, t = recipe.model, recipe.train
@@ -75,11 +73,11 @@ def cost_table(recipe: Recipe, base_dir, with_duration: bool = True) -> Table:
 
 
 def _measured_tokens_per_sec(recipe: Recipe, base_dir) -> float | None:
-    manifest = base_dir / recipe.run.out_dir / recipe.run.name / "manifest.json"
+    from llmtui.runfolder import RunFolder
+
     try:
-        train = json.loads(manifest.read_text(encoding="utf-8"))["stages"]["train"]["summary"]
-        return float(train["tokens_per_sec"]) or None
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(RunFolder.of_recipe(recipe, base_dir).stage_summary("train")["tokens_per_sec"]) or None
+    except (KeyError, TypeError, ValueError):  # no finished training yet
         return None
 
 
