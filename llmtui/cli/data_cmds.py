@@ -8,18 +8,18 @@ from typing import Annotated, Optional
 
 import typer
 
-data_app = typer.Typer(help="Inspect a run's data report or preview cleaned samples of a recipe.",
-                       no_args_is_help=True, rich_markup_mode="rich")
+from llmtui.cli.common import user_errors
+
+cli = typer.Typer(help="Inspect a run's data report or preview cleaned samples of a recipe.",
+                  no_args_is_help=True, rich_markup_mode="rich")
 
 
-@data_app.command("inspect")
+@cli.command("inspect")
 def inspect(
     run_dir: Annotated[str, typer.Argument(help="Run folder (e.g. runs/quickstart) or run name under ./runs.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Print the data report of a run: documents read and kept, duplicates, filters, skips, splits."""
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from llmtui.errors import RunFolderError
         from llmtui.runfolder import RunFolder, resolve_run_dir
@@ -37,7 +37,7 @@ def inspect(
         _print_report(report, str(path))
 
 
-@data_app.command("preview")
+@cli.command("preview")
 def preview(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
     count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many cleaned documents to show.")] = 5,
@@ -50,8 +50,6 @@ def preview(
     Nothing is written. Steps over the whole corpus (deduplication against everything, boilerplate lines
     counted across documents, the split) happen only in a full run.
     """
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from rich.console import Console
         from rich.panel import Panel

@@ -7,11 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-embeddings_app = typer.Typer(help="Train Word2Vec vectors on a recipe's corpus (for model.embedding = pretrained).",
-                             no_args_is_help=True, rich_markup_mode="rich")
+from llmtui.cli.common import user_errors
+
+cli = typer.Typer(help="Train Word2Vec vectors on a recipe's corpus (for model.embedding = pretrained).",
+                  no_args_is_help=True, rich_markup_mode="rich")
 
 
-@embeddings_app.command("train")
+@cli.command("train")
 def train(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
     set_: Annotated[Optional[list[str]], typer.Option(
@@ -30,8 +32,6 @@ def train(
 ) -> None:
     """Train skip-gram Word2Vec with negative sampling on the recipe's training split and write the
     vectors in GloVe text format, ready for model.embedding = "pretrained"."""
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from rich.console import Console
 

@@ -8,16 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmtui.cli.app import RunArg, recipe_rule, user_errors
+from llmtui.cli.common import RunArg, recipe_rule, user_errors
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command("eval")(evaluate)
-    app.command()(report)
-    app.command()(compare)
+cli = typer.Typer()
 
 
+@cli.command("eval")
 def evaluate(
     run_dir: RunArg,
     data: Annotated[Optional[list[Path]], typer.Option(
@@ -79,6 +76,7 @@ def evaluate(
         console.print(f"report: {pages['report.html']} (and report.md, report.json)", highlight=False)
 
 
+@cli.command()
 def report(run_dir: RunArg) -> None:
     """Redraw a run's report pages (eval/report.md and eval/report.html) from its files, without re-scoring."""
     with user_errors():
@@ -91,6 +89,7 @@ def report(run_dir: RunArg) -> None:
         typer.echo(f"wrote {pages['report.md']} and {pages['report.html']}")
 
 
+@cli.command()
 def compare(
     runs: Annotated[list[str], typer.Argument(help="Run folders or names under ./runs (two or more).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")] = False,

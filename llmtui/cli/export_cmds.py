@@ -8,17 +8,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmtui.cli.app import RunArg, user_errors
+from llmtui.cli.common import RunArg, user_errors
 
 FORMAT_CHOICES = ("keras", "preset", "savedmodel", "hf", "gguf", "all")
 QUANTIZE_CHOICES = ("f32", "f16", "q8_0")
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command("export")(export)
+cli = typer.Typer()
 
 
+@cli.command()
 def export(
     run_dir: RunArg,
     format_: Annotated[str, typer.Option(

@@ -7,16 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmtui.cli.app import RecipeArg, RunArg, SetOpt, recipe_rule, stage_name, user_errors
+from llmtui.cli.common import RecipeArg, RunArg, SetOpt, recipe_rule, stage_name, user_errors
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command()(finetune)
-    app.command()(classify)
-    app.command()(answer)
+cli = typer.Typer()
 
 
+@cli.command()
 def finetune(
     recipe: RecipeArg,
     set_: SetOpt = None,
@@ -35,7 +32,7 @@ def finetune(
     the task's metrics.
     """
     with user_errors():
-        from llmtui.cli.app import execute_recipe
+        from llmtui.cli.run_cmds import execute_recipe
         from llmtui.cli.console import ConsoleSink
         from llmtui.config import load_recipe
         from llmtui.errors import RecipeError
@@ -56,6 +53,7 @@ def _texts(texts: list[str]) -> list[str]:
     return out
 
 
+@cli.command()
 def classify(
     run_dir: RunArg,
     texts: Annotated[list[str], typer.Argument(help="Texts to classify; - reads one per line from standard input.")],
@@ -85,6 +83,7 @@ def classify(
         Console().print(table)
 
 
+@cli.command()
 def answer(
     run_dir: RunArg,
     texts: Annotated[list[str], typer.Argument(help="Questions or sentences; - reads one per line from standard input.")],

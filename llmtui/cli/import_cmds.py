@@ -7,14 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmtui.cli.app import user_errors
+from llmtui.cli.common import user_errors
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command("import")(import_model)
+cli = typer.Typer()
 
 
+@cli.command("import")
 def import_model(
     source: Annotated[str, typer.Argument(
         help="A local Hugging Face model folder (config.json + *.safetensors + tokenizer.json), a keras-hub preset "

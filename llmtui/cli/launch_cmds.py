@@ -17,16 +17,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmtui.cli.app import RecipeArg, SetOpt
+from llmtui.cli.common import RecipeArg, SetOpt, user_errors
 
 STOP_GRACE_SECONDS = 30  # after Ctrl-C, how long the processes get to write a checkpoint and end
 FAILED_GRACE_SECONDS = 5  # after one process failed, the others (stuck in collectives) are killed after this
 
 
-def register(app: typer.Typer) -> None:
-    app.command("launch")(launch)
+cli = typer.Typer()
 
 
+@cli.command()
 def launch(
     recipe: RecipeArg,
     processes: Annotated[int, typer.Option("--processes", "-n", min=1, max=64,
@@ -41,8 +41,6 @@ def launch(
 
     Each process runs llmtui run RECIPE with JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT, JAX_NUM_PROCESSES=N and JAX_PROCESS_ID=i, exactly as on N hosts. Process 0 prints here and writes the run folder; the others log to runs/<name>/processes/process-I.log. If one process dies, the others are stopped and the command fails; running it again resumes from the last checkpoint.
     """
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from llmtui.backend import chosen_backend
         from llmtui.config import load_recipe

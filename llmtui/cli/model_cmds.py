@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-model_app = typer.Typer(help="Inspect model architectures and what they cost.", no_args_is_help=True)
+from llmtui.cli.common import user_errors
+
+cli = typer.Typer(help="Inspect model architectures and what they cost.", no_args_is_help=True)
 
 
 def vocab_size_for(recipe, base: Path) -> tuple[int, str]:
@@ -24,7 +26,7 @@ def vocab_size_for(recipe, base: Path) -> tuple[int, str]:
     return recipe.tokenizer.vocab_size, f"{kind}: tokenizer.vocab_size"
 
 
-@model_app.command("summary")
+@cli.command("summary")
 def summary(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
@@ -37,8 +39,6 @@ def summary(
 
     With --mesh (or a model_parallel recipe with train.mesh), also what each device holds when the weights and optimizer state are split over the mesh's model axis and each batch over its data axis.
     """
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from rich.console import Console
         from rich.table import Table

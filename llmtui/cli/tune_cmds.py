@@ -7,9 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmtui.cli.app import finite
+from llmtui.cli.common import finite, user_errors
+
+cli = typer.Typer()
 
 
+@cli.command()
 def tune(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML) with a \\[tune] section.", show_default=False)],
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
@@ -24,8 +27,6 @@ def tune(
 
     The data and tokenizer are built once and shared by all trials. The study is stored in runs/<name>/study.db, so a killed search continues where it stopped when run again. With --storage, the same command on several machines splits one study's trials between them (each trial runs once). At the end the trials are listed best first with each parameter's importance, and runs/<name>/best_recipe.toml is written (llmtui run accepts it).
     """
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from rich.console import Console
         from rich.live import Live
@@ -118,6 +119,7 @@ def _show(value) -> str:
     return "" if value is None else str(value)
 
 
+@cli.command()
 def ladder(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML); its model is the reference size.",
                                            show_default=False)],
@@ -131,8 +133,6 @@ def ladder(
 
     Parameters or FLOPs are matched by choosing each architecture's model.dim; time gives every one the same training seconds. Writes runs/<name>/ladder/ (report.json, curves.png, one run folder per architecture with TensorBoard logs) and prints a report card in bits per byte.
     """
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from rich.console import Console
         from rich.table import Table
