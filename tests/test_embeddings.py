@@ -12,7 +12,7 @@ from llmtui.config import recipe_from_dict
 from llmtui.errors import RecipeError
 from llmtui.models.pretrained import VectorsError, detect_format, map_onto_vocabulary, read_vectors
 from llmtui.tokenizers import train_tokenizer
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 WORDS = ["the", "cat", "sat", "on", "mat", "Dog"]
 MATRIX = np.arange(len(WORDS) * 4, dtype=np.float32).reshape(len(WORDS), 4) / 10 - 1.0

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from llmtui.cli.app import app
 from llmtui.config import recipe_from_dict
 from llmtui.config.recipe import ModelConfig
-from tests.conftest import tiny_recipe_dict, write_corpus
+from tests.helpers import tiny_recipe_dict, write_corpus
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]

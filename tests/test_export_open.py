@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +21,13 @@ from typer.testing import CliRunner
 
 from llmtui.cli.app import app
 from llmtui.config import recipe_from_dict
-from tests.conftest import tiny_recipe_dict, write_corpus
+from tests.helpers import llmtui_env, run_llmtui, tiny_recipe_dict, write_corpus
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(name) is None for name in ("torch", "transformers", "accelerate", "gguf")),
     reason="needs the test extra: torch (CPU), transformers, accelerate, gguf")
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[1]
 TEXT = "the model reads text and learns"
 PROMPT = "the model"
 NEW_TOKENS = 6
@@ -129,9 +127,8 @@ def loaded(tmp_path_factory) -> dict:
                                    "arch": arch, "context": 16, "ids": str(base / f"{arch}-ids.npy"),
                                    "prompt_ids": ours[arch]["prompt_ids"], "logits_out": str(base / f"{key}.npy")}
     (base / "job.json").write_text(json.dumps(job), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(base / "job.json")], capture_output=True,
-                          text=True, env=env, cwd=base, timeout=600)
+                          text=True, env=llmtui_env(), cwd=base, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return {"base": base, "runs": runs, "ours": ours, "outputs": outputs, "report": report,
@@ -204,9 +201,7 @@ def test_chat_template_is_the_same_in_llmtui_transformers_and_gguf(loaded, arch)
 
 
 def _export_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "llmtui", "export", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return run_llmtui("export", *args, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from llmtui.cli.app import app
 from llmtui.config import recipe_from_dict
 from llmtui.events import EventRecorder, Message
 from llmtui.pipeline import Pipeline, pipeline_for
-from tests.conftest import WORDS, tiny_recipe_dict, write_corpus
+from tests.helpers import WORDS, tiny_recipe_dict, write_corpus
 
 runner = CliRunner()
 FIRST_WORDS = sorted(set(WORDS[:14]) - set(WORDS[14:]))

@@ -202,7 +202,7 @@ def running_run(tmp_path):
     """A long tiny run started from the shell (`llmtui run`), training by the time it is yielded; stopped after."""
     import tomli_w
 
-    from tests.conftest import tiny_recipe_dict, write_corpus
+    from tests.helpers import tiny_recipe_dict, write_corpus
 
     write_corpus(tmp_path / "corpus")
     recipe = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "long"},
