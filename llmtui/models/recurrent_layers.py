@@ -4,10 +4,9 @@ The layers are Keras' own (same weights, same cells and options) with one change
 sequence is run: the input projection `x @ kernel + bias` of every time step is computed up front as one
 large matrix product, and only the recurrent product `h @ recurrent_kernel` stays inside the time loop.
 Keras' generic loop multiplies each step's input separately, 64 small products where one large one does.
-The loop body also takes its weights as tensors read once before the loop (see `inner_loop`). Measured on
-2 CPU cores for the 2×256 LSTM of `bench/bench_train.py`, a training step on TensorFlow: Keras' layer
-193 ms, the input projected up front 137 ms, the weights read once 96–100 ms, and the LSTM's hand-written
-backward pass (`lstm_sequence`) 77 ms (JAX: 102–106 ms before it, 83 ms with it).
+The loop body also takes its weights as tensors read once before the loop (see `inner_loop`), and the LSTM
+has a hand-written backward pass (`lstm_sequence`); together they more than halve the step of Keras' own
+layer (measured: bench/README.md, "Recurrent layers").
 Cell dropout, masks and reversed sequences fall back to Keras' loop.
 
 `run_carried` runs a layer from a given state and returns its final state, zeroing the state before every
