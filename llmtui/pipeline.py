@@ -10,18 +10,36 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from llmtui.backend import configure_backend, native_stderr_to, require_backend
 from llmtui.config.loader import recipe_to_toml
 from llmtui.config.recipe import Recipe
 from llmtui.errors import LlmtuiError
-from llmtui.events import (Event, EventBus, Message, RunFailed, RunFinished, RunStarted, Sample, StageFinished,
-                           StageSkipped, StageStarted)
-from llmtui.runfolder import (STAGE_FOLDERS, STAGES, RunFolder, StageTransaction, clear_staging, fingerprint,
-                              write_json_atomic, write_text_atomic)
+from llmtui.events import (
+    Event,
+    EventBus,
+    Message,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    Sample,
+    StageFinished,
+    StageSkipped,
+    StageStarted,
+)
+from llmtui.runfolder import (
+    STAGE_FOLDERS,
+    STAGES,
+    RunFolder,
+    StageTransaction,
+    clear_staging,
+    fingerprint,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 @dataclass
@@ -267,7 +285,6 @@ class Pipeline:
 
     def _stage_model(self) -> StageResult:
         from llmtui.models import count_parameters
-
         from llmtui.models.cost import estimate_cost, preflight_problem
 
         cost = estimate_cost(self.recipe.model, self.recipe.train, self._vocab_size())
@@ -495,8 +512,8 @@ def load_final_model(run: RunFolder):
 
     import llmtui.evaluation.language_model  # noqa: F401  (registers custom objects)
     import llmtui.finetune.classifier  # noqa: F401
-    import llmtui.models.token_encoding  # noqa: F401
     import llmtui.models.recurrent_layers  # noqa: F401
+    import llmtui.models.token_encoding  # noqa: F401
     import llmtui.models.transformer  # noqa: F401
     import llmtui.training.keras_schedule  # noqa: F401
 

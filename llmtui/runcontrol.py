@@ -15,8 +15,8 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from llmtui.eventlog import EVENT_LOG, EventLogSink
 from llmtui.events import Event, Message, RunFailed, RunInterrupted, RunStarted, StageStarted

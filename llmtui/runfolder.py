@@ -210,7 +210,7 @@ class RunFolder:
             self._lock_handle.close()
             self._lock_handle = None
 
-    def __enter__(self) -> "RunFolder":
+    def __enter__(self) -> RunFolder:
         self.lock()
         return self
 
@@ -331,7 +331,7 @@ class StageTransaction:
         self.staging = run.root / STAGING / stage
         self.previous: dict[str, Any] = {}
 
-    def __enter__(self) -> "StageTransaction":
+    def __enter__(self) -> StageTransaction:
         import shutil
 
         stages = self.manifest["stages"]

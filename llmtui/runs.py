@@ -41,7 +41,7 @@ def lock_holder(run_root: Path, lock: str = LOCK) -> int | None:
     """
     path = Path(run_root) / lock
     try:
-        handle = open(path, "r")
+        handle = open(path)
     except OSError:
         return None
     with handle:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import tiny_recipe_dict
 from llmtui.config import recipe_from_dict
+from tests.helpers import tiny_recipe_dict
 
 FOUR_DEVICES = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "COLUMNS": "200",
                 "TF_CPP_MIN_LOG_LEVEL": "3"}

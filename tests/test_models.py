@@ -13,8 +13,14 @@ import pytest
 from llmtui.config import recipe_from_dict
 from llmtui.config.recipe import ModelConfig
 from llmtui.models import build_model, count_parameters
-from llmtui.models.cost import (count_model_parameters, cpu_flops_per_cycle, estimate_cost, finetune_cost,
-                                preflight_problem, weight_shapes)
+from llmtui.models.cost import (
+    count_model_parameters,
+    cpu_flops_per_cycle,
+    estimate_cost,
+    finetune_cost,
+    preflight_problem,
+    weight_shapes,
+)
 from llmtui.training.trainer import compile_model
 from tests.helpers import assert_trains_alike, fixed_batches, model_config
 

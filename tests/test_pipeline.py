@@ -11,8 +11,7 @@ import pytest
 
 from llmtui.config import recipe_from_dict
 from llmtui.errors import LlmtuiError, RunFolderError
-from llmtui.events import (EventRecorder, Metrics, RunFinished, Sample, StageFinished, StageSkipped,
-                           TrainingStarted)
+from llmtui.events import EventRecorder, Metrics, RunFinished, Sample, StageFinished, StageSkipped, TrainingStarted
 from llmtui.pipeline import STAGES, Pipeline
 from tests.helpers import tiny_recipe_dict
 

@@ -11,9 +11,22 @@ from typing import Annotated
 import typer
 
 import llmtui
-from llmtui.cli import (data_cmds, embeddings_cmds, eval_cmds, export_cmds, finetune_cmds, generate_cmds,
-                        import_cmds, launch_cmds, model_cmds, run_cmds, runs_cmds, tokenizer_cmds, tui_cmds,
-                        tune_cmds)
+from llmtui.cli import (
+    data_cmds,
+    embeddings_cmds,
+    eval_cmds,
+    export_cmds,
+    finetune_cmds,
+    generate_cmds,
+    import_cmds,
+    launch_cmds,
+    model_cmds,
+    run_cmds,
+    runs_cmds,
+    tokenizer_cmds,
+    tui_cmds,
+    tune_cmds,
+)
 from llmtui.cli.common import user_errors
 
 app = typer.Typer(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -42,7 +42,7 @@ def preview(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
     count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many cleaned documents to show.")] = 5,
     chars: Annotated[int, typer.Option(min=20, help="Show at most this many characters of each.")] = 600,
-    set_: Annotated[Optional[list[str]], typer.Option(
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable).")] = None,
 ) -> None:
     """Show the first documents of a recipe's sources as they come out of cleaning and filtering.

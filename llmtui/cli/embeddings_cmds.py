@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ cli = typer.Typer(help="Train Word2Vec vectors on a recipe's corpus (for model.e
 @cli.command("train")
 def train(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option(
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable).")] = None,
     units: Annotated[str, typer.Option(
         help="tokens: one vector per vocabulary token (covers the recipe's vocabulary); "
@@ -27,7 +27,7 @@ def train(
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the corpus.")] = 5,
     min_count: Annotated[int, typer.Option(min=1, help="Ignore units seen fewer times.")] = 1,
     workers: Annotated[int, typer.Option(min=1, help="Training threads (1 = reproducible to the bit).")] = 2,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         help="Output file (default runs/NAME/embeddings/vectors.txt).")] = None,
 ) -> None:
     """Train skip-gram Word2Vec with negative sampling on the recipe's training split and write the

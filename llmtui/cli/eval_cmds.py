@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from llmtui.cli.common import RunArg, recipe_rule, user_errors
-
 
 cli = typer.Typer()
 
@@ -17,19 +16,19 @@ cli = typer.Typer()
 @cli.command("eval")
 def evaluate(
     run_dir: RunArg,
-    data: Annotated[Optional[list[Path]], typer.Option(
+    data: Annotated[list[Path] | None, typer.Option(
         "--data", "-d", help="Score this text file instead of the validation split (repeatable; any format the "
                              "data stage reads: txt, md, jsonl, json, csv, html, compressed too).")] = None,
-    max_batches: Annotated[Optional[int], typer.Option(
+    max_batches: Annotated[int | None, typer.Option(
         callback=recipe_rule("eval", "max_batches"), help="Score at most this many batches per text (0 = all; default: the recipe's "
                     "eval.max_batches).")] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text in JSON/JSONL/CSV files.")] = "text",
-    harness: Annotated[Optional[str], typer.Option(
+    harness: Annotated[str | None, typer.Option(
         help="Score with EleutherAI's lm-evaluation-harness instead: TASK[,TASK...] (hellaswag, arc_easy, "
              "lambada_openai, ... or your own tasks with --harness-include).")] = None,
-    harness_include: Annotated[Optional[list[Path]], typer.Option(
+    harness_include: Annotated[list[Path] | None, typer.Option(
         help="A folder of lm-eval task YAML files (repeatable), e.g. tasks over local data.")] = None,
-    harness_limit: Annotated[Optional[int], typer.Option(
+    harness_limit: Annotated[int | None, typer.Option(
         min=1, help="Score at most this many documents per harness task.")] = None,
 ) -> None:
     """Score a run's final model: loss, perplexity, bits per byte, accuracy, top-5, loss by position.

@@ -4,7 +4,7 @@ Transformers folder or a GGUF file (llama.cpp, Ollama)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,7 +24,7 @@ def export(
         "--format", "-f", help="keras (model.keras, loads with safe_mode), preset (keras-hub, gpt and llama), "
                                "savedmodel (TensorFlow serving), hf (Transformers folder: GPT2LMHeadModel or "
                                "LlamaForCausalLM), gguf (llama.cpp/Ollama file and Modelfile) or all.")] = "keras",
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         help="Output folder (with --format all, one subfolder per format). Default: RUN/export/<format>.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an output folder that is not empty.")] = False,
     quantize: Annotated[str, typer.Option(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from llmtui.cli.common import RecipeArg, RunArg, SetOpt, recipe_rule, stage_name, user_errors
-
 
 cli = typer.Typer()
 
@@ -17,10 +16,10 @@ cli = typer.Typer()
 def finetune(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    base: Annotated[Optional[str], typer.Option(
+    base: Annotated[str | None, typer.Option(
         help="The trained run, Hugging Face folder or keras-hub preset to start from "
              "(overrides [finetune] base).")] = None,
-    until: Annotated[Optional[str], typer.Option(
+    until: Annotated[str | None, typer.Option(
         callback=lambda value: stage_name(value), help="Stop after this stage (data, tokenizer, model, train, ...).")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over in the fine-tune's run folder.")] = False,
 ) -> None:
@@ -32,8 +31,8 @@ def finetune(
     the task's metrics.
     """
     with user_errors():
-        from llmtui.cli.run_cmds import execute_recipe
         from llmtui.cli.console import ConsoleSink
+        from llmtui.cli.run_cmds import execute_recipe
         from llmtui.config import load_recipe
         from llmtui.errors import RecipeError
 
@@ -87,7 +86,7 @@ def classify(
 def answer(
     run_dir: RunArg,
     texts: Annotated[list[str], typer.Argument(help="Questions or sentences; - reads one per line from standard input.")],
-    max_tokens: Annotated[Optional[int], typer.Option(callback=recipe_rule("finetune", "max_answer_tokens"),
+    max_tokens: Annotated[int | None, typer.Option(callback=recipe_rule("finetune", "max_answer_tokens"),
                                                       help="Longest answer (default: the run's).")] = None,
 ) -> None:
     """Answer questions or translate sentences with a qa or translation run."""

@@ -121,7 +121,6 @@ def chat(
     """
     with user_errors():
         from llmtui.backend import native_stderr_to
-
         from llmtui.generation.chat import ChatSession
 
         generator, defaults, run = _open(run_dir)

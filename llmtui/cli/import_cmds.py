@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from llmtui.cli.common import user_errors
-
 
 cli = typer.Typer()
 
@@ -19,9 +18,9 @@ def import_model(
         help="A local Hugging Face model folder (config.json + *.safetensors + tokenizer.json), a keras-hub preset "
              "folder, or an hf://owner/name or kaggle://owner/model/keras/variant handle (downloaded).",
         show_default=False)],
-    name: Annotated[Optional[str], typer.Option(help="Run name (default: the source folder's name).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (default: the source folder's name).")] = None,
     out_dir: Annotated[Path, typer.Option(help="Folder of runs.")] = Path("runs"),
-    context: Annotated[Optional[int], typer.Option(
+    context: Annotated[int | None, typer.Option(
         min=2, help="Training window of the run (default: the base's full length).")] = None,
     backend: Annotated[str, typer.Option(help="Keras backend that converts the weights.")] = "tensorflow",
     force: Annotated[bool, typer.Option("--force", help="Replace a run folder of that name.")] = False,

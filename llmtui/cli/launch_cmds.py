@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -32,7 +32,7 @@ def launch(
     processes: Annotated[int, typer.Option("--processes", "-n", min=1, max=64,
                                            help="Number of processes of the job.")] = 2,
     set_: SetOpt = None,
-    until: Annotated[Optional[str], typer.Option(
+    until: Annotated[str | None, typer.Option(
         help="Stop after this stage: data, tokenizer, model, train, eval or generate.")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over: clear the run folder first.")] = False,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Coordinator port on 127.0.0.1 (0 = a free one).")] = 0,
@@ -40,7 +40,7 @@ def launch(
     """Run a recipe as one training job of N processes on this machine (JAX, loopback only).
 
     Each process runs llmtui run RECIPE with JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT, JAX_NUM_PROCESSES=N and JAX_PROCESS_ID=i, exactly as on N hosts. Process 0 prints here and writes the run folder; the others log to runs/<name>/processes/process-I.log. If one process dies, the others are stopped and the command fails; running it again resumes from the last checkpoint.
-    """
+    """  # noqa: E501  (Typer's rich help keeps a docstring's line breaks: one paragraph, one line)
     with user_errors():
         from llmtui.backend import chosen_backend
         from llmtui.config import load_recipe

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,16 +29,16 @@ def vocab_size_for(recipe, base: Path) -> tuple[int, str]:
 @cli.command("summary")
 def summary(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
                                                       help="Override a recipe value (repeatable).")] = None,
-    mesh: Annotated[Optional[str], typer.Option(
+    mesh: Annotated[str | None, typer.Option(
         metavar="DATAxMODEL", help="Also show memory per device under model parallelism on this device mesh, "
                                    "e.g. 2x4 (default: train.mesh when train.distribute = model_parallel).")] = None,
 ) -> None:
     """Parameters, FLOPs per token and estimated training memory of the recipe's model, and whether it fits.
 
     With --mesh (or a model_parallel recipe with train.mesh), also what each device holds when the weights and optimizer state are split over the mesh's model axis and each batch over its data axis.
-    """
+    """  # noqa: E501  (Typer's rich help keeps a docstring's line breaks: one paragraph, one line)
     with user_errors():
         from rich.console import Console
         from rich.table import Table

@@ -10,7 +10,6 @@ import typer
 
 from llmtui.cli.common import user_errors
 
-
 cli = typer.Typer()
 
 

@@ -17,7 +17,6 @@ import typer
 
 from llmtui.cli.common import user_errors
 
-
 cli = typer.Typer()
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+import tomllib
 from pydantic import BaseModel, ValidationError
 
 from llmtui.config.recipe import Recipe
@@ -42,7 +42,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def run_name_from_file(path: Path) -> str:
-    """The run name a recipe file without `[run] name` gets: its stem, made a valid name (`my text.toml` -> `my-text`)."""
+    """The run name a recipe file without `[run] name` gets: its stem made a valid name (`my text.toml` ->
+    `my-text`)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).lstrip("._-")
     return name or "untitled"
 

@@ -15,9 +15,9 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -304,7 +304,7 @@ def _spool_cleaned(config: DataConfig, docs: Iterable[Document], spool: Path, sk
 
 
 def _take(outcome: tuple, source: str, origin: str, tally: _Counts, per_source: dict, exact_seen: set,
-          near_index: NearDuplicateIndex | None, splits: "_SplitWriter", config: DataConfig) -> None:
+          near_index: NearDuplicateIndex | None, splits: _SplitWriter, config: DataConfig) -> None:
     kept, dropped, repaired, pii, lines_removed, key, signature = outcome
     counts = tally.counts
     stats = per_source.setdefault(source, Counter())

@@ -21,8 +21,9 @@ import lzma
 import sys
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 SNIFF_BYTES = 8192
 TEXT_PIECE_BYTES = 4 << 20  # big text files become documents of about this size

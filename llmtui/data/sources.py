@@ -12,9 +12,9 @@ import fnmatch
 import glob
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from llmtui.config.recipe import DataConfig, SourceConfig
 from llmtui.data.builtin import BUILTIN_CORPORA, builtin_fingerprint, iter_builtin

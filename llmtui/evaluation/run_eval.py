@@ -9,8 +9,8 @@ Those two sections survive a new evaluation only while the final model is the sa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 

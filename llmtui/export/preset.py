@@ -16,7 +16,7 @@ model, which our `unigram` kind is; it needs `<s>` and `</s>`, the names our `<b
 exported proto. Other pairs export the backbone only (our Hugging Face tokenizer.json goes beside it).
 Both keras-hub tokenizers skip our tokenizer's Unicode normalisation (and lowercasing), so text should be
 normalised the way the data stage did it; ids on such text are checked equal at export time.
-"""
+"""  # noqa: E501  (a Markdown table in the docstring: one row, one line)
 
 from __future__ import annotations
 

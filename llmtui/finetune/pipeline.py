@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from llmtui.config.loader import load_recipe
 from llmtui.config.recipe import Recipe
@@ -64,7 +64,6 @@ def pretrained_base_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
     The pre-flight memory check runs on the base's config before any weight is read; the training window is
     the recipe's model.context, at most the base's own length.
     """
-    import hashlib
 
     from llmtui.interop.base import import_base, read_base_spec
     from llmtui.models.cost import finetune_cost, preflight_problem
@@ -182,7 +181,6 @@ class FinetunePipeline(Pipeline):
 
     def _stage_tokenizer(self) -> StageResult:
         from llmtui.tokenizers import TextTokenizer
-
         from llmtui.tokenizers.chat import TEMPLATE_FILE
 
         folder = self.run.tokenizer_dir
@@ -286,8 +284,12 @@ class FinetunePipeline(Pipeline):
             return super()._train_inputs(cls)
         import numpy as np
 
-        from llmtui.finetune.tasks import (ClassificationTask, EncodedClassification, EncodedPromptAnswer,
-                                           PromptAnswerTask)
+        from llmtui.finetune.tasks import (
+            ClassificationTask,
+            EncodedClassification,
+            EncodedPromptAnswer,
+            PromptAnswerTask,
+        )
 
         encoded_type, task_type = (EncodedClassification, ClassificationTask) if self.task == "classification" \
             else (EncodedPromptAnswer, PromptAnswerTask)

@@ -3,9 +3,9 @@ one training and every export use), so `llmtui chat` and the wizard's playground
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from llmtui.tokenizers.chat import LINES_TEMPLATE, chat_template, render_chat, special_token_names
 
@@ -18,7 +18,7 @@ class ChatSession:
     messages: list[dict] = field(default_factory=list)
 
     @classmethod
-    def for_run(cls, generator, tokenizer_dir: Path) -> "ChatSession":
+    def for_run(cls, generator, tokenizer_dir: Path) -> ChatSession:
         return cls(generator, chat_template(tokenizer_dir), special_token_names(generator.tokenizer))
 
     @property

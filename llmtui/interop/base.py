@@ -14,7 +14,7 @@ The weights reach our model through one mapping (`load_hf_weights`, the inverse 
 `hf_state_dict`); a keras-hub preset's backbone weights are first named the Transformers way. The base's own
 tokenizer (its `tokenizer.json`, special tokens and chat template; a keras-hub GPT-2 vocabulary and merges, or
 a SentencePiece unigram or BPE model) becomes the run's tokenizer.
-"""
+"""  # noqa: E501  (a Markdown table in the docstring: one row, one line)
 
 from __future__ import annotations
 
@@ -305,7 +305,7 @@ def read_hf_weights(folder: Path) -> dict:
     return weights
 
 
-def _take(weights: dict, name: str, shape: tuple) -> "object":
+def _take(weights: dict, name: str, shape: tuple) -> object:
     if name not in weights:
         raise BaseImportError(f"the checkpoint has no {name}", hint="is the folder complete (every shard)?")
     value = weights[name]
@@ -606,7 +606,6 @@ def import_base(source: str, run_root: Path, context: int | None = None, base_di
     The folder is written under a temporary name and renamed at the end, so a failed import leaves nothing a
     later command would trust.
     """
-    import keras
 
     from llmtui.config.loader import recipe_to_toml
     from llmtui.config.recipe import Recipe

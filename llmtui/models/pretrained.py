@@ -12,9 +12,9 @@ vectors with the mean and spread of the ones found.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -85,7 +85,7 @@ def _read_text(path: Path, fmt: str, wanted: set[str] | None) -> Vectors:
     rows: list[np.ndarray] = []
     dim = declared = None
     count = 0
-    with open(path, "r", encoding="utf-8", errors="strict", newline="\n") as f:
+    with open(path, encoding="utf-8", errors="strict", newline="\n") as f:
         try:
             for number, line in enumerate(f, start=1):
                 line = line.rstrip("\r\n")

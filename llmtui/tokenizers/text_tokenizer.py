@@ -22,8 +22,8 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from llmtui.config.recipe import TokenizerConfig
 from llmtui.errors import RunFolderError
@@ -126,7 +126,7 @@ class TextTokenizer:
         return written
 
     @classmethod
-    def load(cls, folder: Path) -> "TextTokenizer":
+    def load(cls, folder: Path) -> TextTokenizer:
         from tokenizers import Tokenizer
 
         path = folder / "tokenizer.json"

@@ -38,7 +38,7 @@ class BatchFeed:
         self._consumed_state: Any = None  # the sampler state just after the last batch the trainer took
         self.wait_seconds = 0.0  # time the trainer spent blocked on an empty queue
 
-    def __enter__(self) -> "BatchFeed":
+    def __enter__(self) -> BatchFeed:
         self._consumed_state = self.task.state()
         self._thread = threading.Thread(target=self._produce, name="llmtui-batch-feed", daemon=True)
         self._thread.start()

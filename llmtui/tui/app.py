@@ -24,11 +24,9 @@ from llmtui.tui.dialogs.path_dialog import PathDialog
 from llmtui.tui.messages import RunEnded, RunEvents
 from llmtui.tui.run_controller import RunController, stages_for
 from llmtui.tui.run_results import RunResults
-from llmtui.tui.tensorboard import TensorBoardServer
-from llmtui.tui.tune_controller import TuneController, TuneEnded, TuneProgress, best_row
-from llmtui.tui.screens.data import DataScreen
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.screens.compare import CompareScreen
+from llmtui.tui.screens.data import DataScreen
 from llmtui.tui.screens.evaluate import EvaluateScreen
 from llmtui.tui.screens.finetune import FinetuneScreen
 from llmtui.tui.screens.model import ModelScreen
@@ -41,6 +39,8 @@ from llmtui.tui.screens.vocabulary import VocabularyScreen
 from llmtui.tui.screens.welcome import WelcomeScreen
 from llmtui.tui.state import WizardState, quickstart_path, tiny_template
 from llmtui.tui.steps import STEP_NAMES, STEPS
+from llmtui.tui.tensorboard import TensorBoardServer
+from llmtui.tui.tune_controller import TuneController, TuneEnded, TuneProgress, best_row
 
 ERROR_LOG = Path(tempfile.gettempdir()) / "llmtui-error.log"
 FORM_SCREENS = ("finetune", *STEP_NAMES)  # every screen with recipe fields

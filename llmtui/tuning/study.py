@@ -25,9 +25,10 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from llmtui.config.loader import recipe_from_dict, recipe_to_dict, save_recipe
 from llmtui.config.recipe import Recipe
