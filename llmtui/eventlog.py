@@ -35,7 +35,7 @@ def event_from_dict(data: dict[str, Any]) -> ev.Event | None:
     cls = EVENT_TYPES.get(str(data.get("event")))
     if cls is None:
         return None
-    values = {}
+    values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
             continue

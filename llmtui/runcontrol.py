@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from llmtui.eventlog import EVENT_LOG, EventLogSink
 from llmtui.events import Event, Message, RunFailed, RunInterrupted, RunStarted, StageStarted
@@ -97,7 +98,7 @@ def watched_run(pipeline) -> Iterator[None]:
     from llmtui.errors import LlmtuiError, TrainingInterrupted  # not the trainer's module: that imports TensorFlow
 
     log = EventLogSink(pipeline.run.root / EVENT_LOG)
-    seen = {"started": False, "stage": ""}
+    seen: dict[str, Any] = {"started": False, "stage": ""}
 
     def sink(event: Event) -> None:
         if isinstance(event, RunStarted):

@@ -16,7 +16,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from llmtui.errors import RunFolderError
 
@@ -116,7 +116,7 @@ class RunFolder:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self._lock_handle = None
+        self._lock_handle: IO[str] | None = None
         self._staged: dict[str, Path] = {}  # folder name → where the running stage writes it (StageTransaction)
 
     def folder(self, name: str) -> Path:

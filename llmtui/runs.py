@@ -163,7 +163,7 @@ def started_text(when: float | None) -> str:
 
 def table_rows(runs: list[RunInfo]) -> list[tuple[str, ...]]:
     """The columns `llmtui runs` and the Welcome screen show."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for run in runs:
         step = f"{run.step}/{run.total_steps}" if run.total_steps else (str(run.step) if run.step else "–")
         best = f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "–"

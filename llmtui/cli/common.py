@@ -34,7 +34,7 @@ def recipe_rule(section: str, name: str) -> Callable[[Any], Any]:
         from llmtui.config.loader import check_field
         from llmtui.errors import RecipeError
 
-        sections = {field: info.annotation for field, info in recipe_module.Recipe.model_fields.items()}
+        sections: dict[str, Any] = {field: info.annotation for field, info in recipe_module.Recipe.model_fields.items()}
         try:
             check_field(sections[section], name, value)
         except RecipeError as exc:

@@ -76,7 +76,7 @@ def summary(
                       t.optimizer)
         table.add_row("memory: activations", _gb(cost.activation_bytes), f"batch {t.batch_size}, {t.precision}")
         table.add_row("memory: total (estimate)", _gb(cost.memory_bytes), f"available {_gb(available)}")
-        shape = _mesh(mesh) if mesh else (tuple(t.mesh) if t.distribute == "model_parallel" and t.mesh else None)
+        shape = _mesh(mesh) if mesh else ((t.mesh[0], t.mesh[1]) if t.distribute == "model_parallel" and t.mesh else None)
         if shape is not None:
             _add_per_device_rows(table, config, vocab, shape)
         console = Console()

@@ -10,6 +10,7 @@ import difflib
 import json
 import re
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ def _error_lines(errors: dict[str, str], sources: dict[str, str]) -> str:
     return message
 
 
-def _describe_one(err: dict[str, Any], loc: list[str]) -> str:
+def _describe_one(err: Mapping[str, Any], loc: list[str]) -> str:
     kind = err["type"]
     given = err.get("input")
     ctx = err.get("ctx") or {}

@@ -218,7 +218,7 @@ class DataConfig(Section):
     def _strings_are_paths(cls, value: Any) -> Any:
         if not isinstance(value, list):
             return value
-        items = []
+        items: list[Any] = []
         for item in value:
             if isinstance(item, str):
                 items.append({"path": item})

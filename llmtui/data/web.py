@@ -99,9 +99,9 @@ class Fetcher:
             except FetchError as exc:
                 status = getattr(exc, "status", None)
                 if status is not None and 400 <= status < 500:  # RFC 9309 2.3.1.3: unavailable, crawl freely
-                    parser.allow_all = True
+                    parser.allow_all = True  # type: ignore[attr-defined]  # read by can_fetch; not in typeshed
                 else:  # 2.3.1.4: unreachable (5xx, network): assume complete disallow
-                    parser.disallow_all = True
+                    parser.disallow_all = True  # type: ignore[attr-defined]  # read by can_fetch; not in typeshed
                     self._robots_unavailable[origin] = str(exc)
             self._robots[origin] = parser
         if parser.can_fetch(self.config.user_agent, url):

@@ -59,7 +59,7 @@ def validation_metrics(scorer, run: RunFolder, context: int, batch_size: int, ma
     from llmtui.data.tokens import load_tokens
 
     meta = read_json(run.require(run.tokenizer_dir / "tokens.json", "encoded tokens",
-                                 "run the tokenizer stage: llmtui run RECIPE --until tokenizer"))
+                                 "run the tokenizer stage: llmtui run RECIPE --until tokenizer")) or {}
     tokens = load_tokens(run.tokenizer_dir, "val")
     report = evaluate_tokens(scorer, tokens, context, batch_size, max_batches,
                              meta["val"]["bytes"] / max(meta["val"]["tokens"], 1), meta["vocab_size"])

@@ -151,7 +151,7 @@ class _ExampleTask:
         return self.rng.integers(0, self.count, size=self.config.batch_size)
 
     def state(self) -> dict:
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state

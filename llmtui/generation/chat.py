@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llmtui.tokenizers.chat import LINES_TEMPLATE, chat_template, render_chat, special_token_names
 
 
 @dataclass
 class ChatSession:
-    generator: object  # llmtui.generation.Generator
+    generator: Any  # llmtui.generation.Generator
     template: str
     special_tokens: dict
     messages: list[dict] = field(default_factory=list)

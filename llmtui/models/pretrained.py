@@ -179,8 +179,11 @@ def candidates(tokenizer, token_id: int) -> list[tuple[str, str]]:
     text = tokenizer.surface(token_id)
     word = text.strip()
     out = [(piece, "piece"), (text, "text"), (word, "text"), (word.lower(), "lowercase")]
-    seen: set[str] = set()
-    return [(k, how) for k, how in out if k and not (k in seen or seen.add(k))]
+    kept: dict[str, str] = {}  # each candidate once, where it first comes
+    for k, how in out:
+        if k and k not in kept:
+            kept[k] = how
+    return list(kept.items())
 
 
 def map_onto_vocabulary(tokenizer, path: str | Path, format: str = "auto", seed: int = 0) -> tuple[np.ndarray, dict]:

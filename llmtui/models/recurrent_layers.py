@@ -16,12 +16,22 @@ and starts each document afresh where its end-of-text token is read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 from keras import ops
 
 
 class _HoistedInputProjection:
     """Mixin for a Keras RNN layer: project the whole input sequence once, then loop over time."""
+
+    # What the Keras RNN layer this mixes into provides (declared for the type checker).
+    cell: Any
+    go_backwards: bool
+    unroll: bool
+    return_sequences: bool
+    _recurrence: Callable[..., Any]
 
     def _uses_keras_loop(self, mask, training) -> bool:
         cell = self.cell
@@ -33,7 +43,7 @@ class _HoistedInputProjection:
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if self._uses_keras_loop(mask, training):
-            return super().inner_loop(sequences, initial_state, mask, training=training)
+            return super().inner_loop(sequences, initial_state, mask, training=training)  # type: ignore[misc]  # the Keras layer after this mixin has it
         projected = self._project(sequences)
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
         # The weights the loop body uses are read once, here. Read inside the body, each step's read is a new
@@ -321,4 +331,4 @@ def _lstm_sequence_kept(projected, h0, c0, kernel, keep):
     return run(projected, h0, c0, kernel, keep)
 
 
-RECURRENT_LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}
+RECURRENT_LAYERS: dict[str, Any] = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}  # name -> Keras layer class

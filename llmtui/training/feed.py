@@ -59,7 +59,7 @@ class BatchFeed:
         while not self._stop.is_set():
             try:
                 batch = self.task.next_batch()
-                item = (batch, self.task.state(), None)
+                item: tuple[Any, Any, BaseException | None] = (batch, self.task.state(), None)
             except BaseException as exc:  # handed to the trainer, which raises it in its own thread
                 item = (None, None, exc)
             while not self._stop.is_set():

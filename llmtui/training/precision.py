@@ -58,7 +58,8 @@ def plan_execution(train: TrainConfig, model: ModelConfig, backend: str, device_
                    flags: set[str] | None = None) -> ExecutionPlan:
     """The precision and compiler a training run uses (see the module's docstring)."""
     on_cpu = device_kind == "cpu"
-    precision, reason = train.precision, "train.precision"
+    precision: str = train.precision
+    reason = "train.precision"
     if precision == "auto":
         precision, reason = _auto_precision(model, backend, device_kind, flags)
     jit = train.jit_compile

@@ -252,6 +252,8 @@ class Tuner:
                 trial.study.enqueue_trial(values)
                 raise
             trial.set_user_attr("stopped", f"time budget at step {pruning.last_step}")
+            if pruning.last is None:  # stopped before its first validation: nothing to rank it by
+                return math.nan
             value = pruning.last if tune.objective != "bits_per_byte" else self._bits_per_byte(pruning.last)
         except LlmtuiError as exc:  # e.g. NaN loss: this trial failed, the search goes on
             trial.set_user_attr("error", str(exc))
