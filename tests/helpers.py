@@ -99,3 +99,20 @@ def assert_trains_alike(ours, stock, x, y) -> None:
         stock.train_on_batch(x, y)
     for a, b in zip(ours.get_weights(), stock.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def train_tiny_runs(base: Path, runs: dict[str, dict]) -> dict[str, Path]:
+    """One tiny run per entry of `runs` (name -> recipe sections over the tiny recipe), each trained 20 steps
+    (no XLA, no evaluation) on a small corpus under `base`; their run folders by name."""
+    from llmtui.config import recipe_from_dict
+    from llmtui.pipeline import Pipeline
+
+    corpus = write_corpus(base / "corpus", files=3, lines=30)
+    folders = {}
+    for name, sections in runs.items():
+        recipe = tiny_recipe_dict(corpus, base / "runs", **sections)
+        recipe["run"]["name"] = name
+        recipe["train"].update(steps=20, eval_every=1000, checkpoint_every=1000, jit_compile=False)
+        Pipeline(recipe_from_dict(recipe), base_dir=base).execute(until="train")
+        folders[name] = base / "runs" / name
+    return folders

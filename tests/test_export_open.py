@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from llmtui.cli.app import app
 from llmtui.config import recipe_from_dict
-from tests.helpers import llmtui_env, run_llmtui, tiny_recipe_dict, write_corpus
+from tests.helpers import llmtui_env, run_llmtui, tiny_recipe_dict, train_tiny_runs, write_corpus
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(name) is None for name in ("torch", "transformers", "accelerate", "gguf")),
@@ -75,20 +75,6 @@ print(json.dumps(report))
 """
 
 
-def _train(base: Path) -> dict[str, Path]:
-    from llmtui.pipeline import Pipeline
-
-    corpus = write_corpus(base / "corpus", files=3, lines=30)
-    folders = {}
-    for name, sections in RUNS.items():
-        recipe = tiny_recipe_dict(corpus, base / "runs", **sections)
-        recipe["run"]["name"] = name
-        recipe["train"].update(steps=20, eval_every=1000, checkpoint_every=1000, jit_compile=False)
-        Pipeline(recipe_from_dict(recipe), base_dir=base).execute(until="train")
-        folders[name] = base / "runs" / name
-    return folders
-
-
 def _ours(run: Path) -> dict:
     """The run's own logits on fixed ids, its greedy continuation (llmtui's generator), ids and chat text."""
     from llmtui.generation.sampler import Generator
@@ -111,7 +97,7 @@ def _ours(run: Path) -> dict:
 def loaded(tmp_path_factory) -> dict:
     """Each run exported as hf, gguf f32 and gguf q8_0 (through the CLI), then loaded in one fresh process."""
     base = tmp_path_factory.mktemp("open_export")
-    runs = _train(base)
+    runs = train_tiny_runs(base, RUNS)
     ours, outputs, job = {}, {}, {"text": TEXT, "messages": MESSAGES, "new_tokens": NEW_TOKENS, "exports": {}}
     for arch, run in runs.items():
         ours[arch] = _ours(run)
