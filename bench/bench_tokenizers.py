@@ -88,7 +88,7 @@ def bench_encoding(text: str, megabytes: float, vocab: int, repeats: int) -> dic
 
     def direct() -> None:  # the baseline: one batch call of `tokenizers`, ids materialised
         for encoding in backend.encode_batch(docs, add_special_tokens=False):
-            encoding.ids
+            _ = encoding.ids  # materialised, as ours are
 
     def ours() -> None:  # our API, in the pipeline's batch size
         for start in range(0, len(docs), ENCODE_BATCH):

@@ -12,8 +12,8 @@ import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from llmtui.errors import LlmtuiError
 

@@ -22,9 +22,18 @@ class LlmtuiError(Exception):
 
 
 class RecipeError(LlmtuiError):
-    """The recipe (file or --set override) is malformed or invalid."""
+    """The recipe (file or --set override) is malformed or invalid.
+
+    `errors` keeps every problem by key path (`{"model.dim": "0 is out of range; ..."}`, `""` for the recipe as
+    a whole) so the wizard can put each one under its field; `message` is what a terminal shows, which may list
+    only the first few of them.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None, errors: dict[str, str] | None = None):
+        super().__init__(message, hint)
+        self.errors: dict[str, str] = dict(errors or {})
 
 
 class DataError(LlmtuiError):

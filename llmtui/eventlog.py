@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from llmtui import events as ev
 
@@ -34,7 +35,7 @@ def event_from_dict(data: dict[str, Any]) -> ev.Event | None:
     cls = EVENT_TYPES.get(str(data.get("event")))
     if cls is None:
         return None
-    values = {}
+    values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
             continue

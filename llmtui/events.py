@@ -7,8 +7,9 @@ callable taking one event; `EventBus` fans an event out to every sink.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,34 @@ holds the run folder's lock and emits the run's events.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from llmtui.backend import native_stderr_to, require_backend
 from llmtui.config.loader import recipe_to_toml
 from llmtui.config.recipe import Recipe
 from llmtui.errors import LlmtuiError
-from llmtui.events import (Event, EventBus, Message, RunFailed, RunFinished, RunStarted, StageFinished, StageSkipped,
-                           StageStarted)
-from llmtui.runfolder import STAGES  # noqa: F401  (the stage names of training from scratch, for callers)
-from llmtui.runfolder import (STAGE_FOLDERS, RunFolder, StageTransaction, clear_staging, fingerprint,
-                              write_text_atomic)
+from llmtui.events import (
+    Event,
+    EventBus,
+    Message,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StageFinished,
+    StageSkipped,
+    StageStarted,
+)
+from llmtui.runfolder import (
+    STAGE_FOLDERS,
+    STAGES,  # noqa: F401  (the stage names of training from scratch, for callers)
+    RunFolder,
+    StageTransaction,
+    clear_staging,
+    fingerprint,
+    write_text_atomic,
+)
 from llmtui.stages.base import Stage, StageContext
 from llmtui.stages.pretraining import pretraining_stages
 

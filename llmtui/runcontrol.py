@@ -15,8 +15,9 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from llmtui.eventlog import EVENT_LOG, EventLogSink
 from llmtui.events import Event, Message, RunFailed, RunInterrupted, RunStarted, StageStarted
@@ -114,7 +115,7 @@ def watched_run(pipeline) -> Iterator[None]:
     from llmtui.errors import LlmtuiError, TrainingInterrupted  # not the trainer's module: that imports TensorFlow
 
     log = EventLogSink(pipeline.run.root / EVENT_LOG)
-    seen = {"started": False, "stage": ""}
+    seen: dict[str, Any] = {"started": False, "stage": ""}
 
     def sink(event: Event) -> None:
         if isinstance(event, RunStarted):

@@ -21,9 +21,10 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, TypedDict, cast
+from typing import IO, Any, TypedDict, cast
 
 from llmtui.errors import LlmtuiError, RunFolderError
 
@@ -188,7 +189,7 @@ class TokenMeta:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], path: Path) -> "TokenMeta":
+    def from_json(cls, data: dict[str, Any], path: Path) -> TokenMeta:
         try:
             splits = {name: SplitTokens(int(data[name]["tokens"]), int(data[name]["bytes"]), str(data[name]["dtype"]))
                       for name in ("train", "val") if name in data}
@@ -257,7 +258,7 @@ class DataReport:
         return {**data, **self.extra}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], path: Path) -> "DataReport":
+    def from_json(cls, data: dict[str, Any], path: Path) -> DataReport:
         known = {f.name for f in fields(cls)} - {"extra"}
         try:
             values = {k: v for k, v in data.items() if k in known}
@@ -287,7 +288,7 @@ def register_custom_objects() -> None:
     import llmtui.training.keras_schedule  # noqa: F401  (the learning-rate schedule)
 
 
-def load_final_model(run: "RunFolder"):
+def load_final_model(run: RunFolder):
     """The trained model of a run folder (Keras must already be configured)."""
     path = run.require(run.final_model_path, "trained model", "train it first: llmtui run RECIPE")
     import keras
@@ -359,7 +360,7 @@ class RunFolder:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self._lock_handle = None
+        self._lock_handle: IO[str] | None = None
         self._staged: dict[str, Path] = {}  # folder name → where the running stage writes it (StageTransaction)
 
     def folder(self, name: str) -> Path:
@@ -466,7 +467,7 @@ class RunFolder:
         return self.logs_dir / name
 
     @classmethod
-    def of_recipe(cls, recipe: Any, base_dir: str | Path = ".") -> "RunFolder":
+    def of_recipe(cls, recipe: Any, base_dir: str | Path = ".") -> RunFolder:
         """The run folder a recipe's run writes: <base_dir>/<run.out_dir>/<run.name>."""
         return cls(run_root(base_dir, recipe.run.out_dir, recipe.run.name))
 
@@ -559,7 +560,7 @@ class RunFolder:
             self._lock_handle.close()
             self._lock_handle = None
 
-    def __enter__(self) -> "RunFolder":
+    def __enter__(self) -> RunFolder:
         self.lock()
         return self
 
@@ -680,7 +681,7 @@ class StageTransaction:
         self.staging = run.root / STAGING / stage
         self.previous: StageEntry = {}
 
-    def __enter__(self) -> "StageTransaction":
+    def __enter__(self) -> StageTransaction:
         import shutil
 
         stages = self.manifest["stages"]

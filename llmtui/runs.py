@@ -41,7 +41,7 @@ def lock_holder(run_root: Path, lock: str = LOCK) -> int | None:
     """
     path = Path(run_root) / lock
     try:
-        handle = open(path, "r")
+        handle = open(path)
     except OSError:
         return None
     with handle:
@@ -158,7 +158,7 @@ def started_text(when: float | None) -> str:
 
 def table_rows(runs: list[RunInfo]) -> list[tuple[str, ...]]:
     """The columns `llmtui runs` and the Welcome screen show."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for run in runs:
         step = f"{run.step}/{run.total_steps}" if run.total_steps else (str(run.step) if run.step else "–")
         best = f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "–"

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny real corpora and recipes written by the tests (no downloads, no ../shared)."""
+"""Shared fixtures (the helpers they use are in tests/helpers.py), and the guards that keep tests out of the
+checkout."""
 
 from __future__ import annotations
 
@@ -13,37 +14,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from llmtui.config import recipe_from_dict  # noqa: E402
-
-WORDS = ("the model reads text and learns to predict the next character of each line "
-         "a small network trained on a small corpus still learns which letters follow which").split()
-
-
-def write_corpus(folder: Path, files: int = 6, lines: int = 40, seed: int = 0) -> Path:
-    """A folder of small English-like text files made from a fixed word list."""
-    import random
-
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(files):
-        body = "\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))) for _ in range(lines))
-        (folder / f"doc{i}.txt").write_text(body + "\n", encoding="utf-8")
-    return folder
-
-
-def tiny_recipe_dict(corpus: Path, out_dir: Path, **sections) -> dict:
-    recipe = {
-        "run": {"name": "tiny", "out_dir": str(out_dir), "seed": 0},
-        "data": {"sources": [str(corpus)], "val_fraction": 0.2, "chunk_chars": 400},
-        "tokenizer": {"kind": "char"},
-        "model": {"arch": "gpt", "layers": 1, "dim": 32, "heads": 2, "context": 16},
-        "train": {"steps": 40, "batch_size": 8, "lr": 3e-3, "warmup_steps": 5, "eval_every": 20,
-                  "eval_batches": 2, "checkpoint_every": 20, "log_every": 5},
-        "eval": {"max_batches": 4},
-        "generate": {"prompts": ["the "], "max_tokens": 12},
-    }
-    for name, values in sections.items():
-        recipe.setdefault(name, {}).update(values)
-    return recipe
+from tests.helpers import ROOT, tiny_recipe_dict, write_corpus  # noqa: E402
 
 
 @pytest.fixture
@@ -56,7 +27,7 @@ def tiny_recipe(corpus: Path, tmp_path: Path):
     return recipe_from_dict(tiny_recipe_dict(corpus, tmp_path / "runs"))
 
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = ROOT
 # Tool caches that may appear in the checkout while tests run; everything else new there is a test's leftover.
 _NOT_CHECKED = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache"}
 

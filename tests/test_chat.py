@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +19,10 @@ from typer.testing import CliRunner
 
 from llmtui.cli.app import app
 from llmtui.config import recipe_from_dict
-from tests.conftest import tiny_recipe_dict, write_corpus
+from tests.helpers import ROOT, llmtui_env, run_llmtui, tiny_recipe_dict, write_corpus
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[1]
-CHATS = REPO / "assets" / "examples" / "chat.jsonl"
+CHATS = ROOT / "assets" / "examples" / "chat.jsonl"
 CONVERSATION = [{"role": "system", "content": "You are a helpful assistant."},
                 {"role": "user", "content": "What does len return?"},
                 {"role": "assistant", "content": "len() returns the number of items."},
@@ -49,10 +46,6 @@ field = GGUFReader(gguf_folder + "/model-f32.gguf").fields["tokenizer.chat_templ
 report["gguf_template"] = bytes(field.parts[field.data[0]]).decode("utf-8")
 print(json.dumps(report))
 """
-
-
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +113,7 @@ def test_the_same_ids_in_training_llmtui_chat_transformers_and_gguf(chat_run, tm
     chat_ids = tokenizer.encode(render_chat(template, CONVERSATION, **special_token_names(tokenizer)))
     prompt = render_chat(template, CONVERSATION[:-1], add_generation_prompt=True, **special_token_names(tokenizer))
     done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(tmp_path / "hf"), str(tmp_path / "gguf"),
-                           json.dumps(CONVERSATION)], capture_output=True, text=True, env=_env(), timeout=300)
+                           json.dumps(CONVERSATION)], capture_output=True, text=True, env=llmtui_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert training_ids == chat_ids == found["hf"]["ids"] == found["gguf"]["ids"]
@@ -129,9 +122,8 @@ def test_the_same_ids_in_training_llmtui_chat_transformers_and_gguf(chat_run, tm
 
 
 def test_llmtui_chat_talks_through_the_template(chat_run):
-    done = subprocess.run([sys.executable, "-m", "llmtui", "chat", str(chat_run["run"]), "--max-tokens", "5",
-                           "--temperature", "0"], input="What does len return?\n/quit\n", capture_output=True,
-                          text=True, env=_env(), timeout=300)
+    done = run_llmtui("chat", str(chat_run["run"]), "--max-tokens", "5", "--temperature", "0",
+                      input="What does len return?\n/quit\n", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "chat with" in done.stdout and "Traceback" not in done.stderr
 
@@ -144,7 +136,6 @@ def test_a_conversation_with_an_unknown_role_is_a_clear_error(chat_run, tmp_path
     recipe.write_text(f'[run]\nname = "bad"\nout_dir = "{tmp_path / "runs"}"\n[finetune]\n'
                       f'base = "{chat_run["base"] / "runs" / "base"}"\ntask = "chat"\ntrain_file = "{bad}"\n',
                       encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "llmtui", "finetune", str(recipe)], capture_output=True, text=True,
-                          env=_env(), cwd=tmp_path, timeout=300)
+    done = run_llmtui("finetune", str(recipe), cwd=tmp_path, timeout=300)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"{bad}:1: message 2 has role 'robot'" in done.stderr and "system, user, assistant" in done.stderr

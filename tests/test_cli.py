@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
-import tomli_w
+import tomllib
 from typer.testing import CliRunner
 
 from llmtui.cli.app import app
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import run_llmtui, tiny_recipe_dict, write_recipe
 
 runner = CliRunner()
 
@@ -22,6 +21,19 @@ def test_help_lists_the_commands():
     assert result.exit_code == 0
     for command in ("run", "validate", "schema", "generate", "tensorboard"):
         assert command in result.output
+
+
+def test_the_command_tree_is_the_documented_one_in_order():
+    import typer.main
+
+    root = typer.main.get_command(app)
+    assert list(root.commands) == [
+        "run", "validate", "schema", "tensorboard", "tune", "ladder", "generate", "chat", "eval", "report",
+        "compare", "finetune", "classify", "answer", "export", "import", "wizard", "web", "runs", "launch",
+        "data", "tokenizer", "embeddings", "model"]
+    groups = {name: sorted(root.commands[name].commands) for name in ("data", "tokenizer", "embeddings", "model")}
+    assert groups == {"data": ["inspect", "preview"], "tokenizer": ["encode", "train"], "embeddings": ["train"],
+                      "model": ["summary"]}
 
 
 def test_help_validate_and_schema_do_not_import_tensorflow_or_keras(tmp_path):
@@ -83,9 +95,7 @@ def test_generate_without_a_run_fails_cleanly(tmp_path):
 
 def test_run_then_generate_through_the_cli(tmp_path, corpus, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    recipe = tmp_path / "tiny.toml"
-    recipe.write_text(tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs", train={"steps": 20})),
-                      encoding="utf-8")
+    recipe = write_recipe(tmp_path / "tiny.toml", tiny_recipe_dict(corpus, tmp_path / "runs", train={"steps": 20}))
     result = runner.invoke(app, ["run", str(recipe)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output + result.stderr
     for line in ("validation loss", "perplexity", "bits per byte", "tokens/s", "wall time", "run folder"):
@@ -104,12 +114,10 @@ def test_a_recipe_without_a_run_name_is_named_after_its_file(tmp_path):
     a folder (a name given with --set still wins)."""
     recipe = tmp_path / "my notes.toml"
     recipe.write_text('[model]\narch = "gru"\n', encoding="utf-8")
-    out = subprocess.run([sys.executable, "-m", "llmtui", "validate", str(recipe)], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
+    out = run_llmtui("validate", str(recipe), cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'name = "my-notes"' in out.stdout
     assert f"sets no [run] name: the run is named after the file, so its folder is {Path('runs/my-notes')}" in out.stdout
     assert tomllib.loads(out.stdout)["run"]["name"] == "my-notes"  # the note is a TOML comment
-    named = subprocess.run([sys.executable, "-m", "llmtui", "validate", str(recipe), "--set", "run.name=mine"],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    named = run_llmtui("validate", str(recipe), "--set", "run.name=mine", cwd=tmp_path, timeout=120)
     assert 'name = "mine"' in named.stdout and "named after the file" not in named.stdout

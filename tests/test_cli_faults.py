@@ -7,7 +7,6 @@ every recipe field (in-process) and every command-line option (one fresh interpr
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import typing
@@ -22,19 +21,17 @@ from llmtui.config import recipe_from_dict
 from llmtui.config.recipe import Recipe, SourceConfig
 from llmtui.errors import RecipeError
 from llmtui.runfolder import RunFolder
-from tests.conftest import tiny_recipe_dict, write_corpus
+from tests.helpers import ROOT, llmtui_env, run_llmtui, tiny_recipe_dict, write_corpus, write_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 # What TensorFlow and absl print on import or first use (cuda probing, oneDNN notices, C++ log lines).
 TF_NOISE = ("tensorflow/", "oneDNN", "cuda", "absl", "E0000 ", "W0000 ", "I0000 ", "XLA", "rebuild TensorFlow",
             "cpu_feature_guard")
 
 
-def run_llmtui(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
-    environment.update({"PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})})
-    return subprocess.run([sys.executable, "-m", "llmtui", *args], cwd=cwd, env=environment, capture_output=True,
-                          text=True, timeout=300)
+def run_as_user(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`llmtui` with TensorFlow's log level and backend left at their defaults, so any noise would show."""
+    return run_llmtui(*args, cwd=cwd, timeout=300,
+                      env=llmtui_env(**{"TF_CPP_MIN_LOG_LEVEL": None, "KERAS_BACKEND": None, **(env or {})}))
 
 
 def assert_one_clear_error(out: subprocess.CompletedProcess, code: int, *phrases: str) -> None:
@@ -52,12 +49,9 @@ def assert_one_clear_error(out: subprocess.CompletedProcess, code: int, *phrases
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A folder with a corpus and the tiny recipe (relative paths, as a user writes them)."""
-    import tomli_w
-
     folder = tmp_path_factory.mktemp("faults")
     write_corpus(folder / "corpus")
-    (folder / "tiny.toml").write_text(tomli_w.dumps(tiny_recipe_dict(Path("corpus"), Path("runs"))),
-                                      encoding="utf-8")
+    write_recipe(folder / "tiny.toml", tiny_recipe_dict(Path("corpus"), Path("runs")))
     return folder
 
 
@@ -72,12 +66,26 @@ def project(tmp_path_factory):
 ])
 def test_errors_before_training_are_one_clear_line_without_tensorflow_noise(project, args, code, phrases):
     (project / "afile").write_text("not a folder")
-    assert_one_clear_error(run_llmtui(project, "run", "tiny.toml", "--set", "run.name=faults", *args), code,
+    assert_one_clear_error(run_as_user(project, "run", "tiny.toml", "--set", "run.name=faults", *args), code,
                            *phrases)
 
 
+def test_a_recipe_with_many_problems_shows_the_first_six_and_counts_the_rest(tmp_path):
+    (tmp_path / "many.toml").write_text(
+        '[run]\nseed = "zero"\n[data]\nval_fraction = 0.9\nlowercase = "maybe"\n[tokenizer]\nkind = "words"\n'
+        '[model]\narch = "transformer"\nlayers = 0\ndropout = 2.0\n[train]\nstesp = 3\nlr = "fast"\n', encoding="utf-8")
+    for command in ("validate", "run"):
+        out = run_as_user(tmp_path, command, "many.toml", "--set", "eval.max_batches=-1")
+        assert_one_clear_error(out, 2, "many.toml: run.seed: expected a whole number, got 'zero'",
+                               "many.toml: model.layers: 0 is out of range; it must be >= 1",
+                               "... and 4 more problems")
+        listed = [line for line in out.stderr.removeprefix("error: ").splitlines() if line.startswith("many.toml: ")]
+        assert len(listed) == 6, out.stderr
+        assert "train.lr" not in out.stderr and "eval.max_batches" not in out.stderr  # among the 4 counted
+
+
 def test_a_bad_keras_backend_is_found_before_the_first_stage(project):
-    out = run_llmtui(project, "run", "tiny.toml", "--set", "run.name=backend", env={"KERAS_BACKEND": "bogus"})
+    out = run_as_user(project, "run", "tiny.toml", "--set", "run.name=backend", env={"KERAS_BACKEND": "bogus"})
     assert_one_clear_error(out, 1, "unknown Keras backend 'bogus' (from the KERAS_BACKEND environment variable)")
     assert "▶ data" not in out.stdout
 
@@ -85,7 +93,7 @@ def test_a_bad_keras_backend_is_found_before_the_first_stage(project):
 def test_a_locked_run_folder_is_one_clear_error(project):
     folder = RunFolder(project / "runs" / "locked")
     with folder:
-        out = run_llmtui(project, "run", "tiny.toml", "--set", "run.name=locked")
+        out = run_as_user(project, "run", "tiny.toml", "--set", "run.name=locked")
     assert_one_clear_error(out, 1, "is in use by pid")
 
 
@@ -96,7 +104,7 @@ def test_a_full_disk_is_one_clear_error(project):
     folder = project / "runs" / "full"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "recipe.toml.tmp").symlink_to("/dev/full")  # where the run writes its recipe first
-    out = run_llmtui(project, "run", "tiny.toml", "--set", "run.name=full")
+    out = run_as_user(project, "run", "tiny.toml", "--set", "run.name=full")
     assert_one_clear_error(out, 1, "No space left on device", str(folder / "recipe.toml"), "hint: the disk is full")
     assert not (folder / "recipe.toml.tmp").exists() and not (folder / "recipe.toml").exists()
 
@@ -104,7 +112,7 @@ def test_a_full_disk_is_one_clear_error(project):
 def test_a_dangling_link_in_a_source_folder_is_skipped_and_reported(project, tmp_path):
     corpus = write_corpus(tmp_path / "linked")
     (corpus / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
-    out = run_llmtui(project, "run", "tiny.toml", "--set", "run.name=links", "--set", f"data.sources=['{corpus}']",
+    out = run_as_user(project, "run", "tiny.toml", "--set", "run.name=links", "--set", f"data.sources=['{corpus}']",
                      "--until", "data")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "gone.txt: not found" in out.stdout
@@ -118,7 +126,7 @@ def test_a_dangling_link_in_a_source_folder_is_skipped_and_reported(project, tmp
     ("--beams=65", "65 is out of range; it must be <= 64"),
 ])
 def test_generate_options_obey_the_recipe_rules(project, option, phrase):
-    out = run_llmtui(project, "generate", "runs/none", option)
+    out = run_as_user(project, "generate", "runs/none", option)
     assert_one_clear_error(out, 2, phrase, "the same rule as the recipe's generate.")
 
 
@@ -188,10 +196,8 @@ def test_every_recipe_field_takes_any_value_or_says_why(path, value):
 
 def test_every_command_line_option_takes_any_value_or_says_why(tmp_path):
     """One fresh interpreter runs hypothesis over every option of every command (tests/cli_options_fuzz.py)."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     out = subprocess.run([sys.executable, str(ROOT / "tests" / "cli_options_fuzz.py"), "150"], cwd=tmp_path,
-                         env={**env, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}, capture_output=True, text=True,
-                         timeout=600)
+                         env=llmtui_env(TF_CPP_MIN_LOG_LEVEL=None), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "all refused or failed cleanly" in out.stdout
     for noise in TF_NOISE:

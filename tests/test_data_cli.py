@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import json
 
-import tomli_w
 from typer.testing import CliRunner
 
 from llmtui.cli.app import app
 from llmtui.config import recipe_from_dict
 from llmtui.pipeline import Pipeline
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict, write_recipe
 
 runner = CliRunner()
 
 
-def write_recipe(tmp_path, corpus, **data):
-    recipe = tiny_recipe_dict(corpus, tmp_path / "runs")
-    recipe["data"].update(data)
-    path = tmp_path / "recipe.toml"
-    path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
-    return path, recipe
+def write_data_recipe(tmp_path, corpus, **data):
+    recipe = tiny_recipe_dict(corpus, tmp_path / "runs", data=data)
+    return write_recipe(tmp_path / "recipe.toml", recipe), recipe
 
 
 def test_inspect_after_the_data_stage(tmp_path, corpus):
     (corpus / "dup.txt").write_text((corpus / "doc0.txt").read_text())
-    _, recipe = write_recipe(tmp_path, corpus, test_fraction=0.2)
+    _, recipe = write_data_recipe(tmp_path, corpus, test_fraction=0.2)
     Pipeline(recipe_from_dict(recipe), base_dir=tmp_path).execute(until="data")
     run_dir = tmp_path / "runs" / "tiny"
     assert (run_dir / "data" / "test.jsonl").exists()
@@ -46,7 +42,7 @@ def test_inspect_without_a_report_is_a_clear_error(tmp_path):
 
 def test_preview_shows_cleaned_samples(tmp_path, corpus, monkeypatch):
     (corpus / "messy.txt").write_text("MESSY text\x07 with caf\u00c3\u00a9 inside\n\n\n\nend")
-    path, _ = write_recipe(tmp_path, corpus, lowercase=True)
+    path, _ = write_data_recipe(tmp_path, corpus, lowercase=True)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["data", "preview", str(path), "-n", "20"])
     assert result.exit_code == 0, result.output
@@ -55,7 +51,7 @@ def test_preview_shows_cleaned_samples(tmp_path, corpus, monkeypatch):
 
 
 def test_preview_of_a_missing_source_is_one_message(tmp_path, corpus, monkeypatch):
-    path, _ = write_recipe(tmp_path, corpus)
+    path, _ = write_data_recipe(tmp_path, corpus)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["data", "preview", str(path), "--set", "data.sources=['nowhere']"])
     assert result.exit_code == 1

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_recipe_dict
 from llmtui.config import recipe_from_dict
+from tests.helpers import tiny_recipe_dict
 
 FOUR_DEVICES = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "COLUMNS": "200",
                 "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -88,7 +88,7 @@ def test_model_parallel_training_matches_one_device(tmp_path, arch):
     pytest.importorskip("jax")
     import tomli_w
 
-    from tests.conftest import write_corpus
+    from tests.helpers import write_corpus
 
     corpus = write_corpus(tmp_path / "corpus")
     train = {"steps": 8, "log_every": 1, "eval_every": 8, "checkpoint_every": 8, "warmup_steps": 2, "lr": 3e-3}
@@ -153,7 +153,7 @@ MULTI_TRAIN = {"distribute": "data_parallel", "log_every": 1, "eval_every": 100,
 def _multi_recipe(tmp_path: Path, name: str, steps: int, backend: str = "jax") -> Path:
     import tomli_w
 
-    from tests.conftest import write_corpus
+    from tests.helpers import write_corpus
 
     corpus = tmp_path / "corpus"
     if not corpus.exists():

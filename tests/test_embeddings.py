@@ -12,7 +12,7 @@ from llmtui.config import recipe_from_dict
 from llmtui.errors import RecipeError
 from llmtui.models.pretrained import VectorsError, detect_format, map_onto_vocabulary, read_vectors
 from llmtui.tokenizers import train_tokenizer
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 WORDS = ["the", "cat", "sat", "on", "mat", "Dog"]
 MATRIX = np.arange(len(WORDS) * 4, dtype=np.float32).reshape(len(WORDS), 4) / 10 - 1.0
@@ -203,7 +203,8 @@ def test_pretrained_embedding_frozen_for_n_steps_then_trained_and_frozen_for_goo
 
 
 def test_word2vec_on_the_corpus_writes_glove_that_covers_the_vocabulary(tmp_path):
-    from llmtui.models.word2vec import token_sentences, train_word2vec, write_glove as save_glove
+    from llmtui.models.word2vec import token_sentences, train_word2vec
+    from llmtui.models.word2vec import write_glove as save_glove
 
     texts = ["the cat sat on the mat and the dog sat on the log"] * 30
     tok = train_tokenizer(recipe_from_dict({"tokenizer": {"kind": "bpe", "vocab_size": 280}}).tokenizer, iter(texts))
@@ -225,7 +226,8 @@ def test_word2vec_on_the_corpus_writes_glove_that_covers_the_vocabulary(tmp_path
 def test_pretrained_path_trains_through_the_pipeline(corpus, tmp_path):
     """Word2Vec on the run's own tokens, then a tiny GPT starting from them: coverage reported, loss falls."""
     from llmtui.events import EventRecorder, Message, Metrics
-    from llmtui.models.word2vec import token_sentences, train_word2vec, write_glove as save_glove
+    from llmtui.models.word2vec import token_sentences, train_word2vec
+    from llmtui.models.word2vec import write_glove as save_glove
     from llmtui.pipeline import Pipeline
 
     runs = tmp_path / "runs"

@@ -18,7 +18,7 @@ from llmtui.config import recipe_from_dict
 from llmtui.evaluation.language_model import summarize
 from llmtui.evaluation.tasks import classification_metrics, normalize_answer, qa_metrics, translation_metrics
 from llmtui.pipeline import Pipeline
-from tests.conftest import tiny_recipe_dict, write_corpus
+from tests.helpers import tiny_recipe_dict, write_corpus
 
 runner = CliRunner()
 

@@ -20,9 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from llmtui.cli.app import app
-from llmtui.config import recipe_from_dict
 from llmtui.config.recipe import ModelConfig
-from tests.conftest import tiny_recipe_dict, write_corpus
+from tests.helpers import train_tiny_runs
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -70,25 +69,9 @@ print(json.dumps(report))
 """
 
 
-def _train(base: Path) -> dict[str, Path]:
-    """Three trained tiny runs (20 steps each), by architecture."""
-    from llmtui.pipeline import Pipeline
-
-    corpus = write_corpus(base / "corpus", files=3, lines=30)
-    folders = {}
-    for name, sections in RUNS.items():
-        recipe = tiny_recipe_dict(corpus, base / "runs", **sections)
-        recipe["run"]["name"] = name
-        recipe["train"].update(steps=20, eval_every=1000, checkpoint_every=1000, jit_compile=False)
-        Pipeline(recipe_from_dict(recipe), base_dir=base).execute(until="train")
-        folders[name] = base / "runs" / name
-    return folders
-
-
 def _reference(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """Fixed ids (2, 12) and the run's own model's logits on them, from this process."""
-    from llmtui.runfolder import load_final_model
-    from llmtui.runfolder import RunFolder
+    from llmtui.runfolder import RunFolder, load_final_model
 
     model = load_final_model(RunFolder(run))
     ids = np.random.default_rng(7).integers(0, model.output_shape[-1], size=(2, 12)).astype("int32")
@@ -100,7 +83,7 @@ def exported(tmp_path_factory) -> dict:
     """Every run exported with `llmtui export RUN --format all`, then loaded in one fresh Python process
     (on JAX when it is installed: the exports must not depend on the backend that trained them)."""
     base = tmp_path_factory.mktemp("export")
-    runs = _train(base)
+    runs = train_tiny_runs(base, RUNS)
     outputs, references = {}, {}
     for arch, run in runs.items():
         out = base / "exports" / arch

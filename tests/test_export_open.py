@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +21,13 @@ from typer.testing import CliRunner
 
 from llmtui.cli.app import app
 from llmtui.config import recipe_from_dict
-from tests.conftest import tiny_recipe_dict, write_corpus
+from tests.helpers import llmtui_env, run_llmtui, tiny_recipe_dict, train_tiny_runs, write_corpus
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(name) is None for name in ("torch", "transformers", "accelerate", "gguf")),
     reason="needs the test extra: torch (CPU), transformers, accelerate, gguf")
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[1]
 TEXT = "the model reads text and learns"
 PROMPT = "the model"
 NEW_TOKENS = 6
@@ -77,25 +75,10 @@ print(json.dumps(report))
 """
 
 
-def _train(base: Path) -> dict[str, Path]:
-    from llmtui.pipeline import Pipeline
-
-    corpus = write_corpus(base / "corpus", files=3, lines=30)
-    folders = {}
-    for name, sections in RUNS.items():
-        recipe = tiny_recipe_dict(corpus, base / "runs", **sections)
-        recipe["run"]["name"] = name
-        recipe["train"].update(steps=20, eval_every=1000, checkpoint_every=1000, jit_compile=False)
-        Pipeline(recipe_from_dict(recipe), base_dir=base).execute(until="train")
-        folders[name] = base / "runs" / name
-    return folders
-
-
 def _ours(run: Path) -> dict:
     """The run's own logits on fixed ids, its greedy continuation (llmtui's generator), ids and chat text."""
     from llmtui.generation.sampler import Generator
-    from llmtui.runfolder import load_final_model
-    from llmtui.runfolder import RunFolder
+    from llmtui.runfolder import RunFolder, load_final_model
     from llmtui.tokenizers import TextTokenizer
     from llmtui.tokenizers.chat import chat_template, render_chat
 
@@ -113,7 +96,7 @@ def _ours(run: Path) -> dict:
 def loaded(tmp_path_factory) -> dict:
     """Each run exported as hf, gguf f32 and gguf q8_0 (through the CLI), then loaded in one fresh process."""
     base = tmp_path_factory.mktemp("open_export")
-    runs = _train(base)
+    runs = train_tiny_runs(base, RUNS)
     ours, outputs, job = {}, {}, {"text": TEXT, "messages": MESSAGES, "new_tokens": NEW_TOKENS, "exports": {}}
     for arch, run in runs.items():
         ours[arch] = _ours(run)
@@ -129,9 +112,8 @@ def loaded(tmp_path_factory) -> dict:
                                    "arch": arch, "context": 16, "ids": str(base / f"{arch}-ids.npy"),
                                    "prompt_ids": ours[arch]["prompt_ids"], "logits_out": str(base / f"{key}.npy")}
     (base / "job.json").write_text(json.dumps(job), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(base / "job.json")], capture_output=True,
-                          text=True, env=env, cwd=base, timeout=600)
+                          text=True, env=llmtui_env(), cwd=base, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return {"base": base, "runs": runs, "ours": ours, "outputs": outputs, "report": report,
@@ -204,9 +186,7 @@ def test_chat_template_is_the_same_in_llmtui_transformers_and_gguf(loaded, arch)
 
 
 def _export_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "llmtui", "export", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return run_llmtui("export", *args, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from llmtui.cli.app import app
 from llmtui.config import recipe_from_dict
 from llmtui.events import EventRecorder, Message
 from llmtui.pipeline import Pipeline, pipeline_for
-from tests.conftest import WORDS, tiny_recipe_dict, write_corpus
+from tests.helpers import WORDS, tiny_recipe_dict, write_corpus
 
 runner = CliRunner()
 FIRST_WORDS = sorted(set(WORDS[:14]) - set(WORDS[14:]))
@@ -80,8 +80,7 @@ def test_domain_finetune_lowers_domain_perplexity_and_reports_forgetting(workspa
 def test_lora_trains_only_the_adapters_and_saves_a_plain_model(workspace):
     import keras
 
-    from llmtui.runfolder import load_final_model
-    from llmtui.runfolder import RunFolder
+    from llmtui.runfolder import RunFolder, load_final_model
 
     recipe = finetune_recipe(workspace, "lora", {"task": "domain", "method": "lora", "lora_rank": 2},
                              train={"weight_decay": 0.0})
@@ -110,8 +109,7 @@ def test_lora_rank_larger_than_the_layer_is_refused(workspace):
 
 
 def test_freeze_keeps_the_lower_layers(workspace):
-    from llmtui.runfolder import load_final_model
-    from llmtui.runfolder import RunFolder
+    from llmtui.runfolder import RunFolder, load_final_model
 
     recipe = finetune_recipe(workspace, "freeze", {"task": "domain", "method": "freeze", "freeze_layers": 1})
     pipeline, _ = run_finetune(workspace, recipe, until="train")

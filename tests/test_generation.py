@@ -22,7 +22,7 @@ from llmtui.generation.search import (
     log_softmax,
     sample_next,
 )
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTEXT = 12
@@ -312,7 +312,7 @@ def test_cached_generation_on_jax_in_a_subprocess():
 # The command line on a real tiny run -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from tests.conftest import write_corpus
+    from tests.helpers import write_corpus
 
     root = tmp_path_factory.mktemp("generation")
     corpus = write_corpus(root / "corpus")

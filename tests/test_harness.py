@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llmtui.config import recipe_from_dict
-from tests.conftest import tiny_recipe_dict, write_corpus
+from tests.helpers import llmtui_env, run_llmtui, tiny_recipe_dict, write_corpus
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
                                 reason="needs the test extra: lm_eval")
-REPO = Path(__file__).resolve().parents[1]
 CONTEXT = 16
 
 TASKS = {  # name: (output_type, extra YAML lines, data file)
@@ -62,10 +59,7 @@ def harness_run(tmp_path_factory) -> dict:
 
 
 def _eval(run: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "HF_DATASETS_OFFLINE": "1",
-           "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "llmtui", "eval", str(run), *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=600)
+    return run_llmtui("eval", str(run), *args, cwd=cwd, env=llmtui_env(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1"))
 
 
 def test_harness_tasks_score_the_run_and_land_in_the_report(harness_run):
@@ -92,8 +86,7 @@ def test_adapter_log_likelihoods_equal_our_scorer(harness_run):
 
     from llmtui.evaluation.harness import make_adapter
     from llmtui.evaluation.language_model import make_scorer, score_tokens
-    from llmtui.runfolder import load_final_model
-    from llmtui.runfolder import RunFolder
+    from llmtui.runfolder import RunFolder, load_final_model
     from llmtui.tokenizers import TextTokenizer
 
     run = RunFolder(harness_run["run"])

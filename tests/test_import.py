@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,10 +20,9 @@ from typer.testing import CliRunner
 
 from llmtui.cli.app import app
 from llmtui.config import recipe_from_dict
-from tests.conftest import tiny_recipe_dict, write_corpus
+from tests.helpers import llmtui_env, run_llmtui, tiny_recipe_dict, write_corpus
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[1]
 TEXT = "the model reads text and learns to predict"
 ATOL = 1e-4
 needs_torch = pytest.mark.skipif(
@@ -85,29 +83,19 @@ print("built")
 """
 
 
-def _env(**extra) -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
-
-
-def _cli(*args: str, cwd: Path, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmtui", *args], capture_output=True, text=True, cwd=cwd,
-                          env=_env(**env), timeout=600)
-
-
 @pytest.fixture(scope="module")
 def hf_folders(tmp_path_factory) -> Path:
     if any(importlib.util.find_spec(name) is None for name in ("torch", "transformers")):
         pytest.skip("needs the test extra: torch (CPU) and transformers")
     base = tmp_path_factory.mktemp("hf_bases")
     done = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, str(base), TEXT], capture_output=True, text=True,
-                          env=_env(), timeout=600)
+                          env=llmtui_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return base
 
 
 def _our_logits(run: Path, ids) -> np.ndarray:
-    from llmtui.runfolder import load_final_model
-    from llmtui.runfolder import RunFolder
+    from llmtui.runfolder import RunFolder, load_final_model
 
     return np.asarray(load_final_model(RunFolder(run))(ids.astype("int32"), training=False))
 
@@ -135,22 +123,22 @@ def test_hf_folder_imports_with_the_originals_logits_and_tokenizer(hf_folders, t
 
 @needs_torch
 def test_a_family_our_blocks_cannot_express_is_refused_and_leaves_no_run(hf_folders, tmp_path):
-    done = _cli("import", str(hf_folders / "qwen2"), "--out-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    done = run_llmtui("import", str(hf_folders / "qwen2"), "--out-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "qwen2" in done.stderr and "biases" in done.stderr
     assert not (tmp_path / "runs" / "qwen2").exists()
 
 
 def test_a_hub_handle_offline_is_a_clear_error(tmp_path):
-    done = _cli("import", "hf://nobody/no-such-model", "--out-dir", str(tmp_path / "runs"), cwd=tmp_path,
-                HF_HUB_OFFLINE="1")
+    done = run_llmtui("import", "hf://nobody/no-such-model", "--out-dir", str(tmp_path / "runs"), cwd=tmp_path,
+                      env=llmtui_env(HF_HUB_OFFLINE="1"))
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "could not download hf://nobody/no-such-model" in done.stderr and "local path" in done.stderr
 
 
 def test_a_folder_without_a_model_config_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    done = _cli("import", str(tmp_path / "empty"), cwd=tmp_path)
+    done = run_llmtui("import", str(tmp_path / "empty"), cwd=tmp_path)
     assert done.returncode != 0 and "has no config.json" in done.stderr
 
 
@@ -279,11 +267,11 @@ def test_preflight_refuses_a_base_too_large_before_reading_its_weights(hf_folder
     recipe = tmp_path / "ft.toml"
     recipe.write_text(f'[run]\nname = "big"\n[finetune]\nbase = "{hf_folders / "llama"}"\nmethod = "full"\n'
                       '[train]\nmax_memory_gb = 0.000001\n', encoding="utf-8")
-    summary = _cli("model", "summary", str(recipe), cwd=tmp_path)
+    summary = run_llmtui("model", "summary", str(recipe), cwd=tmp_path)
     assert summary.returncode == 1 and "pretrained base" in summary.stdout and "lora" in summary.stdout
     vocab = json.loads((hf_folders / "llama" / "config.json").read_text())["vocab_size"]
     assert re.search(rf"vocabulary\s+│\s+{vocab:,}\s+│ the base's config \(llama, hf\)", summary.stdout)
-    done = _cli("finetune", str(recipe), cwd=tmp_path)
+    done = run_llmtui("finetune", str(recipe), cwd=tmp_path)
     assert done.returncode != 0 and "pre-flight check for the pretrained base" in done.stderr
     assert "finetune.method = 'lora'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "runs" / "imported").exists()
@@ -293,7 +281,7 @@ def test_preflight_refuses_a_base_too_large_before_reading_its_weights(hf_folder
 def test_an_imported_run_is_evaluated_on_text_files_and_says_it_has_no_validation_text(hf_folders, tmp_path):
     result = runner.invoke(app, ["import", str(hf_folders / "gpt2"), "--out-dir", str(tmp_path), "--name", "g"])
     assert result.exit_code == 0, result.output
-    done = _cli("eval", str(tmp_path / "g"), cwd=tmp_path)
+    done = run_llmtui("eval", str(tmp_path / "g"), cwd=tmp_path)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "no validation text of its own" in done.stderr and "--data FILE" in done.stderr
     text = tmp_path / "t.txt"

@@ -21,30 +21,26 @@ from pathlib import Path
 import pytest
 
 from llmtui.runfolder import STAGES, RunFolder, file_digest
-from tests.conftest import WORDS, tiny_recipe_dict, write_corpus
+from tests.helpers import WORDS, llmtui_env, run_llmtui, tiny_recipe_dict, write_corpus, write_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 # A change to each stage's own section: the stage (and those after it) must run again, and take long enough
 # to be interrupted (the whole validation split for eval, 5000 tokens for generate).
 CHANGES = {"data": "data.chunk_chars=300", "tokenizer": "tokenizer.kind=byte", "model": "model.dropout=0.1",
            "train": "train.lr=0.001", "eval": "eval.max_batches=0", "generate": "generate.max_tokens=5000"}
 
 
-def llmtui_env(backend: str = "jax") -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": backend, "COLUMNS": "200",
-            "PYTHONUNBUFFERED": "1"}
+def jax_env() -> dict[str, str]:
+    """These runs are on JAX, their output unbuffered (read while they run)."""
+    return llmtui_env(KERAS_BACKEND="jax", PYTHONUNBUFFERED="1")
 
 
-def llmtui(cwd: Path, *args: str, backend: str = "jax", timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmtui", *args], cwd=cwd, env=llmtui_env(backend),
-                          capture_output=True, text=True, timeout=timeout)
+def llmtui(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return run_llmtui(*args, cwd=cwd, env=jax_env(), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     """(folder, recipe, the finished run's manifest): the tiny recipe run once, on a 3 MB corpus."""
-    import tomli_w
-
     folder = tmp_path_factory.mktemp("integrity")
     corpus = write_corpus(folder / "corpus")
     rng = random.Random(1)
@@ -54,10 +50,8 @@ def base_run(tmp_path_factory):
         lines.append(line)
         size += len(line) + 1
     (corpus / "big.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    recipe = folder / "tiny.toml"
-    recipe.write_text(tomli_w.dumps(tiny_recipe_dict(
-        corpus, folder / "runs", data={"workers": 1},
-        train={"steps": 20, "eval_every": 10, "checkpoint_every": 10})), encoding="utf-8")
+    recipe = write_recipe(folder / "tiny.toml", tiny_recipe_dict(
+        corpus, folder / "runs", data={"workers": 1}, train={"steps": 20, "eval_every": 10, "checkpoint_every": 10}))
     done = llmtui(folder, "run", str(recipe))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return folder, recipe, RunFolder(folder / "runs" / "tiny").read_manifest()
@@ -72,7 +66,7 @@ def copy_run(base_run, tmp_path: Path, name: str = "tiny") -> Path:
 
 def interrupt(cwd: Path, args: list[str], stage: str, sig: int) -> str:
     """Start `llmtui run ...`, send `sig` to it (and its process group) once "▶ stage" is printed; its output."""
-    process = subprocess.Popen([sys.executable, "-m", "llmtui", "run", *args], cwd=cwd, env=llmtui_env(),
+    process = subprocess.Popen([sys.executable, "-m", "llmtui", "run", *args], cwd=cwd, env=jax_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen = []
     try:
@@ -161,7 +155,7 @@ def test_kill_9_during_training_then_rerun_resumes(base_run, tmp_path):
     root = copy_run(base_run, tmp_path)
     args = ["run", str(recipe), "--set", f"run.out_dir={tmp_path / 'runs'}", "--set", "train.steps=120",
             "--set", "train.checkpoint_every=5", "--set", "train.eval_every=120", "--until", "train"]
-    process = subprocess.Popen([sys.executable, "-m", "llmtui", *args], cwd=folder, env=llmtui_env(),
+    process = subprocess.Popen([sys.executable, "-m", "llmtui", *args], cwd=folder, env=jax_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     old = base["stages"]["train"]["fingerprint"]  # the copied run's own checkpoints (steps 10 and 20)

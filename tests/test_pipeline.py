@@ -11,16 +11,15 @@ import pytest
 
 from llmtui.config import recipe_from_dict
 from llmtui.errors import LlmtuiError, RunFolderError
-from llmtui.events import (EventRecorder, Metrics, RunFinished, Sample, StageFinished, StageSkipped,
-                           TrainingStarted)
+from llmtui.events import EventRecorder, Metrics, RunFinished, Sample, StageFinished, StageSkipped, TrainingStarted
 from llmtui.pipeline import STAGES, Pipeline
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """One tiny end-to-end run shared by the tests below (training a model is the slow part)."""
-    from tests.conftest import write_corpus
+    from tests.helpers import write_corpus
 
     root = tmp_path_factory.mktemp("e2e")
     corpus = write_corpus(root / "corpus")

@@ -14,7 +14,7 @@ from llmtui.errors import RecipeError
 from llmtui.events import EventRecorder, Message, Metrics
 from llmtui.models import build_model
 from llmtui.pipeline import Pipeline
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 
 def test_plateau_divides_the_learning_rate_when_validation_stalls_and_checkpoints_it(tmp_path, corpus):

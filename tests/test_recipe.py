@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 
 import pytest
+import tomllib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,6 +76,73 @@ def test_out_of_range_and_choices(tmp_path):
 def test_cross_field_check():
     with pytest.raises(RecipeError, match=r"multiple of model\.heads"):
         recipe_from_dict({"model": {"dim": 100, "heads": 3}})
+
+
+# Nine problems in nine places: more than a terminal message lists (SHOWN_PROBLEMS), all kept by key path.
+NINE_PROBLEMS = {
+    "run": {"seed": "zero"},
+    "data": {"val_fraction": 0.9, "lowercase": "maybe"},
+    "tokenizer": {"kind": "words"},
+    "model": {"arch": "transformer", "layers": 0, "dropout": 2.0},
+    "train": {"stesp": 3, "lr": "fast"},
+}
+NINE_KEYS = {"run.seed", "data.val_fraction", "data.lowercase", "tokenizer.kind", "model.arch", "model.layers",
+             "model.dropout", "train.stesp", "train.lr"}
+
+
+def test_every_problem_is_kept_by_key_path_and_the_message_counts_the_rest():
+    from llmtui.config.loader import SHOWN_PROBLEMS
+
+    with pytest.raises(RecipeError) as err:
+        recipe_from_dict(NINE_PROBLEMS, where="r.toml")
+    errors = err.value.errors
+    assert set(errors) == NINE_KEYS
+    assert errors["model.layers"] == "0 is out of range; it must be >= 1"
+    assert errors["train.stesp"].startswith("unknown key; did you mean 'steps'?")
+    assert errors["tokenizer.kind"].startswith("'words' is not allowed; choose one of")
+    lines = err.value.message.splitlines()
+    assert len(lines) == SHOWN_PROBLEMS + 1 and lines[-1] == f"... and {9 - SHOWN_PROBLEMS} more problems"
+    assert all(line.startswith("r.toml: ") for line in lines[:-1])
+
+
+def test_a_rule_across_fields_is_kept_under_its_section():
+    with pytest.raises(RecipeError) as err:
+        recipe_from_dict({"model": {"dim": 100, "heads": 3}})
+    assert list(err.value.errors) == ["model"] and "multiple of model.heads" in err.value.errors["model"]
+
+
+def test_the_wizard_gets_every_problem_under_its_field(tmp_path):
+    """The wizard's state hands its forms the loader's errors as they are, by key path: none lost, none parsed."""
+    from llmtui.tui.state import WizardState
+
+    state = WizardState(base_dir=tmp_path)
+    before = state.recipe
+    errors = state.try_update("model", {"arch": "transformer", "layers": 0, "dropout": 2.0, "dim": "wide"})
+    assert set(errors) == {"model.arch", "model.layers", "model.dropout", "model.dim"}
+    assert errors["model.dim"] == "expected a whole number, got 'wide'"
+    assert state.recipe is before  # an invalid change is not taken
+    assert state.try_update("model", {"dim": 30, "heads": 4}) == {
+        "model": "model.dim (30) must be a multiple of model.heads (4)"}
+    assert state.try_update("model", {"dim": 64, "heads": 4}) == {} and state.recipe.model.dim == 64
+
+
+def test_check_field_names_the_field():
+    from llmtui.config.loader import check_field
+    from llmtui.config.recipe import GenerateConfig
+
+    with pytest.raises(RecipeError) as err:
+        check_field(GenerateConfig, "top_p", 0.0)
+    assert list(err.value.errors) == ["top_p"] and "out of range" in err.value.errors["top_p"]
+
+
+@pytest.mark.parametrize("text, value", [
+    ("3", 3), (" 1e-3 ", 1e-3), ("true", True), ('["a", "b"]', ["a", "b"]), ('"quoted"', "quoted"),
+    ("adamw", "adamw"), ("runs/x", "runs/x"), ("[1, 2", "[1, 2"),
+])
+def test_one_toml_value_parser_for_overrides_and_forms(text, value):
+    from llmtui.config.loader import parse_toml_value
+
+    assert parse_toml_value(text) == value
 
 
 def test_missing_binary_and_folder_recipe(tmp_path):

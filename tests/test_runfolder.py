@@ -15,9 +15,18 @@ import pytest
 from llmtui.config.recipe import DataConfig
 from llmtui.data.prepare import prepare_data
 from llmtui.errors import RunFolderError
-from llmtui.runfolder import (DataReport, RunFolder, SplitCounts, SplitTokens, TokenMeta, load_final_model,
-                              read_token_meta, write_data_report, write_token_meta)
-from tests.conftest import write_corpus
+from llmtui.runfolder import (
+    DataReport,
+    RunFolder,
+    SplitCounts,
+    SplitTokens,
+    TokenMeta,
+    load_final_model,
+    read_token_meta,
+    write_data_report,
+    write_token_meta,
+)
+from tests.helpers import write_corpus
 
 PACKAGE = Path(__file__).resolve().parents[1] / "llmtui"
 
@@ -37,7 +46,7 @@ def test_token_meta_round_trip_and_the_file_earlier_versions_wrote(tmp_path):
     bare = read_token_meta(tmp_path)
     assert bare.vocab_size == 50 and bare.train is None
     with pytest.raises(RunFolderError, match="no encoded 'val' split"):
-        bare.bytes_per_token
+        _ = bare.bytes_per_token
 
 
 def test_data_report_round_trip_keeps_unknown_keys(tmp_path):

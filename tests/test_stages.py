@@ -17,7 +17,7 @@ from llmtui.config.loader import recipe_to_toml
 from llmtui.data.sources import source_fingerprint
 from llmtui.pipeline import STAGES, Pipeline, pipeline_for
 from llmtui.runfolder import file_digest, fingerprint
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 EXAMPLE_FIELDS = ("task", "train_file", "val_file", "val_fraction", "text_field", "label_field", "labels", "pooling",
                   "input_field", "target_field", "prompt_template", "max_answer_tokens", "messages_field")

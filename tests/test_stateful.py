@@ -17,7 +17,7 @@ from llmtui.events import EventRecorder, Message
 from llmtui.models import build_model
 from llmtui.models.recurrent import stateful_twin
 from llmtui.pipeline import Pipeline
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 EOS = 3
 
@@ -75,7 +75,7 @@ class _Carried(keras.layers.Layer):
 
 
 def test_lstm_backward_with_restarts_matches_autodiff():
-    from tests.test_training import assert_trains_alike
+    from tests.helpers import assert_trains_alike
 
     x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype("float32")
     y = np.random.default_rng(1).normal(size=(3, 7 * 6 + 12)).astype("float32")

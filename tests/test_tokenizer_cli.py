@@ -9,7 +9,7 @@ import tomli_w
 from typer.testing import CliRunner
 
 from llmtui.cli.app import app
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import tiny_recipe_dict
 
 runner = CliRunner()
 

@@ -81,7 +81,7 @@ def test_byte_level_kinds_round_trip_any_text(trained):
 def test_byte_ids_are_byte_values_after_the_special_tokens(trained):
     tok = trained["byte"]
     assert tok.vocab_size == 256 + len(SPECIAL_TOKENS)
-    assert tok.encode("A é") == [b + len(SPECIAL_TOKENS) for b in "A é".encode("utf-8")]
+    assert tok.encode("A é") == [b + len(SPECIAL_TOKENS) for b in "A é".encode()]
 
 
 def test_bpe_reaches_its_vocabulary_size_and_compresses(trained):

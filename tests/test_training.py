@@ -1,4 +1,5 @@
-"""The training engine: architectures, optimizers, schedules, accumulation, resume, backends, costs."""
+"""The training engine: optimizers, schedules, accumulation, resume, backends, precision (the architectures
+themselves: tests/test_models.py)."""
 
 from __future__ import annotations
 
@@ -15,68 +16,15 @@ import pytest
 
 from llmtui.config import recipe_from_dict
 from llmtui.events import EventRecorder, Message, Metrics
-from llmtui.models import build_model, count_parameters
-from llmtui.models.cost import count_model_parameters, estimate_cost, preflight_problem
+from llmtui.models import build_model
+from llmtui.models.cost import count_model_parameters
 from llmtui.pipeline import Pipeline
 from llmtui.training.optimizers import make_optimizer
 from llmtui.training.schedule import lr_at
 from llmtui.training.trainer import compile_model
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import fixed_batches, model_config, tiny_recipe_dict
 
-ARCHS = ["gpt", "llama", "lstm", "gru", "rnn"]
 HERE = Path(__file__).parent
-
-
-def model_config(arch, **extra):
-    return recipe_from_dict({"model": {"arch": arch, "layers": 2, "dim": 32, "heads": 4,
-                                       "kv_heads": 2 if arch == "llama" else 0, "context": 16, **extra}}).model
-
-
-def fixed_batches(n, vocab=40, batch=8, context=16, seed=0):
-    rng = np.random.default_rng(seed)
-    # A learnable pattern: each token is the previous one plus one (mod vocab).
-    starts = rng.integers(0, vocab, size=(n, batch, 1))
-    seq = (starts + np.arange(context + 1)) % vocab
-    return [(s[:, :-1].astype("int32"), s[:, 1:].astype("int32")) for s in seq]
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_every_architecture_learns_and_round_trips(arch, tmp_path):
-    config = model_config(arch)
-    model = build_model(config, 40, seed=0)
-    assert count_parameters(model) == count_model_parameters(config, 40)[0]
-    # Not XLA: these only check the architectures (the pipeline tests cover XLA-compiled training).
-    train = recipe_from_dict({"train": {"lr": 1e-2, "warmup_steps": 0, "schedule": "constant",
-                                        "jit_compile": False}}).train
-    compile_model(model, train)
-    losses = [float(model.train_on_batch(x, y, return_dict=True)["loss"]) for x, y in fixed_batches(30)]
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
-    x = fixed_batches(1)[0][0]
-    path = tmp_path / "m.keras"
-    model.save(path)
-    import llmtui.evaluation.language_model  # noqa: F401  (registers custom layers)
-
-    reloaded = keras.models.load_model(path, compile=False)
-    np.testing.assert_allclose(np.asarray(reloaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("arch", ["gpt", "llama"])
-def test_transformers_are_causal(arch):
-    model = build_model(model_config(arch, attention_dropout=0.1, dropout=0.1), 40, seed=0)
-    x = fixed_batches(1)[0][0]
-    changed = x.copy()
-    changed[:, 10] = (changed[:, 10] + 1) % 40
-    a, b = np.asarray(model(x)), np.asarray(model(changed))
-    np.testing.assert_allclose(a[:, :10], b[:, :10], atol=1e-6)
-    assert np.abs(a[:, 10:] - b[:, 10:]).max() > 1e-4
-
-
-def test_llama_uses_grouped_query_attention_without_biases():
-    model = build_model(model_config("llama"), 40)
-    names = [v.path for v in model.trainable_variables]
-    assert not any("bias" in n for n in names)
-    qkv = next(v for v in model.trainable_variables if "qkv" in v.path)
-    assert qkv.shape == (32, (4 + 2 * 2) * 8)  # 4 query heads, 2 key/value heads of width 8
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd", "adagrad", "rmsprop", "lion", "muon"])
@@ -239,19 +187,6 @@ def test_mixed_float16_trains_with_loss_scaling(tmp_path, corpus):
     train = [e.values for e in recorder.of_type(Metrics) if e.split == "train"]
     assert len(train) == 4 and all(v["grad_norm"] > 0 and math.isfinite(v["loss"]) for v in train)
     assert report["loss"] < report["uniform_loss"]
-
-
-def test_cost_estimate_and_preflight():
-    recipe = recipe_from_dict({"model": {"arch": "gpt", "layers": 12, "dim": 768, "heads": 12, "context": 1024},
-                               "train": {"batch_size": 8}})
-    cost = estimate_cost(recipe.model, recipe.train, 50257)
-    assert 120e6 < cost.parameters < 130e6  # GPT-2 small: 124M
-    assert cost.flops_per_token == pytest.approx(6 * (cost.parameters - cost.embedding_parameters + 50257 * 768)
-                                                 + 12 * 12 * 768 * 1024)
-    assert preflight_problem(cost, recipe.train, available=1e12) is None
-    problem = preflight_problem(cost, recipe.train, available=cost.memory_bytes - cost.activation_bytes / 2)
-    assert "train.batch_size=" in problem and "grad_accum_steps=" in problem
-    assert "smaller model" in preflight_problem(cost, recipe.train, available=1e6)
 
 
 def test_pipeline_refuses_a_model_too_big_for_memory(tmp_path, corpus):
@@ -418,61 +353,6 @@ def test_ctrl_c_and_kill_9_then_rerun_continues(tmp_path, corpus):
     assert final.returncode == 0, final.stderr[-3000:]
     assert f"resuming from checkpoint step_{latest:07d} (step {latest})" in final.stdout
     assert (checkpoints / "step_0002000").exists()
-
-
-def assert_trains_alike(ours, stock, x, y):
-    """Given Keras' layer the same weights, our model's outputs, and its weights after 3 Adam steps, equal it."""
-    stock.set_weights(ours.get_weights())
-    np.testing.assert_allclose(ours.predict_on_batch(x), stock.predict_on_batch(x), rtol=1e-5, atol=1e-6)
-    for _ in range(3):
-        ours.train_on_batch(x, y)
-        stock.train_on_batch(x, y)
-    for a, b in zip(ours.get_weights(), stock.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
-def test_recurrent_layers_match_keras_own(name):
-    """Our recurrent layers project the whole input sequence before the time loop; outputs, and the
-    weights after a few optimizer steps, must equal those of Keras' layer with the same weights."""
-    from llmtui.models.recurrent_layers import RECURRENT_LAYERS
-
-    stock_cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}[name]
-    x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype("float32")
-    y = np.random.default_rng(1).normal(size=(3, 7, 6)).astype("float32")
-
-    def model(cls):
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((7, 5))
-        m = keras.Model(inputs, cls(6, return_sequences=True, name="recurrent")(inputs))
-        m.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
-        return m
-
-    assert_trains_alike(model(RECURRENT_LAYERS[name]), model(stock_cls), x, y)
-
-
-def test_lstm_hand_written_backward_matches_keras_through_carried_states():
-    """Our LSTM's own backward pass must also send the right gradients into the initial state and out of the
-    final cell state: both come from (and feed) trained layers here, and the weights must match Keras'."""
-    from llmtui.models.recurrent_layers import LSTM
-
-    x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype("float32")
-    y = np.random.default_rng(1).normal(size=(3, 7 * 6 + 12)).astype("float32")
-
-    def model(cls):
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((7, 5))
-        summary = keras.layers.Flatten()(inputs)
-        h0 = keras.layers.Dense(6, activation="tanh", name="h0")(summary)
-        c0 = keras.layers.Dense(6, name="c0")(summary)
-        sequence, h_last, c_last = cls(6, return_sequences=True, return_state=True, name="recurrent")(
-            inputs, initial_state=[h0, c0])
-        outputs = keras.layers.Concatenate()([keras.layers.Flatten()(sequence), h_last, c_last])
-        m = keras.Model(inputs, outputs)
-        m.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
-        return m
-
-    assert_trains_alike(model(LSTM), model(keras.layers.LSTM), x, y)
 
 
 @pytest.mark.parametrize("arch", ["gpt", "lstm"])

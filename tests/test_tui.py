@@ -14,7 +14,7 @@ from llmtui.config import load_recipe  # noqa: E402
 from llmtui.tokenizers.chat import chat_template  # noqa: E402
 from llmtui.tui.app import WizardApp  # noqa: E402
 from llmtui.tui.steps import STEP_NAMES  # noqa: E402
-from tests.conftest import tiny_recipe_dict, write_corpus  # noqa: E402
+from tests.helpers import tiny_recipe_dict, write_corpus  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 SIZE = (100, 32)
@@ -495,7 +495,7 @@ async def test_finetune_path_from_welcome_to_the_task_metrics(tmp_path, monkeypa
 
     from llmtui.config.loader import recipe_from_dict
     from llmtui.pipeline import Pipeline
-    from tests.conftest import WORDS
+    from tests.helpers import WORDS
 
     monkeypatch.chdir(tmp_path)
     write_corpus(tmp_path / "corpus")
@@ -645,7 +645,7 @@ async def test_playground_answers_with_a_qa_run(tmp_path, monkeypatch):
 
     from llmtui.config.loader import recipe_from_dict
     from llmtui.pipeline import Pipeline, pipeline_for
-    from tests.conftest import WORDS
+    from tests.helpers import WORDS
 
     monkeypatch.chdir(tmp_path)
     write_corpus(tmp_path / "corpus")

@@ -39,7 +39,8 @@ def test_wizard_on_a_missing_path_is_one_clear_error(tmp_path):
 
 
 def test_help_does_not_import_textual_or_keras():
-    code = "import sys; from llmtui.cli.app import app; print(sorted(m for m in ('textual', 'keras', 'tensorflow') if m in sys.modules))"
+    code = ("import sys; from llmtui.cli.app import app; "
+            "print(sorted(m for m in ('textual', 'keras', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
@@ -202,7 +203,7 @@ def running_run(tmp_path):
     """A long tiny run started from the shell (`llmtui run`), training by the time it is yielded; stopped after."""
     import tomli_w
 
-    from tests.conftest import tiny_recipe_dict, write_corpus
+    from tests.helpers import tiny_recipe_dict, write_corpus
 
     write_corpus(tmp_path / "corpus")
     recipe = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "long"},

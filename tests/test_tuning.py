@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_recipe_dict, write_corpus
 from llmtui.config import load_recipe, recipe_from_dict
 from llmtui.errors import RecipeError
+from tests.helpers import tiny_recipe_dict, write_corpus
 
 optuna = pytest.importorskip("optuna")
 

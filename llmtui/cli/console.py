@@ -6,7 +6,15 @@ import math
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from llmtui import events as ev
@@ -18,7 +26,7 @@ class ConsoleSink:
     def __init__(self, console: Console | None = None):
         self.console = console or Console()
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.last_val = "-"
 
     def __call__(self, event: ev.Event) -> None:
@@ -60,7 +68,7 @@ class ConsoleSink:
                                            loss="-", val=self.last_val, tps="-")
 
     def _on_Metrics(self, e: ev.Metrics) -> None:
-        if self.progress is None:
+        if self.progress is None or self.task is None:
             return
         if e.split == "train":
             self.progress.update(self.task, completed=e.step, loss=f"{e.values['loss']:.3f}",

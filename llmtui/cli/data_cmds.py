@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from llmtui.cli.common import user_errors
 
 if TYPE_CHECKING:
     from llmtui.runfolder import DataReport
 
-data_app = typer.Typer(help="Inspect a run's data report or preview cleaned samples of a recipe.",
-                       no_args_is_help=True, rich_markup_mode="rich")
+cli = typer.Typer(help="Inspect a run's data report or preview cleaned samples of a recipe.",
+                  no_args_is_help=True, rich_markup_mode="rich")
 
 
-@data_app.command("inspect")
+@cli.command("inspect")
 def inspect(
     run_dir: Annotated[str, typer.Argument(help="Run folder (e.g. runs/quickstart) or run name under ./runs.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Print the data report of a run: documents read and kept, duplicates, filters, skips, splits."""
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from llmtui.runfolder import RunFolder, read_json, resolve_run_dir
 
@@ -35,12 +35,12 @@ def inspect(
         _print_report(run.data_report(), str(path))
 
 
-@data_app.command("preview")
+@cli.command("preview")
 def preview(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
     count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many cleaned documents to show.")] = 5,
     chars: Annotated[int, typer.Option(min=20, help="Show at most this many characters of each.")] = 600,
-    set_: Annotated[Optional[list[str]], typer.Option(
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable).")] = None,
 ) -> None:
     """Show the first documents of a recipe's sources as they come out of cleaning and filtering.
@@ -48,8 +48,6 @@ def preview(
     Nothing is written. Steps over the whole corpus (deduplication against everything, boilerplate lines
     counted across documents, the split) happen only in a full run.
     """
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from rich.console import Console
         from rich.panel import Panel
@@ -92,7 +90,7 @@ def _relative(origin: str) -> str:
         return origin
 
 
-def _print_report(report: "DataReport", where: str) -> None:
+def _print_report(report: DataReport, where: str) -> None:
     from rich.console import Console
     from rich.table import Table
 

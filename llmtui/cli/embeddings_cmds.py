@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-embeddings_app = typer.Typer(help="Train Word2Vec vectors on a recipe's corpus (for model.embedding = pretrained).",
-                             no_args_is_help=True, rich_markup_mode="rich")
+from llmtui.cli.common import user_errors
+
+cli = typer.Typer(help="Train Word2Vec vectors on a recipe's corpus (for model.embedding = pretrained).",
+                  no_args_is_help=True, rich_markup_mode="rich")
 
 
-@embeddings_app.command("train")
+@cli.command("train")
 def train(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option(
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable).")] = None,
     units: Annotated[str, typer.Option(
         help="tokens: one vector per vocabulary token (covers the recipe's vocabulary); "
@@ -25,13 +27,11 @@ def train(
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the corpus.")] = 5,
     min_count: Annotated[int, typer.Option(min=1, help="Ignore units seen fewer times.")] = 1,
     workers: Annotated[int, typer.Option(min=1, help="Training threads (1 = reproducible to the bit).")] = 2,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         help="Output file (default runs/NAME/embeddings/vectors.txt).")] = None,
 ) -> None:
     """Train skip-gram Word2Vec with negative sampling on the recipe's training split and write the
     vectors in GloVe text format, ready for model.embedding = "pretrained"."""
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from rich.console import Console
 

@@ -4,35 +4,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from llmtui.cli.app import RunArg, recipe_rule, user_errors
+from llmtui.cli.common import RunArg, recipe_rule, user_errors
+
+cli = typer.Typer()
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command("eval")(evaluate)
-    app.command()(report)
-    app.command()(compare)
-
-
+@cli.command("eval")
 def evaluate(
     run_dir: RunArg,
-    data: Annotated[Optional[list[Path]], typer.Option(
+    data: Annotated[list[Path] | None, typer.Option(
         "--data", "-d", help="Score this text file instead of the validation split (repeatable; any format the "
                              "data stage reads: txt, md, jsonl, json, csv, html, compressed too).")] = None,
-    max_batches: Annotated[Optional[int], typer.Option(
+    max_batches: Annotated[int | None, typer.Option(
         callback=recipe_rule("eval", "max_batches"), help="Score at most this many batches per text (0 = all; default: the recipe's "
                     "eval.max_batches).")] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text in JSON/JSONL/CSV files.")] = "text",
-    harness: Annotated[Optional[str], typer.Option(
+    harness: Annotated[str | None, typer.Option(
         help="Score with EleutherAI's lm-evaluation-harness instead: TASK[,TASK...] (hellaswag, arc_easy, "
              "lambada_openai, ... or your own tasks with --harness-include).")] = None,
-    harness_include: Annotated[Optional[list[Path]], typer.Option(
+    harness_include: Annotated[list[Path] | None, typer.Option(
         help="A folder of lm-eval task YAML files (repeatable), e.g. tasks over local data.")] = None,
-    harness_limit: Annotated[Optional[int], typer.Option(
+    harness_limit: Annotated[int | None, typer.Option(
         min=1, help="Score at most this many documents per harness task.")] = None,
 ) -> None:
     """Score a run's final model: loss, perplexity, bits per byte, accuracy, top-5, loss by position.
@@ -79,6 +75,7 @@ def evaluate(
         console.print(f"report: {pages['report.html']} (and report.md, report.json)", highlight=False)
 
 
+@cli.command()
 def report(run_dir: RunArg) -> None:
     """Redraw a run's report pages (eval/report.md and eval/report.html) from its files, without re-scoring."""
     with user_errors():
@@ -91,6 +88,7 @@ def report(run_dir: RunArg) -> None:
         typer.echo(f"wrote {pages['report.md']} and {pages['report.html']}")
 
 
+@cli.command()
 def compare(
     runs: Annotated[list[str], typer.Argument(help="Run folders or names under ./runs (two or more).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")] = False,

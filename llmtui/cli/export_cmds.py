@@ -4,28 +4,27 @@ Transformers folder or a GGUF file (llama.cpp, Ollama)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from llmtui.cli.app import RunArg, user_errors
+from llmtui.cli.common import RunArg, user_errors
 
 FORMAT_CHOICES = ("keras", "preset", "savedmodel", "hf", "gguf", "all")
 QUANTIZE_CHOICES = ("f32", "f16", "q8_0")
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command("export")(export)
+cli = typer.Typer()
 
 
+@cli.command()
 def export(
     run_dir: RunArg,
     format_: Annotated[str, typer.Option(
         "--format", "-f", help="keras (model.keras, loads with safe_mode), preset (keras-hub, gpt and llama), "
                                "savedmodel (TensorFlow serving), hf (Transformers folder: GPT2LMHeadModel or "
                                "LlamaForCausalLM), gguf (llama.cpp/Ollama file and Modelfile) or all.")] = "keras",
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         help="Output folder (with --format all, one subfolder per format). Default: RUN/export/<format>.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an output folder that is not empty.")] = False,
     quantize: Annotated[str, typer.Option(

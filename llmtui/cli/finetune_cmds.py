@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from llmtui.cli.app import RecipeArg, RunArg, SetOpt, recipe_rule, stage_name, user_errors
+from llmtui.cli.common import RecipeArg, RunArg, SetOpt, recipe_rule, stage_name, user_errors
+
+cli = typer.Typer()
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command()(finetune)
-    app.command()(classify)
-    app.command()(answer)
-
-
+@cli.command()
 def finetune(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    base: Annotated[Optional[str], typer.Option(
+    base: Annotated[str | None, typer.Option(
         help="The trained run, Hugging Face folder or keras-hub preset to start from "
              "(overrides [finetune] base).")] = None,
-    until: Annotated[Optional[str], typer.Option(
+    until: Annotated[str | None, typer.Option(
         callback=lambda value: stage_name(value), help="Stop after this stage (data, tokenizer, model, train, ...).")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over in the fine-tune's run folder.")] = False,
 ) -> None:
@@ -35,8 +31,8 @@ def finetune(
     the task's metrics.
     """
     with user_errors():
-        from llmtui.cli.app import execute_recipe
         from llmtui.cli.console import ConsoleSink
+        from llmtui.cli.run_cmds import execute_recipe
         from llmtui.config import load_recipe
         from llmtui.errors import RecipeError
 
@@ -56,6 +52,7 @@ def _texts(texts: list[str]) -> list[str]:
     return out
 
 
+@cli.command()
 def classify(
     run_dir: RunArg,
     texts: Annotated[list[str], typer.Argument(help="Texts to classify; - reads one per line from standard input.")],
@@ -85,10 +82,11 @@ def classify(
         Console().print(table)
 
 
+@cli.command()
 def answer(
     run_dir: RunArg,
     texts: Annotated[list[str], typer.Argument(help="Questions or sentences; - reads one per line from standard input.")],
-    max_tokens: Annotated[Optional[int], typer.Option(callback=recipe_rule("finetune", "max_answer_tokens"),
+    max_tokens: Annotated[int | None, typer.Option(callback=recipe_rule("finetune", "max_answer_tokens"),
                                                       help="Longest answer (default: the run's).")] = None,
 ) -> None:
     """Answer questions or translate sentences with a qa or translation run."""

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from llmtui.cli.app import RunArg, recipe_rule, user_errors
+from llmtui.cli.common import RunArg, recipe_rule, user_errors
 
 PromptOpt = Annotated[list[str] | None, typer.Option(
     "--prompt", "-p", help="Text to continue (repeatable). Default: the recipe's [generate] prompts.")]
@@ -33,10 +33,7 @@ NoCacheOpt = Annotated[bool, typer.Option(
     "--no-cache", help="Recompute the whole window per token instead of the key/value cache or carried state.")]
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command()(generate)
-    app.command()(chat)
+cli = typer.Typer()
 
 
 def _open(run_dir: str):
@@ -67,6 +64,7 @@ def _settings(defaults, **given) -> dict:
     return {name: getattr(defaults, name) if value is None else value for name, value in given.items()}
 
 
+@cli.command()
 def generate(
     run_dir: RunArg,
     prompt: PromptOpt = None,
@@ -99,6 +97,7 @@ def generate(
                 typer.echo("")
 
 
+@cli.command()
 def chat(
     run_dir: RunArg,
     max_tokens: MaxTokensOpt = None,
@@ -122,7 +121,6 @@ def chat(
     """
     with user_errors():
         from llmtui.backend import native_stderr_to
-
         from llmtui.generation.chat import ChatSession
 
         generator, defaults, run = _open(run_dir)

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from llmtui.cli.app import user_errors
+from llmtui.cli.common import user_errors
+
+cli = typer.Typer()
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command("import")(import_model)
-
-
+@cli.command("import")
 def import_model(
     source: Annotated[str, typer.Argument(
         help="A local Hugging Face model folder (config.json + *.safetensors + tokenizer.json), a keras-hub preset "
              "folder, or an hf://owner/name or kaggle://owner/model/keras/variant handle (downloaded).",
         show_default=False)],
-    name: Annotated[Optional[str], typer.Option(help="Run name (default: the source folder's name).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (default: the source folder's name).")] = None,
     out_dir: Annotated[Path, typer.Option(help="Folder of runs.")] = Path("runs"),
-    context: Annotated[Optional[int], typer.Option(
+    context: Annotated[int | None, typer.Option(
         min=2, help="Training window of the run (default: the base's full length).")] = None,
     backend: Annotated[str, typer.Option(help="Keras backend that converts the weights.")] = "tensorflow",
     force: Annotated[bool, typer.Option("--force", help="Replace a run folder of that name.")] = False,

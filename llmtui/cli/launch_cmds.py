@@ -15,26 +15,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from llmtui.cli.app import RecipeArg, SetOpt
+from llmtui.cli.common import RecipeArg, SetOpt, user_errors
 
 STOP_GRACE_SECONDS = 30  # after Ctrl-C, how long the processes get to write a checkpoint and end
 FAILED_GRACE_SECONDS = 5  # after one process failed, the others (stuck in collectives) are killed after this
 
 
-def register(app: typer.Typer) -> None:
-    app.command("launch")(launch)
+cli = typer.Typer()
 
 
+@cli.command()
 def launch(
     recipe: RecipeArg,
     processes: Annotated[int, typer.Option("--processes", "-n", min=1, max=64,
                                            help="Number of processes of the job.")] = 2,
     set_: SetOpt = None,
-    until: Annotated[Optional[str], typer.Option(
+    until: Annotated[str | None, typer.Option(
         help="Stop after this stage: data, tokenizer, model, train, eval or generate.")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over: clear the run folder first.")] = False,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Coordinator port on 127.0.0.1 (0 = a free one); "
@@ -43,9 +43,7 @@ def launch(
     """Run a recipe as one training job of N processes on this machine (JAX or TensorFlow, loopback only).
 
     Each process runs llmtui run RECIPE exactly as on N hosts: on JAX with JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT, JAX_NUM_PROCESSES=N and JAX_PROCESS_ID=i; on TensorFlow with a TF_CONFIG listing the N workers (MultiWorkerMirroredStrategy). Process 0 prints here and writes the run folder; the others log to runs/<name>/processes/process-I.log. If one process dies, the others are stopped and the command fails; running it again resumes from the last checkpoint.
-    """
-    from llmtui.cli.app import user_errors
-
+    """  # noqa: E501  (Typer's rich help keeps a docstring's line breaks: one paragraph, one line)
     with user_errors():
         from llmtui.backend import chosen_backend
         from llmtui.config import load_recipe

@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-model_app = typer.Typer(help="Inspect model architectures and what they cost.", no_args_is_help=True)
+from llmtui.cli.common import user_errors
+
+cli = typer.Typer(help="Inspect model architectures and what they cost.", no_args_is_help=True)
 
 
-@model_app.command("summary")
+@cli.command("summary")
 def summary(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
                                                       help="Override a recipe value (repeatable).")] = None,
-    mesh: Annotated[Optional[str], typer.Option(
+    mesh: Annotated[str | None, typer.Option(
         metavar="DATAxMODEL", help="Also show memory per device under model parallelism on this device mesh, "
                                    "e.g. 2x4 (default: train.mesh when train.distribute = model_parallel).")] = None,
 ) -> None:
     """Parameters, FLOPs per token and estimated training memory of the recipe's model, and whether it fits.
 
     With --mesh (or a model_parallel recipe with train.mesh), also what each device holds when the weights and optimizer state are split over the mesh's model axis and each batch over its data axis.
-    """
-    from llmtui.cli.app import user_errors
-
+    """  # noqa: E501  (Typer's rich help keeps a docstring's line breaks: one paragraph, one line)
     with user_errors():
         from rich.console import Console
         from rich.table import Table
@@ -62,7 +62,7 @@ def summary(
                       t.optimizer)
         table.add_row("memory: activations", _gb(cost.activation_bytes), f"batch {t.batch_size}, {t.precision}")
         table.add_row("memory: total (estimate)", _gb(cost.memory_bytes), f"available {_gb(available)}")
-        shape = _mesh(mesh) if mesh else (tuple(t.mesh) if t.distribute == "model_parallel" and t.mesh else None)
+        shape = _mesh(mesh) if mesh else ((t.mesh[0], t.mesh[1]) if t.distribute == "model_parallel" and t.mesh else None)
         if shape is not None:
             _add_per_device_rows(table, config, vocab, shape)
         console = Console()

@@ -8,19 +8,18 @@ from typing import Annotated
 
 import typer
 
+from llmtui.cli.common import user_errors
 
-def register(app: typer.Typer) -> None:
-    app.command("runs")(runs)
+cli = typer.Typer()
 
 
+@cli.command()
 def runs(
     folder: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List runs: name, status (running, finished, failed, interrupted), step, best validation loss, started,
     duration. A run is running while its process holds the run folder's lock."""
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from llmtui.errors import LlmtuiError
         from llmtui.runs import COLUMNS, list_runs, table_rows

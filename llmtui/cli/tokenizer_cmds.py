@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-tokenizer_app = typer.Typer(help="Train a recipe's vocabulary and see how it splits text.",
-                            no_args_is_help=True, rich_markup_mode="rich")
+from llmtui.cli.common import user_errors
+
+cli = typer.Typer(help="Train a recipe's vocabulary and see how it splits text.",
+                  no_args_is_help=True, rich_markup_mode="rich")
 
 # Alternating backgrounds make token boundaries visible in the text.
 PIECE_STYLES = ["black on #a6d8ff", "black on #ffd6a5", "black on #caffbf", "black on #ffc6ff", "black on #fdffb6"]
 
 
-@tokenizer_app.command("train")
+@cli.command("train")
 def train(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option(
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable).")] = None,
     top: Annotated[int, typer.Option(min=1, max=200, help="How many frequent and long tokens to list.")] = 15,
 ) -> None:
     """Prepare the data and train the vocabulary of a recipe (the data and tokenizer stages), then print
     the vocabulary report (also in runs/NAME/tokenizer/report.json)."""
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from rich.console import Console
 
@@ -40,15 +40,13 @@ def train(
         console.print(f"[dim]report: {pipeline.run.vocabulary_report_path}[/]")
 
 
-@tokenizer_app.command("encode")
+@cli.command("encode")
 def encode(
     run_dir: Annotated[str, typer.Argument(help="Run folder (e.g. runs/quickstart) or run name under ./runs.")],
     text: Annotated[str, typer.Argument(help="Text to split into tokens.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print ids and pieces as JSON.")] = False,
 ) -> None:
     """Show how a run's vocabulary splits TEXT: the text coloured piece by piece, then each token's id."""
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from rich.console import Console
         from rich.table import Table

@@ -15,21 +15,18 @@ from typing import Annotated
 
 import typer
 
+from llmtui.cli.common import user_errors
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command("wizard")(wizard)
-    app.command("web")(web)
+cli = typer.Typer()
 
 
+@cli.command()
 def wizard(
     path: Annotated[Path | None, typer.Argument(
         help="A recipe (TOML) to edit, or a run folder to look at; nothing starts from the tiny template.",
         show_default=False)] = None,
 ) -> None:
     """Open the wizard: data → vocabulary → model → training → review → train → evaluate → playground."""
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         open_wizard(path)
 
@@ -80,6 +77,7 @@ def _terminal_kept_for_textual() -> Iterator[None]:
             terminal.close()
 
 
+@cli.command()
 def web(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8000,
     host: Annotated[str, typer.Option(
@@ -96,8 +94,6 @@ def web(
     The address carries a random token made at each launch: the page and its websocket refuse requests
     without it, and requests from other sites' pages (their Origin).
     """
-    from llmtui.cli.app import user_errors
-
     with user_errors():
         from llmtui.errors import LlmtuiError
         from llmtui.tui.web_server import GuardedServer, check_listen_address

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from llmtui.cli.app import finite
+from llmtui.cli.common import finite, user_errors
+
+cli = typer.Typer()
 
 
+@cli.command()
 def tune(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML) with a \\[tune] section.", show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
                                                       help="Override a recipe value (repeatable).")] = None,
     workers: Annotated[int, typer.Option(min=1, max=256, help="Run trials in this many processes at once.")] = 1,
-    storage: Annotated[Optional[str], typer.Option(
+    storage: Annotated[str | None, typer.Option(
         help="Study storage shared by several machines: postgresql://user:password@host/db, mysql://..., "
              "sqlite:///path/study.db, or journal:/shared/folder/study.journal (a file on a shared filesystem); "
              "default: SQLite in the run folder.")] = None,
@@ -23,9 +26,7 @@ def tune(
     """Search hyperparameters: every trial is a real training run in runs/<name>/trials/trial_NNN/.
 
     The data and tokenizer are built once and shared by all trials. The study is stored in runs/<name>/study.db, so a killed search continues where it stopped when run again. With --storage, the same command on several machines splits one study's trials between them (each trial runs once). At the end the trials are listed best first with each parameter's importance, and runs/<name>/best_recipe.toml is written (llmtui run accepts it).
-    """
-    from llmtui.cli.app import user_errors
-
+    """  # noqa: E501  (Typer's rich help keeps a docstring's line breaks: one paragraph, one line)
     with user_errors():
         from rich.console import Console
         from rich.live import Live
@@ -118,10 +119,11 @@ def _show(value) -> str:
     return "" if value is None else str(value)
 
 
+@cli.command()
 def ladder(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML); its model is the reference size.",
                                            show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
                                                       help="Override a recipe value (repeatable).")] = None,
     archs: Annotated[str, typer.Option(help="Architectures, comma-separated.")] = "rnn,lstm,gru,gpt,llama",
     match: Annotated[str, typer.Option(help="Matched budget: params, flops (per token) or time.")] = "params",
@@ -130,9 +132,7 @@ def ladder(
     """Train RNN, LSTM, GRU, GPT and Llama-style models on the same data and tokenizer at a matched budget.
 
     Parameters or FLOPs are matched by choosing each architecture's model.dim; time gives every one the same training seconds. Writes runs/<name>/ladder/ (report.json, curves.png, one run folder per architecture with TensorBoard logs) and prints a report card in bits per byte.
-    """
-    from llmtui.cli.app import user_errors
-
+    """  # noqa: E501  (Typer's rich help keeps a docstring's line breaks: one paragraph, one line)
     with user_errors():
         from rich.console import Console
         from rich.table import Table

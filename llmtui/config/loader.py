@@ -9,12 +9,13 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import tomllib
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+import tomllib
 from pydantic import BaseModel, ValidationError
 
 from llmtui.config.recipe import Recipe
@@ -42,7 +43,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def run_name_from_file(path: Path) -> str:
-    """The run name a recipe file without `[run] name` gets: its stem, made a valid name (`my text.toml` -> `my-text`)."""
+    """The run name a recipe file without `[run] name` gets: its stem made a valid name (`my text.toml` ->
+    `my-text`)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).lstrip("._-")
     return name or "untitled"
 
@@ -58,13 +60,18 @@ def names_run_from_file(path: str | Path) -> bool:
 
 def recipe_from_dict(data: dict[str, Any], where: str = "recipe",
                      overrides: dict[tuple[str, ...], str] | None = None) -> Recipe:
-    """Validate a plain dictionary (as parsed from TOML) into a `Recipe`."""
+    """Validate a plain dictionary (as parsed from TOML) into a `Recipe`.
+
+    A RecipeError carries every problem in `errors` ({key path: message}); its message lists the first
+    `SHOWN_PROBLEMS` of them, each after the file or `--set` it came from, and counts the rest.
+    """
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(_describe_validation_error(exc, where, overrides or {})) from None
+        errors, sources = _validation_errors(exc, where, overrides or {})
+        raise RecipeError(_error_lines(errors, sources), errors=errors) from None
     except (TypeError, ValueError, RecursionError) as exc:  # pydantic may leak these for odd inputs
-        raise RecipeError(f"{where}: invalid recipe: {exc}") from None
+        raise RecipeError(f"{where}: invalid recipe: {exc}", errors={"": f"invalid recipe: {exc}"}) from None
 
 
 def check_field(section: type[BaseModel], name: str, value: Any) -> Any:
@@ -73,8 +80,21 @@ def check_field(section: type[BaseModel], name: str, value: Any) -> Any:
     try:
         setattr(section(), name, value)  # sections validate on assignment: the field's own rules, nothing else
     except ValidationError as exc:
-        raise RecipeError(_describe_one(exc.errors()[0], [name])) from None
+        problem = _describe_one(exc.errors()[0], [name])
+        raise RecipeError(problem, errors={name: problem}) from None
     return value
+
+
+def parse_toml_value(text: str) -> Any:
+    """`text` read as a TOML value (`3`, `1e-3`, `true`, `["a", "b"]`); text that is not TOML stays a string, so
+    bare words (`adamw`, `runs/x`) need no quotes and the recipe's rules say what is wrong with anything else.
+
+    The one reader of typed-in values: `--set` overrides and the wizard's list fields."""
+    text = text.strip()
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -107,12 +127,7 @@ def parse_override(override: str) -> tuple[list[str], Any]:
     parts = key.split(".")
     if any(not p.strip() for p in parts) or len(parts) < 2:
         raise RecipeError(f"--set {override!r}: expected section.key=value, e.g. --set train.steps=100")
-    value_text = value_text.strip()
-    try:
-        value = tomllib.loads(f"v = {value_text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = value_text  # a bare word such as adamw or runs/x
-    return [p.strip() for p in parts], value
+    return [p.strip() for p in parts], parse_toml_value(value_text)
 
 
 def _apply_override(data: dict[str, Any], override: str) -> list[str]:
@@ -127,26 +142,39 @@ def _apply_override(data: dict[str, Any], override: str) -> list[str]:
     return parts
 
 
-def _describe_validation_error(exc: ValidationError, where: str,
-                               overrides: dict[tuple[str, ...], str] | None = None) -> str:
-    lines = []
+SHOWN_PROBLEMS = 6  # lines of a recipe error a terminal shows; RecipeError.errors keeps them all
+
+
+def _validation_errors(exc: ValidationError, where: str, overrides: dict[tuple[str, ...], str]
+                       ) -> tuple[dict[str, str], dict[str, str]]:
+    """({key path: what is wrong}, {key path: the file or --set that gave it}); "" is the recipe as a whole.
+
+    Problems pydantic reports twice for one key (one per member of a union) are joined, not dropped."""
+    errors: dict[str, str] = {}
+    sources: dict[str, str] = {}
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        # pydantic reports union members ("str", "SourceConfig") inside the location; drop them.
-        key = ".".join(loc) or "(top level)"
-        source = next((text for path, text in (overrides or {}).items() if tuple(loc[:len(path)]) == path), where)
-        lines.append(f"{source}: {key}: {_describe_one(err, loc)}")
-    # One clear message: the first problem in full, then a count of the rest.
-    unique = list(dict.fromkeys(lines))
-    message = unique[0]
-    if len(unique) > 1:
-        message += "\n" + "\n".join(unique[1:6])
-        if len(unique) > 6:
-            message += f"\n... and {len(unique) - 6} more problems"
+        key = ".".join(loc)
+        text = _describe_one(err, loc)
+        if key not in errors:
+            errors[key] = text
+            sources[key] = next((given for path, given in overrides.items() if tuple(loc[:len(path)]) == path),
+                                where)
+        elif text not in errors[key]:
+            errors[key] += f"; {text}"
+    return errors, sources
+
+
+def _error_lines(errors: dict[str, str], sources: dict[str, str]) -> str:
+    """One line a problem, `source: key: what is wrong`, the first SHOWN_PROBLEMS of them and a count of the rest."""
+    lines = [f"{sources[key]}: {key or '(top level)'}: {text}" for key, text in errors.items()]
+    message = "\n".join(lines[:SHOWN_PROBLEMS])
+    if len(lines) > SHOWN_PROBLEMS:
+        message += f"\n... and {len(lines) - SHOWN_PROBLEMS} more problems"
     return message
 
 
-def _describe_one(err: dict[str, Any], loc: list[str]) -> str:
+def _describe_one(err: Mapping[str, Any], loc: list[str]) -> str:
     kind = err["type"]
     given = err.get("input")
     ctx = err.get("ctx") or {}

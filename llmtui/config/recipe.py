@@ -1,7 +1,7 @@
 """The recipe: one validated section per pipeline stage.
 
 Every field has a default and a one-line description (shown by `llmtui schema` and in editors).
-Section and key names follow the recipe sketch in DESIGN.md; scripts around the project rely on them.
+Section and key names follow docs/DESIGN.md ("The recipe"); scripts around the project rely on them.
 Each stage receives only its own section (plus `run`), never the whole recipe.
 """
 
@@ -109,7 +109,7 @@ class SourceConfig(Section):
             try:
                 codecs.lookup(value)
             except LookupError:
-                raise ValueError(f"unknown text encoding {value!r}; use auto or a codec name such as utf-8 or latin-1")
+                raise ValueError(f"unknown text encoding {value!r}; use auto or a codec name such as utf-8 or latin-1") from None
         return value
 
 
@@ -135,7 +135,7 @@ class CleanConfig(Section):
             try:
                 re.compile(f"[^{value}]")
             except re.error as exc:
-                raise ValueError(f"allowed_chars {value!r} is not a valid character class: {exc}")
+                raise ValueError(f"allowed_chars {value!r} is not a valid character class: {exc}") from None
         return value
 
 
@@ -218,7 +218,7 @@ class DataConfig(Section):
     web: WebConfig = Field(default_factory=WebConfig, description="Fetching URL sources.")
 
     @model_validator(mode="after")
-    def _splits_leave_train(self) -> "DataConfig":
+    def _splits_leave_train(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("data.val_fraction + data.test_fraction must leave at least 10% for training")
         return self
@@ -228,7 +228,7 @@ class DataConfig(Section):
     def _strings_are_paths(cls, value: Any) -> Any:
         if not isinstance(value, list):
             return value
-        items = []
+        items: list[Any] = []
         for item in value:
             if isinstance(item, str):
                 items.append({"path": item})
@@ -265,7 +265,7 @@ class TokenizerConfig(Section):
             try:
                 compiled = re.compile(value)
             except re.error as exc:
-                raise ValueError(f"word_pattern {value!r} is not a valid regular expression: {exc}")
+                raise ValueError(f"word_pattern {value!r} is not a valid regular expression: {exc}") from None
             if compiled.match(""):
                 raise ValueError(f"word_pattern {value!r} matches the empty string; every word needs a character")
         return value
@@ -312,7 +312,7 @@ class ModelConfig(Section):
                                               "starts from U(±this); 0 = auto (the one measured better).")
 
     @model_validator(mode="after")
-    def _heads_divide_dim(self) -> "ModelConfig":
+    def _heads_divide_dim(self) -> ModelConfig:
         if self.arch in ("gpt", "llama") and self.dim % self.heads:
             raise ValueError(f"model.dim ({self.dim}) must be a multiple of model.heads ({self.heads})")
         if self.embedding == "pretrained" and not self.pretrained_path:
@@ -388,7 +388,7 @@ class TrainConfig(Section):
                                  description="Memory the pre-flight check allows (0 = what the machine has available).")
 
     @model_validator(mode="after")
-    def _mesh_fits_distribute(self) -> "TrainConfig":
+    def _mesh_fits_distribute(self) -> TrainConfig:
         if self.mesh and (len(self.mesh) != 2 or min(self.mesh) < 1):
             raise ValueError(f"train.mesh must be two device counts [data, model], each at least 1; got {self.mesh}")
         if self.mesh and self.distribute != "model_parallel":
@@ -397,7 +397,7 @@ class TrainConfig(Section):
 
 
     @model_validator(mode="after")
-    def _plateau_has_no_warmup(self) -> "TrainConfig":
+    def _plateau_has_no_warmup(self) -> TrainConfig:
         if self.schedule == "plateau" and self.warmup_steps:
             raise ValueError("train.schedule = 'plateau' starts at train.lr and only ever lowers it: set "
                              "train.warmup_steps = 0")
@@ -438,7 +438,7 @@ class SpaceParam(Section):
     choices: list[Any] | None = Field(None, min_length=1, description="Values to choose from (categorical).")
 
     @model_validator(mode="after")
-    def _range_or_choices(self) -> "SpaceParam":
+    def _range_or_choices(self) -> SpaceParam:
         if self.choices is not None:
             if self.low is not None or self.high is not None:
                 raise ValueError("give either choices or low/high, not both")
@@ -482,7 +482,7 @@ class TuneConfig(Section):
                                          "e.g. \"train.lr\" = {low = 1e-4, high = 1e-2, log = true}.")
 
     @model_validator(mode="after")
-    def _direction_fits_objective(self) -> "TuneConfig":
+    def _direction_fits_objective(self) -> TuneConfig:
         lower_is_better = self.objective in ("val_loss", "perplexity", "bits_per_byte")
         if lower_is_better != (self.direction == "minimize"):
             wanted = "minimize" if lower_is_better else "maximize"
@@ -546,7 +546,7 @@ class FinetuneConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _task_needs_examples(self) -> "FinetuneConfig":
+    def _task_needs_examples(self) -> FinetuneConfig:
         if self.task != "domain" and not self.train_file:
             raise ValueError(f"finetune.task = '{self.task}' needs finetune.train_file (a CSV, TSV or JSONL file "
                              f"of examples)")
@@ -570,7 +570,7 @@ class Recipe(Section):
                                      description="Fine-tuning a trained run (llmtui finetune).")
 
     @model_validator(mode="after")
-    def _stateful_needs_a_recurrent_model(self) -> "Recipe":
+    def _stateful_needs_a_recurrent_model(self) -> Recipe:
         if self.train.stateful and self.model.arch not in ("rnn", "lstm", "gru"):
             raise ValueError(f"train.stateful carries a recurrent state between batches: it needs model.arch = "
                              f"rnn, lstm or gru, not {self.model.arch!r}")
@@ -580,7 +580,7 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
-    def _model_parallel_needs_a_transformer(self) -> "Recipe":
+    def _model_parallel_needs_a_transformer(self) -> Recipe:
         if self.train.distribute == "model_parallel" and self.model.arch not in ("gpt", "llama"):
             raise ValueError(f"train.distribute = 'model_parallel' splits gpt and llama models; model.arch is "
                              f"'{self.model.arch}' (use data_parallel)")

@@ -11,8 +11,8 @@ import ast
 import os
 import sysconfig
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 BUILTIN_CORPORA = ("python-docs",)
 

@@ -14,6 +14,7 @@ import re
 import unicodedata
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,7 +68,7 @@ class Cleaner:
             if fixed != text:
                 text, repaired = fixed, True
         if c.normalize != "none":
-            text = unicodedata.normalize(c.normalize.upper(), text)
+            text = unicodedata.normalize(c.normalize.upper(), text)  # type: ignore[arg-type]  # NFC, NFKC: the recipe's choices
         text = text.replace("\r\n", "\n").replace("\r", "\n")
         if c.control_chars:
             text = _CONTROL.sub("", text)
@@ -149,7 +150,7 @@ def normalize_whitespace(text: str) -> str:
     return text.strip()
 
 
-def scrub_pii(text: str, kinds: list[str], counts: Counter) -> str:
+def scrub_pii(text: str, kinds: Sequence[str], counts: Counter) -> str:
     """Replace e-mail addresses, IP addresses and phone numbers by placeholders, counting each kind."""
     def replacer(kind: str, placeholder: str):
         def replace(match: re.Match) -> str:

@@ -1,17 +1,17 @@
 """Contamination check: word n-grams shared between the train split and held-out text.
 
 The held-out examples (the chunks of the validation and test splits, and the documents of the recipe's
-evaluation files) are indexed as sorted arrays of n-gram hashes (small: they are the held-out share). The train split is then streamed past the index, in
-worker processes that map the index from disk. A held-out document is contaminated when at least one of its
-n-grams also occurs in train; the report counts them per target (`examples`, `contaminated`) and shows
-the start of a few (`samples`).
+evaluation files) are indexed as sorted arrays of n-gram hashes (small: they are the held-out share). The
+train split is then streamed past the index, in worker processes that map the index from disk. A held-out
+document is contaminated when at least one of its n-grams also occurs in train; the report counts them per
+target (`examples`, `contaminated`) and shows the start of a few (`samples`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -138,7 +138,7 @@ def check_contamination(train_texts: Iterable[str], targets: dict[str, Iterable[
     try:  # the index files go on every way out (a full disk while writing them included)
         np.save(index_path, unique)
         np.save(bits_path, _bitmap(unique))
-        for size, found, _ in ordered_map(TrainScanner, (str(index_path), n, sample), "scan",
+        for _size, found, _ in ordered_map(TrainScanner, (str(index_path), n, sample), "scan",
                                           _batches(train_texts), workers, inline_bytes):
             for positions in found:
                 train_chunks += 1

@@ -29,7 +29,8 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class DaskEngine:
         self._cluster = None
         self.workers = 1
 
-    def __enter__(self) -> "DaskEngine":
+    def __enter__(self) -> DaskEngine:
         try:
             import distributed
         except ImportError:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from llmtui.errors import DataError
 

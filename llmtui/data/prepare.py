@@ -17,9 +17,10 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -348,7 +349,7 @@ UNDECIDED = "undecided"  # a document whose duplicate check `_take` makes itself
 
 
 def _take(outcome: DocumentOutcome, source: str, origin: str, tally: _Counts, per_source: dict, exact_seen: set,
-          near_index: NearDuplicateIndex | None, splits: "_SplitWriter", config: DataConfig,
+          near_index: NearDuplicateIndex | None, splits: _SplitWriter, config: DataConfig,
           verdict: str | None = UNDECIDED) -> None:
     """Count one document and write it to its split unless it is a duplicate. `verdict`: decided elsewhere (a
     cluster's dedup): None, "exact_duplicates" or "near_duplicates"."""

@@ -21,8 +21,9 @@ import lzma
 import sys
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 SNIFF_BYTES = 8192
 TEXT_PIECE_BYTES = 4 << 20  # big text files become documents of about this size
@@ -67,7 +68,7 @@ def detect(path: Path, declared: str = "auto") -> tuple[str, str | None]:
     return FORMATS_BY_SUFFIX.get(suffixes[-1] if suffixes else "", "text"), compression
 
 
-def open_binary(path: Path, compression: str | None) -> BinaryIO:
+def open_binary(path: Path, compression: str | None) -> Any:  # a binary file object with peek()
     if compression is None:
         return open(path, "rb")
     if compression == "gzip":
@@ -236,7 +237,7 @@ def _record_text(record: Any, parts: list[str]) -> str | None:
     return "\n\n".join(t for t in texts if t) if texts else None
 
 
-def _read_jsonl(path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str,
+def _read_jsonl(path: Path, stream: Any, fmt: str, text_field: str, encoding: str,
                 problem: Callable[[str], None]) -> Iterator[Record]:
     parts = text_field.split(".")
     problems = _RecordProblems(problem)
@@ -310,7 +311,7 @@ def find_containers(value: Any, parts: list[str]) -> list[Any]:
     return [value] if isinstance(value, (list, dict)) else []
 
 
-def _read_csv(path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str,
+def _read_csv(path: Path, stream: Any, fmt: str, text_field: str, encoding: str,
               problem: Callable[[str], None]) -> Iterator[Record]:
     head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
     _sniff(head)

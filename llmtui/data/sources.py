@@ -12,9 +12,10 @@ import fnmatch
 import glob
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from llmtui.config.recipe import DataConfig, SourceConfig
 from llmtui.data.builtin import BUILTIN_CORPORA, builtin_fingerprint, iter_builtin
@@ -120,7 +121,7 @@ class SourceReader:
         self.skips: list[Skip] = []
         self.ignored: Counter = Counter()  # folder files not read, by type
         self.per_source: dict[str, Counter] = {}
-        self.fetcher = None
+        self.fetcher: Any = None  # a data.web.Fetcher, made on the first URL
 
     def documents(self) -> Iterator[Document]:
         total = 0
@@ -155,7 +156,7 @@ class SourceReader:
         else:
             for path in resolve_files(source, self.base, self.ignored):
                 fmt, compression = detect(path, source.format)
-                problems = []
+                problems: list[str] = []
                 for origin, text, repaired in read_file(path, fmt, compression, source.text_field, source.encoding,
                                                         problems.append):
                     yield Document(source.path, origin, text, repaired)

@@ -115,7 +115,7 @@ class WindowSampler:
         return windows[:, :-1], windows[:, 1:]
 
     def state(self) -> dict:
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state

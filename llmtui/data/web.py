@@ -20,10 +20,10 @@ import urllib.parse
 import urllib.request
 import urllib.robotparser
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Callable, Iterator
 
 from llmtui.config.recipe import SourceConfig, WebConfig
 from llmtui.data.readers import FileProblem
@@ -42,7 +42,7 @@ class FetchError(Exception):
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
     """Follows a redirect only where robots.txt of the target allows it (robots.txt itself excepted)."""
 
-    def __init__(self, fetcher: "Fetcher"):
+    def __init__(self, fetcher: Fetcher):
         self.fetcher = fetcher
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
@@ -99,9 +99,9 @@ class Fetcher:
             except FetchError as exc:
                 status = getattr(exc, "status", None)
                 if status is not None and 400 <= status < 500:  # RFC 9309 2.3.1.3: unavailable, crawl freely
-                    parser.allow_all = True
+                    parser.allow_all = True  # type: ignore[attr-defined]  # read by can_fetch; not in typeshed
                 else:  # 2.3.1.4: unreachable (5xx, network): assume complete disallow
-                    parser.disallow_all = True
+                    parser.disallow_all = True  # type: ignore[attr-defined]  # read by can_fetch; not in typeshed
                     self._robots_unavailable[origin] = str(exc)
             self._robots[origin] = parser
         if parser.can_fetch(self.config.user_agent, url):
@@ -173,7 +173,7 @@ class Fetcher:
             error = FetchError(f"HTTP {exc.code} {exc.reason}".strip())
             error.status = exc.code
             raise error from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise _Retryable(f"timed out after {cfg.timeout_s:g} s") from None
         except urllib.error.URLError as exc:
             reason = exc.reason

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from llmtui.evaluation.report import TASK_METRICS, fmt
 from llmtui.evaluation.run_facts import open_run, require_eval_report, run_facts
@@ -23,7 +25,7 @@ ROWS = (
 )
 
 
-def compare_runs(runs: list[str | Path]) -> dict:
+def compare_runs(runs: Sequence[str | Path]) -> dict:
     """Facts and metrics of each run, rows in display order, and the best run of each scored row.
 
     Returns {"runs": [{"name", "run_dir", <row key>: value, ...}], "rows": [{"key", "label", "better"}],
@@ -51,17 +53,17 @@ def compare_runs(runs: list[str | Path]) -> dict:
         if report.get("perplexity") is None:  # a task evaluation: its loss and accuracy are not next-token ones
             entry["val_loss"] = entry["accuracy"] = None
         task = report.get("task") or {}
-        for key, label, kind in TASK_METRICS.get(task.get("kind"), ()):
-            row = f"task_{key}"
-            entry[row] = task.get(key)
-            task_rows[row] = (f"{task['kind']}: {label}", kind, "high")
+        for key, label, kind in TASK_METRICS.get(task.get("kind") or "", ()):
+            row_key = f"task_{key}"
+            entry[row_key] = task.get(key)
+            task_rows[row_key] = (f"{task['kind']}: {label}", kind, "high")
         entry["task_kind"] = task.get("kind")
         entries.append(entry)
     names = [e["name"] for e in entries]
     if len(set(names)) < len(names):  # two folders with the same name: tell them apart by path
         for entry in entries:
             entry["name"] = entry["run_dir"]
-    rows = [{"key": key, "label": label, "format": kind, "better": better}
+    rows: list[dict[str, Any]] = [{"key": key, "label": label, "format": kind, "better": better}
             for key, label, kind, better in ROWS + tuple((key, *row) for key, row in task_rows.items())]
     best = {}
     for row in rows:

@@ -65,7 +65,7 @@ LM_METRICS = (  # (key, label, format)
     ("uniform_loss", "uniform baseline loss ln(V)", "float"),
 )
 
-TASK_METRICS = {  # kind -> (key, label, format)
+TASK_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {  # kind -> (key, label, format)
     "classification": (("accuracy", "accuracy", "percent"), ("macro_f1", "macro-F1", "float")),
     "qa": (("exact_match", "exact match", "percent"), ("f1", "token F1", "float")),
     "translation": (("bleu", "BLEU (0-100)", "score"), ("chrf", "chrF (0-100)", "score")),
@@ -85,7 +85,7 @@ def metric_table(report: dict) -> tuple[list[str], list[tuple[str, list[str]]]]:
 
 
 def task_rows(task: dict) -> list[tuple[str, str]]:
-    return [(label, fmt(task.get(key), kind)) for key, label, kind in TASK_METRICS.get(task.get("kind"), ())]
+    return [(label, fmt(task.get(key), kind)) for key, label, kind in TASK_METRICS.get(task.get("kind") or "", ())]
 
 
 FINETUNE_SPLITS = (("domain_val", "domain validation"), ("base_val", "base validation (forgetting)"))

@@ -8,8 +8,9 @@ Those two sections survive a new evaluation only while the final model is the sa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, cast
+from typing import cast
 
 import numpy as np
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
@@ -112,7 +113,7 @@ def translation_metrics(predictions: Sequence[str], references: Sequence[str | S
         raise ValueError("every prediction needs at least one reference")
     # sacrebleu wants one stream per reference slot; a sentence with fewer references leaves None there.
     slots = max(len(refs) for refs in per_sentence)
-    streams = [[refs[i] if i < len(refs) else None for refs in per_sentence] for i in range(slots)]
+    streams: list[list[Any]] = [[refs[i] if i < len(refs) else None for refs in per_sentence] for i in range(slots)]
     hypotheses = list(predictions)
     return {"kind": "translation", "bleu": sacrebleu.corpus_bleu(hypotheses, streams).score,
             "chrf": sacrebleu.corpus_chrf(hypotheses, streams).score}

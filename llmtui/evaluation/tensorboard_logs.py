@@ -8,9 +8,9 @@ records directly and parses them with the protos tensorboard ships.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 
 @dataclass

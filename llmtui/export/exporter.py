@@ -5,8 +5,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from llmtui.export.common import (FORMAT_NAMES, FORMATS, GGUF_TYPES, ExportError, ExportResult, check_output_dir,
-                                  fresh_output_dir, logits_tolerance, sample_ids, write_metadata)
+from llmtui.export.common import (
+    FORMAT_NAMES,
+    FORMATS,
+    GGUF_TYPES,
+    ExportError,
+    ExportResult,
+    check_output_dir,
+    fresh_output_dir,
+    logits_tolerance,
+    sample_ids,
+    write_metadata,
+)
 from llmtui.runfolder import RunFolder
 
 

@@ -11,7 +11,7 @@ encodings with a projection (`model.projection`). The tokenizer is the run's own
 (`PreTrainedTokenizerFast`), with its special tokens and the run's chat template in `tokenizer_config.json`.
 
 `hf_state_dict` (our weights under Transformers' names) is also what the GGUF export starts from.
-"""
+"""  # noqa: E501  (a Markdown table in the docstring: one row, one line)
 
 from __future__ import annotations
 

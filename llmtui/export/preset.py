@@ -16,13 +16,14 @@ model, which our `unigram` kind is; it needs `<s>` and `</s>`, the names our `<b
 exported proto. Other pairs export the backbone only (our Hugging Face tokenizer.json goes beside it).
 Both keras-hub tokenizers skip our tokenizer's Unicode normalisation (and lowercasing), so text should be
 normalised the way the data stage did it; ids on such text are checked equal at export time.
-"""
+"""  # noqa: E501  (a Markdown table in the docstring: one row, one line)
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from llmtui.export.common import LOGITS_ATOL, ExportError, ExportResult, max_difference
 
@@ -210,7 +211,7 @@ def _llama_proto(proto: bytes) -> bytes:
     """
     from sentencepiece import sentencepiece_model_pb2
 
-    spec = sentencepiece_model_pb2.ModelProto()
+    spec = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]  # generated protobuf module
     spec.ParseFromString(proto)
     for piece in spec.pieces:
         piece.piece = {"<bos>": "<s>", "<eos>": "</s>"}.get(piece.piece, piece.piece)
@@ -226,7 +227,7 @@ def _as_data_stage_wrote(text: str, tokenizer) -> str:
     return text.lower() if tokenizer.lowercase else text
 
 
-def _matching_tokenizer(arch: str, tokenizer) -> tuple[object | None, str | None]:
+def _matching_tokenizer(arch: str, tokenizer) -> tuple[Any | None, str | None]:
     """keras-hub's tokenizer when it gives our ids on the check text (after our normalisation), else why not."""
     import numpy as np
 

@@ -57,7 +57,6 @@ def pretrained_base_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
     The pre-flight memory check runs on the base's config before any weight is read; the training window is
     the recipe's model.context, at most the base's own length.
     """
-    import hashlib
 
     from llmtui.interop.base import import_base, read_base_spec
     from llmtui.models.cost import finetune_cost, preflight_problem

@@ -263,8 +263,7 @@ def example_inputs(context: StageContext):
     """A task fine-tune's training data: the tokenizer stage's encoded examples, as a training task."""
     import numpy as np
 
-    from llmtui.finetune.tasks import (ClassificationTask, EncodedClassification, EncodedPromptAnswer,
-                                       PromptAnswerTask)
+    from llmtui.finetune.tasks import ClassificationTask, EncodedClassification, EncodedPromptAnswer, PromptAnswerTask
 
     encoded_type, task_type = (EncodedClassification, ClassificationTask) \
         if context.recipe.finetune.task == "classification" else (EncodedPromptAnswer, PromptAnswerTask)

@@ -60,8 +60,7 @@ def encode_classification(tokenizer, examples: list[dict], labels: list[str], co
     ids = np.zeros((len(examples), context), np.int32)
     lengths = np.zeros(len(examples), np.int32)
     truncated = 0
-    for row, (example, encoded) in enumerate(zip(examples, tokenizer.encode_batch(
-            [e[config.text_field] for e in examples]))):
+    for row, encoded in enumerate(tokenizer.encode_batch([e[config.text_field] for e in examples])):
         encoded = encoded or [tokenizer.eos_id]
         truncated += len(encoded) > context
         encoded = encoded[:context]
@@ -152,7 +151,7 @@ class _ExampleTask:
         return self.rng.integers(0, self.count, size=self.config.batch_size)
 
     def state(self) -> dict:
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state

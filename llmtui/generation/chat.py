@@ -3,22 +3,23 @@ one training and every export use), so `llmtui chat` and the wizard's playground
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from llmtui.tokenizers.chat import LINES_TEMPLATE, chat_template, render_chat, special_token_names
 
 
 @dataclass
 class ChatSession:
-    generator: object  # llmtui.generation.Generator
+    generator: Any  # llmtui.generation.Generator
     template: str
     special_tokens: dict
     messages: list[dict] = field(default_factory=list)
 
     @classmethod
-    def for_run(cls, generator, tokenizer_dir: Path) -> "ChatSession":
+    def for_run(cls, generator, tokenizer_dir: Path) -> ChatSession:
         return cls(generator, chat_template(tokenizer_dir), special_token_names(generator.tokenizer))
 
     @property

@@ -13,6 +13,7 @@ T = 1.
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ class TransformerDecoder(IncrementalDecoder):
     """gpt / llama with a fixed-size key/value cache of `context` positions per block."""
 
     def __init__(self, model, context: int):
-        self.blocks = []
+        self.blocks: list[Any] = []
         while True:
             try:
                 self.blocks.append(model.get_layer(f"block_{len(self.blocks)}"))
@@ -119,7 +120,7 @@ class RecurrentDecoder(IncrementalDecoder):
     """lstm / gru / rnn: the trained layers' cells run from a carried state."""
 
     def __init__(self, model, context: int):
-        self.layers = []
+        self.layers: list[Any] = []
         arch = model.name
         while True:
             try:
@@ -141,7 +142,7 @@ class RecurrentDecoder(IncrementalDecoder):
         x = self.embedding(ids)  # (B, T, C)
         # Steps after `last` (right padding of a prefill) leave the state as it was at `last`.
         mask = ops.broadcast_to(ops.arange(ops.shape(ids)[1]) <= last, ops.shape(ids))
-        new_state = []
+        new_state: list[Any] = []
         for i, layer in enumerate(self.layers):
             initial = list(state[i * self.states_per_layer:(i + 1) * self.states_per_layer])
             _, x, states = layer.inner_loop(ops.cast(x, layer.compute_dtype), initial_state=initial, mask=mask)
@@ -161,6 +162,7 @@ def decoder_for(model, context: int) -> IncrementalDecoder | None:
     names = {layer.name for layer in model.layers}
     if "token_embedding" not in names:
         return None
+    decoder: IncrementalDecoder
     if "block_0" in names and "final_norm" in names:
         decoder = TransformerDecoder(model, context)
     elif model.name in RECURRENT and f"{model.name}_0" in names:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class Generator:
         self.window_shift = max(1, min(window_shift or self.context // 4, self.context))
         self.last_warning: str | None = None
         self._sources: dict = {}
-        self._loop = None  # the compiled sampling loop of the cached decoder (batch 1)
+        self._loop: Any = None  # the compiled sampling loop of the cached decoder (batch 1)
 
     def generate(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True, *, beams: int = 1,

@@ -4,6 +4,6 @@
 eval, generate, chat, finetune and export treat like any run; `[finetune] base` accepts such sources directly.
 """
 
-from llmtui.interop.base import BaseSpec, BaseImportError, import_base, is_pretrained_source, read_base_spec
+from llmtui.interop.base import BaseImportError, BaseSpec, import_base, is_pretrained_source, read_base_spec
 
 __all__ = ["BaseSpec", "BaseImportError", "import_base", "is_pretrained_source", "read_base_spec"]

@@ -14,7 +14,7 @@ The weights reach our model through one mapping (`load_hf_weights`, the inverse 
 `hf_state_dict`); a keras-hub preset's backbone weights are first named the Transformers way. The base's own
 tokenizer (its `tokenizer.json`, special tokens and chat template; a keras-hub GPT-2 vocabulary and merges, or
 a SentencePiece unigram or BPE model) becomes the run's tokenizer.
-"""
+"""  # noqa: E501  (a Markdown table in the docstring: one row, one line)
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llmtui.errors import LlmtuiError
 
@@ -305,7 +306,7 @@ def read_hf_weights(folder: Path) -> dict:
     return weights
 
 
-def _take(weights: dict, name: str, shape: tuple) -> "object":
+def _take(weights: dict, name: str, shape: tuple) -> Any:
     if name not in weights:
         raise BaseImportError(f"the checkpoint has no {name}", hint="is the folder complete (every shard)?")
     value = weights[name]
@@ -475,7 +476,7 @@ def keras_hub_tokenizer(folder: Path, family: str):
             raise BaseImportError(f"{folder}: no GPT-2 tokenizer (assets/tokenizer/vocabulary.json and merges.txt)",
                                   hint="save the tokenizer too: tokenizer.save_to_preset(folder)")
         vocab = _read_json(vocab_path)
-        merges = [tuple(line.split(" ")) for line in merges_path.read_text(encoding="utf-8").splitlines()
+        merges: list[Any] = [tuple(line.split(" ")) for line in merges_path.read_text(encoding="utf-8").splitlines()
                   if line and not line.startswith("#version")]
         backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -490,7 +491,7 @@ def keras_hub_tokenizer(folder: Path, family: str):
     from sentencepiece import sentencepiece_model_pb2
 
     proto = proto_path.read_bytes()
-    spec = sentencepiece_model_pb2.ModelProto()
+    spec = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]  # generated protobuf module
     spec.ParseFromString(proto)
     if spec.trainer_spec.model_type == spec.trainer_spec.UNIGRAM:
         backend, kind = _unigram_from_sentencepiece(proto), "unigram"
@@ -548,7 +549,7 @@ def _sentencepiece_normalizer(spec):
 
     from llmtui.tokenizers.text_tokenizer import METASPACE
 
-    steps = [normalizers.NFKC()] if "nfkc" in spec.name else []
+    steps: list[Any] = [normalizers.NFKC()] if "nfkc" in spec.name else []
     if spec.remove_extra_whitespaces:
         steps += [normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")]
     if spec.add_dummy_prefix:
@@ -578,6 +579,7 @@ def build_base_model(spec: BaseSpec, context: int):
 
     from llmtui.models.build import BUILDERS
 
+    assert spec.path is not None  # a local folder by now (read_base_spec downloads a hub handle)
     config = spec.model_config(context)
     model = BUILDERS[config.arch](config, spec.vocab_size, 0, norm_epsilon=spec.norm_epsilon)
     ids = np.random.default_rng(0).integers(0, spec.vocab_size, size=(2, min(config.context, 16))).astype("int32")
@@ -606,7 +608,6 @@ def import_base(source: str, run_root: Path, context: int | None = None, base_di
     The folder is written under a temporary name and renamed at the end, so a failed import leaves nothing a
     later command would trust.
     """
-    import keras
 
     from llmtui.config.loader import recipe_to_toml
     from llmtui.config.recipe import Recipe
@@ -614,6 +615,7 @@ def import_base(source: str, run_root: Path, context: int | None = None, base_di
     from llmtui.tokenizers.chat import TEMPLATE_FILE
 
     spec = spec or read_base_spec(source, base_dir)
+    assert spec.path is not None  # a local folder by now (read_base_spec downloads a hub handle)
     if spec.format == "hf":
         tokenizer, template = hf_tokenizer(spec.path, _read_json(spec.path / "config.json"))
     else:

@@ -7,13 +7,15 @@ left free so generation can feed shorter prompts.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from llmtui.config.recipe import ModelConfig
 from llmtui.models.gpt import build_gpt
 from llmtui.models.llama import build_llama
 from llmtui.models.recurrent import build_recurrent
 
-BUILDERS = {
+BUILDERS: dict[str, Callable[..., Any]] = {  # arch -> (config, vocab_size, seed, **options) -> keras.Model
     "gpt": build_gpt,
     "llama": build_llama,
     "lstm": build_recurrent,

@@ -2,14 +2,15 @@
 
 `model.embedding` chooses the encoding: `learned` (keras-hub's `ReversibleEmbedding`), `onehot` (one-hot
 vectors times a learned matrix) or `pretrained` (a table initialised from Word2Vec/GloVe vectors, see
-`llmtui.models.pretrained`, scaled by one factor to the backbone's initial spread); `model.freeze_steps` and `model.projection` go with them (`TokenEncoding`).
+`llmtui.models.pretrained`, scaled by one factor to the backbone's initial spread); `model.freeze_steps` and
+`model.projection` go with them (`TokenEncoding`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Iterator
 
 from llmtui.config.recipe import ModelConfig
 from llmtui.errors import RecipeError

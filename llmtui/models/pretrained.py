@@ -12,9 +12,9 @@ vectors with the mean and spread of the ones found.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -85,7 +85,7 @@ def _read_text(path: Path, fmt: str, wanted: set[str] | None) -> Vectors:
     rows: list[np.ndarray] = []
     dim = declared = None
     count = 0
-    with open(path, "r", encoding="utf-8", errors="strict", newline="\n") as f:
+    with open(path, encoding="utf-8", errors="strict", newline="\n") as f:
         try:
             for number, line in enumerate(f, start=1):
                 line = line.rstrip("\r\n")
@@ -179,8 +179,11 @@ def candidates(tokenizer, token_id: int) -> list[tuple[str, str]]:
     text = tokenizer.surface(token_id)
     word = text.strip()
     out = [(piece, "piece"), (text, "text"), (word, "text"), (word.lower(), "lowercase")]
-    seen: set[str] = set()
-    return [(k, how) for k, how in out if k and not (k in seen or seen.add(k))]
+    kept: dict[str, str] = {}  # each candidate once, where it first comes
+    for k, how in out:
+        if k and k not in kept:
+            kept[k] = how
+    return list(kept.items())
 
 
 def map_onto_vocabulary(tokenizer, path: str | Path, format: str = "auto", seed: int = 0) -> tuple[np.ndarray, dict]:

@@ -12,11 +12,9 @@ def embedding_limit(config: ModelConfig) -> float:
     """The bound of the token embedding's uniform initialisation.
 
     With tied embeddings the logits are h·e over `dim` units with |h| < 1, so a table that starts too small
-    starts every prediction near uniform and learns slowly *with Adam at a small learning rate*: ±8/sqrt(dim)
-    (±0.5 at 256 wide) reached validation loss 1.88 on tinyshakespeare (2×256 LSTM, character vocabulary,
-    bench/bench_train.py) in 500 steps; ±0.25 took 750, ±0.1 1250 and ±0.05 1750. With plain SGD at lr 20 on
-    words (bench/bench_quality.py, the classic word-level recipe) it also beat PyTorch's ±0.1: 2.051 against
-    2.126 bits/byte on the test file after 280 steps.
+    starts every prediction near uniform and learns slowly *with Adam at a small learning rate*; ±8/sqrt(dim)
+    reached a validation loss in 500 steps that smaller bounds needed 750 to 1750 for, and with plain SGD
+    on words it also beat PyTorch's ±0.1 (figures: bench/README.md, "Embedding initialisation").
     """
     return config.embedding_init or 8.0 / math.sqrt(config.dim)
 

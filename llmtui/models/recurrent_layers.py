@@ -4,10 +4,9 @@ The layers are Keras' own (same weights, same cells and options) with one change
 sequence is run: the input projection `x @ kernel + bias` of every time step is computed up front as one
 large matrix product, and only the recurrent product `h @ recurrent_kernel` stays inside the time loop.
 Keras' generic loop multiplies each step's input separately, 64 small products where one large one does.
-The loop body also takes its weights as tensors read once before the loop (see `inner_loop`). Measured on
-2 CPU cores for the 2×256 LSTM of `bench/bench_train.py`, a training step on TensorFlow: Keras' layer
-193 ms, the input projected up front 137 ms, the weights read once 96–100 ms, and the LSTM's hand-written
-backward pass (`lstm_sequence`) 77 ms (JAX: 102–106 ms before it, 83 ms with it).
+The loop body also takes its weights as tensors read once before the loop (see `inner_loop`), and the LSTM
+has a hand-written backward pass (`lstm_sequence`); together they more than halve the step of Keras' own
+layer (measured: bench/README.md, "Recurrent layers").
 Cell dropout, masks and reversed sequences fall back to Keras' loop.
 
 `run_carried` runs a layer from a given state and returns its final state, zeroing the state before every
@@ -17,12 +16,22 @@ and starts each document afresh where its end-of-text token is read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 from keras import ops
 
 
 class _HoistedInputProjection:
     """Mixin for a Keras RNN layer: project the whole input sequence once, then loop over time."""
+
+    # What the Keras RNN layer this mixes into provides (declared for the type checker).
+    cell: Any
+    go_backwards: bool
+    unroll: bool
+    return_sequences: bool
+    _recurrence: Callable[..., Any]
 
     def _uses_keras_loop(self, mask, training) -> bool:
         cell = self.cell
@@ -34,7 +43,7 @@ class _HoistedInputProjection:
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if self._uses_keras_loop(mask, training):
-            return super().inner_loop(sequences, initial_state, mask, training=training)
+            return super().inner_loop(sequences, initial_state, mask, training=training)  # type: ignore[misc]  # the Keras layer after this mixin has it
         projected = self._project(sequences)
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
         # The weights the loop body uses are read once, here. Read inside the body, each step's read is a new
@@ -322,4 +331,4 @@ def _lstm_sequence_kept(projected, h0, c0, kernel, keep):
     return run(projected, h0, c0, kernel, keep)
 
 
-RECURRENT_LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}
+RECURRENT_LAYERS: dict[str, Any] = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}  # name -> Keras layer class

@@ -36,6 +36,8 @@ class TokenEncoding(keras.layers.Layer):
         logits = layer(x, reverse=True)   # (B, T, 300)
     """
 
+    built: bool  # Keras' Layer keeps it; declared for the type checker
+
     def __init__(self, input_dim: int, output_dim: int, embedding_dim: int | None = None, one_hot: bool = False,
                  tie_weights: bool = True, freeze_steps: int = 0, embeddings_initializer="uniform", seed: int = 0,
                  **kwargs):

@@ -11,9 +11,10 @@ another.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmtui.config.recipe import Recipe
 from llmtui.events import Event
@@ -39,11 +40,11 @@ class Stage(Protocol):
     # (what training reads), "run" it in step with process 0 (training), or "skip" it (process 0's alone).
     on_followers: str
 
-    def inputs(self, context: "StageContext", upstream: str | None) -> tuple:
+    def inputs(self, context: StageContext, upstream: str | None) -> tuple:
         """The parts of this stage's fingerprint; `upstream` is the fingerprint of the stage before it."""
         ...
 
-    def run(self, context: "StageContext") -> StageResult: ...
+    def run(self, context: StageContext) -> StageResult: ...
 
 
 @dataclass
@@ -56,14 +57,14 @@ class StageContext:
     run: RunFolder
     emit: Callable[[Event], None]
     backend: str
-    control: "RunControl | None" = None
+    control: RunControl | None = None
     cluster: Cluster = field(default_factory=Cluster)  # this process's place in a multi-process job
     fingerprints: dict[str, str] = field(default_factory=dict)
     summaries: dict[str, dict] = field(default_factory=dict)
-    plan: "ExecutionPlan | None" = None  # precision and compiler, chosen when the backend is set up
+    plan: ExecutionPlan | None = None  # precision and compiler, chosen when the backend is set up
     model: Any = None  # the trained model: kept by training, else loaded from the run folder when needed
 
-    def setup_backend(self) -> "ExecutionPlan":
+    def setup_backend(self) -> ExecutionPlan:
         from llmtui.backend import configure_backend
 
         configure_backend(self.recipe.run.backend)

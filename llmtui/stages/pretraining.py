@@ -8,7 +8,8 @@ fingerprinted by.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from llmtui.errors import LlmtuiError
 from llmtui.events import Message, Sample

@@ -54,7 +54,7 @@ class InGraphTokenizer:
         self.layer = _keras_hub_layer(tokenizer, vocab)  # None for char
         if self.kind in ("char", "word"):
             pieces = [t for t in vocab if t not in SPECIAL_TOKENS]
-            self.piece_table = _table(pieces, [vocab[p] for p in pieces], default=self.unk_id)
+            self.piece_table = _table(pieces, [vocab[p] for p in pieces], default=-1 if self.unk_id is None else self.unk_id)
         self.word_regex = tokenizer.word_regex
         if self.kind == "word" and not self.word_regex:
             from llmtui.errors import RunFolderError

@@ -22,8 +22,9 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any
 
 from llmtui.config.recipe import TokenizerConfig
 from llmtui.errors import RunFolderError
@@ -54,7 +55,7 @@ class TextTokenizer:
         # {pad, unk, bos, eos: the token's name}: ours unless the vocabulary came with a pretrained model, whose
         # own names (GPT-2's <|endoftext|>, Llama's <s> and </s>) it keeps.
         self.special_names = special_names or {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS}
-        ids = {role: None if name is None else backend.token_to_id(name) for role, name in self.special_names.items()}
+        ids: dict[str, Any] = {role: None if name is None else backend.token_to_id(name) for role, name in self.special_names.items()}
         self.pad_id, self.unk_id, self.bos_id, self.eos_id = ids["pad"], ids.get("unk"), ids["bos"], ids["eos"]
 
     @property
@@ -126,7 +127,7 @@ class TextTokenizer:
         return written
 
     @classmethod
-    def load(cls, folder: Path) -> "TextTokenizer":
+    def load(cls, folder: Path) -> TextTokenizer:
         from tokenizers import Tokenizer
 
         path = folder / "tokenizer.json"
@@ -158,7 +159,7 @@ def train_tokenizer(config: TokenizerConfig, texts: Iterable[str], lowercase: bo
 
     proto = None
     if config.kind == "char":
-        counts = Counter()
+        counts: Counter[str] = Counter()
         for text in texts:
             counts.update(text)
         chars = sorted(c for c, n in counts.items() if n >= config.min_frequency)
@@ -178,7 +179,7 @@ def train_tokenizer(config: TokenizerConfig, texts: Iterable[str], lowercase: bo
         backend = Tokenizer(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, min_frequency=config.min_frequency,
+        trainer: Any = trainers.BpeTrainer(vocab_size=config.vocab_size, min_frequency=config.min_frequency,
                                       special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                       show_progress=False)
         backend.train_from_iterator(_batched(texts), trainer=trainer)
@@ -272,7 +273,7 @@ def _word_decoder():
 def _normalizer(lowercase: bool, normalization: str, sentencepiece: bool = False):
     from tokenizers import normalizers
 
-    forms = {"none": [], "nfc": [normalizers.NFC()], "nfkc": [normalizers.NFKC()]}
+    forms: dict[str, list[Any]] = {"none": [], "nfc": [normalizers.NFC()], "nfkc": [normalizers.NFKC()]}
     if normalization not in forms:
         raise ValueError(f"unknown Unicode normalization {normalization!r}; use none, nfc or nfkc")
     steps = list(forms[normalization])
@@ -325,7 +326,7 @@ def _unigram_from_sentencepiece(proto: bytes):
     from sentencepiece import sentencepiece_model_pb2
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    spec = sentencepiece_model_pb2.ModelProto()
+    spec = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]  # generated protobuf module
     spec.ParseFromString(proto)
     vocab = [(piece.piece, piece.score) for piece in spec.pieces]
     backend = Tokenizer(models.Unigram(vocab, unk_id=SPECIAL_TOKENS.index(UNK), byte_fallback=False))

@@ -146,7 +146,7 @@ def model_parallel(backend: str, batch_size: int, mesh: list[int], shapes: dict[
     device_mesh = keras.distribution.DeviceMesh(shape=(data, model), axis_names=("batch", "model"), devices=devices)
     layout_map = keras.distribution.LayoutMap(device_mesh)
     for pattern, axis in MODEL_PARALLEL_RULES:
-        spec = [None] * (1 if pattern.endswith("bias") else 2)
+        spec: list[str | None] = [None] * (1 if pattern.endswith("bias") else 2)
         spec[axis] = "model"
         layout_map[pattern] = tuple(spec)
     previous = keras.distribution.distribution()

@@ -38,7 +38,7 @@ class BatchFeed:
         self._consumed_state: Any = None  # the sampler state just after the last batch the trainer took
         self.wait_seconds = 0.0  # time the trainer spent blocked on an empty queue
 
-    def __enter__(self) -> "BatchFeed":
+    def __enter__(self) -> BatchFeed:
         self._consumed_state = self.task.state()
         self._thread = threading.Thread(target=self._produce, name="llmtui-batch-feed", daemon=True)
         self._thread.start()
@@ -59,7 +59,7 @@ class BatchFeed:
         while not self._stop.is_set():
             try:
                 batch = self.task.next_batch()
-                item = (batch, self.task.state(), None)
+                item: tuple[Any, Any, BaseException | None] = (batch, self.task.state(), None)
             except BaseException as exc:  # handed to the trainer, which raises it in its own thread
                 item = (None, None, exc)
             while not self._stop.is_set():

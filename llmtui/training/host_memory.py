@@ -3,8 +3,8 @@
 An XLA-compiled training step allocates its scratch buffer (every activation kept for the backward pass)
 on each call and frees it on return. glibc serves any allocation above its mmap threshold (at most 32 MB)
 with a fresh `mmap`, so a step whose scratch is larger gets brand-new pages every time and the kernel
-zero-fills them page by page: measured on the baby GPT of `bench/bench_train.py` (46 MB of scratch), about
-9,500 page faults and ~17 ms of a 73 ms step; for the 2×256 LSTM, 71,000 faults and a third of the step.
+zero-fills them page by page: a sizeable share of a small model's step (measured: bench/README.md,
+"Page faults of the training step").
 
 While training, `reuse_freed_memory()` turns `mmap` allocations off and raises the trim threshold, so a
 freed scratch buffer stays in the heap and the next step reuses the same, already-mapped pages. On leaving
@@ -18,7 +18,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 # mallopt(3) parameter numbers and glibc's defaults.
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
@@ -31,10 +31,10 @@ def _glibc():
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # glibc has it; musl and others do not take these mallopt settings
-        return libc
-    except (OSError, AttributeError):
+    except OSError:
         return None
+    # glibc has gnu_get_libc_version; musl and others do not take these mallopt settings.
+    return libc if hasattr(libc, "gnu_get_libc_version") else None
 
 
 @contextlib.contextmanager

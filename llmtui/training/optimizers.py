@@ -7,6 +7,8 @@ Decoupled weight decay never touches biases or normalisation scales, and touches
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -23,7 +25,7 @@ _CLASSES = {"adamw": keras.optimizers.AdamW, "adam": keras.optimizers.Adam, "sgd
 _TRACKED: dict[str, type] = {}
 
 
-def _tracked_class(base: type) -> type:
+def _tracked_class(base: Any) -> Any:  # a Keras optimizer class
     """`base` plus a `grad_norm` variable updated at every optimizer update (part of the optimizer's state):
     the global norm of the gradients applied, before clipping (under accumulation, of their average)."""
     if base.__name__ in _TRACKED:
@@ -63,7 +65,7 @@ def make_optimizer(config: TrainConfig):
     if accum > 1:
         common["gradient_accumulation_steps"] = accum
     kind = config.optimizer
-    specific = {
+    options: dict[str, dict[str, Any]] = {  # optimizer -> its own options
         "adamw": {"weight_decay": config.weight_decay, "beta_1": config.beta1, "beta_2": config.beta2},
         "adam": {"beta_1": config.beta1, "beta_2": config.beta2},
         "sgd": {"momentum": config.momentum, "nesterov": config.nesterov},
@@ -74,7 +76,8 @@ def make_optimizer(config: TrainConfig):
         "muon": {"weight_decay": config.weight_decay, "adam_weight_decay": config.weight_decay,
                  "adam_beta_1": config.beta1, "adam_beta_2": config.beta2, "momentum": config.momentum,
                  "nesterov": config.nesterov, "exclude_embeddings": True},
-    }[kind]
+    }
+    specific = options[kind]
     optimizer = _tracked_class(_CLASSES[kind])(**common, **specific)
     if getattr(optimizer, "weight_decay", None):
         optimizer.exclude_from_weight_decay(var_names=NO_DECAY + ([] if config.decay_embeddings else EMBEDDINGS))

@@ -4,18 +4,13 @@
   - GPUs with bfloat16 tensor cores (Ampere and later): `mixed_bfloat16`;
   - CPUs: `mixed_bfloat16` only on TensorFlow, on a CPU with bfloat16 matrix instructions (AMX-BF16, or
     AVX-512 BF16), and only for transformers whose matrix products are big enough to outweigh the casts the
-    mixed policy adds. Small models are overhead-bound: the baby GPT (128 wide) took 34.5 ms a step in
-    float32 with XLA against 51.4 ms in bfloat16 on an AMX machine (issue #16), and 35.0 against 38.7 ms of
-    one-thread CPU time on this project's AVX-512 BF16 machine, so it stays float32;
+    mixed policy adds; small models are overhead-bound and stay float32;
   - otherwise float32.
 
 The compiler: XLA (`jit_compile=True`) everywhere, except bfloat16 on a TensorFlow CPU, which runs as a
 TensorFlow graph whose matrix products are oneDNN's: XLA's CPU backend does not use AMX or AVX-512 BF16.
-On an AMX machine (issue #16): 4096x1024x1024 products at bf16 647 GFLOP/s through oneDNN, 158 through XLA,
-float32 157-169; a 512-wide GPT's step 504 ms through oneDNN against 792 ms with XLA in bf16 and 703-750 ms
-in float32. On this project's AVX-512 BF16 machine, one-thread CPU time of that step: 194 ms bf16 through
-oneDNN, 317 ms bf16 with XLA, 296 ms float32 with XLA.
-`train.jit_compile = false` turns XLA off everywhere.
+`train.jit_compile = false` turns XLA off everywhere. The figures behind these choices: bench/README.md,
+"Precision and compiler on the CPU".
 """
 
 from __future__ import annotations
@@ -63,7 +58,8 @@ def plan_execution(train: TrainConfig, model: ModelConfig, backend: str, device_
                    flags: set[str] | None = None) -> ExecutionPlan:
     """The precision and compiler a training run uses (see the module's docstring)."""
     on_cpu = device_kind == "cpu"
-    precision, reason = train.precision, "train.precision"
+    precision: str = train.precision
+    reason = "train.precision"
     if precision == "auto":
         precision, reason = _auto_precision(model, backend, device_kind, flags)
     jit = train.jit_compile

@@ -1,12 +1,8 @@
 """One training micro-step, with as little host work between steps as the backend allows.
 
 On TensorFlow this is `model.train_on_batch`. On JAX, `train_on_batch` reads every variable's value before
-the compiled step and assigns every one after it (GPT-2 small: 148 weights and 298 optimizer slots, each
-step), then waits for the loss. Measured on this project's 2-core CPU machine with a 12-block model whose
-compute is negligible: 17.2 ms per `train_on_batch`, 6.0 ms for the same compiled step called directly.
-On a GPU that host time is time the device sits idle: GPT-2 small, batch 16, on an H200 took 38.0–41.0 ms
-a step through `train_on_batch` and 33.2–34.8 ms through this loop (`bench/bench_gpu.py`, four runs; in a
-profile of this loop the device was busy 32.5 ms of each step, with no gap between steps).
+the compiled step and assigns every one after it, then waits for the loss: host time during which a GPU sits
+idle (measured: bench/README.md, "Training step on JAX").
 
 `TrainStep` on JAX keeps the state the compiled step returns and passes it straight to the next step; the
 loss stays a device scalar until the caller reads it. The Keras variables are written only by `sync()`,
@@ -100,7 +96,7 @@ class _MultiWorkerStep:
         self._function = None
 
     @classmethod
-    def for_model(cls, model) -> "_MultiWorkerStep | None":
+    def for_model(cls, model) -> _MultiWorkerStep | None:
         if keras.backend.backend() != "tensorflow":
             return None
         import tensorflow as tf

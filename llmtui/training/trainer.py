@@ -26,9 +26,10 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import keras
 import numpy as np
@@ -267,7 +268,7 @@ def _task_for(inputs: TrainInputs | TrainingTask, config: TrainConfig, model_con
     return LanguageModelingTask(inputs, model_config.context, config, seed)
 
 
-def _resume(checkpoints: "CheckpointManager", model, task: TrainingTask, emit) -> TrainState:
+def _resume(checkpoints: CheckpointManager, model, task: TrainingTask, emit) -> TrainState:
     """The state of the newest matching checkpoint, restored into `model` and `task` (a fresh state if none)."""
     resumed = checkpoints.latest()
     if resumed is None:
@@ -307,7 +308,7 @@ class _TrainingLoop:
     evaluation (best checkpoint, plateau, early stopping, samples) and stopping."""
 
     def __init__(self, model, shown, task: TrainingTask, config: TrainConfig, state: TrainState,
-                 checkpoints: "CheckpointManager", emit, writers: _Writers, sampler_fn, throughput: _Throughput):
+                 checkpoints: CheckpointManager, emit, writers: _Writers, sampler_fn, throughput: _Throughput):
         self.model, self.shown, self.task, self.config, self.state = model, shown, task, config, state
         self.checkpoints, self.emit, self.writers, self.sampler_fn = checkpoints, emit, writers, sampler_fn
         self.throughput = throughput

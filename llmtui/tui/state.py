@@ -38,17 +38,6 @@ def quickstart_path() -> Path | None:
     return None
 
 
-def split_errors(exc: RecipeError) -> dict[str, str]:
-    """The loader's message, one entry per key path: {"model.dim": "0 is out of range; ..."}."""
-    errors: dict[str, str] = {}
-    for line in exc.message.splitlines():
-        if not line.startswith(f"{WHERE}: "):
-            continue
-        key, _, text = line[len(WHERE) + 2:].partition(": ")
-        errors.setdefault(key, text)
-    return errors
-
-
 @dataclass
 class WizardState:
     recipe: Recipe = field(default_factory=Recipe)
@@ -95,7 +84,8 @@ class WizardState:
     def try_update(self, section: str, values: dict[str, Any]) -> dict[str, str]:
         """Set `values` (key path under `section` -> raw value) if the whole recipe stays valid.
 
-        Returns the loader's messages by key path (empty when the change was taken).
+        Returns every problem by key path, as the loader keeps them (empty when the change was taken); a problem
+        of the recipe as a whole (key "") is shown under the section being edited.
         """
         data = self.as_dict()
         for key, value in values.items():
@@ -107,7 +97,11 @@ class WizardState:
         try:
             self.recipe = recipe_from_dict(data, where=WHERE)
         except RecipeError as exc:
-            return split_errors(exc) or {section: exc.message}
+            errors = dict(exc.errors) or {section: exc.message}
+            whole = errors.pop("", None)  # a rule across sections: shown with the section being edited
+            if whole:
+                errors[section] = f"{errors[section]}; {whole}" if section in errors else whole
+            return errors
         return {}
 
 

@@ -136,7 +136,7 @@ def run_ladder(recipe: Recipe, base_dir: Path | str = ".", archs: tuple[str, ...
             on_rung(rung)
     report = {"match": match, "target": target, "seconds": seconds if match == "time" else None,
               "reference": {"arch": recipe.model.arch, "dim": recipe.model.dim},
-              "rungs": [r.as_dict() for r in sorted(rungs, key=lambda r: r.bits_per_byte)]}
+              "rungs": [r.as_dict() for r in sorted(rungs, key=lambda r: math.inf if r.bits_per_byte is None else r.bits_per_byte)]}
     folder = root / "ladder"
     write_json_atomic(folder / "report.json", report)
     write_curves_png(rungs, folder / "curves.png", bytes_per_token)

@@ -40,9 +40,11 @@ class Param:
         if self.kind == "choice":
             return list(self.choices)
         if self.kind == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        return [round(self.low + i * self.step, 12) for i in range(count)]
+            return list(range(int(self.low or 0), int(self.high or 0) + 1, int(self.step or 1)))
+        low, high, step = self.low, self.high, self.step
+        assert low is not None and high is not None and step is not None  # a float grid has all three (read_space)
+        count = int(math.floor((high - low) / step + 1e-9)) + 1
+        return [round(low + i * step, 12) for i in range(count)]
 
     def suggest(self, trial, grid: bool) -> Any:
         if grid:
@@ -126,6 +128,7 @@ def _param(recipe: Recipe, path: str, spec: SpaceParam, where: str) -> Param:
         for value in spec.choices:
             _check_value(section, key, value, label)
         return Param(path, "choice", choices=tuple(spec.choices))
+    assert spec.low is not None and spec.high is not None  # a range (the recipe asks for low and high without choices)
     if annotation is int:
         for bound in (spec.low, spec.high, spec.step):
             if bound is not None and float(bound) != int(bound):

@@ -26,9 +26,10 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from llmtui.config.loader import recipe_from_dict, recipe_to_dict, save_recipe
 from llmtui.config.recipe import Recipe
@@ -253,6 +254,8 @@ class Tuner:
                 trial.study.enqueue_trial(values)
                 raise
             trial.set_user_attr("stopped", f"time budget at step {pruning.last_step}")
+            if pruning.last is None:  # stopped before its first validation: nothing to rank it by
+                return math.nan
             value = pruning.last if tune.objective != "bits_per_byte" else self._bits_per_byte(pruning.last)
         except LlmtuiError as exc:  # e.g. NaN loss: this trial failed, the search goes on
             trial.set_user_attr("error", str(exc))

@@ -18,8 +18,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Static
 
-from llmtui.tui.error_text import describe_error
 from llmtui.runfolder import RunFolder, load_final_model
+from llmtui.tui.error_text import describe_error
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
 

@@ -47,7 +47,7 @@ class LineChart(Widget):
         cols, rows = width - label_width, height - 2  # legend line and x-axis line
         cells: list[list[int]] = [[0] * cols for _ in range(rows)]
         owner: list[list[str]] = [[""] * cols for _ in range(rows)]
-        for name, (colour, pts) in self.series.items():
+        for colour, pts in self.series.values():
             previous = None
             for x, y in pts:
                 dot = (round((x - x_low) / x_span * (cols * 2 - 1)),

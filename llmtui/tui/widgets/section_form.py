@@ -19,6 +19,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
+from llmtui.config.loader import parse_toml_value
 from llmtui.config.recipe import Recipe, Section
 
 
@@ -78,16 +79,6 @@ def _toml_value(value: Any) -> str:
 
     # JSON's string escapes are valid in TOML basic strings.
     return "[" + ", ".join(json.dumps(item, ensure_ascii=False) for item in value) + "]"
-
-
-def _parse_toml_value(text: str) -> Any:
-    """The value typed in TOML syntax; the text itself when it is not TOML (the loader then says what is wrong)."""
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 class SectionForm(Widget):
@@ -177,7 +168,7 @@ class SectionForm(Widget):
             if kind in ("checkbox", "select"):
                 values[key] = control.value
             elif kind == "list":
-                values[key] = _parse_toml_value(control.value)
+                values[key] = parse_toml_value(control.value)
             elif kind == "csv":
                 values[key] = [part.strip() for part in control.value.split(",") if part.strip()]
             else:
