@@ -44,8 +44,34 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 # Corpus ---------------------------------------------------------------------------------------
 def _vocabulary(rng: random.Random, size: int = 20000) -> list[str]:
     letters = "etaoinshrdlcumwfgypbvkjxqz"
-    weights = [12.7, 9.1, 8.2, 7.5, 7.0, 6.7, 6.3, 6.1, 6.0, 4.3, 4.0, 2.8, 2.8, 2.4, 2.4, 2.2, 2.0, 2.0, 1.9,
-               1.5, 1.0, 0.8, 0.2, 0.2, 0.1, 0.1]
+    weights = [
+        12.7,
+        9.1,
+        8.2,
+        7.5,
+        7.0,
+        6.7,
+        6.3,
+        6.1,
+        6.0,
+        4.3,
+        4.0,
+        2.8,
+        2.8,
+        2.4,
+        2.4,
+        2.2,
+        2.0,
+        2.0,
+        1.9,
+        1.5,
+        1.0,
+        0.8,
+        0.2,
+        0.2,
+        0.1,
+        0.1,
+    ]
     words = {"the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by"}
     while len(words) < size:
         words.add("".join(rng.choices(letters, weights, k=rng.choice((2, 3, 4, 5, 5, 6, 6, 7, 8, 9, 10)))))
@@ -91,8 +117,11 @@ def generate_corpus(folder: Path, target_bytes: int, seed: int = 0) -> dict:
     while written < target_bytes:
         compressed = file_index % 4 == 3
         path = folder / f"part{file_index:03d}.jsonl{'.gz' if compressed else ''}"
-        handle = gzip.open(path, "wt", encoding="utf-8", compresslevel=1) if compressed else \
-            open(path, "w", encoding="utf-8")
+        handle = (
+            gzip.open(path, "wt", encoding="utf-8", compresslevel=1)
+            if compressed
+            else open(path, "w", encoding="utf-8")
+        )
         with handle:
             size = 0
             while size < 100 * MB and written + size < target_bytes:
@@ -115,9 +144,14 @@ def generate_corpus(folder: Path, target_bytes: int, seed: int = 0) -> dict:
                 docs += 1
         written += size
         file_index += 1
-    return {"text_bytes": written, "jsonl_documents": docs, "planted_exact": exact, "planted_near": near,
-            "files": sorted(p.name for p in folder.iterdir()),
-            "disk_bytes": sum(p.stat().st_size for p in folder.iterdir())}
+    return {
+        "text_bytes": written,
+        "jsonl_documents": docs,
+        "planted_exact": exact,
+        "planted_near": near,
+        "files": sorted(p.name for p in folder.iterdir()),
+        "disk_bytes": sum(p.stat().st_size for p in folder.iterdir()),
+    }
 
 
 def slice_corpus(source: Path, folder: Path, target_bytes: int) -> None:
@@ -201,19 +235,29 @@ def cpu_seconds() -> float:
 
 def busy_cores_sampler():
     """CPU time of all processes on the machine between two calls, per core (from /proc/stat)."""
+
     def read():
         with open("/proc/stat") as handle:
             values = [int(v) for v in handle.readline().split()[1:]]
         idle = values[3] + values[4]
         return sum(values), idle
+
     return read
 
 
 def run_prepare(corpus: Path, out: Path, workers: int, sources: list, cpu_now=None) -> tuple[dict, float, float]:
     cpu_now = cpu_now or cpu_seconds
-    config = recipe_from_dict({"data": {
-        "sources": sources, "dedup": "near", "val_fraction": 0.05, "workers": workers,
-        "filters": {"min_words": 20, "max_duplicate_lines": 0.3, "max_symbol_ratio": 0.1}}}).data
+    config = recipe_from_dict(
+        {
+            "data": {
+                "sources": sources,
+                "dedup": "near",
+                "val_fraction": 0.05,
+                "workers": workers,
+                "filters": {"min_words": 20, "max_duplicate_lines": 0.3, "max_symbol_ratio": 0.1},
+            }
+        }
+    ).data
     began_cpu, began = cpu_now(), time.perf_counter()
     report = prepare_data(config, 0, out, corpus).to_json()  # the report as written to data/report.json
     time.sleep(0.5)  # one more sample of the tree after the workers finish
@@ -223,16 +267,27 @@ def run_prepare(corpus: Path, out: Path, workers: int, sources: list, cpu_now=No
 def stage_rates(report: dict, wall: float) -> dict:
     mb = report["bytes_read"] / MB
     t = report["timings"]
+
     def rate(seconds):
         return round(mb / seconds, 2) if seconds else None
+
     return {
         "read": {"seconds": t.get("read_s", 0), "mb_per_s": rate(t.get("read_s"))},
-        "clean": {"cpu_seconds_all_workers": t.get("clean_s", 0), "mb_per_s_per_core": rate(t.get("clean_s")),
-                  "what": "cleaning, filters, exact hash and MinHash signatures, in the worker pool"},
-        "dedup": {"seconds": t.get("dedup_s", 0), "mb_per_s": rate(t.get("dedup_s")),
-                  "what": "exact-hash set and MinHash LSH lookups in the main process"},
-        "write": {"seconds": t.get("write_s", 0), "mb_per_s": rate(t.get("write_s")),
-                  "what": "chunking, split assignment and writing train/val JSON Lines"},
+        "clean": {
+            "cpu_seconds_all_workers": t.get("clean_s", 0),
+            "mb_per_s_per_core": rate(t.get("clean_s")),
+            "what": "cleaning, filters, exact hash and MinHash signatures, in the worker pool",
+        },
+        "dedup": {
+            "seconds": t.get("dedup_s", 0),
+            "mb_per_s": rate(t.get("dedup_s")),
+            "what": "exact-hash set and MinHash LSH lookups in the main process",
+        },
+        "write": {
+            "seconds": t.get("write_s", 0),
+            "mb_per_s": rate(t.get("write_s")),
+            "what": "chunking, split assignment and writing train/val JSON Lines",
+        },
         "contamination": {"seconds": t.get("contamination_s", 0), "mb_per_s": rate(t.get("contamination_s"))},
         "whole_data_stage": {"seconds": round(wall, 2), "mb_per_s": rate(wall)},
     }
@@ -266,48 +321,73 @@ def tokenize(out: Path, work: Path, limit_mb: float) -> dict:
     began_cpu, began = cpu_seconds(), time.perf_counter()
     meta = encode_split(tokenizer, split, work / "train.bin")
     seconds = time.perf_counter() - began
-    return {"vocabulary_training_seconds_on_32mb": round(trained, 2), "encode_seconds": round(seconds, 2),
-            "tokens": meta["tokens"], "text_mb": round(meta["bytes"] / MB, 1),
-            "mb_per_s": round(meta["bytes"] / MB / seconds, 2), "tokens_per_s": round(meta["tokens"] / seconds),
-            "cores_busy": round((cpu_seconds() - began_cpu) / seconds, 2), "encoded_split_file_mb": round(train_bytes / MB, 1),
-            "token_file_mb": round((work / "train.bin").stat().st_size / MB, 1)}
+    return {
+        "vocabulary_training_seconds_on_32mb": round(trained, 2),
+        "encode_seconds": round(seconds, 2),
+        "tokens": meta["tokens"],
+        "text_mb": round(meta["bytes"] / MB, 1),
+        "mb_per_s": round(meta["bytes"] / MB / seconds, 2),
+        "tokens_per_s": round(meta["tokens"] / seconds),
+        "cores_busy": round((cpu_seconds() - began_cpu) / seconds, 2),
+        "encoded_split_file_mb": round(train_bytes / MB, 1),
+        "token_file_mb": round((work / "train.bin").stat().st_size / MB, 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gb", type=float, default=1.0, help="corpus size in GB of text (at least 1 for the record)")
-    parser.add_argument("--tokenize-mb", type=float, default=100,
-                        help="encode this many MB of the train split (0 = all of it)")
-    parser.add_argument("--baseline-mb", type=float, default=32, help="size of the slice for the 1-vs-N worker baseline")
+    parser.add_argument(
+        "--tokenize-mb", type=float, default=100, help="encode this many MB of the train split (0 = all of it)"
+    )
+    parser.add_argument(
+        "--baseline-mb", type=float, default=32, help="size of the slice for the 1-vs-N worker baseline"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "data.json"))
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (for debugging)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="llmtui-bench-data-"))
-    result: dict = {"benchmark": "data stage", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "platform": platform.platform()}}
+    result: dict = {
+        "benchmark": "data stage",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    }
     try:
         began = time.perf_counter()
         corpus = generate_corpus(work / "corpus", int(args.gb * 1e9))
         result["corpus"] = {**corpus, "generation_seconds": round(time.perf_counter() - began, 1)}
-        print(f"corpus: {corpus['text_bytes'] / MB:,.0f} MB of text in {len(corpus['files'])} files "
-              f"({corpus['disk_bytes'] / MB:,.0f} MB on disk)", flush=True)
+        print(
+            f"corpus: {corpus['text_bytes'] / MB:,.0f} MB of text in {len(corpus['files'])} files "
+            f"({corpus['disk_bytes'] / MB:,.0f} MB on disk)",
+            flush=True,
+        )
 
         slice_corpus(work / "corpus", work / "slice", int(args.baseline_mb * MB))
         baseline = {}
         for workers in (1, 0):
             with TreeMonitor() as slice_monitor:
-                report, wall, cpu = run_prepare(work / "slice", work / f"slice_out_{workers}", workers,
-                                                [{"path": "slice.jsonl"}], slice_monitor.cpu_seconds)
+                report, wall, cpu = run_prepare(
+                    work / "slice",
+                    work / f"slice_out_{workers}",
+                    workers,
+                    [{"path": "slice.jsonl"}],
+                    slice_monitor.cpu_seconds,
+                )
             baseline["one_process" if workers == 1 else "worker_pool"] = {
-                "mb": round(report["bytes_read"] / MB, 1), "seconds": round(wall, 2),
-                "mb_per_s": round(report["bytes_read"] / MB / wall, 2), "cores_busy": round(cpu / wall, 2)}
+                "mb": round(report["bytes_read"] / MB, 1),
+                "seconds": round(wall, 2),
+                "mb_per_s": round(report["bytes_read"] / MB / wall, 2),
+                "cores_busy": round(cpu / wall, 2),
+            }
             shutil.rmtree(work / f"slice_out_{workers}")
         baseline["speedup"] = round(baseline["one_process"]["seconds"] / baseline["worker_pool"]["seconds"], 2)
         result["baseline_slice"] = baseline
-        print(f"baseline on {baseline['one_process']['mb']} MB: one process "
-              f"{baseline['one_process']['mb_per_s']} MB/s, pool {baseline['worker_pool']['mb_per_s']} MB/s", flush=True)
+        print(
+            f"baseline on {baseline['one_process']['mb']} MB: one process "
+            f"{baseline['one_process']['mb_per_s']} MB/s, pool {baseline['worker_pool']['mb_per_s']} MB/s",
+            flush=True,
+        )
 
         sources = [{"path": "book.txt"}, {"path": ".", "include": ["*.jsonl", "*.jsonl.gz"]}]
         machine_stat = busy_cores_sampler()
@@ -318,23 +398,32 @@ def main() -> None:
             tokens = tokenize(work / "out", work, args.tokenize_mb)
         machine_busy = (1 - (idle_after - idle_before) / max(total_after - total_before, 1)) * (os.cpu_count() or 1)
         result["data_stage"] = {
-            "bytes_read": report["bytes_read"], "documents_read": report["documents_read"],
-            "documents_kept": report["documents_kept"], "exact_duplicates": report["exact_duplicates"],
-            "near_duplicates": report["near_duplicates"], "dropped_by_filter": report["dropped_by_filter"],
-            "splits": report["splits"], "contamination": {k: v for k, v in report["contamination"].items()
-                                                          if not isinstance(v, dict)} |
-            {k: {kk: vv for kk, vv in v.items() if kk != "samples"}
-             for k, v in report["contamination"].items() if isinstance(v, dict)},
-            "timings": report["timings"], "wall_seconds": round(wall, 2),
+            "bytes_read": report["bytes_read"],
+            "documents_read": report["documents_read"],
+            "documents_kept": report["documents_kept"],
+            "exact_duplicates": report["exact_duplicates"],
+            "near_duplicates": report["near_duplicates"],
+            "dropped_by_filter": report["dropped_by_filter"],
+            "splits": report["splits"],
+            "contamination": {k: v for k, v in report["contamination"].items() if not isinstance(v, dict)}
+            | {
+                k: {kk: vv for kk, vv in v.items() if kk != "samples"}
+                for k, v in report["contamination"].items()
+                if isinstance(v, dict)
+            },
+            "timings": report["timings"],
+            "wall_seconds": round(wall, 2),
             "cores_busy_our_processes": round(cpu / wall, 2),
             "cores_busy_whole_machine": round(machine_busy, 2),
         }
         result["stages_mb_per_s"] = stage_rates(report, wall)
         result["stages_mb_per_s"]["tokenize"] = tokens
-        result["memory"] = {"peak_rss_process_tree_mb": round(monitor.peak_rss / MB, 1),
-                            "peak_rss_single_process_mb": round(monitor.peak_single / MB, 1),
-                            "ru_maxrss_main_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB, 1),
-                            "under_1_gb": monitor.peak_rss < 1e9}
+        result["memory"] = {
+            "peak_rss_process_tree_mb": round(monitor.peak_rss / MB, 1),
+            "peak_rss_single_process_mb": round(monitor.peak_single / MB, 1),
+            "ru_maxrss_main_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB, 1),
+            "under_1_gb": monitor.peak_rss < 1e9,
+        }
         print(json.dumps({k: result[k] for k in ("stages_mb_per_s", "memory")}, indent=2), flush=True)
     finally:
         if not args.keep:

@@ -37,9 +37,19 @@ SOURCES = [{"path": "book.txt"}, {"path": ".", "include": ["*.jsonl", "*.jsonl.g
 
 
 def _config(engine: str, workers: int):
-    return recipe_from_dict({"data": {
-        "sources": SOURCES, "dedup": "near", "val_fraction": 0.05, "workers": workers, "contamination_ngram": 0,
-        "engine": engine, "filters": {"min_words": 20, "max_duplicate_lines": 0.3, "max_symbol_ratio": 0.1}}}).data
+    return recipe_from_dict(
+        {
+            "data": {
+                "sources": SOURCES,
+                "dedup": "near",
+                "val_fraction": 0.05,
+                "workers": workers,
+                "contamination_ngram": 0,
+                "engine": engine,
+                "filters": {"min_words": 20, "max_duplicate_lines": 0.3, "max_symbol_ratio": 0.1},
+            }
+        }
+    ).data
 
 
 def _loadavg() -> list[float]:
@@ -57,10 +67,18 @@ def run_engine(work: Path, engine: str, workers: int, round_: int) -> tuple[dict
         cpu = monitor.cpu_seconds() - began_cpu
     shutil.rmtree(out, ignore_errors=True)
     mb = report["bytes_read"] / MB
-    row = {"engine": engine, "round": round_, "wall_seconds": round(wall, 2), "mb_per_s": round(mb / wall, 2),
-           "peak_rss_all_processes_mb": round(monitor.peak_rss / MB), "peak_rss_one_process_mb":
-           round(monitor.peak_single / MB), "cores_busy": round(cpu / wall, 2), "loadavg_before": load_before,
-           "loadavg_after": _loadavg(), "timings": report["timings"]}
+    row = {
+        "engine": engine,
+        "round": round_,
+        "wall_seconds": round(wall, 2),
+        "mb_per_s": round(mb / wall, 2),
+        "peak_rss_all_processes_mb": round(monitor.peak_rss / MB),
+        "peak_rss_one_process_mb": round(monitor.peak_single / MB),
+        "cores_busy": round(cpu / wall, 2),
+        "loadavg_before": load_before,
+        "loadavg_after": _loadavg(),
+        "timings": report["timings"],
+    }
     print(json.dumps(row), flush=True)
     return row, report
 
@@ -74,36 +92,54 @@ def main() -> None:
     args = parser.parse_args()
     workers = args.workers or os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="llmtui-bench-engine-"))
-    result = {"benchmark": "data stage: local engine vs Dask engine",
-              "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform(),
-                          "note": "shared with other sessions' work: see each run's load average"}}
+    result = {
+        "benchmark": "data stage: local engine vs Dask engine",
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "note": "shared with other sessions' work: see each run's load average",
+        },
+    }
     try:
         began = time.perf_counter()
-        result["corpus"] = {**generate_corpus(work / "corpus", int(args.gb * 1e9)),
-                            "generation_seconds": round(time.perf_counter() - began, 1)}
+        result["corpus"] = {
+            **generate_corpus(work / "corpus", int(args.gb * 1e9)),
+            "generation_seconds": round(time.perf_counter() - began, 1),
+        }
         import distributed
 
         result["dask_version"] = distributed.__version__
-        result["setup"] = {"workers": workers, "dask": f"LocalCluster of {workers} worker processes x 1 thread, "
-                                                        "started and stopped inside each run (counted)",
-                           "local": f"process pool of {workers} workers", "data": _config("local", workers)
-                           .model_dump(mode="json", include={"dedup", "filters", "contamination_ngram"})}
+        result["setup"] = {
+            "workers": workers,
+            "dask": f"LocalCluster of {workers} worker processes x 1 thread, "
+            "started and stopped inside each run (counted)",
+            "local": f"process pool of {workers} workers",
+            "data": _config("local", workers).model_dump(
+                mode="json", include={"dedup", "filters", "contamination_ngram"}
+            ),
+        }
         rows, reports = [], {}
         for round_ in range(args.rounds):
-            for engine in (("local", "dask") if round_ % 2 == 0 else ("dask", "local")):
+            for engine in ("local", "dask") if round_ % 2 == 0 else ("dask", "local"):
                 row, report = run_engine(work, engine, workers, round_)
                 rows.append(row)
                 reports[engine] = {k: v for k, v in report.items() if k != "timings"}
         result["runs"] = rows
-        result["median"] = {engine: {key: statistics.median(r[key] for r in rows if r["engine"] == engine)
-                                     for key in ("wall_seconds", "mb_per_s", "peak_rss_all_processes_mb")}
-                            for engine in ("local", "dask")}
+        result["median"] = {
+            engine: {
+                key: statistics.median(r[key] for r in rows if r["engine"] == engine)
+                for key in ("wall_seconds", "mb_per_s", "peak_rss_all_processes_mb")
+            }
+            for engine in ("local", "dask")
+        }
         result["reports_identical"] = reports["local"] == reports["dask"]
-        result["report"] = {k: reports["local"][k] for k in ("documents_read", "documents_kept", "exact_duplicates",
-                                                             "near_duplicates", "bytes_read")}
+        result["report"] = {
+            k: reports["local"][k]
+            for k in ("documents_read", "documents_kept", "exact_duplicates", "near_duplicates", "bytes_read")
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

@@ -84,8 +84,12 @@ def measure(arch: str, tokens: int) -> dict:
         out = generator.generate_full(prompt, tokens, use_cache=use_cache, **settings)
         seconds = time.perf_counter() - start
         texts[name] = out.tokens
-        result[name] = {"new_tokens": len(out.tokens), "seconds": round(seconds, 3),
-                        "tokens_per_sec": round(len(out.tokens) / seconds, 2), "warmup_and_compile_s": round(compile_s, 2)}
+        result[name] = {
+            "new_tokens": len(out.tokens),
+            "seconds": round(seconds, 3),
+            "tokens_per_sec": round(len(out.tokens) / seconds, 2),
+            "warmup_and_compile_s": round(compile_s, 2),
+        }
     if arch == "quickstart":
         result["transformers"] = hf_generate(model, config, prompt, tokens)
     result["speedup"] = round(result["cache"]["tokens_per_sec"] / result["no_cache"]["tokens_per_sec"], 2)
@@ -95,9 +99,15 @@ def measure(arch: str, tokens: int) -> dict:
 
 
 def hf_python() -> str | None:
-    path = os.environ.get("HF_PYTHON") or os.environ.get("TORCH_PYTHON") or \
-        str(Path.home() / ".cache/llmtui-race/torch/bin/python")
-    ok = Path(path).exists() and subprocess.run([path, "-c", "import torch, transformers"], capture_output=True).returncode == 0
+    path = (
+        os.environ.get("HF_PYTHON")
+        or os.environ.get("TORCH_PYTHON")
+        or str(Path.home() / ".cache/llmtui-race/torch/bin/python")
+    )
+    ok = (
+        Path(path).exists()
+        and subprocess.run([path, "-c", "import torch, transformers"], capture_output=True).returncode == 0
+    )
     return path if ok else None
 
 
@@ -115,10 +125,22 @@ def hf_generate(model, config, prompt: str, tokens: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "w.npz", **{k.replace("/", "|"): v for k, v in weights.items()})
         np.save(Path(tmp) / "logits.npy", np.asarray(model(ids))[0, -1])
-        spec = {"dir": tmp, "layers": config.layers, "heads": config.heads, "dim": config.dim,
-                "context": config.context, "vocab": VOCAB, "prompt": ids[0].tolist(), "tokens": tokens}
-        done = subprocess.run([python, __file__, "--hf-child", json.dumps(spec)], capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())})
+        spec = {
+            "dir": tmp,
+            "layers": config.layers,
+            "heads": config.heads,
+            "dim": config.dim,
+            "context": config.context,
+            "vocab": VOCAB,
+            "prompt": ids[0].tolist(),
+            "tokens": tokens,
+        }
+        done = subprocess.run(
+            [python, __file__, "--hf-child", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())},
+        )
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-3:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -137,31 +159,61 @@ def hf_child(spec: dict) -> None:
         assert len(matches) == 1, (suffix, matches)
         return torch.from_numpy(np.array(w[matches[0]]))
 
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=spec["vocab"], n_positions=spec["context"], n_embd=spec["dim"],
-                                    n_layer=spec["layers"], n_head=spec["heads"], activation_function="gelu_new",
-                                    layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                    tie_word_embeddings=True))
-    state = {"transformer.wte.weight": get("token_embedding/embeddings"),
-             "transformer.wpe.weight": get("position_embedding/embeddings"),
-             "transformer.ln_f.weight": get("final_norm/gamma"), "transformer.ln_f.bias": get("final_norm/beta")}
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=spec["vocab"],
+            n_positions=spec["context"],
+            n_embd=spec["dim"],
+            n_layer=spec["layers"],
+            n_head=spec["heads"],
+            activation_function="gelu_new",
+            layer_norm_epsilon=1e-5,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=True,
+        )
+    )
+    state = {
+        "transformer.wte.weight": get("token_embedding/embeddings"),
+        "transformer.wpe.weight": get("position_embedding/embeddings"),
+        "transformer.ln_f.weight": get("final_norm/gamma"),
+        "transformer.ln_f.bias": get("final_norm/beta"),
+    }
     for i in range(spec["layers"]):
         b, h = f"block_{i}/", f"transformer.h.{i}."
-        for ours, theirs in (("attention_norm/gamma", "ln_1.weight"), ("attention_norm/beta", "ln_1.bias"),
-                             ("mlp_norm/gamma", "ln_2.weight"), ("mlp_norm/beta", "ln_2.bias"),
-                             ("attention/qkv/kernel", "attn.c_attn.weight"), ("attention/qkv/bias", "attn.c_attn.bias"),
-                             ("attention/out/kernel", "attn.c_proj.weight"), ("attention/out/bias", "attn.c_proj.bias"),
-                             ("mlp_in/kernel", "mlp.c_fc.weight"), ("mlp_in/bias", "mlp.c_fc.bias"),
-                             ("mlp_out/kernel", "mlp.c_proj.weight"), ("mlp_out/bias", "mlp.c_proj.bias")):
+        for ours, theirs in (
+            ("attention_norm/gamma", "ln_1.weight"),
+            ("attention_norm/beta", "ln_1.bias"),
+            ("mlp_norm/gamma", "ln_2.weight"),
+            ("mlp_norm/beta", "ln_2.bias"),
+            ("attention/qkv/kernel", "attn.c_attn.weight"),
+            ("attention/qkv/bias", "attn.c_attn.bias"),
+            ("attention/out/kernel", "attn.c_proj.weight"),
+            ("attention/out/bias", "attn.c_proj.bias"),
+            ("mlp_in/kernel", "mlp.c_fc.weight"),
+            ("mlp_in/bias", "mlp.c_fc.bias"),
+            ("mlp_out/kernel", "mlp.c_proj.weight"),
+            ("mlp_out/bias", "mlp.c_proj.bias"),
+        ):
             state[h + theirs] = get(b + ours)
     missing, unexpected = hf.load_state_dict(state, strict=False)
-    assert not unexpected and all(k == "lm_head.weight" or ".attn.bias" in k or "masked_bias" in k for k in missing), missing
+    assert not unexpected and all(k == "lm_head.weight" or ".attn.bias" in k or "masked_bias" in k for k in missing), (
+        missing
+    )
     hf.tie_weights()
     hf.eval()
     prompt = torch.tensor([spec["prompt"]])
     with torch.no_grad():
         difference = float(np.abs(hf(prompt).logits[0, -1].numpy() - np.load(Path(spec["dir"]) / "logits.npy")).max())
-        settings = {"do_sample": True, "temperature": 0.8, "top_k": 40, "use_cache": True, "pad_token_id": 0,
-                    "eos_token_id": None}
+        settings = {
+            "do_sample": True,
+            "temperature": 0.8,
+            "top_k": 40,
+            "use_cache": True,
+            "pad_token_id": 0,
+            "eos_token_id": None,
+        }
         hf.generate(prompt, max_new_tokens=4, min_new_tokens=4, **settings)  # warm-up
         times = []
         for seed in range(3):
@@ -170,10 +222,19 @@ def hf_child(spec: dict) -> None:
             out = hf.generate(prompt, max_new_tokens=spec["tokens"], min_new_tokens=spec["tokens"], **settings)
             times.append(time.perf_counter() - start)
     new = out.shape[1] - prompt.shape[1]
-    print(json.dumps({"new_tokens": int(new), "seconds_best_of_3": round(min(times), 3),
-                      "tokens_per_sec": round(new / min(times), 2), "max_logit_difference": difference,
-                      "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-                      "torch_threads": torch.get_num_threads()}))
+    print(
+        json.dumps(
+            {
+                "new_tokens": int(new),
+                "seconds_best_of_3": round(min(times), 3),
+                "tokens_per_sec": round(new / min(times), 2),
+                "max_logit_difference": difference,
+                "torch": torch.__version__,
+                "transformers": __import__("transformers").__version__,
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 def versions(backend: str) -> dict:
@@ -206,29 +267,47 @@ def main() -> None:
         "benchmark": "generation tokens/s with and without the cache",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "device": "CPU", "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
-        "settings": {"new_tokens": args.tokens, "prompt_tokens": PROMPT_TOKENS, "vocab": VOCAB,
-                     "temperature": 0.8, "top_k": 40, "seed": 0},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "device": "CPU",
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "settings": {
+            "new_tokens": args.tokens,
+            "prompt_tokens": PROMPT_TOKENS,
+            "vocab": VOCAB,
+            "temperature": 0.8,
+            "top_k": 40,
+            "seed": 0,
+        },
         "results": {},
     }
     if args.out.exists():  # a run of some backends or models updates only their entries
         previous = json.loads(args.out.read_text(encoding="utf-8"))
         results["results"] = previous.get("results", {})
         results["earlier_runs"] = previous.get("earlier_runs", []) + [
-            {k: previous.get(k) for k in ("command", "when", "machine")}]
+            {k: previous.get(k) for k in ("command", "when", "machine")}
+        ]
     for backend in args.backends:
         results["results"].setdefault(backend, {})["versions"] = versions(backend)
         for arch in args.archs:
             env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
-            done = subprocess.run([sys.executable, __file__, "--child", backend, arch, "--tokens", str(args.tokens)],
-                                  env=env, capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", backend, arch, "--tokens", str(args.tokens)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if done.returncode != 0:
                 results["results"][backend][arch] = {"error": done.stderr.strip().splitlines()[-1:]}
             else:
                 results["results"][backend][arch] = json.loads(done.stdout.strip().splitlines()[-1])
-            results["results"][backend][arch].update(when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                                     load_average_after=round(os.getloadavg()[0], 2))
+            results["results"][backend][arch].update(
+                when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load_average_after=round(os.getloadavg()[0], 2)
+            )
             print(backend, arch, json.dumps(results["results"][backend][arch]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

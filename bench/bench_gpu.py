@@ -47,9 +47,10 @@ def matmul_rate(n: int, repeats: int) -> float:
 
     keys = jax.random.split(jax.random.key(0), 6)
     # Three input pairs in turn, so no call reads what the previous one left in cache.
-    pairs = [(jax.random.normal(keys[2 * i], (n, n), jnp.bfloat16), jax.random.normal(keys[2 * i + 1], (n, n),
-                                                                                       jnp.bfloat16))
-             for i in range(3)]
+    pairs = [
+        (jax.random.normal(keys[2 * i], (n, n), jnp.bfloat16), jax.random.normal(keys[2 * i + 1], (n, n), jnp.bfloat16))
+        for i in range(3)
+    ]
     product = jax.jit(lambda a, b: a @ b)
     for a, b in pairs:
         product(a, b).block_until_ready()
@@ -59,7 +60,7 @@ def matmul_rate(n: int, repeats: int) -> float:
         started = time.perf_counter()
         product(a, b).block_until_ready()
         times.append(time.perf_counter() - started)
-    return 2.0 * n ** 3 / statistics.median(times)
+    return 2.0 * n**3 / statistics.median(times)
 
 
 def fused_attention_used(batch: int, cfg: dict) -> bool | None:
@@ -82,8 +83,14 @@ def device_peak_bytes() -> int | None:
     return stats.get("peak_bytes_in_use")
 
 
-def measure(cfg: dict, batch: int, windows: int, log_every: int, profile_dir: Path | None = None,
-            precision: str = "mixed_bfloat16") -> dict:
+def measure(
+    cfg: dict,
+    batch: int,
+    windows: int,
+    log_every: int,
+    profile_dir: Path | None = None,
+    precision: str = "mixed_bfloat16",
+) -> dict:
     """Our engine's training loop (`train`) for GPT config `cfg` at `batch` sequences, then Keras' own
     `train_on_batch` on the same compiled step: step times, tokens/s, FLOPs."""
     import tempfile
@@ -102,13 +109,34 @@ def measure(cfg: dict, batch: int, windows: int, log_every: int, profile_dir: Pa
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_dtype_policy(precision)
     steps = (windows + 2) * log_every  # the first two windows (compilation, settling) are not timed
-    recipe = recipe_from_dict({
-        "model": {"arch": cfg["arch"], "layers": cfg["layers"], "heads": cfg["heads"], "dim": cfg["dim"],
-                  "kv_heads": cfg.get("kv_heads", 0),
-                  "context": cfg["context"], "dropout": 0.0},
-        "train": {"optimizer": "adamw", "lr": 6e-4, "steps": steps, "warmup_steps": 10, "schedule": "cosine",
-                  "weight_decay": 0.1, "grad_clip": 1.0, "batch_size": batch, "precision": precision,
-                  "log_every": log_every, "eval_every": steps, "eval_batches": 2, "checkpoint_every": steps}})
+    recipe = recipe_from_dict(
+        {
+            "model": {
+                "arch": cfg["arch"],
+                "layers": cfg["layers"],
+                "heads": cfg["heads"],
+                "dim": cfg["dim"],
+                "kv_heads": cfg.get("kv_heads", 0),
+                "context": cfg["context"],
+                "dropout": 0.0,
+            },
+            "train": {
+                "optimizer": "adamw",
+                "lr": 6e-4,
+                "steps": steps,
+                "warmup_steps": 10,
+                "schedule": "cosine",
+                "weight_decay": 0.1,
+                "grad_clip": 1.0,
+                "batch_size": batch,
+                "precision": precision,
+                "log_every": log_every,
+                "eval_every": steps,
+                "eval_batches": 2,
+                "checkpoint_every": steps,
+            },
+        }
+    )
     vocab = cfg["vocab"]
     model = build_model(recipe.model, vocab, seed=0)
     cost = estimate_cost(recipe.model, recipe.train, vocab)
@@ -117,8 +145,17 @@ def measure(cfg: dict, batch: int, windows: int, log_every: int, profile_dir: Pa
     events = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        summary = train(model, inputs, recipe.train, recipe.model, 0, RunFolder(folder), "bench", events.append,
-                        flops_per_token=cost.flops_per_token)
+        summary = train(
+            model,
+            inputs,
+            recipe.train,
+            recipe.model,
+            0,
+            RunFolder(folder),
+            "bench",
+            events.append,
+            flops_per_token=cost.flops_per_token,
+        )
     total = time.perf_counter() - started
     rates = [e.values["tokens_per_sec"] for e in events if isinstance(e, Metrics) and e.split == "train"][2:]
     if not rates or not math.isfinite(summary["last_loss"]):
@@ -146,24 +183,44 @@ def measure(cfg: dict, batch: int, windows: int, log_every: int, profile_dir: Pa
             losses = [step(x, y) for _ in range(5)]
             float(losses[-1])
         step.sync()
-    return {"batch": batch, "precision": precision, "tokens_per_step": per_step, "parameters": cost.parameters,
-            "flops_per_token": cost.flops_per_token, "steps": steps, "timed_windows": len(rates),
-            "train_call_s": round(total, 1), "step_ms": per_step / engine_rate * 1e3,
-            "tokens_per_s": engine_rate, "tokens_per_s_windows": rates,
-            "achieved_tflops": cost.flops_per_token * engine_rate / 1e12,
-            "keras_train_on_batch_step_ms": per_step / keras_rate * 1e3,
-            "keras_train_on_batch_tokens_per_s": keras_rate,
-            "loss_first": summary["first_loss"], "loss_last": summary["last_loss"], "val_loss": summary["val_loss"],
-            "peak_device_bytes": device_peak_bytes(), "fused_attention": fused_attention_used(batch, cfg)}
+    return {
+        "batch": batch,
+        "precision": precision,
+        "tokens_per_step": per_step,
+        "parameters": cost.parameters,
+        "flops_per_token": cost.flops_per_token,
+        "steps": steps,
+        "timed_windows": len(rates),
+        "train_call_s": round(total, 1),
+        "step_ms": per_step / engine_rate * 1e3,
+        "tokens_per_s": engine_rate,
+        "tokens_per_s_windows": rates,
+        "achieved_tflops": cost.flops_per_token * engine_rate / 1e12,
+        "keras_train_on_batch_step_ms": per_step / keras_rate * 1e3,
+        "keras_train_on_batch_tokens_per_s": keras_rate,
+        "loss_first": summary["first_loss"],
+        "loss_last": summary["last_loss"],
+        "val_loss": summary["val_loss"],
+        "peak_device_bytes": device_peak_bytes(),
+        "fused_attention": fused_attention_used(batch, cfg),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="16,32", help="sequences per step to measure, comma-separated")
-    parser.add_argument("--arch", choices=["gpt", "llama"], default="gpt",
-                        help="gpt: GPT-2 small; llama: the same size with the modern block")
-    parser.add_argument("--float16-batch", type=int, default=0,
-                        help="also train this batch size in mixed_float16 (loss scaling) to check it on the GPU")
+    parser.add_argument(
+        "--arch",
+        choices=["gpt", "llama"],
+        default="gpt",
+        help="gpt: GPT-2 small; llama: the same size with the modern block",
+    )
+    parser.add_argument(
+        "--float16-batch",
+        type=int,
+        default=0,
+        help="also train this batch size in mixed_float16 (loss scaling) to check it on the GPU",
+    )
     parser.add_argument("--windows", type=int, default=4, help="timed logging windows per batch size")
     parser.add_argument("--log-every", type=int, default=10, help="steps per logging window")
     parser.add_argument("--profile-dir", type=Path, help="write a JAX profiler trace of the first batch size here")
@@ -190,22 +247,39 @@ def main(argv: list[str] | None = None) -> None:
     device = jax.devices()[0]
     peak, peak_source = peak_flops(recipe_from_dict({}).train, device.device_kind)
     ceiling = matmul_rate(512 if args.smoke else 8192, 5 if args.smoke else 30)
-    result = {"benchmark": f"{cfg['arch']} (GPT-2 small size) training step on one device", "config": cfg,
-              "device": device.device_kind,
-              "platform": device.platform, "jax": jax.__version__, "keras": keras.__version__,
-              "python": platform.python_version(), "peak_flops": peak, "peak_source": peak_source,
-              "measured_bf16_matmul_flops": ceiling, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-              "runs": []}
-    print(f"{device.device_kind}: bf16 matmul {ceiling / 1e12:.0f} TFLOP/s measured, peak {peak / 1e12:.0f} "
-          f"({peak_source})", flush=True)
+    result = {
+        "benchmark": f"{cfg['arch']} (GPT-2 small size) training step on one device",
+        "config": cfg,
+        "device": device.device_kind,
+        "platform": device.platform,
+        "jax": jax.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "peak_flops": peak,
+        "peak_source": peak_source,
+        "measured_bf16_matmul_flops": ceiling,
+        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "runs": [],
+    }
+    print(
+        f"{device.device_kind}: bf16 matmul {ceiling / 1e12:.0f} TFLOP/s measured, peak {peak / 1e12:.0f} "
+        f"({peak_source})",
+        flush=True,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plan = [(int(b), "mixed_bfloat16") for b in args.batches.split(",")]
     if args.float16_batch:
         plan.append((args.float16_batch, "mixed_float16"))
     for batch, precision in plan:
         try:
-            run = measure(cfg, batch, 2 if args.smoke else args.windows, 3 if args.smoke else args.log_every,
-                          args.profile_dir if not result["runs"] else None, precision)
+            run = measure(
+                cfg,
+                batch,
+                2 if args.smoke else args.windows,
+                3 if args.smoke else args.log_every,
+                args.profile_dir if not result["runs"] else None,
+                precision,
+            )
         except Exception as exc:  # e.g. out of device memory at the larger batch: keep what was measured
             run = {"batch": batch, "precision": precision, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
         else:
@@ -217,16 +291,20 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.suppress(Exception):
             jax.clear_caches()
 
-    print(f"\n{'precision':<15} {'batch':>5} {'step ms':>8} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} "
-          f"{'of matmul':>9} {'keras ms':>8} {'train() s':>9} {'peak GB':>7}")
+    print(
+        f"\n{'precision':<15} {'batch':>5} {'step ms':>8} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} "
+        f"{'of matmul':>9} {'keras ms':>8} {'train() s':>9} {'peak GB':>7}"
+    )
     for r in result["runs"]:
         if "error" in r:
             print(f"{r['precision']:<15} {r['batch']:>5} error: {r['error']}")
             continue
         peak_gb = (r["peak_device_bytes"] or 0) / 1e9
-        print(f"{r['precision']:<15} {r['batch']:>5} {r['step_ms']:>8.1f} {r['tokens_per_s']:>10,.0f} "
-              f"{r['achieved_tflops']:>8.1f} {r['mfu']:>6.1%} {r['mfu_of_measured_matmul']:>9.1%} "
-              f"{r['keras_train_on_batch_step_ms']:>8.1f} {r['train_call_s']:>9.1f} {peak_gb:>7.1f}")
+        print(
+            f"{r['precision']:<15} {r['batch']:>5} {r['step_ms']:>8.1f} {r['tokens_per_s']:>10,.0f} "
+            f"{r['achieved_tflops']:>8.1f} {r['mfu']:>6.1%} {r['mfu_of_measured_matmul']:>9.1%} "
+            f"{r['keras_train_on_batch_step_ms']:>8.1f} {r['train_call_s']:>9.1f} {peak_gb:>7.1f}"
+        )
 
 
 if __name__ == "__main__":

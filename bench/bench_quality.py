@@ -48,12 +48,32 @@ RESULTS = ROOT / "bench" / "results" / "quality.json"
 BATCH, BPTT, EVAL_LANES = 20, 35, 10  # the peer's batch_size, bptt and eval_batch_size
 
 # Every choice the peer makes but its output bias ("base"); each variant changes one thing.
-MATCHED_MODEL = {"arch": "lstm", "layers": 2, "dim": 200, "context": BPTT, "dropout": 0.2,
-                 "embedding_dropout": 0.2, "tie_embeddings": True, "recurrent_init": "uniform",
-                 "embedding_init": 0.1, "output_bias": False}
-MATCHED_TRAIN = {"batch_size": BATCH, "stateful": True, "optimizer": "sgd", "lr": 20.0, "momentum": 0.0,
-                 "nesterov": False, "weight_decay": 0.0, "grad_clip": 0.25, "schedule": "plateau",
-                 "plateau_factor": 0.25, "plateau_patience": 1, "warmup_steps": 0}
+MATCHED_MODEL = {
+    "arch": "lstm",
+    "layers": 2,
+    "dim": 200,
+    "context": BPTT,
+    "dropout": 0.2,
+    "embedding_dropout": 0.2,
+    "tie_embeddings": True,
+    "recurrent_init": "uniform",
+    "embedding_init": 0.1,
+    "output_bias": False,
+}
+MATCHED_TRAIN = {
+    "batch_size": BATCH,
+    "stateful": True,
+    "optimizer": "sgd",
+    "lr": 20.0,
+    "momentum": 0.0,
+    "nesterov": False,
+    "weight_decay": 0.0,
+    "grad_clip": 0.25,
+    "schedule": "plateau",
+    "plateau_factor": 0.25,
+    "plateau_patience": 1,
+    "warmup_steps": 0,
+}
 VARIANTS = {
     "base": ({}, {}, {}),
     "output_bias": ({"output_bias": True}, {}, {}),
@@ -63,14 +83,28 @@ VARIANTS = {
     "no_embedding_dropout": ({"embedding_dropout": 0.0}, {}, {}),
     "lr_10": ({}, {"lr": 10.0}, {}),
     "no_plateau": ({}, {"schedule": "constant"}, {}),
-    "adamw_3e-3": ({}, {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.1, "grad_clip": 1.0,
-                        "schedule": "cosine", "warmup_steps": 100, "beta2": 0.95}, {}),
+    "adamw_3e-3": (
+        {},
+        {
+            "optimizer": "adamw",
+            "lr": 3e-3,
+            "weight_decay": 0.1,
+            "grad_clip": 1.0,
+            "schedule": "cosine",
+            "warmup_steps": 100,
+            "beta2": 0.95,
+        },
+        {},
+    ),
     "no_end_of_line": ({}, {}, {"end_of_line": False}),
     # llmtui's defaults for recurrent models after issue 18: the output bias and the ±8/sqrt(dim) embedding.
     "ours": ({"output_bias": True, "embedding_init": 0.0}, {}, {}),
     # Everything llmtui did before issue 18 with the word vocabulary and the issue's SGD (lr at its bound 10).
-    "before": ({"recurrent_init": "keras", "embedding_init": 0.0, "embedding_dropout": 0.0},  # no output bias
-               {"stateful": False, "lr": 10.0, "schedule": "cosine", "warmup_steps": 100}, {}),
+    "before": (
+        {"recurrent_init": "keras", "embedding_init": 0.0, "embedding_dropout": 0.0},  # no output bias
+        {"stateful": False, "lr": 10.0, "schedule": "cosine", "warmup_steps": 100},
+        {},
+    ),
 }
 
 
@@ -102,8 +136,21 @@ def peer_steps_per_epoch(train_tokens: int) -> int:
 
 
 def run_peer(corpus: Path, epochs: int, seed: int, work: Path) -> dict:
-    command = [sys.executable, "main.py", "--data", str(corpus), "--epochs", str(epochs), "--tied",
-               "--seed", str(seed), "--save", str(work / f"peer_{seed}.pt"), "--log-interval", "100"]
+    command = [
+        sys.executable,
+        "main.py",
+        "--data",
+        str(corpus),
+        "--epochs",
+        str(epochs),
+        "--tied",
+        "--seed",
+        str(seed),
+        "--save",
+        str(work / f"peer_{seed}.pt"),
+        "--log-interval",
+        "100",
+    ]
     env = {**os.environ, "PYTHONPATH": ""}
     before, started = load_average(), time.perf_counter()
     done = subprocess.run(command, cwd=PEER, capture_output=True, text=True, env=env, timeout=7200)
@@ -112,10 +159,15 @@ def run_peer(corpus: Path, epochs: int, seed: int, work: Path) -> dict:
         raise RuntimeError(f"the peer failed:\n{done.stderr[-3000:]}")
     test_ppl = float(re.search(r"End of training \| test loss\s+[\d.]+ \| test ppl\s+([\d.]+)", done.stdout).group(1))
     valid = [float(v) for v in re.findall(r"valid ppl\s+([\d.]+)", done.stdout)]
-    return {"command": " ".join(command), "cwd": str(PEER), "wall_s": round(wall, 1),
-            "load_average_1min": {"before": before, "after": load_average()},
-            "test_loss_nats": math.log(test_ppl), "valid_loss_by_epoch": [math.log(v) for v in valid],
-            "stdout_tail": done.stdout[-1500:]}
+    return {
+        "command": " ".join(command),
+        "cwd": str(PEER),
+        "wall_s": round(wall, 1),
+        "load_average_1min": {"before": before, "after": load_average()},
+        "test_loss_nats": math.log(test_ppl),
+        "valid_loss_by_epoch": [math.log(v) for v in valid],
+        "stdout_tail": done.stdout[-1500:],
+    }
 
 
 def run_llmtui(corpus: Path, variant: str, steps: int, steps_per_epoch: int, seed: int, work: Path) -> dict:
@@ -135,12 +187,21 @@ def run_llmtui(corpus: Path, variant: str, steps: int, steps_per_epoch: int, see
     from llmtui.training.trainer import TrainInputs, train
 
     model_over, train_over, tok_over = VARIANTS[variant]
-    recipe = recipe_from_dict({
-        "tokenizer": {"kind": "word", "vocab_size": 1_000_000, "min_frequency": 1, **tok_over},
-        "model": {**MATCHED_MODEL, **model_over},
-        "train": {**MATCHED_TRAIN, "steps": steps, "eval_every": steps_per_epoch, "eval_batches": 100_000,
-                  "checkpoint_every": steps, "log_every": 50, **train_over},
-    })
+    recipe = recipe_from_dict(
+        {
+            "tokenizer": {"kind": "word", "vocab_size": 1_000_000, "min_frequency": 1, **tok_over},
+            "model": {**MATCHED_MODEL, **model_over},
+            "train": {
+                **MATCHED_TRAIN,
+                "steps": steps,
+                "eval_every": steps_per_epoch,
+                "eval_batches": 100_000,
+                "checkpoint_every": steps,
+                "log_every": 50,
+                **train_over,
+            },
+        }
+    )
     texts = {name: (corpus / f"{name}.txt").read_text(encoding="utf-8") for name in ("train", "valid", "test")}
     tokenizer = train_tokenizer(recipe.tokenizer, iter(texts.values()), normalization="none")
     tokens = {name: np.asarray(tokenizer.encode(text), np.int32) for name, text in texts.items()}
@@ -155,26 +216,43 @@ def run_llmtui(corpus: Path, variant: str, steps: int, steps_per_epoch: int, see
             log.append({"step": event.step, "loss": event.values["loss"]})
 
     before, started = load_average(), time.perf_counter()
-    summary = train(model, inputs, recipe.train, recipe.model, seed, RunFolder(work / f"run_{variant}_{seed}"),
-                    f"bench-{variant}-{seed}-{time.time()}", emit)
+    summary = train(
+        model,
+        inputs,
+        recipe.train,
+        recipe.model,
+        seed,
+        RunFolder(work / f"run_{variant}_{seed}"),
+        f"bench-{variant}-{seed}-{time.time()}",
+        emit,
+    )
     wall = time.perf_counter() - started
     scorer = make_scorer(model, True, stateful_batch=EVAL_LANES, model_config=recipe.model)
     scores = score_tokens(scorer, tokens["test"], BPTT, EVAL_LANES)
     test_loss = scores["nll_sum"] / scores["tokens"]
     test_bytes = len(texts["test"].encode("utf-8"))
-    return {"variant": variant, "model": {**MATCHED_MODEL, **model_over}, "train": recipe.train.model_dump(),
-            "tokenizer": recipe.tokenizer.model_dump(), "vocab_size": tokenizer.vocab_size,
-            "parameters": count_parameters(model), "train_tokens": int(len(tokens["train"])),
-            "test_tokens": int(len(tokens["test"])), "steps": summary["steps"], "wall_s": round(wall, 1),
-            "load_average_1min": {"before": before, "after": load_average()},
-            "valid_loss_by_epoch": [entry["loss"] for entry in log],
-            "test_loss_nats": test_loss,
-            "test_bits_per_byte": test_loss * len(tokens["test"]) / (test_bytes * math.log(2)),
-            "unknown_test_tokens": int((tokens["test"] == tokenizer.unk_id).sum())}
+    return {
+        "variant": variant,
+        "model": {**MATCHED_MODEL, **model_over},
+        "train": recipe.train.model_dump(),
+        "tokenizer": recipe.tokenizer.model_dump(),
+        "vocab_size": tokenizer.vocab_size,
+        "parameters": count_parameters(model),
+        "train_tokens": int(len(tokens["train"])),
+        "test_tokens": int(len(tokens["test"])),
+        "steps": summary["steps"],
+        "wall_s": round(wall, 1),
+        "load_average_1min": {"before": before, "after": load_average()},
+        "valid_loss_by_epoch": [entry["loss"] for entry in log],
+        "test_loss_nats": test_loss,
+        "test_bits_per_byte": test_loss * len(tokens["test"]) / (test_bytes * math.log(2)),
+        "unknown_test_tokens": int((tokens["test"] == tokenizer.unk_id).sum()),
+    }
 
 
 def summarize(results: dict) -> dict:
     """Test bits per byte of the peer and of each variant (mean over seeds), and each variant's change from base."""
+
     def mean(runs: dict) -> float | None:
         values = [run["test_bits_per_byte"] for run in runs.values() if "test_bits_per_byte" in run]
         return round(sum(values) / len(values), 4) if values else None
@@ -182,11 +260,17 @@ def summarize(results: dict) -> dict:
     peer = mean(results.get("peer", {}))
     variants = {name: mean(runs) for name, runs in results.get("llmtui", {}).items()}
     base = variants.get("base")
-    return {"test_bits_per_byte": {"peer": peer, **variants},
-            "change_from_base": {name: round(value - base, 4) for name, value in variants.items()
-                                 if value is not None and base is not None and name != "base"},
-            "minus_peer": {name: round(value - peer, 4) for name, value in variants.items()
-                           if value is not None and peer is not None}}
+    return {
+        "test_bits_per_byte": {"peer": peer, **variants},
+        "change_from_base": {
+            name: round(value - base, 4)
+            for name, value in variants.items()
+            if value is not None and base is not None and name != "base"
+        },
+        "minus_peer": {
+            name: round(value - peer, 4) for name, value in variants.items() if value is not None and peer is not None
+        },
+    }
 
 
 def main() -> None:
@@ -206,19 +290,27 @@ def main() -> None:
     corpus = args.work / "corpus"
     if args.worker:  # one llmtui variant: print its result as JSON
         variant, seed = args.worker.split(":")
-        print("RESULT " + json.dumps(run_llmtui(corpus, variant, args.steps, args.steps_per_epoch, int(seed),
-                                                args.work)))
+        print(
+            "RESULT " + json.dumps(run_llmtui(corpus, variant, args.steps, args.steps_per_epoch, int(seed), args.work))
+        )
         return
 
     facts = prepare_corpus(args.data, corpus, args.lines)
     per_epoch = peer_steps_per_epoch(facts["train"]["tokens_words_and_eos"])
     steps = per_epoch * args.epochs
     results = {}
-    results.update({"benchmark": "quality", "issue": 18, "corpus": {"source": str(args.data), **facts},
-                    "epochs": args.epochs, "steps": steps, "steps_per_epoch": per_epoch,
-                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "platform": platform.platform()},
-                    "command": " ".join([Path(sys.executable).name, *sys.argv])})
+    results.update(
+        {
+            "benchmark": "quality",
+            "issue": 18,
+            "corpus": {"source": str(args.data), **facts},
+            "epochs": args.epochs,
+            "steps": steps,
+            "steps_per_epoch": per_epoch,
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        }
+    )
     results["peer"], results["llmtui"] = {}, {}
 
     def save() -> None:
@@ -239,19 +331,32 @@ def main() -> None:
         if not args.skip_peer:
             print(f"peer, seed {seed}: {args.epochs} epochs ({steps} steps)", flush=True)
             results["peer"][seed] = peer = run_peer(corpus, args.epochs, int(seed), args.work)
-            peer["test_bits_per_byte"] = peer["test_loss_nats"] * facts["test"]["tokens_words_and_eos"] / (
-                facts["test"]["bytes"] * math.log(2))
+            peer["test_bits_per_byte"] = (
+                peer["test_loss_nats"] * facts["test"]["tokens_words_and_eos"] / (facts["test"]["bytes"] * math.log(2))
+            )
             print(f"  test {peer['test_bits_per_byte']:.4f} bits/byte, {peer['wall_s']} s", flush=True)
             save()
         for variant in [name for name in args.variants.split(",") if name]:
             print(f"llmtui {variant}, seed {seed}: {steps} steps", flush=True)
-            command = [sys.executable, str(Path(__file__).resolve()), "--work", str(args.work), "--out", str(args.out),
-                       "--worker", f"{variant}:{seed}", "--steps", str(steps), "--steps-per-epoch", str(per_epoch)]
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--work",
+                str(args.work),
+                "--out",
+                str(args.out),
+                "--worker",
+                f"{variant}:{seed}",
+                "--steps",
+                str(steps),
+                "--steps-per-epoch",
+                str(per_epoch),
+            ]
             done = subprocess.run(command, capture_output=True, text=True, timeout=7200)
             line = next((line for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
             if line is None:
                 raise RuntimeError(f"llmtui variant {variant} failed:\n{done.stderr[-3000:]}")
-            result = json.loads(line[len("RESULT "):])
+            result = json.loads(line[len("RESULT ") :])
             result["command"] = " ".join(command)
             results["llmtui"].setdefault(variant, {})[seed] = result
             print(f"  test {result['test_bits_per_byte']:.4f} bits/byte, {result['wall_s']} s", flush=True)

@@ -79,11 +79,18 @@ def main() -> None:
         return keras.Model(tokens, ops.matmul(x, ops.transpose(embedding.embeddings)))
 
     def plain_compile(model):
-        model.compile(optimizer=keras.optimizers.AdamW(1e-3),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(1e-3),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=True,
+        )
 
-    recipe = recipe_from_dict({"model": {"arch": "gpt", "layers": L, "heads": H, "dim": D, "context": T},
-                               "train": {"batch_size": B, "lr": 1e-3, "steps": 5000}})
+    recipe = recipe_from_dict(
+        {
+            "model": {"arch": "gpt", "layers": L, "heads": H, "dim": D, "context": T},
+            "train": {"batch_size": B, "lr": 1e-3, "steps": 5000},
+        }
+    )
     steps = {}
     for name in args.variants.split(","):
         if name == "plain":
@@ -106,7 +113,7 @@ def main() -> None:
     clock = time.process_time if args.cpu_time else time.perf_counter
     times = {name: [] for name in steps}
     for r in range(args.rounds):
-        for name in (list(steps) if r % 2 == 0 else list(reversed(steps))):
+        for name in list(steps) if r % 2 == 0 else list(reversed(steps)):
             batches = [batch() for _ in range(args.window)]
             start = clock()
             for x, y in batches:
@@ -114,16 +121,26 @@ def main() -> None:
             float(np.asarray(loss))
             times[name].append((clock() - start) * 1000 / args.window)
     first = list(steps)[0]
-    result = {"command": "python bench/bench_step.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{k.replace('_', '-')}"
-                  for k, v in vars(args).items() if v),
-              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "load_average_before_and_after": [None, round(os.getloadavg()[0], 2)],
-              "clock": "process CPU time" if args.cpu_time else "wall", "threads": args.threads or "default",
-              "variants": {name: {"median_ms_per_step": round(statistics.median(v), 2),
-                                  f"median_ratio_to_{first}": round(statistics.median(
-                                      a / b for a, b in zip(v, times[first])), 4),
-                                  "windows_ms_per_step": [round(a, 2) for a in v]} for name, v in times.items()}}
+    result = {
+        "command": "python bench/bench_step.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{k.replace('_', '-')}"
+            for k, v in vars(args).items()
+            if v
+        ),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_before_and_after": [None, round(os.getloadavg()[0], 2)],
+        "clock": "process CPU time" if args.cpu_time else "wall",
+        "threads": args.threads or "default",
+        "variants": {
+            name: {
+                "median_ms_per_step": round(statistics.median(v), 2),
+                f"median_ratio_to_{first}": round(statistics.median(a / b for a, b in zip(v, times[first])), 4),
+                "windows_ms_per_step": [round(a, 2) for a in v],
+            }
+            for name, v in times.items()
+        },
+    }
     result["load_average_before_and_after"][0] = LOAD_BEFORE
     print(json.dumps(result, indent=2))
     (ROOT / "bench" / "results" / "step.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -37,13 +37,14 @@ def base_text() -> tuple[str, str]:
     if SHAKESPEARE.exists():
         return SHAKESPEARE.read_text(encoding="utf-8"), str(SHAKESPEARE)
     rng = random.Random(0)
-    words = ("the of and to in is was that for it with as his on be at by had not are but from or have an "
-             "they which one you were all her she there would their we him been has when who will more no if "
-             "out so said what up its about into than them can only other new some could time these two may "
-             "then do first any my now such like our over man me even most made after also did many before "
-             "must through back years where much your way well down should because each just those people").split()
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 14))).capitalize() + "."
-             for _ in range(30_000)]
+    words = (
+        "the of and to in is was that for it with as his on be at by had not are but from or have an "
+        "they which one you were all her she there would their we him been has when who will more no if "
+        "out so said what up its about into than them can only other new some could time these two may "
+        "then do first any my now such like our over man me even most made after also did many before "
+        "must through back years where much your way well down should because each just those people"
+    ).split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 14))).capitalize() + "." for _ in range(30_000)]
     return "\n".join(lines), "generated"
 
 
@@ -92,7 +93,7 @@ def bench_encoding(text: str, megabytes: float, vocab: int, repeats: int) -> dic
 
     def ours() -> None:  # our API, in the pipeline's batch size
         for start in range(0, len(docs), ENCODE_BATCH):
-            tokenizer.encode_batch(docs[start:start + ENCODE_BATCH])
+            tokenizer.encode_batch(docs[start : start + ENCODE_BATCH])
 
     with tempfile.TemporaryDirectory() as folder:
         split = Path(folder) / "train.jsonl"
@@ -111,7 +112,9 @@ def bench_encoding(text: str, megabytes: float, vocab: int, repeats: int) -> dic
     best = {name: min(values) for name, values in seconds.items()}
     mbps = {name: size / MB / value for name, value in best.items()}
     return {
-        "megabytes": round(size / MB, 3), "documents": len(docs), "vocab_size": tokenizer.vocab_size,
+        "megabytes": round(size / MB, 3),
+        "documents": len(docs),
+        "vocab_size": tokenizer.vocab_size,
         "tokens": sum(len(ids) for ids in tokenizer.encode_batch(docs)),
         "seconds": {k: round(v, 4) for k, v in best.items()},
         "mb_per_s": {k: round(v, 3) for k, v in mbps.items()},
@@ -138,12 +141,18 @@ def bench_training(text: str, megabytes: float, vocab: int) -> dict:
     direct = Tokenizer(models.BPE())
     direct.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     direct.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     direct.train_from_iterator(docs, trainer=trainer)
     direct_seconds = time.perf_counter() - began
     return {
-        "megabytes": round(size / MB, 3), "documents": len(docs), "vocab_size": ours.vocab_size,
+        "megabytes": round(size / MB, 3),
+        "documents": len(docs),
+        "vocab_size": ours.vocab_size,
         "seconds": {"ours": round(ours_seconds, 3), "direct": round(direct_seconds, 3)},
         "mb_per_s": {"ours": round(size / MB / ours_seconds, 3), "direct": round(size / MB / direct_seconds, 3)},
         "ours_vs_direct_time": round(ours_seconds / direct_seconds, 3),
@@ -164,21 +173,32 @@ def main() -> None:
     text, source = base_text()
     load_before = os.getloadavg()
     encoding = bench_encoding(text, args.encode_mb, args.vocab, args.repeats)
-    print(f"encoding {encoding['megabytes']} MB: direct {encoding['mb_per_s']['direct']} MB/s, "
-          f"ours {encoding['mb_per_s']['ours']} MB/s ({encoding['ours_vs_direct']:.2f}×), "
-          f"pipeline encode_split {encoding['mb_per_s']['pipeline']} MB/s ({encoding['pipeline_vs_direct']:.2f}×)",
-          flush=True)
+    print(
+        f"encoding {encoding['megabytes']} MB: direct {encoding['mb_per_s']['direct']} MB/s, "
+        f"ours {encoding['mb_per_s']['ours']} MB/s ({encoding['ours_vs_direct']:.2f}×), "
+        f"pipeline encode_split {encoding['mb_per_s']['pipeline']} MB/s ({encoding['pipeline_vs_direct']:.2f}×)",
+        flush=True,
+    )
     training = bench_training(text, args.train_mb, args.vocab)
-    print(f"BPE training on {training['megabytes']} MB (vocab {args.vocab}): ours {training['seconds']['ours']} s, "
-          f"direct {training['seconds']['direct']} s", flush=True)
+    print(
+        f"BPE training on {training['megabytes']} MB (vocab {args.vocab}): ours {training['seconds']['ours']} s, "
+        f"direct {training['seconds']['direct']} s",
+        flush=True,
+    )
     results = {
-        "benchmark": "tokenizers", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "text": source, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                    "platform": platform.platform(), "tokenizers": tokenizers.__version__,
-                                    # Other work on the machine slows both sides alike; the ratios are what count.
-                                    "load_average_1min": {"before": round(load_before[0], 2),
-                                                          "after": round(os.getloadavg()[0], 2)}},
-        "encoding": encoding, "bpe_training": training,
+        "benchmark": "tokenizers",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "text": source,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "tokenizers": tokenizers.__version__,
+            # Other work on the machine slows both sides alike; the ratios are what count.
+            "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+        },
+        "encoding": encoding,
+        "bpe_training": training,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

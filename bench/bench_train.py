@@ -49,8 +49,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's shared folder: beside the checkout (../shared), or beside its parent for a worktree.
-SHARED = Path(os.environ["LLMTUI_SHARED"]) if os.environ.get("LLMTUI_SHARED") else next(
-    (p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()), ROOT.parent / "shared")
+SHARED = (
+    Path(os.environ["LLMTUI_SHARED"])
+    if os.environ.get("LLMTUI_SHARED")
+    else next(
+        (p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()), ROOT.parent / "shared"
+    )
+)
 NANOGPT = SHARED / "yardsticks" / "nanogpt"
 TEXT = ROOT / "assets" / "tinyshakespeare.txt"
 RESULTS = ROOT / "bench" / "results" / "train.json"
@@ -67,14 +72,17 @@ WHY_WHOLE_PROCESSES = (
     "ran, while XLA's one compiled step per iteration loses far less; (3) the floor worker's PyTorch and JAX "
     "pools were a third set. The result was a PyTorch figure 1.6x slower than nanoGPT's own train.py on the same "
     "configuration, and a speedup that credited llmtui with the peer's contention. Whole processes started "
-    "alone and alternated, as race-nanogpt.sh does, measure each side as a user would run it.")
+    "alone and alternated, as race-nanogpt.sh does, measure each side as a user would run it."
+)
 
 
 def torch_python() -> str:
     path = os.environ.get("TORCH_PYTHON") or str(Path.home() / ".cache/llmtui-race/torch/bin/python")
     if not Path(path).exists():
-        sys.exit(f"no Python with torch at {path}: set TORCH_PYTHON, or run ../shared/tools/race-nanogpt.sh once "
-                 "(it creates that venv)")
+        sys.exit(
+            f"no Python with torch at {path}: set TORCH_PYTHON, or run ../shared/tools/race-nanogpt.sh once "
+            "(it creates that venv)"
+        )
     return path
 
 
@@ -88,8 +96,13 @@ def median(values):
 
 def shape() -> dict:
     env = os.environ
-    return {"layers": int(env.get("LAYERS", 4)), "heads": int(env.get("HEADS", 4)), "dim": int(env.get("DIM", 128)),
-            "context": int(env.get("CONTEXT", 64)), "batch": int(env.get("BATCH", 12))}
+    return {
+        "layers": int(env.get("LAYERS", 4)),
+        "heads": int(env.get("HEADS", 4)),
+        "dim": int(env.get("DIM", 128)),
+        "context": int(env.get("CONTEXT", 64)),
+        "batch": int(env.get("BATCH", 12)),
+    }
 
 
 # Preparing both sides' inputs -----------------------------------------------------------------------
@@ -121,7 +134,8 @@ def write_char_data(folder: Path) -> None:
 
 def llmtui_recipe(work: Path, arch: str, s: dict, iters: int) -> Path:
     path = work / f"{arch}.toml"
-    path.write_text(f"""[run]
+    path.write_text(
+        f"""[run]
 name = "{arch}"
 seed = 1
 [data]
@@ -135,13 +149,13 @@ contamination_ngram = 0
 kind = "char"
 [model]
 arch = "{arch}"
-layers = {s['layers'] if arch == 'gpt' else 2}
-heads = {s['heads'] if arch == 'gpt' else 1}
-dim = {s['dim'] if arch == 'gpt' else 256}
-context = {s['context']}
+layers = {s["layers"] if arch == "gpt" else 2}
+heads = {s["heads"] if arch == "gpt" else 1}
+dim = {s["dim"] if arch == "gpt" else 256}
+context = {s["context"]}
 dropout = 0.0
 [train]
-batch_size = {s['batch']}
+batch_size = {s["batch"]}
 steps = {iters}
 optimizer = "adamw"
 lr = 1e-3
@@ -149,7 +163,9 @@ beta2 = 0.99
 eval_every = 100000
 checkpoint_every = 100000
 log_every = {25 if iters >= 100 else 5}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -159,19 +175,45 @@ def llmtui_command(recipe: Path, *extra: str) -> list[str]:
 
 # One side, one round --------------------------------------------------------------------------------
 def run_nanogpt(copy: Path, python: str, s: dict, iters: int, out: Path) -> list[float]:
-    command = [python, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
-               "--eval_iters=1", "--eval_interval=100000", "--log_interval=1", f"--block_size={s['context']}",
-               f"--batch_size={s['batch']}", f"--n_layer={s['layers']}", f"--n_head={s['heads']}",
-               f"--n_embd={s['dim']}", f"--max_iters={iters}", f"--lr_decay_iters={iters}", "--dropout=0.0",
-               f"--out_dir={out}", "--always_save_checkpoint=False"]
-    log = subprocess.run(command, cwd=copy, capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}).stdout
+    command = [
+        python,
+        "train.py",
+        "config/train_shakespeare_char.py",
+        "--device=cpu",
+        "--compile=False",
+        "--eval_iters=1",
+        "--eval_interval=100000",
+        "--log_interval=1",
+        f"--block_size={s['context']}",
+        f"--batch_size={s['batch']}",
+        f"--n_layer={s['layers']}",
+        f"--n_head={s['heads']}",
+        f"--n_embd={s['dim']}",
+        f"--max_iters={iters}",
+        f"--lr_decay_iters={iters}",
+        "--dropout=0.0",
+        f"--out_dir={out}",
+        "--always_save_checkpoint=False",
+    ]
+    log = subprocess.run(
+        command,
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())},
+    ).stdout
     return [float(v) for v in re.findall(r"time ([0-9.]+)ms", log)]
 
 
 def run_torch_lstm(python: str, s: dict, iters: int) -> list[float]:
-    log = subprocess.run([python, __file__, "--torch-lstm", json.dumps({**s, "iters": iters})], capture_output=True,
-                         text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}).stdout
+    log = subprocess.run(
+        [python, __file__, "--torch-lstm", json.dumps({**s, "iters": iters})],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())},
+    ).stdout
     return [float(v) for v in re.findall(r"time ([0-9.]+)ms", log)]
 
 
@@ -179,15 +221,20 @@ def run_llmtui(work: Path, recipe: Path, s: dict, extra: list[str]) -> list[floa
     """ms/step of each logging window after the first two (compilation), from the run's TensorBoard log."""
     from llmtui.evaluation.tensorboard_logs import read_log_folder
 
-    subprocess.run(llmtui_command(recipe, "--until", "train", "--fresh", *extra), cwd=work, check=True,
-                   capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    subprocess.run(
+        llmtui_command(recipe, "--until", "train", "--fresh", *extra),
+        cwd=work,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     logs = read_log_folder(work / "runs" / recipe.stem / "logs" / "train")
     rates = [value for _, value in logs.scalars["tokens_per_sec"]][2:]
     return [s["batch"] * s["context"] * 1000.0 / rate for rate in rates]
 
 
 def steady(times: list[float]) -> float:
-    return median(times[len(times) // 10 + 1:])
+    return median(times[len(times) // 10 + 1 :])
 
 
 def race(model: str, rounds: int, iters: int, extra: list[str]) -> dict:
@@ -196,8 +243,9 @@ def race(model: str, rounds: int, iters: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="llmtui-bench-") as tmp:
         work = Path(tmp)
         recipe = llmtui_recipe(work, model, s, iters)
-        subprocess.run(llmtui_command(recipe, "--until", "tokenizer", *extra), cwd=work, check=True,
-                       capture_output=True)
+        subprocess.run(
+            llmtui_command(recipe, "--until", "tokenizer", *extra), cwd=work, check=True, capture_output=True
+        )
         if model == "gpt":
             copy = prepare_nanogpt(work, python)
             peer = lambda: run_nanogpt(copy, python, s, iters, work / "ngout")  # noqa: E731
@@ -207,19 +255,24 @@ def race(model: str, rounds: int, iters: int, extra: list[str]) -> dict:
         per_round = []
         for r in range(rounds):
             row = {}
-            for name in (["peer", "llmtui"] if r % 2 == 0 else ["llmtui", "peer"]):
+            for name in ["peer", "llmtui"] if r % 2 == 0 else ["llmtui", "peer"]:
                 row[f"{name}_load_before"] = load()
                 row[f"{name}_ms_per_step"] = round(steady(sides[name]()), 2)
             row["speed_ratio"] = round(row["peer_ms_per_step"] / row["llmtui_ms_per_step"], 3)
             per_round.append(row)
             print(f"{model} round {r + 1}: {json.dumps(row)}", flush=True)
-    return {"peer": "nanoGPT train.py (PyTorch eager, CPU)" if model == "gpt" else "torch.nn.LSTM, this file's "
-            "--torch-lstm mode (PyTorch eager, CPU)",
-            "shape": s if model == "gpt" else {**s, "layers": 2, "dim": 256},
-            "iters_per_process": iters, "llmtui_overrides": extra, "rounds": per_round,
-            "median_speed_ratio": median([row["speed_ratio"] for row in per_round]),
-            "median_peer_ms_per_step": median([row["peer_ms_per_step"] for row in per_round]),
-            "median_llmtui_ms_per_step": median([row["llmtui_ms_per_step"] for row in per_round])}
+    return {
+        "peer": "nanoGPT train.py (PyTorch eager, CPU)"
+        if model == "gpt"
+        else "torch.nn.LSTM, this file's --torch-lstm mode (PyTorch eager, CPU)",
+        "shape": s if model == "gpt" else {**s, "layers": 2, "dim": 256},
+        "iters_per_process": iters,
+        "llmtui_overrides": extra,
+        "rounds": per_round,
+        "median_speed_ratio": median([row["speed_ratio"] for row in per_round]),
+        "median_peer_ms_per_step": median([row["peer_ms_per_step"] for row in per_round]),
+        "median_llmtui_ms_per_step": median([row["llmtui_ms_per_step"] for row in per_round]),
+    }
 
 
 # Time to quality --------------------------------------------------------------------------------------
@@ -231,34 +284,70 @@ def quality(recipe: Path, iters: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="llmtui-quality-") as tmp:
         work = Path(tmp)
         copy = prepare_nanogpt(work, python)
-        command = [python, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
-                   "--eval_iters=200", "--log_interval=100", f"--block_size={s['context']}",
-                   f"--batch_size={s['batch']}", f"--n_layer={s['layers']}", f"--n_head={s['heads']}",
-                   f"--n_embd={s['dim']}", f"--max_iters={iters}", f"--lr_decay_iters={iters}", "--dropout=0.0",
-                   f"--out_dir={work / 'ngout'}", "--always_save_checkpoint=False"]
+        command = [
+            python,
+            "train.py",
+            "config/train_shakespeare_char.py",
+            "--device=cpu",
+            "--compile=False",
+            "--eval_iters=200",
+            "--log_interval=100",
+            f"--block_size={s['context']}",
+            f"--batch_size={s['batch']}",
+            f"--n_layer={s['layers']}",
+            f"--n_head={s['heads']}",
+            f"--n_embd={s['dim']}",
+            f"--max_iters={iters}",
+            f"--lr_decay_iters={iters}",
+            "--dropout=0.0",
+            f"--out_dir={work / 'ngout'}",
+            "--always_save_checkpoint=False",
+        ]
         load_nanogpt = load()
         started = time.time()
-        log = subprocess.run(command, cwd=copy, capture_output=True, text=True, check=True,
-                             env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}).stdout
+        log = subprocess.run(
+            command,
+            cwd=copy,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())},
+        ).stdout
         nanogpt_seconds = time.time() - started
         target = float(re.findall(r"val loss ([0-9.]+)", log)[-1])
         # The recipe runs from a copy of the project's layout, so its relative paths (assets/...) resolve.
         shutil.copytree(ROOT / "assets", work / "assets", ignore=shutil.ignore_patterns("examples"))
         load_llmtui = load()
         started = time.time()
-        subprocess.run(llmtui_command(ROOT / recipe, "--until", "train"), cwd=work, check=True, capture_output=True,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        subprocess.run(
+            llmtui_command(ROOT / recipe, "--until", "train"),
+            cwd=work,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
         llmtui_seconds = time.time() - started
         run_name = _recipe_run_name(ROOT / recipe)
         walls = read_log_walls(work / "runs" / run_name / "logs" / "val").get("loss", [])
     reached = next(((step, wall - started) for step, wall, value in walls if value <= target), None)
-    return {"nanogpt": {"command": " ".join(command[1:]), "max_iters": iters, "final_val_loss": target,
-                        "seconds_from_process_start": round(nanogpt_seconds, 1), "load_before": load_nanogpt},
-            "llmtui": {"recipe": str(recipe), "whole_run_seconds": round(llmtui_seconds, 1), "load_before": load_llmtui,
-                       "val_losses": [(step, round(wall - started, 1), round(value, 4)) for step, wall, value in walls],
-                       "reached_target_at_step": reached[0] if reached else None,
-                       "seconds_from_process_start_to_target": round(reached[1], 1) if reached else None},
-            "time_fraction_of_nanogpt": round(reached[1] / nanogpt_seconds, 3) if reached else None}
+    return {
+        "nanogpt": {
+            "command": " ".join(command[1:]),
+            "max_iters": iters,
+            "final_val_loss": target,
+            "seconds_from_process_start": round(nanogpt_seconds, 1),
+            "load_before": load_nanogpt,
+        },
+        "llmtui": {
+            "recipe": str(recipe),
+            "whole_run_seconds": round(llmtui_seconds, 1),
+            "load_before": load_llmtui,
+            "val_losses": [(step, round(wall - started, 1), round(value, 4)) for step, wall, value in walls],
+            "reached_target_at_step": reached[0] if reached else None,
+            "seconds_from_process_start_to_target": round(reached[1], 1) if reached else None,
+        },
+        "time_fraction_of_nanogpt": round(reached[1] / nanogpt_seconds, 3) if reached else None,
+    }
 
 
 def _recipe_run_name(path: Path) -> str:
@@ -279,7 +368,7 @@ def torch_lstm(spec: dict) -> None:
     text = TEXT.read_text(encoding="utf-8")
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
-    ids = np.array([index[c] for c in text[:int(len(text) * 0.9)]], np.int64)
+    ids = np.array([index[c] for c in text[: int(len(text) * 0.9)]], np.int64)
     vocab, d, t, b = len(chars), 256, spec["context"], spec["batch"]
 
     class Model(nn.Module):
@@ -329,9 +418,13 @@ def main() -> None:
         sys.exit(f"nanoGPT yardstick not found at {NANOGPT}")
     extra = [item for value in args.overrides for item in ("--set", value)]
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results.update({"method": __doc__.split("\n\n")[1:4], "why_not_long_lived_workers": WHY_WHOLE_PROCESSES,
-                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "platform": platform.platform()}})
+    results.update(
+        {
+            "method": __doc__.split("\n\n")[1:4],
+            "why_not_long_lived_workers": WHY_WHOLE_PROCESSES,
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        }
+    )
     results.setdefault("models", {})
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if args.quality:

@@ -43,8 +43,10 @@ def configure_backend(requested: str) -> str:
 
         active = keras.backend.backend()
         if active != backend:
-            raise LlmtuiError(f"Keras already runs on {active} in this process; cannot switch to {backend}",
-                              hint="start a new process (e.g. a new llmtui command) for another backend")
+            raise LlmtuiError(
+                f"Keras already runs on {active} in this process; cannot switch to {backend}",
+                hint="start a new process (e.g. a new llmtui command) for another backend",
+            )
         return active
     if importlib.util.find_spec(_BACKEND_MODULES[backend]) is None:
         extra = " (pip install 'llmtui[jax]')" if backend == "jax" else ""

@@ -20,7 +20,8 @@ EVENT_LOG = "events.jsonl"
 
 # Every event class by name: the "event" key of a line says which one to rebuild.
 EVENT_TYPES: dict[str, type[ev.Event]] = {
-    cls.__name__: cls for cls in vars(ev).values()
+    cls.__name__: cls
+    for cls in vars(ev).values()
     if isinstance(cls, type) and issubclass(cls, ev.Event) and cls is not ev.Event
 }
 

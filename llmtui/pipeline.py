@@ -50,8 +50,14 @@ class Pipeline:
     """Runs a list of stages (by default those of training from scratch) in a recipe's run folder, emitting
     events to `sinks`; `control` is asked between training steps whether to pause or stop."""
 
-    def __init__(self, recipe: Recipe, base_dir: Path | str = ".", sinks: list[Callable[[Event], None]] | None = None,
-                 control: RunControl | None = None, stages: Sequence[Stage] | None = None):
+    def __init__(
+        self,
+        recipe: Recipe,
+        base_dir: Path | str = ".",
+        sinks: list[Callable[[Event], None]] | None = None,
+        control: RunControl | None = None,
+        stages: Sequence[Stage] | None = None,
+    ):
         self.recipe = recipe
         self.base_dir = Path(base_dir)
         self.run = RunFolder.of_recipe(recipe, self.base_dir)
@@ -126,9 +132,11 @@ class Pipeline:
         if not here.multi:
             return False
         if self.recipe.train.distribute == "none":
-            raise LlmtuiError(f"this process is one of {here.count} ({here.variables}), but "
-                              "train.distribute = 'none' trains on one device",
-                              hint="set train.distribute = 'data_parallel' (or 'model_parallel')")
+            raise LlmtuiError(
+                f"this process is one of {here.count} ({here.variables}), but "
+                "train.distribute = 'none' trains on one device",
+                hint="set train.distribute = 'data_parallel' (or 'model_parallel')",
+            )
         cluster.join(self.backend)  # before anything starts JAX or TensorFlow
         self.bus.emit(Message(f"process {here.index} of {here.count} (coordinator {here.coordinator})"))
         return True
@@ -177,21 +185,32 @@ class Pipeline:
                 self.bus.emit(StageSkipped(stage=name, reason="inputs unchanged since the last run"))
                 return
             reason = f"{name}: {problem}; redoing"
-        later = self.stage_names[self.stage_names.index(name) + 1:]
+        later = self.stage_names[self.stage_names.index(name) + 1 :]
         with StageTransaction(self.run, manifest, name, later, STAGE_FOLDERS[name]) as transaction:
             self.bus.emit(StageStarted(stage=name, reason=reason))
             began = time.perf_counter()
             result = stage.run(context)
             seconds = time.perf_counter() - began
-            transaction.commit(result.outputs, result.redrawn,
-                               {"fingerprint": fp, "seconds": round(seconds, 3), "summary": result.summary,
-                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            transaction.commit(
+                result.outputs,
+                result.redrawn,
+                {
+                    "fingerprint": fp,
+                    "seconds": round(seconds, 3),
+                    "summary": result.summary,
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
         context.summaries[name] = result.summary
         self.bus.emit(StageFinished(stage=name, seconds=seconds, summary=result.summary))
 
 
-def pipeline_for(recipe: Recipe, base_dir: Path | str = ".", sinks: list[Callable[[Event], None]] | None = None,
-                 control: RunControl | None = None) -> Pipeline:
+def pipeline_for(
+    recipe: Recipe,
+    base_dir: Path | str = ".",
+    sinks: list[Callable[[Event], None]] | None = None,
+    control: RunControl | None = None,
+) -> Pipeline:
     """The pipeline a recipe asks for: fine-tuning when `[finetune] base` names a run, else training from scratch."""
     if not recipe.finetune.base:
         return Pipeline(recipe, base_dir, sinks, control)

@@ -31,8 +31,14 @@ from llmtui.errors import LlmtuiError, RunFolderError
 STAGES = ("data", "tokenizer", "model", "train", "eval", "generate")
 # The folders each stage writes through a staging copy (StageTransaction); training writes checkpoints and
 # logs in place, and its final model into model/ beside the model stage's architecture files.
-STAGE_FOLDERS = {"data": ("data",), "tokenizer": ("tokenizer",), "model": ("model",), "train": ("model",),
-                 "eval": ("eval",), "generate": ("generate",)}
+STAGE_FOLDERS = {
+    "data": ("data",),
+    "tokenizer": ("tokenizer",),
+    "model": ("model",),
+    "train": ("model",),
+    "eval": ("eval",),
+    "generate": ("generate",),
+}
 MANIFEST = "manifest.json"
 RECIPE = "recipe.toml"
 LOCK = ".lock"
@@ -85,16 +91,18 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RunFolderError(f"the {what} {path} is missing",
-                             hint="run the stage that writes it: llmtui run RECIPE") from None
+        raise RunFolderError(
+            f"the {what} {path} is missing", hint="run the stage that writes it: llmtui run RECIPE"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise RunFolderError(f"cannot read the {what} {path}: {reason}", hint=redo) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RunFolderError(f"the {what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
-                             f"{exc.msg})", hint=redo) from None
+        raise RunFolderError(
+            f"the {what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", hint=redo
+        ) from None
     if not isinstance(data, dict):
         raise RunFolderError(f"the {what} {path} holds a JSON {type(data).__name__}, not an object", hint=redo)
     return data
@@ -112,6 +120,7 @@ def read_json_or_none(path: Path) -> dict[str, Any] | None:
 # Typed records of the folder's JSON files ---------------------------------------------------------
 class StageEntry(TypedDict, total=False):
     """A finished stage in the manifest."""
+
     fingerprint: str
     seconds: float
     summary: dict[str, Any]
@@ -131,6 +140,7 @@ class Manifest(TypedDict, total=False):
 
 class EvalReport(TypedDict, total=False):
     """eval/report.json: validation metrics at the top level; sections other commands add below."""
+
     loss: float
     perplexity: float
     bits_per_byte: float | None
@@ -153,6 +163,7 @@ class EvalReport(TypedDict, total=False):
 @dataclass(frozen=True)
 class SplitTokens:
     """One encoded split: tokens (with an end-of-text token per document), UTF-8 bytes, dtype of <split>.bin."""
+
     tokens: int
     bytes: int
     dtype: str
@@ -162,6 +173,7 @@ class SplitTokens:
 class TokenMeta:
     """tokenizer/tokens.json. A run fine-tuned for a task (examples, not a token stream) or an imported
     model has no splits."""
+
     vocab_size: int
     kind: str
     train: SplitTokens | None = None
@@ -170,8 +182,10 @@ class TokenMeta:
     def split(self, name: str) -> SplitTokens:
         found = getattr(self, name, None) if name in ("train", "val") else None
         if not isinstance(found, SplitTokens):
-            raise RunFolderError(f"the tokenizer folder has no encoded {name!r} split",
-                                 hint="run the tokenizer stage: llmtui run RECIPE --until tokenizer")
+            raise RunFolderError(
+                f"the tokenizer folder has no encoded {name!r} split",
+                hint="run the tokenizer stage: llmtui run RECIPE --until tokenizer",
+            )
         return found
 
     @property
@@ -191,12 +205,17 @@ class TokenMeta:
     @classmethod
     def from_json(cls, data: dict[str, Any], path: Path) -> TokenMeta:
         try:
-            splits = {name: SplitTokens(int(data[name]["tokens"]), int(data[name]["bytes"]), str(data[name]["dtype"]))
-                      for name in ("train", "val") if name in data}
+            splits = {
+                name: SplitTokens(int(data[name]["tokens"]), int(data[name]["bytes"]), str(data[name]["dtype"]))
+                for name in ("train", "val")
+                if name in data
+            }
             return cls(vocab_size=int(data["vocab_size"]), kind=str(data.get("kind", "")), **splits)
         except (KeyError, TypeError, ValueError) as exc:
-            raise RunFolderError(f"the token meta {path} is damaged ({type(exc).__name__}: {exc})",
-                                 hint="redo the tokenizer stage: llmtui run RECIPE --until tokenizer") from None
+            raise RunFolderError(
+                f"the token meta {path} is damaged ({type(exc).__name__}: {exc})",
+                hint="redo the tokenizer stage: llmtui run RECIPE --until tokenizer",
+            ) from None
 
 
 def read_token_meta(tokenizer_dir: Path) -> TokenMeta:
@@ -226,6 +245,7 @@ class DataReport:
     """data/report.json, as the data stage writes it (`llmtui data inspect` prints it). Counts are documents
     unless named otherwise. Keys the record does not know (a fine-tuned task's example counts, a later
     version's additions) are kept in `extra` and written back."""
+
     documents_read: int = 0
     documents_kept: int = 0
     exact_duplicates: int = 0
@@ -248,9 +268,13 @@ class DataReport:
 
     def summary(self) -> dict[str, int]:
         """What the manifest keeps of the data stage."""
-        return {"documents_read": self.documents_read, "documents_kept": self.documents_kept,
-                "exact_duplicates": self.exact_duplicates, "near_duplicates": self.near_duplicates,
-                "characters_kept": self.characters_kept}
+        return {
+            "documents_read": self.documents_read,
+            "documents_kept": self.documents_kept,
+            "exact_duplicates": self.exact_duplicates,
+            "near_duplicates": self.near_duplicates,
+            "characters_kept": self.characters_kept,
+        }
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
@@ -262,13 +286,18 @@ class DataReport:
         known = {f.name for f in fields(cls)} - {"extra"}
         try:
             values = {k: v for k, v in data.items() if k in known}
-            values["splits"] = {name: SplitCounts(**{k: int(v) for k, v in counts.items()
-                                                     if k in ("documents", "chunks", "characters")})
-                                for name, counts in (data.get("splits") or {}).items()}
+            values["splits"] = {
+                name: SplitCounts(
+                    **{k: int(v) for k, v in counts.items() if k in ("documents", "chunks", "characters")}
+                )
+                for name, counts in (data.get("splits") or {}).items()
+            }
             return cls(**values, extra={k: v for k, v in data.items() if k not in known})
         except (AttributeError, TypeError, ValueError) as exc:
-            raise RunFolderError(f"the data report {path} is damaged ({type(exc).__name__}: {exc})",
-                                 hint="redo the data stage: llmtui run RECIPE --until data") from None
+            raise RunFolderError(
+                f"the data report {path} is damaged ({type(exc).__name__}: {exc})",
+                hint="redo the data stage: llmtui run RECIPE --until data",
+            ) from None
 
 
 def write_data_report(data_dir: Path, report: DataReport) -> None:
@@ -299,9 +328,11 @@ def load_final_model(run: RunFolder):
     except OSError:
         raise
     except Exception as exc:  # a truncated or overwritten file: zipfile, h5py and Keras each raise their own
-        raise LlmtuiError(f"{path} cannot be read as a Keras model ({type(exc).__name__}: {exc})",
-                          hint="the file is damaged: run the recipe again (llmtui run RECIPE) to redo training "
-                               "from its last checkpoint") from None
+        raise LlmtuiError(
+            f"{path} cannot be read as a Keras model ({type(exc).__name__}: {exc})",
+            hint="the file is damaged: run the recipe again (llmtui run RECIPE) to redo training "
+            "from its last checkpoint",
+        ) from None
 
 
 def fingerprint(*parts: Any) -> str:
@@ -351,8 +382,9 @@ def _migrate_entry(entry: dict[str, Any], root: Path) -> None:
     old = entry.get("digests", {})
     by_name = {Path(o).name: o for o in outputs}
     entry["outputs"] = outputs
-    entry["digests"] = {by_name[name]: {"sha256": value} for name, value in old.items()
-                        if name in by_name and isinstance(value, str)}
+    entry["digests"] = {
+        by_name[name]: {"sha256": value} for name, value in old.items() if name in by_name and isinstance(value, str)
+    }
 
 
 class RunFolder:
@@ -487,8 +519,10 @@ class RunFolder:
     def require_eval_report(self) -> EvalReport:
         """eval/report.json; RunFolderError (saying how to make it) when it is missing or damaged."""
         if not self.eval_report_path.is_file():
-            raise RunFolderError(f"{self.root} has no evaluation report (eval/report.json)",
-                                 hint=f"evaluate it: llmtui eval {self.root} (or finish the run: llmtui run RECIPE)")
+            raise RunFolderError(
+                f"{self.root} has no evaluation report (eval/report.json)",
+                hint=f"evaluate it: llmtui eval {self.root} (or finish the run: llmtui run RECIPE)",
+            )
         return cast(EvalReport, read_json(self.eval_report_path, "evaluation report"))
 
     def write_eval_report(self, report: Mapping[str, Any]) -> None:
@@ -531,19 +565,25 @@ class RunFolder:
             handle = open(self.root / LOCK, "a+")
         except (FileExistsError, NotADirectoryError):
             blocker = next((p for p in [self.root, *self.root.parents] if p.exists() and not p.is_dir()), self.root)
-            raise RunFolderError(f"cannot make the run folder {self.root}: {blocker} is a file, not a folder",
-                                 hint="choose another run.out_dir or run.name") from None
+            raise RunFolderError(
+                f"cannot make the run folder {self.root}: {blocker} is a file, not a folder",
+                hint="choose another run.out_dir or run.name",
+            ) from None
         except PermissionError:
-            raise RunFolderError(f"cannot make or write the run folder {self.root}: permission denied",
-                                 hint="choose a run.out_dir you can write to") from None
+            raise RunFolderError(
+                f"cannot make or write the run folder {self.root}: permission denied",
+                hint="choose a run.out_dir you can write to",
+            ) from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise RunFolderError(f"run folder {self.root} is in use by {holder}",
-                                 hint="wait for that run to finish, or give this run another name (--set run.name=...)") from None
+            raise RunFolderError(
+                f"run folder {self.root} is in use by {holder}",
+                hint="wait for that run to finish, or give this run another name (--set run.name=...)",
+            ) from None
         try:
             handle.seek(0)
             handle.truncate()
@@ -646,7 +686,8 @@ class RunFolder:
                 shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
                 raise RunFolderError(
                     f"--fresh would delete {self.root}, which is not a run folder (no {MANIFEST}; it holds {shown})",
-                    hint="check run.out_dir and run.name; --fresh only clears folders that llmtui runs made")
+                    hint="check run.out_dir and run.name; --fresh only clears folders that llmtui runs made",
+                )
             for child in self.root.iterdir():
                 if child.name == LOCK:
                     continue
@@ -674,8 +715,14 @@ class StageTransaction:
     them) and carry their own fingerprint.
     """
 
-    def __init__(self, run: RunFolder, manifest: Manifest, stage: str, later: tuple[str, ...] | list[str],
-                 folders: tuple[str, ...] | list[str]):
+    def __init__(
+        self,
+        run: RunFolder,
+        manifest: Manifest,
+        stage: str,
+        later: tuple[str, ...] | list[str],
+        folders: tuple[str, ...] | list[str],
+    ):
         self.run, self.manifest, self.stage = run, manifest, stage
         self.later, self.folders = list(later), list(folders)
         self.staging = run.root / STAGING / stage
@@ -732,9 +779,14 @@ class StageTransaction:
             path = self.run.root / stale
             if path.is_file() and not Path(stale).is_absolute() and ".." not in Path(stale).parts:
                 path.unlink()
-        done = cast(StageEntry, {**entry, "outputs": names + loose,
-                                 "digests": {n: output_digest(self.run.root / n) for n in names
-                                             if (self.run.root / n).is_file()}})
+        done = cast(
+            StageEntry,
+            {
+                **entry,
+                "outputs": names + loose,
+                "digests": {n: output_digest(self.run.root / n) for n in names if (self.run.root / n).is_file()},
+            },
+        )
         self.manifest["stages"][self.stage] = done
         self.run.write_manifest(self.manifest)
         return done
@@ -767,8 +819,9 @@ def resolve_run_dir(run: str | Path, out_dir: str | Path = "runs") -> Path:
     candidate = Path(out_dir) / str(run)
     if candidate.is_dir():
         return candidate
-    raise RunFolderError(f"no run folder at {path} or {candidate}",
-                         hint="give the folder of a run (e.g. runs/quickstart) or its name")
+    raise RunFolderError(
+        f"no run folder at {path} or {candidate}", hint="give the folder of a run (e.g. runs/quickstart) or its name"
+    )
 
 
 def run_root(base_dir: str | Path, out_dir: str | Path, name: str) -> Path:

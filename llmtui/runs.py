@@ -104,10 +104,18 @@ def run_info(root: Path) -> RunInfo:
         started = _created(root)
     if holder is not None:
         status = "running"
-    return RunInfo(name=root.name, path=root, status=status, step=step, total_steps=total,
-                   best_val_loss=None if best == math.inf else best, started=started,
-                   seconds=seconds if started is not None else None, error=error,
-                   pid=holder or None)
+    return RunInfo(
+        name=root.name,
+        path=root,
+        status=status,
+        step=step,
+        total_steps=total,
+        best_val_loss=None if best == math.inf else best,
+        started=started,
+        seconds=seconds if started is not None else None,
+        error=error,
+        pid=holder or None,
+    )
 
 
 def _from_manifest(root: Path) -> tuple[str, int, int, float, float]:
@@ -118,8 +126,13 @@ def _from_manifest(root: Path) -> tuple[str, int, int, float, float]:
     finished = run.final_model_path.is_file()
     steps = int(train.get("steps") or 0)
     seconds = sum(float(s.get("seconds") or 0) for s in stages.values() if isinstance(s, dict))
-    return ("finished" if finished else "interrupted", steps, steps,
-            best if isinstance(best, (int, float)) else math.inf, seconds)
+    return (
+        "finished" if finished else "interrupted",
+        steps,
+        steps,
+        best if isinstance(best, (int, float)) else math.inf,
+        seconds,
+    )
 
 
 def _created(root: Path) -> float | None:

@@ -38,12 +38,28 @@ def options(command, path: list[str]):
 CASES = list(options(typer.main.get_command(app), []))
 
 VALUES = st.one_of(
-    st.integers(-10**12, 10**12).map(str),
+    st.integers(-(10**12), 10**12).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
     st.booleans().map(lambda b: str(b).lower()),
     st.text(max_size=12),
-    st.sampled_from(["", "-1", "0", "1e999", "NaN", "-inf", "true", "[1, 2]", "{}", "train.steps=true",
-                     "generate.top_p=0", "train.grad_clip=inf", "a=b", "="]),
+    st.sampled_from(
+        [
+            "",
+            "-1",
+            "0",
+            "1e999",
+            "NaN",
+            "-inf",
+            "true",
+            "[1, 2]",
+            "{}",
+            "train.steps=true",
+            "generate.top_p=0",
+            "train.grad_clip=inf",
+            "a=b",
+            "=",
+        ]
+    ),
 )
 
 

@@ -13,8 +13,10 @@ import tomli_w
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout under test: first on the path of every `llmtui` process
 
-WORDS = ("the model reads text and learns to predict the next character of each line "
-         "a small network trained on a small corpus still learns which letters follow which").split()
+WORDS = (
+    "the model reads text and learns to predict the next character of each line "
+    "a small network trained on a small corpus still learns which letters follow which"
+).split()
 
 
 def write_corpus(folder: Path, files: int = 6, lines: int = 40, seed: int = 0) -> Path:
@@ -34,8 +36,16 @@ def tiny_recipe_dict(corpus: Path, out_dir: Path, **sections) -> dict:
         "data": {"sources": [str(corpus)], "val_fraction": 0.2, "chunk_chars": 400},
         "tokenizer": {"kind": "char"},
         "model": {"arch": "gpt", "layers": 1, "dim": 32, "heads": 2, "context": 16},
-        "train": {"steps": 40, "batch_size": 8, "lr": 3e-3, "warmup_steps": 5, "eval_every": 20,
-                  "eval_batches": 2, "checkpoint_every": 20, "log_every": 5},
+        "train": {
+            "steps": 40,
+            "batch_size": 8,
+            "lr": 3e-3,
+            "warmup_steps": 5,
+            "eval_every": 20,
+            "eval_batches": 2,
+            "checkpoint_every": 20,
+            "log_every": 5,
+        },
         "eval": {"max_batches": 4},
         "generate": {"prompts": ["the "], "max_tokens": 12},
     }
@@ -63,19 +73,38 @@ def llmtui_env(**changes: str | None) -> dict[str, str]:
     return env
 
 
-def run_llmtui(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 600,
-               input: str | None = None) -> subprocess.CompletedProcess:
+def run_llmtui(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 600, input: str | None = None
+) -> subprocess.CompletedProcess:
     """`llmtui ARGS` in a fresh interpreter, as a user runs it, with its output captured."""
-    return subprocess.run([sys.executable, "-m", "llmtui", *args], cwd=cwd, env=env or llmtui_env(),
-                          capture_output=True, text=True, timeout=timeout, input=input)
+    return subprocess.run(
+        [sys.executable, "-m", "llmtui", *args],
+        cwd=cwd,
+        env=env or llmtui_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
 
 
 def model_config(arch: str, **extra):
     """A tiny `[model]` section of `arch` (2 layers, 32 wide, context 16), `extra` fields changed."""
     from llmtui.config import recipe_from_dict
 
-    return recipe_from_dict({"model": {"arch": arch, "layers": 2, "dim": 32, "heads": 4,
-                                       "kv_heads": 2 if arch == "llama" else 0, "context": 16, **extra}}).model
+    return recipe_from_dict(
+        {
+            "model": {
+                "arch": arch,
+                "layers": 2,
+                "dim": 32,
+                "heads": 4,
+                "kv_heads": 2 if arch == "llama" else 0,
+                "context": 16,
+                **extra,
+            }
+        }
+    ).model
 
 
 def fixed_batches(n: int, vocab: int = 40, batch: int = 8, context: int = 16, seed: int = 0) -> list:

@@ -21,10 +21,19 @@ from llmtui.models import build_model  # noqa: E402
 from llmtui.training.trainer import compile_model  # noqa: E402
 
 arch, weights_path = sys.argv[1], sys.argv[2]
-recipe = recipe_from_dict({"model": {"arch": arch, "layers": 2, "dim": 32, "heads": 4, "kv_heads": 2 if arch == "llama" else 0,
-                                     "context": 16},
-                           "train": {"optimizer": "adamw", "lr": 1e-2, "warmup_steps": 0, "schedule": "constant",
-                                     "jit_compile": True}})
+recipe = recipe_from_dict(
+    {
+        "model": {
+            "arch": arch,
+            "layers": 2,
+            "dim": 32,
+            "heads": 4,
+            "kv_heads": 2 if arch == "llama" else 0,
+            "context": 16,
+        },
+        "train": {"optimizer": "adamw", "lr": 1e-2, "warmup_steps": 0, "schedule": "constant", "jit_compile": True},
+    }
+)
 model = build_model(recipe.model, 40, seed=0)
 compile_model(model, recipe.train)
 if os.path.exists(weights_path):

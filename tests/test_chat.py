@@ -23,11 +23,13 @@ from tests.helpers import ROOT, llmtui_env, run_llmtui, tiny_recipe_dict, write_
 
 runner = CliRunner()
 CHATS = ROOT / "assets" / "examples" / "chat.jsonl"
-CONVERSATION = [{"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "What does len return?"},
-                {"role": "assistant", "content": "len() returns the number of items."},
-                {"role": "user", "content": "How do you say \"the red cat\" in French?"},
-                {"role": "assistant", "content": "In French it is \"le chat rouge\"."}]
+CONVERSATION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What does len return?"},
+    {"role": "assistant", "content": "len() returns the number of items."},
+    {"role": "user", "content": 'How do you say "the red cat" in French?'},
+    {"role": "assistant", "content": 'In French it is "le chat rouge".'},
+]
 
 LOAD_SCRIPT = """
 import json, sys
@@ -54,14 +56,23 @@ def chat_run(tmp_path_factory) -> dict:
 
     base = tmp_path_factory.mktemp("chat")
     corpus = write_corpus(base / "corpus", files=3, lines=30)
-    recipe = tiny_recipe_dict(corpus, base / "runs", tokenizer={"kind": "bpe", "vocab_size": 300},
-                              model={"context": 96})
+    recipe = tiny_recipe_dict(
+        corpus, base / "runs", tokenizer={"kind": "bpe", "vocab_size": 300}, model={"context": 96}
+    )
     recipe["run"]["name"] = "base"
     recipe["train"].update(steps=6, eval_every=1000, checkpoint_every=1000, jit_compile=False)
     Pipeline(recipe_from_dict(recipe), base_dir=base).execute(until="train")
-    recipe = tiny_recipe_dict(corpus, base / "runs", finetune={"base": "base", "task": "chat",
-                                                                 "train_file": str(CHATS), "val_fraction": 0.05,
-                                                                 "max_answer_tokens": 8})
+    recipe = tiny_recipe_dict(
+        corpus,
+        base / "runs",
+        finetune={
+            "base": "base",
+            "task": "chat",
+            "train_file": str(CHATS),
+            "val_fraction": 0.05,
+            "max_answer_tokens": 8,
+        },
+    )
     recipe["run"]["name"] = "chat"
     recipe["train"].update(steps=6, eval_every=1000, checkpoint_every=1000, jit_compile=False)
     pipeline_for(recipe_from_dict(recipe), base_dir=base).execute()
@@ -94,8 +105,10 @@ def test_loss_weighs_only_the_assistants_tokens(chat_run):
     assert short.truncated == 1 and short.inputs.shape == (1, 8)
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(n) is None for n in ("torch", "transformers", "accelerate", "gguf")),
-                    reason="needs the test extra: torch (CPU), transformers, accelerate, gguf")
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(n) is None for n in ("torch", "transformers", "accelerate", "gguf")),
+    reason="needs the test extra: torch (CPU), transformers, accelerate, gguf",
+)
 def test_the_same_ids_in_training_llmtui_chat_transformers_and_gguf(chat_run, tmp_path):
     from llmtui.finetune.tasks import encode_chat
     from llmtui.tokenizers import TextTokenizer
@@ -112,8 +125,13 @@ def test_the_same_ids_in_training_llmtui_chat_transformers_and_gguf(chat_run, tm
     training_ids = encoded.inputs[0][:length].tolist() + [int(encoded.targets[0][length - 1])]
     chat_ids = tokenizer.encode(render_chat(template, CONVERSATION, **special_token_names(tokenizer)))
     prompt = render_chat(template, CONVERSATION[:-1], add_generation_prompt=True, **special_token_names(tokenizer))
-    done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(tmp_path / "hf"), str(tmp_path / "gguf"),
-                           json.dumps(CONVERSATION)], capture_output=True, text=True, env=llmtui_env(), timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(tmp_path / "hf"), str(tmp_path / "gguf"), json.dumps(CONVERSATION)],
+        capture_output=True,
+        text=True,
+        env=llmtui_env(),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert training_ids == chat_ids == found["hf"]["ids"] == found["gguf"]["ids"]
@@ -122,20 +140,32 @@ def test_the_same_ids_in_training_llmtui_chat_transformers_and_gguf(chat_run, tm
 
 
 def test_llmtui_chat_talks_through_the_template(chat_run):
-    done = run_llmtui("chat", str(chat_run["run"]), "--max-tokens", "5", "--temperature", "0",
-                      input="What does len return?\n/quit\n", timeout=300)
+    done = run_llmtui(
+        "chat",
+        str(chat_run["run"]),
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+        input="What does len return?\n/quit\n",
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "chat with" in done.stdout and "Traceback" not in done.stderr
 
 
 def test_a_conversation_with_an_unknown_role_is_a_clear_error(chat_run, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]})
-                   + "\n", encoding="utf-8")
+    bad.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]}) + "\n",
+        encoding="utf-8",
+    )
     recipe = tmp_path / "chat.toml"
-    recipe.write_text(f'[run]\nname = "bad"\nout_dir = "{tmp_path / "runs"}"\n[finetune]\n'
-                      f'base = "{chat_run["base"] / "runs" / "base"}"\ntask = "chat"\ntrain_file = "{bad}"\n',
-                      encoding="utf-8")
+    recipe.write_text(
+        f'[run]\nname = "bad"\nout_dir = "{tmp_path / "runs"}"\n[finetune]\n'
+        f'base = "{chat_run["base"] / "runs" / "base"}"\ntask = "chat"\ntrain_file = "{bad}"\n',
+        encoding="utf-8",
+    )
     done = run_llmtui("finetune", str(recipe), cwd=tmp_path, timeout=300)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"{bad}:1: message 2 has role 'robot'" in done.stderr and "system, user, assistant" in done.stderr

@@ -28,12 +28,38 @@ def test_the_command_tree_is_the_documented_one_in_order():
 
     root = typer.main.get_command(app)
     assert list(root.commands) == [
-        "run", "validate", "schema", "tensorboard", "tune", "ladder", "generate", "chat", "eval", "report",
-        "compare", "finetune", "classify", "answer", "export", "import", "wizard", "web", "runs", "launch",
-        "data", "tokenizer", "embeddings", "model"]
+        "run",
+        "validate",
+        "schema",
+        "tensorboard",
+        "tune",
+        "ladder",
+        "generate",
+        "chat",
+        "eval",
+        "report",
+        "compare",
+        "finetune",
+        "classify",
+        "answer",
+        "export",
+        "import",
+        "wizard",
+        "web",
+        "runs",
+        "launch",
+        "data",
+        "tokenizer",
+        "embeddings",
+        "model",
+    ]
     groups = {name: sorted(root.commands[name].commands) for name in ("data", "tokenizer", "embeddings", "model")}
-    assert groups == {"data": ["inspect", "preview"], "tokenizer": ["encode", "train"], "embeddings": ["train"],
-                      "model": ["summary"]}
+    assert groups == {
+        "data": ["inspect", "preview"],
+        "tokenizer": ["encode", "train"],
+        "embeddings": ["train"],
+        "model": ["summary"],
+    }
 
 
 def test_help_validate_and_schema_do_not_import_tensorflow_or_keras(tmp_path):
@@ -80,8 +106,9 @@ def test_schema_is_json():
 
 def test_missing_source_fails_cleanly(tmp_path):
     recipe = tmp_path / "r.toml"
-    recipe.write_text(f'[run]\nout_dir = "{tmp_path / "runs"}"\n[data]\nsources = ["{tmp_path / "missing"}"]\n',
-                      encoding="utf-8")
+    recipe.write_text(
+        f'[run]\nout_dir = "{tmp_path / "runs"}"\n[data]\nsources = ["{tmp_path / "missing"}"]\n', encoding="utf-8"
+    )
     result = runner.invoke(app, ["run", str(recipe)])
     assert result.exit_code == 1
     assert "no such file or folder" in result.stderr and "Traceback" not in result.stderr
@@ -117,7 +144,9 @@ def test_a_recipe_without_a_run_name_is_named_after_its_file(tmp_path):
     out = run_llmtui("validate", str(recipe), cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'name = "my-notes"' in out.stdout
-    assert f"sets no [run] name: the run is named after the file, so its folder is {Path('runs/my-notes')}" in out.stdout
+    assert (
+        f"sets no [run] name: the run is named after the file, so its folder is {Path('runs/my-notes')}" in out.stdout
+    )
     assert tomllib.loads(out.stdout)["run"]["name"] == "my-notes"  # the note is a TOML comment
     named = run_llmtui("validate", str(recipe), "--set", "run.name=mine", cwd=tmp_path, timeout=120)
     assert 'name = "mine"' in named.stdout and "named after the file" not in named.stdout

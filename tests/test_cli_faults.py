@@ -24,14 +24,28 @@ from llmtui.runfolder import RunFolder
 from tests.helpers import ROOT, llmtui_env, run_llmtui, tiny_recipe_dict, write_corpus, write_recipe
 
 # What TensorFlow and absl print on import or first use (cuda probing, oneDNN notices, C++ log lines).
-TF_NOISE = ("tensorflow/", "oneDNN", "cuda", "absl", "E0000 ", "W0000 ", "I0000 ", "XLA", "rebuild TensorFlow",
-            "cpu_feature_guard")
+TF_NOISE = (
+    "tensorflow/",
+    "oneDNN",
+    "cuda",
+    "absl",
+    "E0000 ",
+    "W0000 ",
+    "I0000 ",
+    "XLA",
+    "rebuild TensorFlow",
+    "cpu_feature_guard",
+)
 
 
 def run_as_user(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`llmtui` with TensorFlow's log level and backend left at their defaults, so any noise would show."""
-    return run_llmtui(*args, cwd=cwd, timeout=300,
-                      env=llmtui_env(**{"TF_CPP_MIN_LOG_LEVEL": None, "KERAS_BACKEND": None, **(env or {})}))
+    return run_llmtui(
+        *args,
+        cwd=cwd,
+        timeout=300,
+        env=llmtui_env(**{"TF_CPP_MIN_LOG_LEVEL": None, "KERAS_BACKEND": None, **(env or {})}),
+    )
 
 
 def assert_one_clear_error(out: subprocess.CompletedProcess, code: int, *phrases: str) -> None:
@@ -55,30 +69,38 @@ def project(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("args, code, phrases", [
-    (["--set", "train.grad_clip=inf"], 2, ["--set train.grad_clip=inf: train.grad_clip: expected a finite number"]),
-    (["--set", "train.steps=true"], 2, ["--set train.steps=true: train.steps: expected a number, got True"]),
-    (["--set", "train.lr=nan"], 2, ["train.lr: expected a finite number, got nan"]),
-    (["--set", "model.layerz=2"], 2, ["--set model.layerz=2: model.layerz: unknown key; did you mean 'layers'?"]),
-    (["--until", "nope"], 2, ["'nope' is not a stage"]),
-    (["--set", 'data.sources=["missing_folder"]'], 1, ["missing_folder"]),
-    (["--set", "run.out_dir=afile"], 1, ["afile is a file, not a folder"]),
-])
+@pytest.mark.parametrize(
+    "args, code, phrases",
+    [
+        (["--set", "train.grad_clip=inf"], 2, ["--set train.grad_clip=inf: train.grad_clip: expected a finite number"]),
+        (["--set", "train.steps=true"], 2, ["--set train.steps=true: train.steps: expected a number, got True"]),
+        (["--set", "train.lr=nan"], 2, ["train.lr: expected a finite number, got nan"]),
+        (["--set", "model.layerz=2"], 2, ["--set model.layerz=2: model.layerz: unknown key; did you mean 'layers'?"]),
+        (["--until", "nope"], 2, ["'nope' is not a stage"]),
+        (["--set", 'data.sources=["missing_folder"]'], 1, ["missing_folder"]),
+        (["--set", "run.out_dir=afile"], 1, ["afile is a file, not a folder"]),
+    ],
+)
 def test_errors_before_training_are_one_clear_line_without_tensorflow_noise(project, args, code, phrases):
     (project / "afile").write_text("not a folder")
-    assert_one_clear_error(run_as_user(project, "run", "tiny.toml", "--set", "run.name=faults", *args), code,
-                           *phrases)
+    assert_one_clear_error(run_as_user(project, "run", "tiny.toml", "--set", "run.name=faults", *args), code, *phrases)
 
 
 def test_a_recipe_with_many_problems_shows_the_first_six_and_counts_the_rest(tmp_path):
     (tmp_path / "many.toml").write_text(
         '[run]\nseed = "zero"\n[data]\nval_fraction = 0.9\nlowercase = "maybe"\n[tokenizer]\nkind = "words"\n'
-        '[model]\narch = "transformer"\nlayers = 0\ndropout = 2.0\n[train]\nstesp = 3\nlr = "fast"\n', encoding="utf-8")
+        '[model]\narch = "transformer"\nlayers = 0\ndropout = 2.0\n[train]\nstesp = 3\nlr = "fast"\n',
+        encoding="utf-8",
+    )
     for command in ("validate", "run"):
         out = run_as_user(tmp_path, command, "many.toml", "--set", "eval.max_batches=-1")
-        assert_one_clear_error(out, 2, "many.toml: run.seed: expected a whole number, got 'zero'",
-                               "many.toml: model.layers: 0 is out of range; it must be >= 1",
-                               "... and 4 more problems")
+        assert_one_clear_error(
+            out,
+            2,
+            "many.toml: run.seed: expected a whole number, got 'zero'",
+            "many.toml: model.layers: 0 is out of range; it must be >= 1",
+            "... and 4 more problems",
+        )
         listed = [line for line in out.stderr.removeprefix("error: ").splitlines() if line.startswith("many.toml: ")]
         assert len(listed) == 6, out.stderr
         assert "train.lr" not in out.stderr and "eval.max_batches" not in out.stderr  # among the 4 counted
@@ -112,19 +134,23 @@ def test_a_full_disk_is_one_clear_error(project):
 def test_a_dangling_link_in_a_source_folder_is_skipped_and_reported(project, tmp_path):
     corpus = write_corpus(tmp_path / "linked")
     (corpus / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
-    out = run_as_user(project, "run", "tiny.toml", "--set", "run.name=links", "--set", f"data.sources=['{corpus}']",
-                     "--until", "data")
+    out = run_as_user(
+        project, "run", "tiny.toml", "--set", "run.name=links", "--set", f"data.sources=['{corpus}']", "--until", "data"
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "gone.txt: not found" in out.stdout
     assert not [noise for noise in TF_NOISE if noise in out.stderr], out.stderr  # the data stage needs no TensorFlow
 
 
-@pytest.mark.parametrize("option, phrase", [
-    ("--top-p=0", "0.0 is out of range; it must be > 0.0"),
-    ("--temperature=inf", "expected a finite number, got inf"),
-    ("--seed=-1", "-1 is out of range; it must be >= 0"),
-    ("--beams=65", "65 is out of range; it must be <= 64"),
-])
+@pytest.mark.parametrize(
+    "option, phrase",
+    [
+        ("--top-p=0", "0.0 is out of range; it must be > 0.0"),
+        ("--temperature=inf", "expected a finite number, got inf"),
+        ("--seed=-1", "-1 is out of range; it must be >= 0"),
+        ("--beams=65", "65 is out of range; it must be <= 64"),
+    ],
+)
 def test_generate_options_obey_the_recipe_rules(project, option, phrase):
     out = run_as_user(project, "generate", "runs/none", option)
     assert_one_clear_error(out, 2, phrase, "the same rule as the recipe's generate.")
@@ -143,8 +169,9 @@ def _fields(model: type[BaseModel], path: tuple) -> list[tuple]:
 
 
 FIELDS = _fields(Recipe, ()) + [("data", "sources", 0, name) for name in SourceConfig.model_fields]
-SCALARS = st.one_of(st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
-                    st.text(max_size=20))
+SCALARS = st.one_of(
+    st.integers(-(10**20), 10**20), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.text(max_size=20)
+)
 VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3), st.dictionaries(st.text(max_size=8), SCALARS, max_size=2))
 
 
@@ -188,16 +215,25 @@ def test_every_recipe_field_takes_any_value_or_says_why(path, value):
     if isinstance(value, bool):  # nor a boolean where a number is meant
         section = Recipe
         for key in [k for k in path if not isinstance(k, int)][:-1]:
-            section = next(n for n in _tree(section.model_fields[key].annotation)
-                           if isinstance(n, type) and issubclass(n, BaseModel))
+            section = next(
+                n
+                for n in _tree(section.model_fields[key].annotation)
+                if isinstance(n, type) and issubclass(n, BaseModel)
+            )
         tree = _tree(section.model_fields[path[-1]].annotation)
         assert bool in tree or typing.Any in tree or not {int, float} & set(tree), (path, value)
 
 
 def test_every_command_line_option_takes_any_value_or_says_why(tmp_path):
     """One fresh interpreter runs hypothesis over every option of every command (tests/cli_options_fuzz.py)."""
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "cli_options_fuzz.py"), "150"], cwd=tmp_path,
-                         env=llmtui_env(TF_CPP_MIN_LOG_LEVEL=None), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "cli_options_fuzz.py"), "150"],
+        cwd=tmp_path,
+        env=llmtui_env(TF_CPP_MIN_LOG_LEVEL=None),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "all refused or failed cleanly" in out.stdout
     for noise in TF_NOISE:

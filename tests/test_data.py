@@ -68,11 +68,14 @@ def test_a_folder_reads_every_supported_format_and_counts_the_rest(tmp_path):
     src.mkdir()
     for i in range(30):
         (src / f"d{i:02d}.txt").write_text(f"plain text document number {i} with a few words\n", encoding="utf-8")
-    (src / "records.jsonl").write_text("".join(json.dumps({"text": f"record {i} of the jsonl file here"}) + "\n"
-                                               for i in range(20)), encoding="utf-8")
-    (src / "page.html").write_text("<html><body><article><p>An article in a web page with enough words in it "
-                                   "to be kept as the page's main text.</p></article></body></html>",
-                                   encoding="utf-8")
+    (src / "records.jsonl").write_text(
+        "".join(json.dumps({"text": f"record {i} of the jsonl file here"}) + "\n" for i in range(20)), encoding="utf-8"
+    )
+    (src / "page.html").write_text(
+        "<html><body><article><p>An article in a web page with enough words in it "
+        "to be kept as the page's main text.</p></article></body></html>",
+        encoding="utf-8",
+    )
     with gzip.open(src / "notes.md.gz", "wt", encoding="utf-8") as handle:
         handle.write("# Notes\n\ncompressed markdown notes")
     for i in range(3):
@@ -82,8 +85,12 @@ def test_a_folder_reads_every_supported_format_and_counts_the_rest(tmp_path):
     assert report.documents_read == 52 and report.skipped == []
     assert report.ignored == {"files": 4, "by_type": {"*.png": 3, "LICENSE": 1}}
     assert ignored_line(report.ignored).startswith("ignored: 4 files, *.png (3), LICENSE (1)")
-    only_text = prepare_data(data_config([{"path": str(src), "include": ["*.txt"]}], val_fraction=0.25), seed=0,
-                             out_dir=tmp_path / "t", base=tmp_path)
+    only_text = prepare_data(
+        data_config([{"path": str(src), "include": ["*.txt"]}], val_fraction=0.25),
+        seed=0,
+        out_dir=tmp_path / "t",
+        base=tmp_path,
+    )
     assert only_text.documents_read == 30 and only_text.ignored["files"] == 7  # the jsonl, html, md.gz too
 
 

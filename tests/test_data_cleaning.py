@@ -42,11 +42,14 @@ def test_nfkc_lowercase_markup_and_allowed_characters():
 
 def test_pii_scrubbing():
     counts = Counter()
-    text = ("Mail jane.doe@example.com or call +44 20 7946 0958 / (555) 123-4567; server 192.168.1.20. "
-            "Released 2023-01-15, version 3.11.7, 12 apples.")
+    text = (
+        "Mail jane.doe@example.com or call +44 20 7946 0958 / (555) 123-4567; server 192.168.1.20. "
+        "Released 2023-01-15, version 3.11.7, 12 apples."
+    )
     out = scrub_pii(text, ["email", "phone", "ip"], counts)
-    assert out == ("Mail <EMAIL> or call <PHONE> / <PHONE>; server <IP>. Released 2023-01-15, version 3.11.7, "
-                   "12 apples.")
+    assert out == (
+        "Mail <EMAIL> or call <PHONE> / <PHONE>; server <IP>. Released 2023-01-15, version 3.11.7, 12 apples."
+    )
     assert counts == {"email": 1, "phone": 2, "ip": 1}
     assert scrub_pii(text, ["email"], Counter()).count("<") == 1
 
@@ -61,9 +64,18 @@ def test_gopher_measures():
 
 
 def test_document_filters_are_named_by_their_recipe_key():
-    c = cleaner(min_chars=5, filters={"max_chars": 200, "min_words": 3, "max_symbol_ratio": 0.1,
-                                      "min_alpha_words": 0.8, "max_duplicate_lines": 0.3, "max_top_ngram": 0.3,
-                                      "max_duplicate_ngrams": 0.3})
+    c = cleaner(
+        min_chars=5,
+        filters={
+            "max_chars": 200,
+            "min_words": 3,
+            "max_symbol_ratio": 0.1,
+            "min_alpha_words": 0.8,
+            "max_duplicate_lines": 0.3,
+            "max_top_ngram": 0.3,
+            "max_duplicate_ngrams": 0.3,
+        },
+    )
     assert c.rejected_by("tiny") == "min_chars"
     assert c.rejected_by("word " * 60) == "filters.max_chars"
     assert c.rejected_by("two words") == "filters.min_words"
@@ -71,8 +83,7 @@ def test_document_filters_are_named_by_their_recipe_key():
     assert c.rejected_by("12 34 56 78 90 words") == "filters.min_alpha_words"
     assert c.rejected_by("same line here\nsame line here\nsame line here\nother one") == "filters.max_duplicate_lines"
     assert c.rejected_by("spam eggs spam eggs spam eggs and more") == "filters.max_top_ngram"
-    assert c.rejected_by("one two three four five six seven one two three four five") == \
-        "filters.max_duplicate_ngrams"
+    assert c.rejected_by("one two three four five six seven one two three four five") == "filters.max_duplicate_ngrams"
     assert c.rejected_by("A normal sentence, with ordinary words in it.") is None
 
 
@@ -88,8 +99,9 @@ def test_boilerplate_lines_across_documents_are_removed(tmp_path):
     for i in range(12):
         body = f"Story {i} tells of a place called town{i} and its people.\nIt rained there on day {i}.\n"
         (tmp_path / f"d{i:02d}.txt").write_text("Home | About | Contact\n" + body + "Copyright 2024 Example Ltd\n")
-    config = recipe_from_dict({"data": {"sources": ["*.txt"], "val_fraction": 0.2,
-                                        "filters": {"boilerplate_min_docs": 5}}}).data
+    config = recipe_from_dict(
+        {"data": {"sources": ["*.txt"], "val_fraction": 0.2, "filters": {"boilerplate_min_docs": 5}}}
+    ).data
     report = prepare_data(config, 0, tmp_path / "out", tmp_path)
     texts = [t for s in ("train", "val") for t in read_split(tmp_path / "out" / f"{s}.jsonl")]
     assert len(texts) == 12
@@ -103,8 +115,9 @@ def test_filters_and_pii_in_the_report(tmp_path):
     (tmp_path / "a.txt").write_text("Write to someone@example.org about the plan for the week ahead.")
     (tmp_path / "b.txt").write_text("#### ### ## # ...")
     (tmp_path / "c.txt").write_text("A good ordinary document with plenty of words in it.")
-    config = recipe_from_dict({"data": {"sources": ["*.txt"], "clean": {"scrub_pii": ["email"]},
-                                        "filters": {"max_symbol_ratio": 0.5}}}).data
+    config = recipe_from_dict(
+        {"data": {"sources": ["*.txt"], "clean": {"scrub_pii": ["email"]}, "filters": {"max_symbol_ratio": 0.5}}}
+    ).data
     report = prepare_data(config, 0, tmp_path / "out", tmp_path)
     assert report.dropped_by_filter == {"filters.max_symbol_ratio": 1}
     assert report.pii_scrubbed == {"email": 1}

@@ -74,9 +74,22 @@ def test_planted_exact_and_near_duplicates_are_found_and_nothing_else(tmp_path):
 def test_report_has_every_field(tmp_path):
     write_docs(tmp_path / "src", count=10)
     report = prepare_data(config(["src"]), 0, tmp_path / "out", tmp_path)
-    for key in ("documents_read", "documents_kept", "exact_duplicates", "near_duplicates", "dropped_by_filter",
-                "skipped", "repaired_encoding", "bytes_read", "characters_kept", "per_source",
-                "document_length_histogram", "splits", "contamination", "timings"):
+    for key in (
+        "documents_read",
+        "documents_kept",
+        "exact_duplicates",
+        "near_duplicates",
+        "dropped_by_filter",
+        "skipped",
+        "repaired_encoding",
+        "bytes_read",
+        "characters_kept",
+        "per_source",
+        "document_length_histogram",
+        "splits",
+        "contamination",
+        "timings",
+    ):
         assert key in report.to_json()
     assert sum(report.document_length_histogram.values()) == 10
     assert report.per_source["src"]["documents_read"] == 10
@@ -95,8 +108,9 @@ def test_test_split_seed_and_document_integrity(tmp_path):
     assert (tmp_path / "a/test.jsonl").read_text() == (tmp_path / "b/test.jsonl").read_text()
     assert (tmp_path / "a/test.jsonl").read_text() != (tmp_path / "c/test.jsonl").read_text()
     assert sum(other.splits[n].documents for n in other.splits) == 60  # another seed, the same documents
-    assert {k: v for k, v in report.to_json().items() if k != "timings"} == \
-        {k: v for k, v in again.to_json().items() if k != "timings"}
+    assert {k: v for k, v in report.to_json().items() if k != "timings"} == {
+        k: v for k, v in again.to_json().items() if k != "timings"
+    }
     # Chunks of one document stay together: each document id appears in exactly one split.
     owners = {}
     for name in ("train", "val", "test"):
@@ -119,8 +133,9 @@ def test_tail_split_holds_out_the_end_of_the_text_in_order(tmp_path):
     before it, train the rest, each in reading order."""
     lines = [f"line {i:05d} " + "x" * 30 for i in range(3000)]
     (tmp_path / "book.txt").write_text("\n".join(lines) + "\n")
-    data = config(["book.txt"], chunk_chars=500, val_fraction=0.1, test_fraction=0.05, split_by="tail",
-                  contamination_ngram=0)
+    data = config(
+        ["book.txt"], chunk_chars=500, val_fraction=0.1, test_fraction=0.05, split_by="tail", contamination_ngram=0
+    )
     report = prepare_data(data, 0, tmp_path / "out", tmp_path)
     texts = all_texts(tmp_path / "out")
     order = [int(line.split()[1]) for name in ("train", "test", "val") for t in texts[name] for line in t.split("\n")]
@@ -136,11 +151,11 @@ def test_contamination_counts_overlap_with_val_and_eval_files(tmp_path):
     shared = words(rng, 25)
     for k in range(6):  # six otherwise different documents share one passage
         (src / f"shared{k}.txt").write_text(" ".join(words(rng, 60) + shared + words(rng, 60)) + "\n")
-    eval_lines = [{"text": " ".join(docs[i][40:70])} for i in range(5)] + \
-                 [{"text": " ".join(words(rng, 40))} for _ in range(3)]
+    eval_lines = [{"text": " ".join(docs[i][40:70])} for i in range(5)] + [
+        {"text": " ".join(words(rng, 40))} for _ in range(3)
+    ]
     (tmp_path / "eval.jsonl").write_text("\n".join(json.dumps(e) for e in eval_lines) + "\n")
-    report = prepare_data(config(["src"], val_fraction=0.25, eval_files=["eval.jsonl"]), 0, tmp_path / "out",
-                          tmp_path)
+    report = prepare_data(config(["src"], val_fraction=0.25, eval_files=["eval.jsonl"]), 0, tmp_path / "out", tmp_path)
     texts = all_texts(tmp_path / "out")
     train = "\n".join(texts["train"])
     expected_eval = sum(e["text"] in train for e in eval_lines)
@@ -161,10 +176,13 @@ def test_worker_processes_give_the_same_result(tmp_path):
     inline = prepare_data(cfg, 0, tmp_path / "inline", tmp_path)
     pooled = prepare_data(cfg, 0, tmp_path / "pooled", tmp_path, parallel_after_bytes=0)
     for name in ("train", "val"):
-        assert (tmp_path / "inline" / f"{name}.jsonl").read_text() == (tmp_path / "pooled" / f"{name}.jsonl").read_text()
+        assert (tmp_path / "inline" / f"{name}.jsonl").read_text() == (
+            tmp_path / "pooled" / f"{name}.jsonl"
+        ).read_text()
     drop = ("timings",)
-    assert {k: v for k, v in inline.to_json().items() if k not in drop} == \
-        {k: v for k, v in pooled.to_json().items() if k not in drop}
+    assert {k: v for k, v in inline.to_json().items() if k not in drop} == {
+        k: v for k, v in pooled.to_json().items() if k not in drop
+    }
 
 
 def test_contamination_bitmap_is_sized_to_the_index():

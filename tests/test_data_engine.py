@@ -61,8 +61,15 @@ def dask_cluster():
     import logging
 
     # Threads in this process (cheap), reached over TCP so that a `llmtui` subprocess can use it too.
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
-                                  host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster:
         yield cluster.scheduler_address
 
 
@@ -76,18 +83,26 @@ def _without_timings(report) -> dict:
     return {k: v for k, v in as_json.items() if k != "timings"}
 
 
-@pytest.mark.parametrize("extra", [
-    {"dedup": "near"},
-    {"dedup": "exact", "split_by": "chunk", "chunk_chars": 300,
-     "filters": {"boilerplate_min_docs": 3}},  # the boilerplate pass maps on the cluster too
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"dedup": "near"},
+        {
+            "dedup": "exact",
+            "split_by": "chunk",
+            "chunk_chars": 300,
+            "filters": {"boilerplate_min_docs": 3},
+        },  # the boilerplate pass maps on the cluster too
+    ],
+)
 def test_dask_engine_gives_the_local_report(tmp_path, dask_cluster, extra):
     copies = _planted_corpus(tmp_path / "src")
     local_config = recipe_from_dict({"data": _data(tmp_path / "src", **extra)}).data
     local = prepare_data(local_config, 0, tmp_path / "local", tmp_path)
     # about 2 documents a task: 25 partitions, each duplicate far from its original
-    dask_config = local_config.model_copy(update={"engine": "dask", "engine_address": dask_cluster,
-                                                  "engine_partition_mb": 0.002})
+    dask_config = local_config.model_copy(
+        update={"engine": "dask", "engine_address": dask_cluster, "engine_partition_mb": 0.002}
+    )
     distributed = prepare_data(dask_config, 0, tmp_path / "dask", tmp_path)
     assert _without_timings(distributed) == _without_timings(local)
     for name in ("train.jsonl", "val.jsonl"):
@@ -130,8 +145,15 @@ def test_data_engine_through_the_cli(tmp_path, dask_cluster):
 
     def run(*sets: str) -> subprocess.CompletedProcess:
         args = [a for s in sets for a in ("--set", s)]
-        return subprocess.run([sys.executable, "-m", "llmtui", "run", "r.toml", "--until", "data", *args],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "llmtui", "run", "r.toml", "--until", "data", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
     done = run("data.engine=dask", f"data.engine_address={dask_cluster}", "data.engine_partition_mb=0.002")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -168,8 +190,9 @@ def test_dask_encoding_writes_the_local_token_files(tmp_path, dask_cluster, kind
     parsed = recipe_from_dict({"tokenizer": {"kind": kind, "vocab_size": 400}, "data": _data(tmp_path)})
     tokenizer = train_tokenizer(parsed.tokenizer, read_split(split))
     local = encode_split(tokenizer, split, tmp_path / "local.bin", engine=parsed.data)
-    dask_config = parsed.data.model_copy(update={"engine": "dask", "engine_address": dask_cluster,
-                                                 "engine_partition_mb": 0.0005})  # ~500 characters a task
+    dask_config = parsed.data.model_copy(
+        update={"engine": "dask", "engine_address": dask_cluster, "engine_partition_mb": 0.0005}
+    )  # ~500 characters a task
     distributed = encode_split(tokenizer, split, tmp_path / "dask.bin", engine=dask_config)
     assert distributed == local
     assert (tmp_path / "dask.bin").read_bytes() == (tmp_path / "local.bin").read_bytes()
@@ -188,20 +211,30 @@ def test_tokenizer_stage_on_dask_through_the_cli(tmp_path, dask_cluster):
     rng = random.Random(5)
     for i in range(30):
         (tmp_path / "src" / f"d{i:02d}.txt").write_text(" ".join(_words(rng, 80)) + "\n")
-    recipe = {"run": {"name": "local"}, "data": _data("src"), "tokenizer": {"kind": "bpe", "vocab_size": 300},
-              "model": {"context": 16}}
+    recipe = {
+        "run": {"name": "local"},
+        "data": _data("src"),
+        "tokenizer": {"kind": "bpe", "vocab_size": 300},
+        "model": {"context": 16},
+    }
     (tmp_path / "r.toml").write_text(tomli_w.dumps(recipe), encoding="utf-8")
     env = {**os.environ, "COLUMNS": "200"}
 
     def run(*sets: str) -> None:
         args = [a for s in sets for a in ("--set", s)]
-        done = subprocess.run([sys.executable, "-m", "llmtui", "run", "r.toml", "--until", "tokenizer", *args],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "llmtui", "run", "r.toml", "--until", "tokenizer", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     run()
-    run("run.name=dask", "data.engine=dask", f"data.engine_address={dask_cluster}",
-        "data.engine_partition_mb=0.001")
+    run("run.name=dask", "data.engine=dask", f"data.engine_address={dask_cluster}", "data.engine_partition_mb=0.001")
     local, dask = tmp_path / "runs" / "local" / "tokenizer", tmp_path / "runs" / "dask" / "tokenizer"
     for name in ("tokenizer.json", "train.bin", "val.bin", "tokens.json"):
         assert (dask / name).read_bytes() == (local / name).read_bytes(), name

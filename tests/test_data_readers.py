@@ -32,14 +32,21 @@ def test_find_texts_paths():
 
 
 def test_jsonl_nested_field_counts_bad_lines(tmp_path):
-    lines = ['{"meta": {"body": "first document body"}}', '{"meta": {}}', "not json at all",
-             '{"meta": {"body": "second document body"}}', ""]
+    lines = [
+        '{"meta": {"body": "first document body"}}',
+        '{"meta": {}}',
+        "not json at all",
+        '{"meta": {"body": "second document body"}}',
+        "",
+    ]
     (tmp_path / "a.jsonl").write_text("\n".join(lines), encoding="utf-8")
     report, texts = run(tmp_path, [{"path": "a.jsonl", "text_field": "meta.body"}])
     assert sorted(texts) == ["first document body", "second document body"]
     reasons = sorted(s["reason"] for s in report.skipped)
-    assert reasons == ["1 lines that are not valid JSON (first: line 3: Expecting value)",
-                       "1 records without a text at 'meta.body' (first: line 2)"]
+    assert reasons == [
+        "1 lines that are not valid JSON (first: line 3: Expecting value)",
+        "1 records without a text at 'meta.body' (first: line 2)",
+    ]
 
 
 def test_json_records_by_star_path_and_top_level_list(tmp_path):
@@ -85,11 +92,14 @@ def test_compressed_variants_and_corrupt_archive(tmp_path):
 
 
 def test_html_main_text_without_boilerplate(tmp_path):
-    body = "".join(f"<p>Sentence {i} of the article explains how rivers carve valleys over long ages.</p>"
-                   for i in range(8))
+    body = "".join(
+        f"<p>Sentence {i} of the article explains how rivers carve valleys over long ages.</p>" for i in range(8)
+    )
     (tmp_path / "page.html").write_text(
         f"<html><body><nav>Home | Blog | Contact</nav><article><h1>Rivers</h1>{body}</article>"
-        "<footer>Copyright footer text</footer></body></html>", encoding="utf-8")
+        "<footer>Copyright footer text</footer></body></html>",
+        encoding="utf-8",
+    )
     (tmp_path / "other.html").write_text("<html><body><p>" + "Another page with words. " * 20 + "</p></body></html>")
     _, texts = run(tmp_path, [{"path": ".", "include": ["*.html"]}])
     [text] = [t for t in texts if "Rivers" in t]
@@ -105,8 +115,9 @@ def test_include_exclude_and_big_text_file_streams_in_pieces(tmp_path, monkeypat
     (folder / "keep.txt").write_text("\n\n".join(f"paragraph {i} " + "word " * 30 for i in range(40)))
     (folder / "sub" / "also.md").write_text("nested markdown file")
     (folder / "skip_me.txt").write_text("excluded file")
-    report, texts = run(tmp_path, [{"path": "docs", "include": ["*.txt", "*.md"], "exclude": ["skip_*"]}],
-                        chunk_chars=5000)
+    report, texts = run(
+        tmp_path, [{"path": "docs", "include": ["*.txt", "*.md"], "exclude": ["skip_*"]}], chunk_chars=5000
+    )
     assert "excluded file" not in texts and "nested markdown file" in texts
     assert report.documents_read > 5  # keep.txt (about 7 kB) came in pieces of about 1 kB
     assert sum(t.count("paragraph ") for t in texts) == 40
@@ -141,6 +152,7 @@ def test_recipe_rejects_bad_source_options():
 def test_hf_source_without_datasets_is_a_clear_error(tmp_path):
     try:
         import datasets  # noqa: F401
+
         pytest.skip("datasets is installed; this checks the message for users without it")
     except ImportError:
         pass

@@ -19,10 +19,14 @@ TOPICS = ["rivers", "mountains", "forests", "deserts", "oceans", "glaciers", "vo
 def article(topic: str, links: list[str] = ()) -> bytes:
     paragraphs = "".join(
         f"<p>Paragraph {i} about {topic}: the {topic} of the world differ in size, age and history, and people "
-        f"who study {topic} write long reports about sample number {i} and what it shows.</p>" for i in range(6))
+        f"who study {topic} write long reports about sample number {i} and what it shows.</p>"
+        for i in range(6)
+    )
     nav = "".join(f'<a href="{link}">{link}</a> ' for link in links)
-    return (f"<html><head><title>{topic}</title></head><body><nav>{nav}</nav><article><h1>All about {topic}</h1>"
-            f"{paragraphs}</article><footer>site footer</footer></body></html>").encode()
+    return (
+        f"<html><head><title>{topic}</title></head><body><nav>{nav}</nav><article><h1>All about {topic}</h1>"
+        f"{paragraphs}</article><footer>site footer</footer></body></html>"
+    ).encode()
 
 
 class Site:
@@ -49,16 +53,31 @@ class Site:
 
     def route(self, h: BaseHTTPRequestHandler) -> None:
         pages = {
-            "/": article("rivers", ["/a.html", "/b.html", "/private/secret.html", "/missing.html", "/slow.html",
-                                    "/big.html", "http://elsewhere.invalid/page.html", "/a.html#section"]),
+            "/": article(
+                "rivers",
+                [
+                    "/a.html",
+                    "/b.html",
+                    "/private/secret.html",
+                    "/missing.html",
+                    "/slow.html",
+                    "/big.html",
+                    "http://elsewhere.invalid/page.html",
+                    "/a.html#section",
+                ],
+            ),
             "/a.html": article("mountains", ["/c.html", "/notes.txt"]),
             "/b.html": article("forests", ["/"]),
             "/c.html": article("deserts"),
             "/private/secret.html": article("oceans"),
         }
         if h.path == "/robots.txt":
-            self.send(h, self.robots_status, b"User-agent: *\nDisallow: /private/\n" if self.robots_status == 200
-                      else b"no robots here", "text/plain")
+            self.send(
+                h,
+                self.robots_status,
+                b"User-agent: *\nDisallow: /private/\n" if self.robots_status == 200 else b"no robots here",
+                "text/plain",
+            )
         elif h.path in ("/go-private", "/go-public"):
             h.send_response(302)
             h.send_header("Location", "/private/secret.html" if h.path == "/go-private" else "/c.html")
@@ -106,8 +125,15 @@ def site():
 
 
 def web_config(tmp_path, sources, **web):
-    settings = {"timeout_s": 0.5, "retries": 0, "backoff_s": 0.01, "rate_limit_s": 0.0, "max_bytes": 50_000,
-                "cache_dir": str(tmp_path / "cache"), **web}
+    settings = {
+        "timeout_s": 0.5,
+        "retries": 0,
+        "backoff_s": 0.01,
+        "rate_limit_s": 0.0,
+        "max_bytes": 50_000,
+        "cache_dir": str(tmp_path / "cache"),
+        **web,
+    }
     return recipe_from_dict({"data": {"sources": sources, "web": settings, "val_fraction": 0.2}}).data
 
 
@@ -152,8 +178,9 @@ def test_rerun_reads_the_cache_and_retries_with_backoff(tmp_path, site):
 
 
 def test_rate_limit_spaces_requests(tmp_path, site):
-    config = web_config(tmp_path, [site.base + "/a.html", site.base + "/b.html", site.base + "/c.html"],
-                        rate_limit_s=0.3, cache=False)
+    config = web_config(
+        tmp_path, [site.base + "/a.html", site.base + "/b.html", site.base + "/c.html"], rate_limit_s=0.3, cache=False
+    )
     started = time.monotonic()
     prepare_data(config, 0, tmp_path / "out", tmp_path)
     assert time.monotonic() - started >= 0.9  # robots.txt + 3 pages: three waits of 0.3 s

@@ -14,8 +14,12 @@ import pytest
 from llmtui.config import recipe_from_dict
 from tests.helpers import tiny_recipe_dict
 
-FOUR_DEVICES = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "COLUMNS": "200",
-                "TF_CPP_MIN_LOG_LEVEL": "3"}
+FOUR_DEVICES = {
+    "KERAS_BACKEND": "jax",
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    "COLUMNS": "200",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+}
 
 # Builds each model under model_parallel on a mesh and reads what device 0 holds of its weights and optimizer
 # state (the shards' own sizes), beside the summary's arithmetic for the same mesh.
@@ -51,8 +55,14 @@ print("RESULT " + json.dumps(out))
 
 
 def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env={**os.environ, **FOUR_DEVICES},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, **FOUR_DEVICES},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_model_parallel_splits_weights_and_optimizer_state(tmp_path):
@@ -62,8 +72,10 @@ def test_model_parallel_splits_weights_and_optimizer_state(tmp_path):
     base = tiny_recipe_dict(tmp_path / "corpus", tmp_path / "runs")
     model = {"layers": 2, "dim": 64, "heads": 4, "context": 16}
     cases = [["gpt", [1, 4]], ["llama", [1, 4]], ["gpt", [2, 2]]]
-    result = _run(["-c", SHARDS, json.dumps(cases), json.dumps({k: base[k] for k in ("run", "data")}),
-                   json.dumps(model)], tmp_path)
+    result = _run(
+        ["-c", SHARDS, json.dumps(cases), json.dumps({k: base[k] for k in ("run", "data")}), json.dumps(model)],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout.split("RESULT ", 1)[1])
     for row in rows:
@@ -114,8 +126,10 @@ def test_model_parallel_input_errors(tmp_path):
 
     base = tiny_recipe_dict(tmp_path / "corpus", tmp_path / "runs")
     with pytest.raises(RecipeError, match="splits gpt and llama models"):
-        recipe_from_dict(base | {"model": base["model"] | {"arch": "lstm"},
-                                 "train": base["train"] | {"distribute": "model_parallel"}})
+        recipe_from_dict(
+            base
+            | {"model": base["model"] | {"arch": "lstm"}, "train": base["train"] | {"distribute": "model_parallel"}}
+        )
     with pytest.raises(RecipeError, match="two device counts"):
         recipe_from_dict(base | {"train": base["train"] | {"distribute": "model_parallel", "mesh": [4]}})
     with pytest.raises(RecipeError, match="applies to train.distribute = 'model_parallel'"):
@@ -132,22 +146,41 @@ def test_model_summary_shows_memory_per_device(tmp_path):
     data = tiny_recipe_dict(Path("corpus"), Path("runs"), model={"dim": 64, "heads": 4, "layers": 2})
     (tmp_path / "r.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
     env = {**os.environ, "COLUMNS": "200"}
-    result = subprocess.run([sys.executable, "-m", "llmtui", "model", "summary", "r.toml", "--mesh", "2x4"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmtui", "model", "summary", "r.toml", "--mesh", "2x4"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     share = per_device(recipe_from_dict(data).model, recipe_from_dict(data).train, 256, 2, 4)
     row = next(line for line in result.stdout.splitlines() if "per device: parameters" in line)
     assert f"{share.parameters:,}" in row and "mesh 2 x 4 (data x model), 8 devices" in row
     assert share.parameters < 117_504 / 4 * 1.03  # 117,504 parameters in all, split 4 ways but for the norms
-    bad = subprocess.run([sys.executable, "-m", "llmtui", "model", "summary", "r.toml", "--mesh", "1x3"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "llmtui", "model", "summary", "r.toml", "--mesh", "1x3"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "cannot split token_embedding/embeddings (256, 64) along its axis 1" in bad.stderr
 
 
 # Several processes (JAX's multi-controller runtime on 127.0.0.1) -------------------------------------------
-MULTI_TRAIN = {"distribute": "data_parallel", "log_every": 1, "eval_every": 100, "checkpoint_every": 5,
-               "warmup_steps": 2, "lr": 3e-3, "batch_size": 8}
+MULTI_TRAIN = {
+    "distribute": "data_parallel",
+    "log_every": 1,
+    "eval_every": 100,
+    "checkpoint_every": 5,
+    "warmup_steps": 2,
+    "lr": 3e-3,
+    "batch_size": 8,
+}
 
 
 def _multi_recipe(tmp_path: Path, name: str, steps: int, backend: str = "jax") -> Path:
@@ -158,8 +191,12 @@ def _multi_recipe(tmp_path: Path, name: str, steps: int, backend: str = "jax") -
     corpus = tmp_path / "corpus"
     if not corpus.exists():
         write_corpus(corpus)
-    data = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": name, "backend": backend},
-                            train={**MULTI_TRAIN, "steps": steps, "eval_every": steps})
+    data = tiny_recipe_dict(
+        Path("corpus"),
+        Path("runs"),
+        run={"name": name, "backend": backend},
+        train={**MULTI_TRAIN, "steps": steps, "eval_every": steps},
+    )
     (tmp_path / f"{name}.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
     return tmp_path / f"{name}.toml"
 
@@ -169,8 +206,9 @@ def _launch(tmp_path: Path, recipe: Path, *extra: str, wait: bool = True, backen
     env.pop("XLA_FLAGS", None)  # one CPU device per process
     command = [sys.executable, "-m", "llmtui", "launch", "--processes", "2", recipe.name, *extra]
     if not wait:
-        return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -179,9 +217,14 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     process with 2 virtual devices on the same global batch; only process 0 writes the run folder."""
     pytest.importorskip("jax")
     one = _multi_recipe(tmp_path, "one", steps=8)
-    result = subprocess.run([sys.executable, "-m", "llmtui", "run", one.name, "--until", "train"], cwd=tmp_path,
-                            env={**os.environ, **FOUR_DEVICES, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmtui", "run", one.name, "--until", "train"],
+        cwd=tmp_path,
+        env={**os.environ, **FOUR_DEVICES, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     two = _multi_recipe(tmp_path, "two", steps=8)
     launched = _launch(tmp_path, two)
@@ -205,10 +248,19 @@ def test_tensorflow_two_workers_match_one_process_with_two_devices(tmp_path):
     global batch; only process 0 writes the run folder."""
     pytest.importorskip("tensorflow")
     one = _multi_recipe(tmp_path, "one", steps=6, backend="tensorflow")
-    result = subprocess.run([sys.executable, "-m", "llmtui", "run", one.name, "--until", "train"], cwd=tmp_path,
-                            env={**os.environ, **FOUR_DEVICES, "KERAS_BACKEND": "tensorflow",
-                                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmtui", "run", one.name, "--until", "train"],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            **FOUR_DEVICES,
+            "KERAS_BACKEND": "tensorflow",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "data parallel over 2 devices" in result.stdout
     two = _multi_recipe(tmp_path, "two", steps=6, backend="tensorflow")
@@ -239,8 +291,10 @@ def test_killing_one_process_stops_the_job_and_it_resumes(tmp_path, backend):
     launcher = _launch(tmp_path, recipe, wait=False, backend=backend)
     checkpoints = tmp_path / "runs" / "job" / "checkpoints"
     deadline = time.time() + 600
-    while not any(p.name.startswith("step_") and not p.name.endswith(".tmp") for p in
-                  (checkpoints.iterdir() if checkpoints.exists() else [])):
+    while not any(
+        p.name.startswith("step_") and not p.name.endswith(".tmp")
+        for p in (checkpoints.iterdir() if checkpoints.exists() else [])
+    ):
         assert launcher.poll() is None and time.time() < deadline, launcher.communicate()
         time.sleep(0.5)
     follower = next(pid for pid in _children(launcher.pid) if _process_index(_environ(pid)) == 1)
@@ -295,16 +349,27 @@ def test_multi_process_setup_errors_are_one_message(tmp_path):
     recipe = _multi_recipe(tmp_path, "bad", steps=4)
 
     def run(args: list[str], **env) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "llmtui", *args], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "COLUMNS": "200", **env})
+        return subprocess.run(
+            [sys.executable, "-m", "llmtui", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "200", **env},
+        )
 
     missing = run(["run", recipe.name], JAX_COORDINATOR_ADDRESS="127.0.0.1:1")
     assert missing.returncode == 1 and "JAX_NUM_PROCESSES or JAX_PROCESS_ID is missing" in missing.stderr
-    one_device = run(["run", recipe.name, "--set", "train.distribute=none"], JAX_COORDINATOR_ADDRESS="127.0.0.1:1",
-                     JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1")
+    one_device = run(
+        ["run", recipe.name, "--set", "train.distribute=none"],
+        JAX_COORDINATOR_ADDRESS="127.0.0.1:1",
+        JAX_NUM_PROCESSES="2",
+        JAX_PROCESS_ID="1",
+    )
     assert one_device.returncode == 1 and "train.distribute = 'none' trains on one device" in one_device.stderr
-    two_workers = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
-                              "task": {"type": "worker", "index": 1}})
+    two_workers = json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}
+    )
     wrong_backend = run(["run", recipe.name], TF_CONFIG=two_workers, KERAS_BACKEND="jax")
     assert wrong_backend.returncode == 1
     assert "TF_CONFIG describes a 2-process TensorFlow job, but the backend is jax" in wrong_backend.stderr

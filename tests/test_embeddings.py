@@ -34,8 +34,9 @@ def write_word2vec_binary(path, words=WORDS, matrix=MATRIX):
 
 
 def write_glove(path, words=WORDS, matrix=MATRIX):
-    path.write_text("".join(w + " " + " ".join(f"{v:.6f}" for v in row) + "\n" for w, row in zip(words, matrix)),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(w + " " + " ".join(f"{v:.6f}" for v in row) + "\n" for w, row in zip(words, matrix)), encoding="utf-8"
+    )
     return path
 
 
@@ -44,8 +45,10 @@ def model_config(**model):
     return recipe_from_dict({"model": {**base, **model}}).model
 
 
-@pytest.mark.parametrize("writer,fmt", [(write_word2vec_text, "word2vec"), (write_word2vec_binary, "word2vec_binary"),
-                                        (write_glove, "glove")])
+@pytest.mark.parametrize(
+    "writer,fmt",
+    [(write_word2vec_text, "word2vec"), (write_word2vec_binary, "word2vec_binary"), (write_glove, "glove")],
+)
 def test_the_three_formats_read_the_same_vectors(tmp_path, writer, fmt):
     path = writer(tmp_path / "vectors")
     assert detect_format(path) == fmt
@@ -56,13 +59,16 @@ def test_the_three_formats_read_the_same_vectors(tmp_path, writer, fmt):
     assert kept.words == ["cat", "mat"] and kept.count == len(WORDS)
 
 
-@pytest.mark.parametrize("content,message", [
-    ("", "empty"),
-    ("the 0.1 0.2 0.3\ncat 0.1 0.2\n", "line 2: 2 numbers where 3 were expected"),
-    ("the 0.1 0.2 0.3\ncat 0.1 zero 0.3\n", "line 2: 'zero' is not a number"),
-    ("3 2\nthe 0.1 0.2\ncat 0.3 0.4\n", "header promises 3 vectors but the file holds 2"),
-    ("2 3\nthe 0.1 0.2 0.3\ncat 0.1 0.2\n", "line 3: 2 numbers where 3 were expected"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("", "empty"),
+        ("the 0.1 0.2 0.3\ncat 0.1 0.2\n", "line 2: 2 numbers where 3 were expected"),
+        ("the 0.1 0.2 0.3\ncat 0.1 zero 0.3\n", "line 2: 'zero' is not a number"),
+        ("3 2\nthe 0.1 0.2\ncat 0.3 0.4\n", "header promises 3 vectors but the file holds 2"),
+        ("2 3\nthe 0.1 0.2 0.3\ncat 0.1 0.2\n", "line 3: 2 numbers where 3 were expected"),
+    ],
+)
 def test_malformed_text_files_are_clear_errors(tmp_path, content, message):
     path = tmp_path / "bad.txt"
     path.write_text(content, encoding="utf-8")
@@ -88,8 +94,10 @@ def test_missing_file_and_wrong_format_name(tmp_path):
 
 
 def test_vectors_map_onto_words_and_pieces_with_a_coverage_report(tmp_path):
-    tok = train_tokenizer(recipe_from_dict({"tokenizer": {"kind": "wordpiece", "vocab_size": 60}}).tokenizer,
-                          iter(["the cat sat on the mat", "the Dog sat"] * 20))
+    tok = train_tokenizer(
+        recipe_from_dict({"tokenizer": {"kind": "wordpiece", "vocab_size": 60}}).tokenizer,
+        iter(["the cat sat on the mat", "the Dog sat"] * 20),
+    )
     pieces = [tok.token(i) for i in range(tok.vocab_size)]
     suffix = next(p for p in pieces if p.startswith("##"))
     words = ["the", "cat", "dog", suffix[2:], "unrelated"]  # "Dog" matches "dog" lowercased; "##x" matches "x"
@@ -127,7 +135,7 @@ def test_pretrained_dimension_mismatch_is_an_error_or_a_projection():
     # The vectors keep their directions: one common factor scales them to the model's initial spread.
     factor = embeddings[0, 0] / table[0, 0]
     np.testing.assert_allclose(embeddings, table * factor, rtol=1e-5)
-    assert 0.005 < np.sqrt(np.mean(embeddings ** 2)) < 0.05
+    assert 0.005 < np.sqrt(np.mean(embeddings**2)) < 0.05
 
 
 def test_pretrained_without_a_path_is_a_recipe_error():
@@ -146,15 +154,18 @@ def test_one_hot_refuses_a_large_vocabulary():
 def _train(model, steps, vocab=24, seed=0, jit=True):
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
     return [_step(model, seed * 1000 + i, vocab) for i in range(steps)]  # a repeating sequence worth learning
 
 
 def _step(model, seed, vocab=24):
     rng = np.random.default_rng(seed)
     pattern = np.arange(64) % 6 + 1
-    windows = np.stack([pattern[s:s + 9] for s in rng.integers(0, 50, size=8)]) % vocab
+    windows = np.stack([pattern[s : s + 9] for s in rng.integers(0, 50, size=8)]) % vocab
     return float(model.train_on_batch(windows[:, :-1], windows[:, 1:], return_dict=True)["loss"])
 
 
@@ -173,8 +184,9 @@ def test_one_hot_model_trains_and_its_loss_falls(arch, tmp_path):
     run.final_model_path.parent.mkdir(parents=True)
     model.save(run.final_model_path)
     x = np.array([[1, 2, 3, 4]])
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(load_final_model(run)(x)),
-                               keras.ops.convert_to_numpy(model(x)), atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(load_final_model(run)(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-5
+    )
 
 
 def test_pretrained_embedding_frozen_for_n_steps_then_trained_and_frozen_for_good():
@@ -237,13 +249,21 @@ def test_pretrained_path_trains_through_the_pipeline(corpus, tmp_path):
     from llmtui.tokenizers import TextTokenizer
 
     tok = TextTokenizer.load(first.run.tokenizer_dir)
-    sentences = list(token_sentences(load_tokens(first.run.tokenizer_dir, "train"),
-                                     [tok.token(i) for i in range(tok.vocab_size)], tok.eos_id))
+    sentences = list(
+        token_sentences(
+            load_tokens(first.run.tokenizer_dir, "train"), [tok.token(i) for i in range(tok.vocab_size)], tok.eos_id
+        )
+    )
     words, matrix, _ = train_word2vec(sentences, dim=24, epochs=2, workers=1, seed=0)
     save_glove(tmp_path / "vectors.txt", words, matrix)  # " " and "\n" cannot be stored: they start random
 
-    recipe = recipe_from_dict(tiny_recipe_dict(corpus, runs, model={
-        "embedding": "pretrained", "pretrained_path": "vectors.txt", "projection": True, "freeze_steps": 10}))
+    recipe = recipe_from_dict(
+        tiny_recipe_dict(
+            corpus,
+            runs,
+            model={"embedding": "pretrained", "pretrained_path": "vectors.txt", "projection": True, "freeze_steps": 10},
+        )
+    )
     recorder = EventRecorder()
     Pipeline(recipe, base_dir=tmp_path, sinks=[recorder]).execute(until="train")
     report = json.loads((first.run.model_dir / "embedding_report.json").read_text(encoding="utf-8"))

@@ -25,8 +25,14 @@ runner = CliRunner()
 
 # Language-model metrics --------------------------------------------------------------------------
 def test_summarize_on_fixed_scores():
-    scores = {"nll_sum": 6.0, "correct": 1.0, "top_k_correct": 3.0, "tokens": 4, "windows": 2,
-              "nll_by_position": [2.0, 4.0]}
+    scores = {
+        "nll_sum": 6.0,
+        "correct": 1.0,
+        "top_k_correct": 3.0,
+        "tokens": 4,
+        "windows": 2,
+        "nll_by_position": [2.0, 4.0],
+    }
     report = summarize(scores, bytes_per_token=2.0, vocab_size=10)
     assert report["loss"] == pytest.approx(1.5)
     assert report["perplexity"] == pytest.approx(math.exp(1.5))
@@ -71,8 +77,11 @@ def test_scores_of_a_fixed_logit_model_match_the_hand_computed_ones():
     assert report["accuracy"] == pytest.approx(2 / 6)  # only the two targets 0 are the argmax
     # Tokens above the target: 2 -> 2, 7 -> 7, 0 -> 0, 0 -> 0, 3 -> 3, 5 -> 5: four have fewer than five.
     assert report["top5_accuracy"] == pytest.approx(4 / 6)
-    by_position = [(-math.log(p[2]) - math.log(p[0])) / 2, (-math.log(p[7]) - math.log(p[3])) / 2,
-                   (-math.log(p[0]) - math.log(p[5])) / 2]
+    by_position = [
+        (-math.log(p[2]) - math.log(p[0])) / 2,
+        (-math.log(p[7]) - math.log(p[3])) / 2,
+        (-math.log(p[0]) - math.log(p[5])) / 2,
+    ]
     assert report["loss_by_position"] == pytest.approx(by_position, rel=1e-5)
     assert report["bits_per_byte"] == pytest.approx(report["loss"] / math.log(2))
 
@@ -87,9 +96,11 @@ def test_token_scores_config_round_trip():
 # Task metrics ------------------------------------------------------------------------------------
 def test_classification_metrics_on_a_known_confusion_matrix():
     # rows true, columns predicted:   pos neg neutral
-    matrix = [[3, 1, 0],           # pos
-              [1, 2, 0],           # neg
-              [1, 1, 0]]           # neutral (never predicted)
+    matrix = [
+        [3, 1, 0],  # pos
+        [1, 2, 0],  # neg
+        [1, 1, 0],
+    ]  # neutral (never predicted)
     labels = ["pos", "neg", "neutral"]
     y_true, y_pred = [], []
     for i, row in enumerate(matrix):
@@ -117,8 +128,9 @@ def test_classification_metrics_reject_bad_input():
 
 def test_qa_metrics_on_known_pairs():
     assert normalize_answer("An  apple, the   Pie.") == "apple pie"
-    m = qa_metrics(["The Eiffel Tower!", "in 1889", "Paris France"],
-                   ["eiffel tower", ["1889", "the year 1889"], "London"])
+    m = qa_metrics(
+        ["The Eiffel Tower!", "in 1889", "Paris France"], ["eiffel tower", ["1889", "the year 1889"], "London"]
+    )
     # EM: 1, 0, 0. F1: 1; max(2/3 against "1889", 1/2 against "year 1889"); 0.
     assert m == {"kind": "qa", "exact_match": pytest.approx(1 / 3), "f1": pytest.approx(5 / 9)}
     assert qa_metrics([""], [""])["f1"] == 1.0 and qa_metrics(["x"], [""])["f1"] == 0.0
@@ -149,8 +161,11 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     corpus = write_corpus(root / "corpus")
     folders = {}
     for name, model, steps in (("small_gpt", {"arch": "gpt"}, 20), ("small_gru", {"arch": "gru"}, 10)):
-        recipe = recipe_from_dict(tiny_recipe_dict(corpus, root / "runs", run={"name": name}, model=model,
-                                                   train={"steps": steps, "eval_every": 10}))
+        recipe = recipe_from_dict(
+            tiny_recipe_dict(
+                corpus, root / "runs", run={"name": name}, model=model, train={"steps": steps, "eval_every": 10}
+            )
+        )
         Pipeline(recipe, base_dir=root).execute()
         folders[name] = root / "runs" / name
     return folders
@@ -163,8 +178,19 @@ def _report(run: Path) -> dict:
 def test_eval_stage_writes_the_report_keys_and_pages(runs):
     run = runs["small_gpt"]
     report = _report(run)
-    for key in ("loss", "perplexity", "bits_per_byte", "accuracy", "tokens", "vocab_size", "uniform_loss",
-                "top5_accuracy", "loss_by_position", "parameters", "train_steps"):
+    for key in (
+        "loss",
+        "perplexity",
+        "bits_per_byte",
+        "accuracy",
+        "tokens",
+        "vocab_size",
+        "uniform_loss",
+        "top5_accuracy",
+        "loss_by_position",
+        "parameters",
+        "train_steps",
+    ):
         assert report[key] is not None, key
     assert report["perplexity"] == pytest.approx(math.exp(report["loss"]))
     assert report["accuracy"] <= report["top5_accuracy"] <= 1
@@ -291,9 +317,12 @@ def test_report_shows_fine_tuning_before_and_after_and_task_answers(runs, tmp_pa
     run = tmp_path / "domain"
     shutil.copytree(runs["small_gru"], run)
     report = _report(run)
-    report["finetune"] = {"base": "runs/base", "method": "lora",
-                          "domain_val": {"before": {"perplexity": 31.25}, "after": {"perplexity": 12.5}},
-                          "base_val": {"before": {"perplexity": 9.75}, "after": {"perplexity": 10.5}}}
+    report["finetune"] = {
+        "base": "runs/base",
+        "method": "lora",
+        "domain_val": {"before": {"perplexity": 31.25}, "after": {"perplexity": 12.5}},
+        "base_val": {"before": {"perplexity": 9.75}, "after": {"perplexity": 10.5}},
+    }
     report["answers"] = [{"input": "capital of France?", "target": "Paris", "prediction": "Lyon <b>"}]
     (run / "eval" / "report.json").write_text(json.dumps(report), encoding="utf-8")
     write_report(run)

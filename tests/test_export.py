@@ -29,8 +29,10 @@ CHECK_TEXT = "the model reads text and learns"
 
 RUNS = {
     "gpt": {"tokenizer": {"kind": "bpe", "vocab_size": 300}, "model": {"arch": "gpt"}},
-    "llama": {"tokenizer": {"kind": "unigram", "vocab_size": 120},
-              "model": {"arch": "llama", "heads": 4, "kv_heads": 2, "tie_embeddings": False}},
+    "llama": {
+        "tokenizer": {"kind": "unigram", "vocab_size": 120},
+        "model": {"arch": "llama", "heads": 4, "kv_heads": 2, "tie_embeddings": False},
+    },
     "lstm": {"model": {"arch": "lstm"}},
 }
 
@@ -97,13 +99,20 @@ def exported(tmp_path_factory) -> dict:
     backend = "jax" if importlib.util.find_spec("jax") else "tensorflow"
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
     roots = [str(base / "exports" / arch) for arch in runs]
-    done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, *roots], capture_output=True, text=True, env=env,
-                          cwd=base, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, *roots], capture_output=True, text=True, env=env, cwd=base, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"runs": runs, "outputs": outputs, "references": references, "backend": backend,
-            "loaded": {arch: report[root] for arch, root in zip(runs, roots)},
-            "keras_backend": report["keras_backend"], "dirs": {arch: base / "exports" / arch for arch in runs}}
+    return {
+        "runs": runs,
+        "outputs": outputs,
+        "references": references,
+        "backend": backend,
+        "loaded": {arch: report[root] for arch, root in zip(runs, roots)},
+        "keras_backend": report["keras_backend"],
+        "dirs": {arch: base / "exports" / arch for arch in runs},
+    }
 
 
 @pytest.mark.parametrize("arch", ["gpt", "llama"])
@@ -171,8 +180,7 @@ def test_bad_requests_are_clear_errors(exported, tmp_path):
     assert (runs["lstm"] / "model" / "final.keras").exists()
     untrained = tmp_path / "untrained"
     untrained.mkdir()
-    (untrained / "recipe.toml").write_text((runs["lstm"] / "recipe.toml").read_text(encoding="utf-8"),
-                                           encoding="utf-8")
+    (untrained / "recipe.toml").write_text((runs["lstm"] / "recipe.toml").read_text(encoding="utf-8"), encoding="utf-8")
     missing = runner.invoke(app, ["export", str(untrained)])
     assert missing.exit_code == 1 and "no trained model" in missing.stderr and "llmtui run" in missing.stderr
     nowhere = runner.invoke(app, ["export", str(tmp_path / "nope")])
@@ -186,15 +194,20 @@ def test_preset_problems_name_the_reason():
     assert preset_problem(ModelConfig(arch="llama", dim=32, heads=2, tie_embeddings=False)) is None
     assert "GPT2Backbone always ties" in preset_problem(ModelConfig(arch="gpt", dim=32, heads=2, tie_embeddings=False))
     assert "recurrent" in preset_problem(ModelConfig(arch="gru", dim=32))
-    projected = ModelConfig(arch="llama", dim=32, heads=2, embedding="pretrained", pretrained_path="v.txt",
-                            projection=True)
+    projected = ModelConfig(
+        arch="llama", dim=32, heads=2, embedding="pretrained", pretrained_path="v.txt", projection=True
+    )
     assert "projection" in preset_problem(projected)
 
 
-@pytest.mark.parametrize("config", [
-    ModelConfig(arch="gpt", layers=2, dim=32, heads=4, context=16, embedding="onehot"),
-    ModelConfig(arch="llama", layers=2, dim=32, heads=4, kv_heads=1, context=16, rope_base=500.0),
-], ids=["gpt-onehot", "llama-tied-mqa"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig(arch="gpt", layers=2, dim=32, heads=4, context=16, embedding="onehot"),
+        ModelConfig(arch="llama", layers=2, dim=32, heads=4, kv_heads=1, context=16, rope_base=500.0),
+    ],
+    ids=["gpt-onehot", "llama-tied-mqa"],
+)
 def test_backbone_mapping_matches_untrained_variants(config):
     """Variants the trained runs skip: a one-hot token encoding, tied llama with one key/value head and
     another rotary base (random weights, so every mapped matrix matters)."""
@@ -227,9 +240,15 @@ def test_keras_hub_tokenizer_needs_a_compatible_vocabulary():
 def test_safe_mode_scan_finds_lambdas():
     from llmtui.export.keras_file import scan_config
 
-    config = {"class_name": "Functional", "config": {"layers": [
-        {"class_name": "Lambda", "config": {"name": "shift", "function": {"class_name": "__lambda__"}}},
-        {"class_name": "DecoderBlock", "registered_name": "llmtui>DecoderBlock", "config": {}}]}}
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "layers": [
+                {"class_name": "Lambda", "config": {"name": "shift", "function": {"class_name": "__lambda__"}}},
+                {"class_name": "DecoderBlock", "registered_name": "llmtui>DecoderBlock", "config": {}},
+            ]
+        },
+    }
     unsafe, ours = scan_config(config)
     assert "Lambda layer shift" in unsafe and any("lambda" in part for part in unsafe[1:])
     assert ours == ["llmtui>DecoderBlock"]

@@ -25,21 +25,27 @@ from tests.helpers import llmtui_env, run_llmtui, tiny_recipe_dict, train_tiny_r
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(name) is None for name in ("torch", "transformers", "accelerate", "gguf")),
-    reason="needs the test extra: torch (CPU), transformers, accelerate, gguf")
+    reason="needs the test extra: torch (CPU), transformers, accelerate, gguf",
+)
 
 runner = CliRunner()
 TEXT = "the model reads text and learns"
 PROMPT = "the model"
 NEW_TOKENS = 6
-MESSAGES = [{"role": "system", "content": "a small network"}, {"role": "user", "content": "the next character"},
-            {"role": "assistant", "content": "of each line"}]
+MESSAGES = [
+    {"role": "system", "content": "a small network"},
+    {"role": "user", "content": "the next character"},
+    {"role": "assistant", "content": "of each line"},
+]
 FLOAT32_ATOL = 1e-4
 ROUNDING_RTOL = {"f16": 0.01, "q8_0": 0.05}
 
 RUNS = {
     "gpt": {"tokenizer": {"kind": "bpe", "vocab_size": 300}, "model": {"arch": "gpt"}},
-    "llama": {"tokenizer": {"kind": "bpe", "vocab_size": 300},
-              "model": {"arch": "llama", "heads": 4, "kv_heads": 2, "tie_embeddings": False}},
+    "llama": {
+        "tokenizer": {"kind": "bpe", "vocab_size": 300},
+        "model": {"arch": "llama", "heads": 4, "kv_heads": 2, "tie_embeddings": False},
+    },
 }
 EXPORTS = [("hf", "f16"), ("gguf", "f32"), ("gguf", "q8_0")]  # (format, --quantize)
 
@@ -87,9 +93,15 @@ def _ours(run: Path) -> dict:
     ids = np.random.default_rng(7).integers(0, model.output_shape[-1], size=(2, 12)).astype("int32")
     greedy = Generator(model, tokenizer, 16).generate_full(PROMPT, NEW_TOKENS, temperature=0.0, stop_at_eos=False)
     chat_text = render_chat(chat_template(folder.tokenizer_dir), MESSAGES)
-    return {"ids": ids, "logits": np.asarray(model(ids, training=False)), "prompt_ids": tokenizer.encode(PROMPT),
-            "greedy": greedy.tokens, "text_ids": tokenizer.encode(TEXT), "chat_text": chat_text,
-            "chat_ids": tokenizer.encode(chat_text)}
+    return {
+        "ids": ids,
+        "logits": np.asarray(model(ids, training=False)),
+        "prompt_ids": tokenizer.encode(PROMPT),
+        "greedy": greedy.tokens,
+        "text_ids": tokenizer.encode(TEXT),
+        "chat_text": chat_text,
+        "chat_ids": tokenizer.encode(chat_text),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -104,20 +116,39 @@ def loaded(tmp_path_factory) -> dict:
         for fmt, quantize in EXPORTS:
             key = f"{arch}-{fmt}-{quantize}"
             out = base / "exports" / key
-            result = runner.invoke(app, ["export", str(run), "--format", fmt, "--quantize", quantize,
-                                         "--out", str(out)])
+            result = runner.invoke(
+                app, ["export", str(run), "--format", fmt, "--quantize", quantize, "--out", str(out)]
+            )
             assert result.exit_code == 0, result.output
             outputs[key] = result.output
-            job["exports"][key] = {"folder": str(out), "gguf_file": f"model-{quantize}.gguf" if fmt == "gguf" else None,
-                                   "arch": arch, "context": 16, "ids": str(base / f"{arch}-ids.npy"),
-                                   "prompt_ids": ours[arch]["prompt_ids"], "logits_out": str(base / f"{key}.npy")}
+            job["exports"][key] = {
+                "folder": str(out),
+                "gguf_file": f"model-{quantize}.gguf" if fmt == "gguf" else None,
+                "arch": arch,
+                "context": 16,
+                "ids": str(base / f"{arch}-ids.npy"),
+                "prompt_ids": ours[arch]["prompt_ids"],
+                "logits_out": str(base / f"{key}.npy"),
+            }
     (base / "job.json").write_text(json.dumps(job), encoding="utf-8")
-    done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(base / "job.json")], capture_output=True,
-                          text=True, env=llmtui_env(), cwd=base, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(base / "job.json")],
+        capture_output=True,
+        text=True,
+        env=llmtui_env(),
+        cwd=base,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"base": base, "runs": runs, "ours": ours, "outputs": outputs, "report": report,
-            "logits": {key: np.load(base / f"{key}.npy") for key in job["exports"]}}
+    return {
+        "base": base,
+        "runs": runs,
+        "ours": ours,
+        "outputs": outputs,
+        "report": report,
+        "logits": {key: np.load(base / f"{key}.npy") for key in job["exports"]},
+    }
 
 
 @pytest.mark.parametrize("arch", sorted(RUNS))
@@ -130,8 +161,13 @@ def test_hf_folder_loads_in_transformers_with_our_logits_and_greedy_text(loaded,
     assert found["text_ids"] == ours["text_ids"]
     assert (found["eos"], found["pad"]) == ("<eos>", "<pad>")
     folder = loaded["base"] / "exports" / key
-    assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json",
-                                                  "tokenizer_config.json", "generation_config.json"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    }
     generation = json.loads((folder / "generation_config.json").read_text())
     assert generation["eos_token_id"] == 3 and generation["max_new_tokens"] == 12
     assert "checked: loaded back" in loaded["outputs"][key]
@@ -194,8 +230,9 @@ def lstm_run(tmp_path_factory) -> Path:
     from llmtui.pipeline import Pipeline
 
     base = tmp_path_factory.mktemp("lstm")
-    recipe = tiny_recipe_dict(write_corpus(base / "corpus", files=2, lines=10), base / "runs",
-                              model={"arch": "lstm", "layers": 1, "dim": 16})
+    recipe = tiny_recipe_dict(
+        write_corpus(base / "corpus", files=2, lines=10), base / "runs", model={"arch": "lstm", "layers": 1, "dim": 16}
+    )
     recipe["train"].update(steps=2, eval_every=1000, checkpoint_every=1000, jit_compile=False)
     Pipeline(recipe_from_dict(recipe), base_dir=base).execute(until="train")
     return base / "runs" / "tiny"
@@ -233,8 +270,9 @@ def test_gguf_refuses_a_vocabulary_llama_cpp_has_no_tokenizer_for():
 
 
 def test_unknown_quantize_type_is_a_clear_error(loaded, tmp_path):
-    done = _export_cli(str(loaded["runs"]["gpt"]), "--format", "gguf", "--quantize", "q4_k",
-                       "--out", str(tmp_path / "q"))
+    done = _export_cli(
+        str(loaded["runs"]["gpt"]), "--format", "gguf", "--quantize", "q4_k", "--out", str(tmp_path / "q")
+    )
     assert done.returncode != 0 and "unknown GGUF tensor type 'q4_k'" in done.stderr
     assert "f32, f16, q8_0" in done.stderr and not (tmp_path / "q").exists()
 
@@ -258,15 +296,20 @@ print(json.dumps(report))
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                    reason="llama-cpp-python is not installed (PyPI has only its source, which compiles llama.cpp: too "
-                           "long for CI)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None,
+    reason="llama-cpp-python is not installed (PyPI has only its source, which compiles llama.cpp: too long for CI)",
+)
 def test_gguf_runs_in_llama_cpp_with_our_logits_and_ids(loaded):
     """llama.cpp itself (its Python bindings) reads the GGUF files: same logits (within its float32 kernels'
     rounding, or the Q8_0 tolerance) and the same token ids from the metadata's tokenizer."""
     job = json.loads((loaded["base"] / "job.json").read_text())
-    done = subprocess.run([sys.executable, "-c", LLAMA_CPP_SCRIPT, str(loaded["base"] / "job.json")],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", LLAMA_CPP_SCRIPT, str(loaded["base"] / "job.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     for key, found in report.items():
@@ -290,8 +333,12 @@ def test_gguf_labels_only_gpt2_split_byte_level_vocabularies_as_gpt2():
     ours = Tokenizer(models.BPE())
     ours.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     other = Tokenizer(models.BPE())
-    other.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"\p{N}{1,3}"), behavior="isolated"),
-                                                   pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    other.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"\p{N}{1,3}"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     names = {"pad": "<|endoftext|>", "unk": None, "bos": "<|endoftext|>", "eos": "<|endoftext|>"}
     assert gpt2_split_problem(TextTokenizer(ours, "bpe", special_names=names)) is None
     assert "its own pattern" in gpt2_split_problem(TextTokenizer(other, "bpe", special_names=names))

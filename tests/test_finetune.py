@@ -82,8 +82,9 @@ def test_lora_trains_only_the_adapters_and_saves_a_plain_model(workspace):
 
     from llmtui.runfolder import RunFolder, load_final_model
 
-    recipe = finetune_recipe(workspace, "lora", {"task": "domain", "method": "lora", "lora_rank": 2},
-                             train={"weight_decay": 0.0})
+    recipe = finetune_recipe(
+        workspace, "lora", {"task": "domain", "method": "lora", "lora_rank": 2}, train={"weight_decay": 0.0}
+    )
     pipeline, _ = run_finetune(workspace, recipe, until="train")
     base = load_final_model(RunFolder(workspace / "runs" / "tiny"))
     tuned = load_final_model(pipeline.run)
@@ -92,11 +93,14 @@ def test_lora_trains_only_the_adapters_and_saves_a_plain_model(workspace):
     assert [v.path for v in tuned.weights] == [v.path for v in base.weights]
     changed = {v.path for v, w in zip(base.weights, tuned.weights) if not np.allclose(v.numpy(), w.numpy())}
     # Only the adapted projections (kernel + A·B merged) differ; embeddings, norms and biases do not.
-    assert changed and all(path.endswith("kernel") and any(t in path for t in ("qkv", "out", "mlp_in", "mlp_out"))
-                           for path in changed), changed
+    assert changed and all(
+        path.endswith("kernel") and any(t in path for t in ("qkv", "out", "mlp_in", "mlp_out")) for path in changed
+    ), changed
     info = json.loads((pipeline.run.model_dir / "architecture.json").read_text())
-    assert info["parameters"] == 2 * 2 * (32 * 96 + 96 * 2 + 32 * 2 + 32 * 128 + 128 * 2 + 32 * 2) // 2 or \
-        info["parameters"] < info["total_parameters"] / 4
+    assert (
+        info["parameters"] == 2 * 2 * (32 * 96 + 96 * 2 + 32 * 2 + 32 * 128 + 128 * 2 + 32 * 2) // 2
+        or info["parameters"] < info["total_parameters"] / 4
+    )
     assert isinstance(keras.__version__, str)
 
 
@@ -125,9 +129,12 @@ def test_freeze_keeps_the_lower_layers(workspace):
 def test_classification_end_to_end_then_classify_command(workspace, monkeypatch):
     from llmtui.config import recipe_to_toml
 
-    recipe = finetune_recipe(workspace, "classes", {"task": "classification", "train_file": "labels.csv",
-                                                    "method": "full", "pooling": "mean"},
-                             train={"steps": 60, "lr": 3e-3})
+    recipe = finetune_recipe(
+        workspace,
+        "classes",
+        {"task": "classification", "train_file": "labels.csv", "method": "full", "pooling": "mean"},
+        train={"steps": 60, "lr": 3e-3},
+    )
     monkeypatch.chdir(workspace)
     # Through the command line, as a person would run it (the console shows validation accuracy, no perplexity).
     result = runner.invoke(app, ["finetune", str(_write(workspace / "classes.toml", recipe_to_toml(recipe)))])
@@ -145,8 +152,12 @@ def test_classification_end_to_end_then_classify_command(workspace, monkeypatch)
     assert set(probabilities) == {"first", "second"} and math.isclose(sum(probabilities.values()), 1, rel_tol=1e-5)
     assert max(probabilities, key=probabilities.get) == "first"
     # Language-model commands on a classifier are refused clearly.
-    for command in (["answer", "runs/classes", "x"], ["generate", "runs/classes"], ["eval", "runs/classes"],
-                    ["export", "runs/classes"]):
+    for command in (
+        ["answer", "runs/classes", "x"],
+        ["generate", "runs/classes"],
+        ["eval", "runs/classes"],
+        ["export", "runs/classes"],
+    ):
         result = runner.invoke(app, command)
         assert result.exit_code == 1 and "classification model" in result.output, (command, result.output)
     assert (workspace / "runs" / "classes" / "eval" / "report.html").exists()
@@ -156,9 +167,12 @@ def test_prompt_answer_task_learns_only_from_answer_tokens(workspace, monkeypatc
     from llmtui.finetune.tasks import encode_prompt_answer
     from llmtui.tokenizers import TextTokenizer
 
-    recipe = finetune_recipe(workspace, "pairs", {"task": "qa", "train_file": "pairs.jsonl",
-                                                  "prompt_template": "{input} = "},
-                             train={"steps": 30, "lr": 3e-3})
+    recipe = finetune_recipe(
+        workspace,
+        "pairs",
+        {"task": "qa", "train_file": "pairs.jsonl", "prompt_template": "{input} = "},
+        train={"steps": 30, "lr": 3e-3},
+    )
     pipeline, _ = run_finetune(workspace, recipe)
     report = json.loads((pipeline.run.eval_dir / "report.json").read_text())
     assert report["task"]["kind"] == "qa" and 0.0 <= report["task"]["f1"] <= 1.0
@@ -168,7 +182,7 @@ def test_prompt_answer_task_learns_only_from_answer_tokens(workspace, monkeypatc
     encoded = encode_prompt_answer(tokenizer, [{"input": "ab", "target": "cd"}], recipe.finetune, 16)
     weights = encoded.weights[0]
     prompt_length = len(tokenizer.encode("ab = "))
-    assert weights[:prompt_length - 1].sum() == 0 and weights.sum() == len(tokenizer.encode("cd")) + 1
+    assert weights[: prompt_length - 1].sum() == 0 and weights.sum() == len(tokenizer.encode("cd")) + 1
     assert encoded.targets[0][weights > 0][-1] == tokenizer.eos_id
     monkeypatch.chdir(workspace)
     result = runner.invoke(app, ["answer", "runs/pairs", "the model"])
@@ -183,12 +197,13 @@ def test_bad_task_files_get_clear_errors(workspace, monkeypatch):
     with pytest.raises(DataError, match=r"broken.jsonl:2: missing field 'target'"):
         run_finetune(workspace, recipe, until="data")
     (workspace / "val.csv").write_text("text,label\nthe model,first\nthe model,third\n")
-    recipe = finetune_recipe(workspace, "unknown", {"task": "classification", "train_file": "labels.csv",
-                                                    "val_file": "val.csv"})
+    recipe = finetune_recipe(
+        workspace, "unknown", {"task": "classification", "train_file": "labels.csv", "val_file": "val.csv"}
+    )
     with pytest.raises(DataError, match="labels the training examples do not: 'third'"):
         run_finetune(workspace, recipe, until="data")
     monkeypatch.chdir(workspace)
-    result = runner.invoke(app, ["finetune", str(_write(workspace / "nobase.toml", "[finetune]\nbase = \"nope\"\n"))])
+    result = runner.invoke(app, ["finetune", str(_write(workspace / "nobase.toml", '[finetune]\nbase = "nope"\n'))])
     assert result.exit_code == 1 and "no run folder" in result.output
 
 
@@ -200,11 +215,21 @@ def _write(path: Path, text: str) -> Path:
 def test_tuning_a_classification_finetune_on_macro_f1(workspace):
     from llmtui.tuning import Tuner
 
-    recipe = finetune_recipe(workspace, "tuned-classes", {"task": "classification", "train_file": "labels.csv",
-                                                          "pooling": "mean", "method": "lora"}, train={"steps": 10})
+    recipe = finetune_recipe(
+        workspace,
+        "tuned-classes",
+        {"task": "classification", "train_file": "labels.csv", "pooling": "mean", "method": "lora"},
+        train={"steps": 10},
+    )
     data = recipe.model_dump(mode="json")
-    data["tune"] = {"method": "grid", "trials": 2, "objective": "macro_f1", "direction": "maximize",
-                    "pruner": "none", "space": {"finetune.lora_rank": {"choices": [1, 4]}}}
+    data["tune"] = {
+        "method": "grid",
+        "trials": 2,
+        "objective": "macro_f1",
+        "direction": "maximize",
+        "pruner": "none",
+        "space": {"finetune.lora_rank": {"choices": [1, 4]}},
+    }
     result = Tuner(recipe_from_dict(data), workspace).run()
     values = {row["params"]["finetune.lora_rank"]: row["value"] for row in result.trials}
     assert set(values) == {1, 4}
@@ -240,10 +265,20 @@ def test_each_finetune_recipe_runs_end_to_end_on_a_tiny_base(workspace, tmp_path
     """The shipped recipes (and their example files) run as written, shrunk to a few steps on the tiny base."""
     from llmtui.config import load_recipe
 
-    overrides = [f"finetune.base={workspace / 'runs' / 'tiny'}", f"run.out_dir={tmp_path}", "train.steps=4",
-                 "train.jit_compile=false",
-                 "train.eval_every=2", "train.checkpoint_every=2", "train.batch_size=4", "train.eval_batches=1",
-                 "eval.max_batches=2", "generate.max_tokens=4", "finetune.max_answer_tokens=4", "train.warmup_steps=1"]
+    overrides = [
+        f"finetune.base={workspace / 'runs' / 'tiny'}",
+        f"run.out_dir={tmp_path}",
+        "train.steps=4",
+        "train.jit_compile=false",
+        "train.eval_every=2",
+        "train.checkpoint_every=2",
+        "train.batch_size=4",
+        "train.eval_batches=1",
+        "eval.max_batches=2",
+        "generate.max_tokens=4",
+        "finetune.max_answer_tokens=4",
+        "train.warmup_steps=1",
+    ]
     recipe = load_recipe(REPO / "recipes" / f"finetune-{name}.toml", overrides)
     if recipe.finetune.method == "freeze":  # the tiny base has two layers
         recipe = load_recipe(REPO / "recipes" / f"finetune-{name}.toml", overrides + ["finetune.freeze_layers=1"])

@@ -47,8 +47,9 @@ def tiny_model(arch: str, **model):
     """A small model of `arch` with weights spread wide enough that its logits differ clearly by token."""
     from llmtui.models import build_model
 
-    config = recipe_from_dict({"model": {"arch": arch, "layers": 2, "dim": 32, "heads": 4, "context": CONTEXT,
-                                         **model}}).model
+    config = recipe_from_dict(
+        {"model": {"arch": arch, "layers": 2, "dim": 32, "heads": 4, "context": CONTEXT, **model}}
+    ).model
     built = build_model(config, VOCAB, seed=0)
     rng = np.random.default_rng(1)
     for variable in built.variables:
@@ -65,12 +66,20 @@ def gpt_generator():
     return Generator(tiny_model("gpt"), CharTokenizer(), CONTEXT)
 
 
-ARCHS = [("gpt", {}), ("llama", {"kv_heads": 2}), ("lstm", {}), ("gru", {}), ("rnn", {}),
-         ("gpt", {"embedding": "onehot"}), ("gru", {"embedding": "onehot", "tie_embeddings": False})]
+ARCHS = [
+    ("gpt", {}),
+    ("llama", {"kv_heads": 2}),
+    ("lstm", {}),
+    ("gru", {}),
+    ("rnn", {}),
+    ("gpt", {"embedding": "onehot"}),
+    ("gru", {"embedding": "onehot", "tie_embeddings": False}),
+]
 
 
-@pytest.mark.parametrize("arch,model", ARCHS, ids=[f"{a}-{'-'.join(map(str, m.values())) or 'default'}"
-                                                   for a, m in ARCHS])
+@pytest.mark.parametrize(
+    "arch,model", ARCHS, ids=[f"{a}-{'-'.join(map(str, m.values())) or 'default'}" for a, m in ARCHS]
+)
 def test_cached_logits_match_the_full_window_model(arch, model):
     from llmtui.generation.decoder import decoder_for
 
@@ -85,7 +94,7 @@ def test_cached_logits_match_the_full_window_model(arch, model):
     logits, state = decoder.step(window, decoder.initial_state(1), 0, prompt - 1)  # prefill
     np.testing.assert_allclose(logits[0], full[prompt - 1], atol=1e-4, rtol=1e-4)
     for t in range(prompt, CONTEXT):  # then one token per step
-        logits, state = decoder.step(ids[:, t:t + 1], state, t, 0)
+        logits, state = decoder.step(ids[:, t : t + 1], state, t, 0)
         np.testing.assert_allclose(logits[0], full[t], atol=1e-4, rtol=1e-4)
     assert np.abs(full).max() > 0.2  # the comparison is not between near-zero numbers
 
@@ -115,8 +124,9 @@ def test_greedy_text_is_the_same_with_and_without_the_cache(arch):
     uncached = generator.generate_full("hello", 30, temperature=0, stop_at_eos=False, use_cache=False)
     assert cached.tokens == uncached.tokens and len(cached.tokens) == 30
     strict = Generator(generator.model, CharTokenizer(), CONTEXT, window_shift=1)  # strict sliding window
-    assert strict.generate("hello", 20, temperature=0, stop_at_eos=False) == \
-        strict.generate("hello", 20, temperature=0, stop_at_eos=False, use_cache=False)
+    assert strict.generate("hello", 20, temperature=0, stop_at_eos=False) == strict.generate(
+        "hello", 20, temperature=0, stop_at_eos=False, use_cache=False
+    )
 
 
 def test_beam_search_with_one_beam_is_greedy_and_more_beams_score_at_least_as_well(gpt_generator):
@@ -168,8 +178,15 @@ def test_beam_search_finds_the_best_sequence_greedy_misses():
     # Tokens: 0 = EOS, 1 = "a", 2 = "b". Greedy takes "a" (0.6) and then faces a flat 1/3 split;
     # "b" (0.4) is followed by EOS at 0.99. Scores (mean log-prob over tokens incl. EOS):
     #   b EOS: (ln 0.4 + ln 0.99) / 2 = -0.463   a a / a b: (ln 0.6 + ln 0.34) / 2 = -0.795
-    table = {(): [0.0, 0.6, 0.4], (1,): [0.33, 0.34, 0.33], (2,): [0.99, 0.005, 0.005],
-             (1, 1): [1.0, 0.0, 0.0], (1, 2): [1.0, 0.0, 0.0], (2, 1): [1.0, 0.0, 0.0], (2, 2): [1.0, 0.0, 0.0]}
+    table = {
+        (): [0.0, 0.6, 0.4],
+        (1,): [0.33, 0.34, 0.33],
+        (2,): [0.99, 0.005, 0.005],
+        (1, 1): [1.0, 0.0, 0.0],
+        (1, 2): [1.0, 0.0, 0.0],
+        (2, 1): [1.0, 0.0, 0.0],
+        (2, 2): [1.0, 0.0, 0.0],
+    }
     greedy, _ = beam_search(toy_log_probs(table), beams=1, max_tokens=2, eos_id=0)
     assert greedy == [1, 1]
     best, score = beam_search(toy_log_probs(table), beams=2, max_tokens=2, eos_id=0)
@@ -180,8 +197,15 @@ def test_beam_search_finds_the_best_sequence_greedy_misses():
 
 
 def test_beam_search_ends_a_hypothesis_when_told():
-    table = {(): [0.0, 0.5, 0.5], (1,): [0.0, 0.9, 0.1], (2,): [0.0, 0.1, 0.9],
-             (1, 1): [0.0, 0.5, 0.5], (1, 2): [0.0, 0.5, 0.5], (2, 1): [0.0, 0.5, 0.5], (2, 2): [0.0, 0.5, 0.5]}
+    table = {
+        (): [0.0, 0.5, 0.5],
+        (1,): [0.0, 0.9, 0.1],
+        (2,): [0.0, 0.1, 0.9],
+        (1, 1): [0.0, 0.5, 0.5],
+        (1, 2): [0.0, 0.5, 0.5],
+        (2, 1): [0.0, 0.5, 0.5],
+        (2, 2): [0.0, 0.5, 0.5],
+    }
     best, _ = beam_search(toy_log_probs(table), beams=2, max_tokens=3, eos_id=0, finished_fn=lambda s: len(s) == 2)
     assert len(best) == 2 and best in ([1, 1], [2, 2])
 
@@ -190,7 +214,7 @@ def test_stop_strings_cut_the_text(gpt_generator):
     generator = gpt_generator
     text = generator.generate("the ", 20, temperature=0, stop_at_eos=False)
     stop = text[4:6]
-    cut = text[:text.find(stop)]
+    cut = text[: text.find(stop)]
     result = generator.generate_full("the ", 20, temperature=0, stop_at_eos=False, stop=["zzzzz", stop])
     assert result.text == cut and result.finish == "stop"
     assert generator.generate("the ", 20, beams=3, stop_at_eos=False, stop=[stop]).find(stop) == -1
@@ -206,8 +230,7 @@ def test_same_seed_same_text_and_sampling_respects_top_k_and_top_p():
     generator = Generator(tiny_model("lstm"), CharTokenizer(), CONTEXT)
     first = generator.generate("the ", 25, temperature=1.0, top_k=0, seed=7, stop_at_eos=False)
     assert generator.generate("the ", 25, temperature=1.0, top_k=0, seed=7, stop_at_eos=False) == first
-    assert generator.generate("the ", 25, temperature=1.0, top_k=0, seed=7, stop_at_eos=False,
-                              use_cache=False) == first
+    assert generator.generate("the ", 25, temperature=1.0, top_k=0, seed=7, stop_at_eos=False, use_cache=False) == first
     logits = np.array([3.0, 2.0, 1.0, 0.5, 0.0, -1.0])
     rng = np.random.default_rng(0)
     assert {sample_next(logits, rng, 1.0, 2, 1.0) for _ in range(300)} == {0, 1}
@@ -231,8 +254,7 @@ def test_the_compiled_sampling_loop_draws_the_host_samplers_tokens(arch):
     assert 70 > 2 * CHUNK
     for temperature, top_k, top_p, seed in [(1.0, 0, 1.0, 3), (0.8, 5, 1.0, 4), (1.5, 0, 0.7, 5), (0.0, 0, 1.0, 0)]:
         cached = generator.generate_full("the ", 70, temperature, top_k, top_p, seed, stop_at_eos=False)
-        host = generator.generate_full("the ", 70, temperature, top_k, top_p, seed, stop_at_eos=False,
-                                       use_cache=False)
+        host = generator.generate_full("the ", 70, temperature, top_k, top_p, seed, stop_at_eos=False, use_cache=False)
         assert cached.tokens == host.tokens and len(cached.tokens) == 70, (temperature, top_k, top_p)
     assert generator._loop is not None  # the compiled loop did the cached sampling
     # A new generator of the same model (one per sample during training) reuses the compiled programs.
@@ -243,9 +265,10 @@ def test_the_compiled_sampling_loop_draws_the_host_samplers_tokens(arch):
     sample = generator.generate("the ", 40, 1.0, 0, 1.0, 9, stop_at_eos=False)
     stop = sample[15:17]
     for use_cache in (True, False):
-        result = generator.generate_full("the ", 40, 1.0, 0, 1.0, 9, stop_at_eos=False, stop=[stop],
-                                         use_cache=use_cache)
-        assert result.finish == "stop" and result.text == sample[:sample.index(stop)]
+        result = generator.generate_full(
+            "the ", 40, 1.0, 0, 1.0, 9, stop_at_eos=False, stop=[stop], use_cache=use_cache
+        )
+        assert result.finish == "stop" and result.text == sample[: sample.index(stop)]
 
 
 def test_a_prompt_longer_than_the_context_keeps_its_end_and_warns(gpt_generator):
@@ -255,8 +278,9 @@ def test_a_prompt_longer_than_the_context_keeps_its_end_and_warns(gpt_generator)
     assert result.warning and "last 12 tokens" in result.warning and generator.last_warning == result.warning
     assert result.text == generator.generate(long_prompt[-CONTEXT:], 6, temperature=0, stop_at_eos=False)
     assert generator.generate_full("the", 3, temperature=0).warning is None
-    assert generator.generate_full(long_prompt, 6, temperature=0, stop_at_eos=False, use_cache=False).text == \
-        result.text
+    assert (
+        generator.generate_full(long_prompt, 6, temperature=0, stop_at_eos=False, use_cache=False).text == result.text
+    )
 
 
 def test_an_empty_prompt_starts_from_eos():
@@ -300,8 +324,9 @@ print(json.dumps(out))
 def test_cached_generation_on_jax_in_a_subprocess():
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "jax"
@@ -317,9 +342,17 @@ def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("generation")
     corpus = write_corpus(root / "corpus")
     recipe = root / "tiny.toml"
-    recipe.write_text(tomli_w.dumps(tiny_recipe_dict(
-        corpus, root / "runs", train={"steps": 20}, generate={"prompts": ["the "], "max_tokens": 12, "beams": 2,
-                                                              "stop": ["zz"]})), encoding="utf-8")
+    recipe.write_text(
+        tomli_w.dumps(
+            tiny_recipe_dict(
+                corpus,
+                root / "runs",
+                train={"steps": 20},
+                generate={"prompts": ["the "], "max_tokens": 12, "beams": 2, "stop": ["zz"]},
+            )
+        ),
+        encoding="utf-8",
+    )
     result = runner.invoke(app, ["run", str(recipe)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output + result.stderr
     samples = json.loads((root / "runs" / "tiny" / "generate" / "samples.json").read_text(encoding="utf-8"))
@@ -339,19 +372,22 @@ def test_cli_generate_with_options_and_recipe_defaults(trained_run):
     assert uncached.output == cached.output
     single = runner.invoke(app, base)
     assert single.exit_code == 0 and cached.output.startswith(single.output)
-    continuation = single.output[len("the "):-1]
+    continuation = single.output[len("the ") : -1]
     if len(continuation) > 3:
         stop = continuation[2:4]
         stopped = runner.invoke(app, base + ["--stop", stop, "--stop", "qqq"])
-        assert stopped.output == "the " + continuation[:continuation.find(stop)] + "\n"
+        assert stopped.output == "the " + continuation[: continuation.find(stop)] + "\n"
     defaults = runner.invoke(app, ["generate", run, "--beams", "3"])  # prompts and max_tokens from the recipe
     assert defaults.exit_code == 0, defaults.output + defaults.stderr
     assert defaults.output.startswith("the ")
 
 
 def test_cli_chat_turns_reset_and_quit(trained_run):
-    result = runner.invoke(app, ["chat", str(trained_run), "--max-tokens", "8", "--temperature", "0"],
-                           input="hello\n/reset\nthe model\n/quit\nnever read\n")
+    result = runner.invoke(
+        app,
+        ["chat", str(trained_run), "--max-tokens", "8", "--temperature", "0"],
+        input="hello\n/reset\nthe model\n/quit\nnever read\n",
+    )
     assert result.exit_code == 0, result.output + result.stderr
     assert "conversation cleared" in result.output and "Traceback" not in result.output
     assert result.output.count("> ") >= 3

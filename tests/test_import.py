@@ -27,7 +27,8 @@ TEXT = "the model reads text and learns to predict"
 ATOL = 1e-4
 needs_torch = pytest.mark.skipif(
     any(importlib.util.find_spec(name) is None for name in ("torch", "transformers")),
-    reason="needs the test extra: torch (CPU) and transformers")
+    reason="needs the test extra: torch (CPU) and transformers",
+)
 
 # Run in a fresh interpreter: save small random Transformers models the way their users do, with a byte-level
 # BPE tokenizer and a chat template, and the logits and token ids the originals give.
@@ -88,8 +89,13 @@ def hf_folders(tmp_path_factory) -> Path:
     if any(importlib.util.find_spec(name) is None for name in ("torch", "transformers")):
         pytest.skip("needs the test extra: torch (CPU) and transformers")
     base = tmp_path_factory.mktemp("hf_bases")
-    done = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, str(base), TEXT], capture_output=True, text=True,
-                          env=llmtui_env(), timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD_SCRIPT, str(base), TEXT],
+        capture_output=True,
+        text=True,
+        env=llmtui_env(),
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return base
 
@@ -112,8 +118,12 @@ def test_hf_folder_imports_with_the_originals_logits_and_tokenizer(hf_folders, t
     assert "checked: logits within" in result.output
     run = tmp_path / "runs" / family
     assert load_recipe(run / "recipe.toml").model.arch == arch
-    np.testing.assert_allclose(_our_logits(run, np.load(folder / "reference_ids.npy")),
-                               np.load(folder / "reference_logits.npy"), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(
+        _our_logits(run, np.load(folder / "reference_ids.npy")),
+        np.load(folder / "reference_logits.npy"),
+        atol=ATOL,
+        rtol=0,
+    )
     tokenizer = TextTokenizer.load(run / "tokenizer")
     assert tokenizer.encode(TEXT) == json.loads((folder / "reference_text_ids.json").read_text())
     assert tokenizer.eos_id == 0 and tokenizer.special_names["eos"] == "<|endoftext|>"
@@ -130,8 +140,14 @@ def test_a_family_our_blocks_cannot_express_is_refused_and_leaves_no_run(hf_fold
 
 
 def test_a_hub_handle_offline_is_a_clear_error(tmp_path):
-    done = run_llmtui("import", "hf://nobody/no-such-model", "--out-dir", str(tmp_path / "runs"), cwd=tmp_path,
-                      env=llmtui_env(HF_HUB_OFFLINE="1"))
+    done = run_llmtui(
+        "import",
+        "hf://nobody/no-such-model",
+        "--out-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+        env=llmtui_env(HF_HUB_OFFLINE="1"),
+    )
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "could not download hf://nobody/no-such-model" in done.stderr and "local path" in done.stderr
 
@@ -174,32 +190,84 @@ def presets(tmp_path_factory) -> dict:
     texts = [TEXT, "a small network trained on a small corpus"] * 20
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                       show_progress=False))
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     merges = [" ".join(m) if not isinstance(m, str) else m for m in json.loads(bpe.to_str())["model"]["merges"]]
     gpt_tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=bpe.get_vocab(), merges=merges)
     proto = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=proto, model_type="unigram",
-                                   vocab_size=40, pad_id=-1, unk_id=0, bos_id=1, eos_id=2, minloglevel=2,
-                                   hard_vocab_limit=False)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=proto,
+        model_type="unigram",
+        vocab_size=40,
+        pad_id=-1,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        minloglevel=2,
+        hard_vocab_limit=False,
+    )
     llama_tokenizer = keras_hub.models.LlamaTokenizer(proto=proto.getvalue())
     proto = io.BytesIO()  # Llama 2's kind of vocabulary: SentencePiece BPE with bytes for unknown characters
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts + ["café 東京 12"]), model_writer=proto,
-                                   model_type="bpe", vocab_size=300, pad_id=-1, unk_id=0, bos_id=1, eos_id=2,
-                                   minloglevel=2, hard_vocab_limit=False, byte_fallback=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts + ["café 東京 12"]),
+        model_writer=proto,
+        model_type="bpe",
+        vocab_size=300,
+        pad_id=-1,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        minloglevel=2,
+        hard_vocab_limit=False,
+        byte_fallback=True,
+    )
     llama_bpe_tokenizer = keras_hub.models.LlamaTokenizer(proto=proto.getvalue())
     built = {
-        "gpt2": (keras_hub.models.GPT2Backbone(vocabulary_size=bpe.get_vocab_size(), num_layers=2, num_heads=4,
-                                               hidden_dim=32, intermediate_dim=64, dropout=0.0,
-                                               max_sequence_length=32), gpt_tokenizer),
-        "llama": (keras_hub.models.LlamaBackbone(vocabulary_size=llama_tokenizer.vocabulary_size(), num_layers=2,
-                                                 num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
-                                                 intermediate_dim=64, rope_max_wavelength=1000.0,
-                                                 layer_norm_epsilon=1e-5, tie_word_embeddings=False), llama_tokenizer),
-        "llama_bpe": (keras_hub.models.LlamaBackbone(vocabulary_size=llama_bpe_tokenizer.vocabulary_size(),
-                                                     num_layers=1, num_query_heads=2, num_key_value_heads=2,
-                                                     hidden_dim=32, intermediate_dim=64), llama_bpe_tokenizer),
+        "gpt2": (
+            keras_hub.models.GPT2Backbone(
+                vocabulary_size=bpe.get_vocab_size(),
+                num_layers=2,
+                num_heads=4,
+                hidden_dim=32,
+                intermediate_dim=64,
+                dropout=0.0,
+                max_sequence_length=32,
+            ),
+            gpt_tokenizer,
+        ),
+        "llama": (
+            keras_hub.models.LlamaBackbone(
+                vocabulary_size=llama_tokenizer.vocabulary_size(),
+                num_layers=2,
+                num_query_heads=4,
+                num_key_value_heads=2,
+                hidden_dim=32,
+                intermediate_dim=64,
+                rope_max_wavelength=1000.0,
+                layer_norm_epsilon=1e-5,
+                tie_word_embeddings=False,
+            ),
+            llama_tokenizer,
+        ),
+        "llama_bpe": (
+            keras_hub.models.LlamaBackbone(
+                vocabulary_size=llama_bpe_tokenizer.vocabulary_size(),
+                num_layers=1,
+                num_query_heads=2,
+                num_key_value_heads=2,
+                hidden_dim=32,
+                intermediate_dim=64,
+            ),
+            llama_bpe_tokenizer,
+        ),
     }
     found = {}
     for i, (name, (backbone, tokenizer)) in enumerate(built.items()):
@@ -208,8 +276,12 @@ def presets(tmp_path_factory) -> dict:
         backbone.save_to_preset(str(folder))
         tokenizer.save_to_preset(str(folder))
         ids = np.random.default_rng(5).integers(0, backbone.vocabulary_size, size=(2, 10)).astype("int32")
-        found[name] = {"folder": folder, "ids": ids, "logits": _backbone_logits(backbone, ids),
-                       "text_ids": [int(t) for t in np.asarray(tokenizer(TEXT)).reshape(-1)]}
+        found[name] = {
+            "folder": folder,
+            "ids": ids,
+            "logits": _backbone_logits(backbone, ids),
+            "text_ids": [int(t) for t in np.asarray(tokenizer(TEXT)).reshape(-1)],
+        }
     return found
 
 
@@ -237,8 +309,9 @@ def test_finetune_from_a_pretrained_base_then_generate_and_export(hf_folders, tm
     from llmtui.tokenizers import TextTokenizer
 
     corpus = write_corpus(tmp_path / "corpus", files=3, lines=30)
-    recipe = tiny_recipe_dict(corpus, tmp_path / "runs",
-                              finetune={"base": str(hf_folders / "llama"), "task": "domain", "method": "lora"})
+    recipe = tiny_recipe_dict(
+        corpus, tmp_path / "runs", finetune={"base": str(hf_folders / "llama"), "task": "domain", "method": "lora"}
+    )
     recipe["run"]["name"] = "ft"
     recipe["train"].update(steps=4, eval_every=1000, checkpoint_every=1000, jit_compile=False)
     pipeline_for(recipe_from_dict(recipe), base_dir=tmp_path).execute()
@@ -265,8 +338,11 @@ def test_finetune_from_a_pretrained_base_then_generate_and_export(hf_folders, tm
 @needs_torch
 def test_preflight_refuses_a_base_too_large_before_reading_its_weights(hf_folders, tmp_path):
     recipe = tmp_path / "ft.toml"
-    recipe.write_text(f'[run]\nname = "big"\n[finetune]\nbase = "{hf_folders / "llama"}"\nmethod = "full"\n'
-                      '[train]\nmax_memory_gb = 0.000001\n', encoding="utf-8")
+    recipe.write_text(
+        f'[run]\nname = "big"\n[finetune]\nbase = "{hf_folders / "llama"}"\nmethod = "full"\n'
+        "[train]\nmax_memory_gb = 0.000001\n",
+        encoding="utf-8",
+    )
     summary = run_llmtui("model", "summary", str(recipe), cwd=tmp_path)
     assert summary.returncode == 1 and "pretrained base" in summary.stdout and "lora" in summary.stdout
     vocab = json.loads((hf_folders / "llama" / "config.json").read_text())["vocab_size"]

@@ -25,8 +25,14 @@ from tests.helpers import WORDS, llmtui_env, run_llmtui, tiny_recipe_dict, write
 
 # A change to each stage's own section: the stage (and those after it) must run again, and take long enough
 # to be interrupted (the whole validation split for eval, 5000 tokens for generate).
-CHANGES = {"data": "data.chunk_chars=300", "tokenizer": "tokenizer.kind=byte", "model": "model.dropout=0.1",
-           "train": "train.lr=0.001", "eval": "eval.max_batches=0", "generate": "generate.max_tokens=5000"}
+CHANGES = {
+    "data": "data.chunk_chars=300",
+    "tokenizer": "tokenizer.kind=byte",
+    "model": "model.dropout=0.1",
+    "train": "train.lr=0.001",
+    "eval": "eval.max_batches=0",
+    "generate": "generate.max_tokens=5000",
+}
 
 
 def jax_env() -> dict[str, str]:
@@ -50,8 +56,12 @@ def base_run(tmp_path_factory):
         lines.append(line)
         size += len(line) + 1
     (corpus / "big.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    recipe = write_recipe(folder / "tiny.toml", tiny_recipe_dict(
-        corpus, folder / "runs", data={"workers": 1}, train={"steps": 20, "eval_every": 10, "checkpoint_every": 10}))
+    recipe = write_recipe(
+        folder / "tiny.toml",
+        tiny_recipe_dict(
+            corpus, folder / "runs", data={"workers": 1}, train={"steps": 20, "eval_every": 10, "checkpoint_every": 10}
+        ),
+    )
     done = llmtui(folder, "run", str(recipe))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return folder, recipe, RunFolder(folder / "runs" / "tiny").read_manifest()
@@ -66,8 +76,15 @@ def copy_run(base_run, tmp_path: Path, name: str = "tiny") -> Path:
 
 def interrupt(cwd: Path, args: list[str], stage: str, sig: int) -> str:
     """Start `llmtui run ...`, send `sig` to it (and its process group) once "▶ stage" is printed; its output."""
-    process = subprocess.Popen([sys.executable, "-m", "llmtui", "run", *args], cwd=cwd, env=jax_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmtui", "run", *args],
+        cwd=cwd,
+        env=jax_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     seen = []
     try:
         for line in process.stdout:
@@ -153,10 +170,28 @@ def test_kill_9_during_training_then_rerun_resumes(base_run, tmp_path):
 
     folder, recipe, base = base_run
     root = copy_run(base_run, tmp_path)
-    args = ["run", str(recipe), "--set", f"run.out_dir={tmp_path / 'runs'}", "--set", "train.steps=120",
-            "--set", "train.checkpoint_every=5", "--set", "train.eval_every=120", "--until", "train"]
-    process = subprocess.Popen([sys.executable, "-m", "llmtui", *args], cwd=folder, env=jax_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        "run",
+        str(recipe),
+        "--set",
+        f"run.out_dir={tmp_path / 'runs'}",
+        "--set",
+        "train.steps=120",
+        "--set",
+        "train.checkpoint_every=5",
+        "--set",
+        "train.eval_every=120",
+        "--until",
+        "train",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmtui", *args],
+        cwd=folder,
+        env=jax_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     old = base["stages"]["train"]["fingerprint"]  # the copied run's own checkpoints (steps 10 and 20)
 
@@ -189,8 +224,16 @@ def test_kill_9_during_training_then_rerun_resumes(base_run, tmp_path):
 def test_a_copied_run_with_a_missing_or_damaged_output_redoes_that_stage(base_run, tmp_path):
     folder, recipe, base = base_run
     root = copy_run(base_run, tmp_path, "copy")
-    args = ["run", str(recipe), "--set", f"run.out_dir={tmp_path / 'runs'}", "--set", "run.name=copy",
-            "--until", "tokenizer"]
+    args = [
+        "run",
+        str(recipe),
+        "--set",
+        f"run.out_dir={tmp_path / 'runs'}",
+        "--set",
+        "run.name=copy",
+        "--until",
+        "tokenizer",
+    ]
     same = llmtui(folder, *args)
     assert same.returncode == 0 and "✓ data: skipped" in same.stdout and "✓ tokenizer: skipped" in same.stdout
     (root / "tokenizer" / "tokenizer.json").unlink()
@@ -226,16 +269,25 @@ def test_an_old_manifest_with_absolute_paths_is_migrated(base_run, tmp_path):
     _, _, base = base_run
     root = copy_run(base_run, tmp_path)
     elsewhere = "/somewhere/else/runs/tiny"
-    old = {"stages": {name: {**entry, "outputs": [f"{elsewhere}/{o}" for o in entry["outputs"]],
-                             "digests": {Path(o).name: file_digest(root / o) for o in entry["digests"]}}
-                      for name, entry in base["stages"].items()}}
+    old = {
+        "stages": {
+            name: {
+                **entry,
+                "outputs": [f"{elsewhere}/{o}" for o in entry["outputs"]],
+                "digests": {Path(o).name: file_digest(root / o) for o in entry["digests"]},
+            }
+            for name, entry in base["stages"].items()
+        }
+    }
     (root / "manifest.json").write_text(json.dumps(old))
     migrated = RunFolder(root).read_manifest()
     assert migrated["stages"]["tokenizer"]["outputs"] == base["stages"]["tokenizer"]["outputs"]
     assert all(RunFolder(root).check_outputs(e) is None for e in migrated["stages"].values())
     (root / "tokenizer" / "tokens.json").write_text("{}")
-    assert RunFolder(root).check_outputs(migrated["stages"]["tokenizer"]) == \
-        "tokenizer/tokens.json changed since it was written"
+    assert (
+        RunFolder(root).check_outputs(migrated["stages"]["tokenizer"])
+        == "tokenizer/tokens.json changed since it was written"
+    )
 
 
 def test_fresh_refuses_a_folder_that_is_not_a_run(base_run, tmp_path):
@@ -243,8 +295,18 @@ def test_fresh_refuses_a_folder_that_is_not_a_run(base_run, tmp_path):
     precious = tmp_path / "precious"
     (precious / "src").mkdir(parents=True)
     (precious / "src" / "t.tex").write_text("x")
-    out = llmtui(tmp_path, "run", str(recipe), "--set", "run.out_dir=.", "--set", "run.name=precious",
-                 "--until", "data", "--fresh")
+    out = llmtui(
+        tmp_path,
+        "run",
+        str(recipe),
+        "--set",
+        "run.out_dir=.",
+        "--set",
+        "run.name=precious",
+        "--until",
+        "data",
+        "--fresh",
+    )
     assert out.returncode == 1
     assert f"--fresh would delete {precious}, which is not a run folder" in out.stderr
     assert (precious / "src" / "t.tex").read_text() == "x"
@@ -252,8 +314,18 @@ def test_fresh_refuses_a_folder_that_is_not_a_run(base_run, tmp_path):
     root = copy_run(base_run, tmp_path)
     (tmp_path / "runs" / "empty").mkdir()
     for name in ("tiny", "empty"):
-        out = llmtui(tmp_path, "run", str(recipe), "--set", f"run.out_dir={tmp_path / 'runs'}", "--set",
-                     f"run.name={name}", "--until", "data", "--fresh")
+        out = llmtui(
+            tmp_path,
+            "run",
+            str(recipe),
+            "--set",
+            f"run.out_dir={tmp_path / 'runs'}",
+            "--set",
+            f"run.name={name}",
+            "--until",
+            "data",
+            "--fresh",
+        )
         assert out.returncode == 0, out.stderr[-2000:]
     assert not (root / "checkpoints").exists() and (root / "data" / "train.jsonl").exists()
 
@@ -264,6 +336,8 @@ def test_eval_report_and_export_refuse_a_run_folder_in_use(base_run, tmp_path):
     with RunFolder(root):
         for command in (["eval", str(root)], ["report", str(root)], ["export", str(root)]):
             out = llmtui(tmp_path, *command)
-            assert out.returncode == 1 and f"run folder {root} is in use by pid {os.getpid()}" in out.stderr, \
-                (command, out.stderr[-2000:])
+            assert out.returncode == 1 and f"run folder {root} is in use by pid {os.getpid()}" in out.stderr, (
+                command,
+                out.stderr[-2000:],
+            )
             assert "Traceback" not in out.stderr

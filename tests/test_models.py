@@ -34,12 +34,22 @@ def test_every_architecture_in_the_recipe_has_a_builder():
     assert set(BUILDERS) == set(typing.get_args(ModelConfig.model_fields["arch"].annotation))
 
 
-@pytest.mark.parametrize("arch, extra", [
-    ("gpt", {}), ("gpt", {"tie_embeddings": False, "mlp_ratio": 2.0}), ("gpt", {"embedding": "onehot"}),
-    ("llama", {}), ("llama", {"kv_heads": 1, "tie_embeddings": False}), ("llama", {"mlp_ratio": 3.0}),
-    ("lstm", {}), ("lstm", {"output_bias": False, "tie_embeddings": False}), ("lstm", {"embedding": "onehot"}),
-    ("gru", {}), ("rnn", {"layers": 1}),
-])
+@pytest.mark.parametrize(
+    "arch, extra",
+    [
+        ("gpt", {}),
+        ("gpt", {"tie_embeddings": False, "mlp_ratio": 2.0}),
+        ("gpt", {"embedding": "onehot"}),
+        ("llama", {}),
+        ("llama", {"kv_heads": 1, "tie_embeddings": False}),
+        ("llama", {"mlp_ratio": 3.0}),
+        ("lstm", {}),
+        ("lstm", {"output_bias": False, "tie_embeddings": False}),
+        ("lstm", {"embedding": "onehot"}),
+        ("gru", {}),
+        ("rnn", {"layers": 1}),
+    ],
+)
 def test_built_model_matches_the_cost_arithmetic_and_takes_any_length(arch, extra):
     """What `models/cost.py` says before building (the wizard's and `llmtui model summary`'s figures) is what
     `build_model` builds: every parameter, the embedding's share, and (transformers) every weight's shape."""
@@ -62,8 +72,9 @@ def test_every_architecture_learns_and_round_trips(arch, tmp_path):
     config = model_config(arch)
     model = build_model(config, VOCAB, seed=0)
     # Not XLA: these only check the architectures (the pipeline tests cover XLA-compiled training).
-    train = recipe_from_dict({"train": {"lr": 1e-2, "warmup_steps": 0, "schedule": "constant",
-                                        "jit_compile": False}}).train
+    train = recipe_from_dict(
+        {"train": {"lr": 1e-2, "warmup_steps": 0, "schedule": "constant", "jit_compile": False}}
+    ).train
     compile_model(model, train)
     losses = [float(model.train_on_batch(x, y, return_dict=True)["loss"]) for x, y in fixed_batches(30)]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
@@ -118,10 +129,13 @@ def test_swiglu_width_keeps_the_gelu_mlps_parameters_in_multiples_of_32():
     assert swiglu_width(8, 1.0) == 32  # never below 32
 
 
-@pytest.mark.parametrize("settings", [
-    {"norm": "layer", "mlp": "gelu", "use_bias": True},
-    {"norm": "rms", "mlp": "swiglu", "use_bias": False, "rotary": True, "kv_heads": 2},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"norm": "layer", "mlp": "gelu", "use_bias": True},
+        {"norm": "rms", "mlp": "swiglu", "use_bias": False, "rotary": True, "kv_heads": 2},
+    ],
+)
 def test_decoder_block_config_round_trip_gives_the_same_outputs(settings):
     from llmtui.models.transformer import DecoderBlock
 
@@ -196,7 +210,8 @@ def test_lstm_hand_written_backward_matches_keras_through_carried_states():
         h0 = keras.layers.Dense(6, activation="tanh", name="h0")(summary)
         c0 = keras.layers.Dense(6, name="c0")(summary)
         sequence, h_last, c_last = cls(6, return_sequences=True, return_state=True, name="recurrent")(
-            inputs, initial_state=[h0, c0])
+            inputs, initial_state=[h0, c0]
+        )
         outputs = keras.layers.Concatenate()([keras.layers.Flatten()(sequence), h_last, c_last])
         m = keras.Model(inputs, outputs)
         m.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
@@ -206,12 +221,14 @@ def test_lstm_hand_written_backward_matches_keras_through_carried_states():
 
 
 def test_cost_estimate_and_preflight():
-    recipe = recipe_from_dict({"model": {"arch": "gpt", "layers": 12, "dim": 768, "heads": 12, "context": 1024},
-                               "train": {"batch_size": 8}})
+    recipe = recipe_from_dict(
+        {"model": {"arch": "gpt", "layers": 12, "dim": 768, "heads": 12, "context": 1024}, "train": {"batch_size": 8}}
+    )
     cost = estimate_cost(recipe.model, recipe.train, 50257)
     assert 120e6 < cost.parameters < 130e6  # GPT-2 small: 124M
-    assert cost.flops_per_token == pytest.approx(6 * (cost.parameters - cost.embedding_parameters + 50257 * 768)
-                                                 + 12 * 12 * 768 * 1024)
+    assert cost.flops_per_token == pytest.approx(
+        6 * (cost.parameters - cost.embedding_parameters + 50257 * 768) + 12 * 12 * 768 * 1024
+    )
     assert preflight_problem(cost, recipe.train, available=1e12) is None
     problem = preflight_problem(cost, recipe.train, available=cost.memory_bytes - cost.activation_bytes / 2)
     assert "train.batch_size=" in problem and "grad_accum_steps=" in problem

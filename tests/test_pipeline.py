@@ -32,9 +32,19 @@ def finished_run(tmp_path_factory):
 def test_artifacts_exist(finished_run):
     recipe, root, _, summary = finished_run
     run = root / "runs" / "tiny"
-    for relative in ["recipe.toml", "manifest.json", "data/train.jsonl", "data/val.jsonl", "data/report.json",
-                     "tokenizer/tokenizer.json", "tokenizer/train.bin", "model/architecture.json",
-                     "model/final.keras", "eval/report.json", "generate/samples.json"]:
+    for relative in [
+        "recipe.toml",
+        "manifest.json",
+        "data/train.jsonl",
+        "data/val.jsonl",
+        "data/report.json",
+        "tokenizer/tokenizer.json",
+        "tokenizer/train.bin",
+        "model/architecture.json",
+        "model/final.keras",
+        "eval/report.json",
+        "generate/samples.json",
+    ]:
         assert (run / relative).is_file(), relative
     assert any((run / "checkpoints").glob("step_*/model.npz"))
     assert (run / "checkpoints/best/best.json").is_file()
@@ -160,8 +170,14 @@ def test_jax_backend_runs_the_same_recipe(tmp_path, corpus):
 
     recipe.write_text(tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs")), encoding="utf-8")
     env = {**os.environ, "KERAS_BACKEND": "jax", "COLUMNS": "200"}
-    result = subprocess.run([sys.executable, "-m", "llmtui", "run", str(recipe)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmtui", "run", str(recipe)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "backend jax" in result.stdout
     report = json.loads((tmp_path / "runs/tiny/eval/report.json").read_text())
@@ -179,8 +195,12 @@ def test_tensorboard_command_serves_the_run_on_loopback(finished_run):
     with socket.socket() as probe:  # a free port on loopback
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "llmtui", "tensorboard", str(root / "runs/tiny"),
-                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llmtui", "tensorboard", str(root / "runs/tiny"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert f"http://127.0.0.1:{port}/" in server.stdout.readline()
         runs = None
@@ -200,11 +220,26 @@ def test_tensorboard_command_serves_the_run_on_loopback(finished_run):
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, corpus):
     from llmtui.errors import TrainingError
 
-    recipe = recipe_from_dict(tiny_recipe_dict(
-        corpus, tmp_path / "runs",
-        train={"steps": 200, "optimizer": "sgd", "lr": 10.0, "schedule": "constant", "warmup_steps": 0,
-               "grad_clip": 0.0, "checkpoint_every": 1, "keep_checkpoints": 1, "eval_every": 1000}))
-    with pytest.raises(TrainingError, match=r"the training loss became (nan|inf) at step \d+; the last good checkpoint"):
+    recipe = recipe_from_dict(
+        tiny_recipe_dict(
+            corpus,
+            tmp_path / "runs",
+            train={
+                "steps": 200,
+                "optimizer": "sgd",
+                "lr": 10.0,
+                "schedule": "constant",
+                "warmup_steps": 0,
+                "grad_clip": 0.0,
+                "checkpoint_every": 1,
+                "keep_checkpoints": 1,
+                "eval_every": 1000,
+            },
+        )
+    )
+    with pytest.raises(
+        TrainingError, match=r"the training loss became (nan|inf) at step \d+; the last good checkpoint"
+    ):
         Pipeline(recipe, base_dir=tmp_path).execute()
     assert list((tmp_path / "runs/tiny/checkpoints").glob("step_*/state.json"))
     assert not (tmp_path / "runs/tiny/model/final.keras").exists()
@@ -222,10 +257,22 @@ def test_shakespeare_fast_recipe_runs_from_the_shipped_text_and_validates_on_its
     from llmtui.events import Message
 
     repo = Path(__file__).resolve().parents[1]
-    recipe = load_recipe(repo / "recipes" / "shakespeare-fast.toml", [
-        f"run.out_dir={tmp_path}", "train.steps=4", "model.layers=1", "model.dim=32", "train.batch_size=4",
-        "train.warmup_steps=1", "train.eval_every=2", "train.eval_batches=2", "eval.max_batches=2",
-        "generate.max_tokens=5", "train.log_every=2"])
+    recipe = load_recipe(
+        repo / "recipes" / "shakespeare-fast.toml",
+        [
+            f"run.out_dir={tmp_path}",
+            "train.steps=4",
+            "model.layers=1",
+            "model.dim=32",
+            "train.batch_size=4",
+            "train.warmup_steps=1",
+            "train.eval_every=2",
+            "train.eval_batches=2",
+            "eval.max_batches=2",
+            "generate.max_tokens=5",
+            "train.log_every=2",
+        ],
+    )
     recorder = EventRecorder()
     pipeline = Pipeline(recipe, repo, [recorder])
     pipeline.execute()
@@ -235,8 +282,10 @@ def test_shakespeare_fast_recipe_runs_from_the_shipped_text_and_validates_on_its
     assert abs(len(val) / len(text) - 0.1) < 0.02
     walls = read_log_walls(pipeline.run.logs_dir / "val")["loss"]
     assert [step for step, _, _ in walls] == [2, 4] and walls[0][1] <= walls[1][1]
-    assert any(isinstance(e, Message) and e.text.startswith("precision float32 (auto:") and "XLA" in e.text
-               for e in recorder.events)
+    assert any(
+        isinstance(e, Message) and e.text.startswith("precision float32 (auto:") and "XLA" in e.text
+        for e in recorder.events
+    )
     # eval_samples = false: no sample during training (the generate stage's own samples have step -1).
     samples = [e.step for e in recorder.events if isinstance(e, Sample)]
     assert samples and all(step == -1 for step in samples)

@@ -18,10 +18,26 @@ from tests.helpers import tiny_recipe_dict
 
 
 def test_plateau_divides_the_learning_rate_when_validation_stalls_and_checkpoints_it(tmp_path, corpus):
-    recipe = recipe_from_dict(tiny_recipe_dict(corpus, tmp_path / "runs", train={
-        "steps": 30, "optimizer": "sgd", "momentum": 0.0, "nesterov": False, "lr": 1e-12, "warmup_steps": 0,
-        "schedule": "plateau", "plateau_factor": 0.5, "plateau_patience": 1, "eval_every": 10,
-        "checkpoint_every": 10, "log_every": 10}))
+    recipe = recipe_from_dict(
+        tiny_recipe_dict(
+            corpus,
+            tmp_path / "runs",
+            train={
+                "steps": 30,
+                "optimizer": "sgd",
+                "momentum": 0.0,
+                "nesterov": False,
+                "lr": 1e-12,
+                "warmup_steps": 0,
+                "schedule": "plateau",
+                "plateau_factor": 0.5,
+                "plateau_patience": 1,
+                "eval_every": 10,
+                "checkpoint_every": 10,
+                "log_every": 10,
+            },
+        )
+    )
     recorder = EventRecorder()
     Pipeline(recipe, base_dir=tmp_path, sinks=[recorder]).execute(until="train")
     lrs = [e.values["lr"] for e in recorder.of_type(Metrics) if e.split == "train"]
@@ -45,8 +61,9 @@ def test_learning_rate_of_the_classic_sgd_recipe_is_allowed():
 
 @pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
 def test_uniform_recurrent_init_and_embedding_bound(arch):
-    config = recipe_from_dict({"model": {"arch": arch, "layers": 1, "dim": 64, "recurrent_init": "uniform",
-                                         "embedding_init": 0.1}}).model
+    config = recipe_from_dict(
+        {"model": {"arch": arch, "layers": 1, "dim": 64, "recurrent_init": "uniform", "embedding_init": 0.1}}
+    ).model
     model = build_model(config, 50, seed=0)
     bound = 1 / math.sqrt(64)
     for weight in model.get_layer(f"{arch}_0").weights:
@@ -62,8 +79,9 @@ def test_output_bias_is_learned_used_by_the_cached_decoder_and_the_twin_and_save
     from llmtui.generation.decoder import RecurrentDecoder
     from llmtui.models.recurrent import stateful_twin
 
-    config = recipe_from_dict({"model": {"arch": "lstm", "layers": 1, "dim": 16, "context": 8,
-                                         "output_bias": True}}).model
+    config = recipe_from_dict(
+        {"model": {"arch": "lstm", "layers": 1, "dim": 16, "context": 8, "output_bias": True}}
+    ).model
     model = build_model(config, 30, seed=0)
     bias = model.get_layer("output_bias").bias
     bias.assign(np.linspace(-2, 2, 30).astype("float32"))  # as if trained
@@ -73,15 +91,17 @@ def test_output_bias_is_learned_used_by_the_cached_decoder_and_the_twin_and_save
     logits, _ = decoder.step(ids, decoder.initial_state(1), 0, 3)
     np.testing.assert_allclose(logits, full, rtol=1e-4, atol=1e-4)
     twin = stateful_twin(model, config, 1, reset_id=3)
-    np.testing.assert_allclose(np.asarray(twin.predict_on_batch([ids, np.ones(1, "float32")]))[:, -1], full,
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(twin.predict_on_batch([ids, np.ones(1, "float32")]))[:, -1], full, rtol=1e-4, atol=1e-4
+    )
     model.save(tmp_path / "m.keras")
     import llmtui.export.custom_objects  # noqa: F401
 
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(loaded.predict_on_batch(ids))[:, -1], full, rtol=1e-5, atol=1e-5)
-    gpt = build_model(recipe_from_dict({"model": {"arch": "gpt", "layers": 1, "dim": 16, "heads": 2,
-                                                  "output_bias": True}}).model, 30)
+    gpt = build_model(
+        recipe_from_dict({"model": {"arch": "gpt", "layers": 1, "dim": 16, "heads": 2, "output_bias": True}}).model, 30
+    )
     assert "output_bias" not in {layer.name for layer in gpt.layers}  # a recurrent-only option
 
 

@@ -43,11 +43,12 @@ def test_every_field_has_a_description():
             annotation = field.annotation
             if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
                 check(annotation)
+
     check(Recipe)
 
 
 def test_malformed_toml_names_line_and_column(tmp_path):
-    path = write(tmp_path, '[train]\nsteps = 10\nlr = = 3\n')
+    path = write(tmp_path, "[train]\nsteps = 10\nlr = = 3\n")
     with pytest.raises(RecipeError) as err:
         load_recipe(path)
     assert "malformed TOML" in str(err.value) and "line 3" in str(err.value) and "column" in str(err.value)
@@ -86,8 +87,17 @@ NINE_PROBLEMS = {
     "model": {"arch": "transformer", "layers": 0, "dropout": 2.0},
     "train": {"stesp": 3, "lr": "fast"},
 }
-NINE_KEYS = {"run.seed", "data.val_fraction", "data.lowercase", "tokenizer.kind", "model.arch", "model.layers",
-             "model.dropout", "train.stesp", "train.lr"}
+NINE_KEYS = {
+    "run.seed",
+    "data.val_fraction",
+    "data.lowercase",
+    "tokenizer.kind",
+    "model.arch",
+    "model.layers",
+    "model.dropout",
+    "train.stesp",
+    "train.lr",
+}
 
 
 def test_every_problem_is_kept_by_key_path_and_the_message_counts_the_rest():
@@ -122,7 +132,8 @@ def test_the_wizard_gets_every_problem_under_its_field(tmp_path):
     assert errors["model.dim"] == "expected a whole number, got 'wide'"
     assert state.recipe is before  # an invalid change is not taken
     assert state.try_update("model", {"dim": 30, "heads": 4}) == {
-        "model": "model.dim (30) must be a multiple of model.heads (4)"}
+        "model": "model.dim (30) must be a multiple of model.heads (4)"
+    }
     assert state.try_update("model", {"dim": 64, "heads": 4}) == {} and state.recipe.model.dim == 64
 
 
@@ -135,10 +146,19 @@ def test_check_field_names_the_field():
     assert list(err.value.errors) == ["top_p"] and "out of range" in err.value.errors["top_p"]
 
 
-@pytest.mark.parametrize("text, value", [
-    ("3", 3), (" 1e-3 ", 1e-3), ("true", True), ('["a", "b"]', ["a", "b"]), ('"quoted"', "quoted"),
-    ("adamw", "adamw"), ("runs/x", "runs/x"), ("[1, 2", "[1, 2"),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("3", 3),
+        (" 1e-3 ", 1e-3),
+        ("true", True),
+        ('["a", "b"]', ["a", "b"]),
+        ('"quoted"', "quoted"),
+        ("adamw", "adamw"),
+        ("runs/x", "runs/x"),
+        ("[1, 2", "[1, 2"),
+    ],
+)
 def test_one_toml_value_parser_for_overrides_and_forms(text, value):
     from llmtui.config.loader import parse_toml_value
 
@@ -158,8 +178,16 @@ def test_missing_binary_and_folder_recipe(tmp_path):
 
 def test_overrides_win_over_file_and_are_typed(tmp_path):
     path = write(tmp_path, '[train]\nsteps = 10\noptimizer = "adam"\n')
-    recipe = load_recipe(path, ["train.steps=99", "train.optimizer=sgd", "model.dropout=0.25",
-                                'generate.prompts=["a", "b"]', "data.lowercase=true"])
+    recipe = load_recipe(
+        path,
+        [
+            "train.steps=99",
+            "train.optimizer=sgd",
+            "model.dropout=0.25",
+            'generate.prompts=["a", "b"]',
+            "data.lowercase=true",
+        ],
+    )
     assert recipe.train.steps == 99
     assert recipe.train.optimizer == "sgd"
     assert recipe.model.dropout == 0.25
@@ -183,12 +211,15 @@ def test_bad_override_value_is_checked_like_the_file_and_named_as_the_source():
         load_recipe(None, ["train.lr=fast"])
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("train.grad_clip=inf", "expected a finite number, got inf"),
-    ("train.lr=nan", "expected a finite number, got nan"),
-    ("train.steps=true", "expected a number, got True (a boolean)"),
-    ("data.val_fraction=false", "expected a number, got False (a boolean)"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.grad_clip=inf", "expected a finite number, got inf"),
+        ("train.lr=nan", "expected a finite number, got nan"),
+        ("train.steps=true", "expected a number, got True (a boolean)"),
+        ("data.val_fraction=false", "expected a number, got False (a boolean)"),
+    ],
+)
 def test_non_finite_floats_and_booleans_are_not_numbers(override, expected):
     with pytest.raises(RecipeError, match=re.escape(expected)):
         load_recipe(None, [override])
@@ -200,8 +231,9 @@ def test_parse_override_keeps_bare_words_as_strings():
 
 
 def test_toml_round_trip():
-    recipe = recipe_from_dict({"data": {"sources": ["a.txt", {"path": "docs", "include": ["*.md"]}]},
-                               "train": {"steps": 5}})
+    recipe = recipe_from_dict(
+        {"data": {"sources": ["a.txt", {"path": "docs", "include": ["*.md"]}]}, "train": {"steps": 5}}
+    )
     again = recipe_from_dict(tomllib.loads(recipe_to_toml(recipe)))
     assert again == recipe
 
@@ -215,12 +247,34 @@ def test_schema_is_json_with_descriptions():
 
 
 # Property tests: whatever the input, the loader returns a Recipe or raises its own RecipeError.
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
-                    st.text(max_size=12))
-keys = st.sampled_from(["run", "data", "tokenizer", "model", "train", "eval", "generate", "steps", "lr",
-                        "arch", "sources", "name", "dim", "heads", "kind", "prompts", "path", "x"]) | st.text(max_size=6)
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
-                      max_leaves=10)
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.floats(allow_nan=True), st.text(max_size=12)
+)
+keys = st.sampled_from(
+    [
+        "run",
+        "data",
+        "tokenizer",
+        "model",
+        "train",
+        "eval",
+        "generate",
+        "steps",
+        "lr",
+        "arch",
+        "sources",
+        "name",
+        "dim",
+        "heads",
+        "kind",
+        "prompts",
+        "path",
+        "x",
+    ]
+) | st.text(max_size=6)
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3), max_leaves=10
+)
 
 
 @settings(max_examples=300, deadline=None)

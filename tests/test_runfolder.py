@@ -32,14 +32,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "llmtui"
 
 
 def test_token_meta_round_trip_and_the_file_earlier_versions_wrote(tmp_path):
-    meta = TokenMeta(vocab_size=300, kind="bpe", train=SplitTokens(1000, 3900, "uint16"),
-                     val=SplitTokens(100, 410, "uint16"))
+    meta = TokenMeta(
+        vocab_size=300, kind="bpe", train=SplitTokens(1000, 3900, "uint16"), val=SplitTokens(100, 410, "uint16")
+    )
     write_token_meta(tmp_path, meta)
     assert read_token_meta(tmp_path) == meta
     # The very dict the tokenizer stage has always written, key for key.
     assert json.loads((tmp_path / "tokens.json").read_text()) == {
-        "vocab_size": 300, "kind": "bpe", "train": {"tokens": 1000, "bytes": 3900, "dtype": "uint16"},
-        "val": {"tokens": 100, "bytes": 410, "dtype": "uint16"}}
+        "vocab_size": 300,
+        "kind": "bpe",
+        "train": {"tokens": 1000, "bytes": 3900, "dtype": "uint16"},
+        "val": {"tokens": 100, "bytes": 410, "dtype": "uint16"},
+    }
     assert meta.bytes_per_token == pytest.approx(4.1)
     # A task fine-tune (or an imported model) records no token streams: the meta reads, its splits do not.
     write_token_meta(tmp_path, TokenMeta(vocab_size=50, kind="char"))
@@ -50,14 +54,25 @@ def test_token_meta_round_trip_and_the_file_earlier_versions_wrote(tmp_path):
 
 
 def test_data_report_round_trip_keeps_unknown_keys(tmp_path):
-    report = DataReport(documents_read=3, documents_kept=2, exact_duplicates=1, characters_kept=120,
-                        splits={"train": SplitCounts(1, 3, 100), "val": SplitCounts(1, 1, 20)},
-                        dropped_by_filter={"filters.min_chars": 1}, contamination=None,
-                        extra={"added_later": [1, 2]})
+    report = DataReport(
+        documents_read=3,
+        documents_kept=2,
+        exact_duplicates=1,
+        characters_kept=120,
+        splits={"train": SplitCounts(1, 3, 100), "val": SplitCounts(1, 1, 20)},
+        dropped_by_filter={"filters.min_chars": 1},
+        contamination=None,
+        extra={"added_later": [1, 2]},
+    )
     write_data_report(tmp_path, report)
     assert DataReport.from_json(json.loads((tmp_path / "report.json").read_text()), tmp_path) == report
-    assert report.summary() == {"documents_read": 3, "documents_kept": 2, "exact_duplicates": 1,
-                                "near_duplicates": 0, "characters_kept": 120}
+    assert report.summary() == {
+        "documents_read": 3,
+        "documents_kept": 2,
+        "exact_duplicates": 1,
+        "near_duplicates": 0,
+        "characters_kept": 120,
+    }
 
 
 def test_the_data_stage_writes_the_record_it_returns(tmp_path):
@@ -68,10 +83,26 @@ def test_the_data_stage_writes_the_record_it_returns(tmp_path):
     written = json.loads(run.data_report_path.read_text())
     # The keys scripts read keep their names and order, and nothing else is added.
     assert list(written)[:4] == ["documents_read", "documents_kept", "exact_duplicates", "near_duplicates"]
-    assert set(written) == {"documents_read", "documents_kept", "exact_duplicates", "near_duplicates",
-                            "dropped_by_filter", "lines_removed", "skipped", "ignored", "repaired_encoding",
-                            "pii_scrubbed", "bytes_read", "characters_kept", "splits", "per_source",
-                            "document_length_histogram", "contamination", "web", "timings"}
+    assert set(written) == {
+        "documents_read",
+        "documents_kept",
+        "exact_duplicates",
+        "near_duplicates",
+        "dropped_by_filter",
+        "lines_removed",
+        "skipped",
+        "ignored",
+        "repaired_encoding",
+        "pii_scrubbed",
+        "bytes_read",
+        "characters_kept",
+        "splits",
+        "per_source",
+        "document_length_histogram",
+        "contamination",
+        "web",
+        "timings",
+    }
     assert written["splits"]["train"]["chunks"] == report.splits["train"].chunks > 0
     assert all(run.split_path(name).is_file() for name in report.splits)
 
@@ -81,8 +112,11 @@ def test_a_fine_tuned_task_data_report_reads_with_its_own_keys(tmp_path):
     run.data_dir.mkdir()
     run.data_report_path.write_text(json.dumps({"task": "classification", "train_examples": 8, "val_examples": 2}))
     report = run.data_report()
-    assert report.documents_kept == 0 and report.extra == {"task": "classification", "train_examples": 8,
-                                                           "val_examples": 2}
+    assert report.documents_kept == 0 and report.extra == {
+        "task": "classification",
+        "train_examples": 8,
+        "val_examples": 2,
+    }
 
 
 def test_eval_report_round_trip_and_required(tmp_path):
@@ -91,12 +125,19 @@ def test_eval_report_round_trip_and_required(tmp_path):
     with pytest.raises(RunFolderError, match="no evaluation report"):
         run.require_eval_report()
     run.write_eval_report({"loss": 1.5, "perplexity": 4.48, "files": {"a.txt": {"loss": 2.0}}})
-    assert run.eval_report() == run.require_eval_report() == {"loss": 1.5, "perplexity": 4.48,
-                                                                   "files": {"a.txt": {"loss": 2.0}}}
+    assert (
+        run.eval_report()
+        == run.require_eval_report()
+        == {"loss": 1.5, "perplexity": 4.48, "files": {"a.txt": {"loss": 2.0}}}
+    )
 
 
-DAMAGE = {"truncated": '{"vocab_size": 3', "a list": "[1, 2]", "not UTF-8": b"\xff\xfe{}",
-          "wrong types": '{"vocab_size": "many", "splits": 3, "train": {"tokens": "x"}}'}
+DAMAGE = {
+    "truncated": '{"vocab_size": 3',
+    "a list": "[1, 2]",
+    "not UTF-8": b"\xff\xfe{}",
+    "wrong types": '{"vocab_size": "many", "splits": 3, "train": {"tokens": "x"}}',
+}
 
 
 def _damage(path: Path, how: str) -> None:
@@ -106,8 +147,9 @@ def _damage(path: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", list(DAMAGE))
-@pytest.mark.parametrize("reader", ["token meta", "data report", "evaluation report", "task description",
-                                    "vocabulary report"])
+@pytest.mark.parametrize(
+    "reader", ["token meta", "data report", "evaluation report", "task description", "vocabulary report"]
+)
 def test_a_damaged_file_is_one_clear_error_naming_it(tmp_path, how, reader):
     run = RunFolder(tmp_path)
     path, read = {
@@ -147,15 +189,22 @@ def test_a_damaged_manifest_reads_as_empty(tmp_path):
     run = RunFolder(tmp_path)
     run.manifest_path.write_text('{"stages": {"train": [1]}, "format": 2')
     assert run.read_manifest() == {"stages": {}}
-    run.manifest_path.write_text(json.dumps({"format": 2, "stages": {"train": [1], "model": {"summary": {"parameters": 7}}}}))
+    run.manifest_path.write_text(
+        json.dumps({"format": 2, "stages": {"train": [1], "model": {"summary": {"parameters": 7}}}})
+    )
     assert run.stage_summary("train") == {} and run.stage_summary("model") == {"parameters": 7}
 
 
 def test_data_inspect_on_a_damaged_report_says_which_file(tmp_path):
     run = RunFolder(tmp_path / "run")
     _damage(run.data_report_path, "truncated")
-    result = subprocess.run([sys.executable, "-m", "llmtui", "data", "inspect", str(run.root)],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmtui", "data", "inspect", str(run.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert str(run.data_report_path) in result.stderr and "not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
@@ -188,5 +237,6 @@ def test_only_the_entry_points_import_the_pipeline():
 def test_widgets_do_not_import_commands_and_the_run_folder_imports_no_ui():
     for path in (PACKAGE / "tui" / "widgets").rglob("*.py"):
         assert not {m for m in _imports(path) if m.startswith("llmtui.cli")}, path
-    assert not {m for m in _imports(PACKAGE / "runfolder.py") if m.startswith(("llmtui.tui", "llmtui.cli",
-                                                                                "llmtui.pipeline"))}
+    assert not {
+        m for m in _imports(PACKAGE / "runfolder.py") if m.startswith(("llmtui.tui", "llmtui.cli", "llmtui.pipeline"))
+    }

@@ -96,8 +96,9 @@ def test_run_status_from_the_log_and_the_lock(tmp_path):
     runs = tmp_path / "runs"
     start = ev.RunStarted(run_dir="x", stages=("train",), backend="jax", time=1000.0)
     train = ev.TrainingStarted(total_steps=40, start_step=0, tokens_per_step=8, parameters=1, time=1001.0)
-    val = [ev.Metrics(step=s, split="val", values={"loss": loss}, time=1000.0 + s) for s, loss in
-           ((20, 2.0), (40, 1.5))]
+    val = [
+        ev.Metrics(step=s, split="val", values={"loss": loss}, time=1000.0 + s) for s, loss in ((20, 2.0), (40, 1.5))
+    ]
     _log(runs / "done", start, train, *val, ev.RunFinished(run_dir="x", seconds=40.0, time=1050.0))
     _log(runs / "broken", start, train, val[0], ev.RunFailed(stage="train", error="boom", time=1021.0))
     _log(runs / "killed", start, train, val[0])  # the log just stops: nobody holds the lock
@@ -111,8 +112,12 @@ def test_run_status_from_the_log_and_the_lock(tmp_path):
     finally:
         holder.unlock()
     assert set(found) == {"done", "broken", "killed", "going"}
-    assert {n: r.status for n, r in found.items()} == {"done": "finished", "broken": "failed",
-                                                       "killed": "interrupted", "going": "running"}
+    assert {n: r.status for n, r in found.items()} == {
+        "done": "finished",
+        "broken": "failed",
+        "killed": "interrupted",
+        "going": "running",
+    }
     done = found["done"]
     assert (done.step, done.total_steps, done.best_val_loss, done.seconds) == (40, 40, 1.5, 50.0)
     assert found["broken"].error == "boom"
@@ -122,8 +127,11 @@ def test_run_status_from_the_log_and_the_lock(tmp_path):
 
 def test_runs_command_lists_runs_and_refuses_a_missing_folder(tmp_path):
     runs = tmp_path / "runs"
-    _log(runs / "done", ev.RunStarted(run_dir="x", stages=("train",), backend="jax"),
-         ev.RunFinished(run_dir="x", seconds=1.0))
+    _log(
+        runs / "done",
+        ev.RunStarted(run_dir="x", stages=("train",), backend="jax"),
+        ev.RunFinished(run_dir="x", seconds=1.0),
+    )
     command = [sys.executable, "-m", "llmtui", "runs"]
     table = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert table.returncode == 0, table.stderr

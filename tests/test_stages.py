@@ -19,8 +19,21 @@ from llmtui.pipeline import STAGES, Pipeline, pipeline_for
 from llmtui.runfolder import file_digest, fingerprint
 from tests.helpers import tiny_recipe_dict
 
-EXAMPLE_FIELDS = ("task", "train_file", "val_file", "val_fraction", "text_field", "label_field", "labels", "pooling",
-                  "input_field", "target_field", "prompt_template", "max_answer_tokens", "messages_field")
+EXAMPLE_FIELDS = (
+    "task",
+    "train_file",
+    "val_file",
+    "val_fraction",
+    "text_field",
+    "label_field",
+    "labels",
+    "pooling",
+    "input_field",
+    "target_field",
+    "prompt_template",
+    "max_answer_tokens",
+    "messages_field",
+)
 
 
 def stage_fingerprints(pipeline: Pipeline) -> dict[str, str]:
@@ -33,11 +46,15 @@ def stage_fingerprints(pipeline: Pipeline) -> dict[str, str]:
 
 
 def data_fingerprint(recipe, base_dir: Path) -> str:
-    evals = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in (base_dir / f for f in recipe.data.eval_files)
-             if p.is_file()]
+    evals = [
+        [str(p), p.stat().st_size, p.stat().st_mtime_ns]
+        for p in (base_dir / f for f in recipe.data.eval_files)
+        if p.is_file()
+    ]
     section = recipe.data.model_dump(mode="json", exclude={"engine", "engine_address", "engine_partition_mb"})
-    return fingerprint("data", section, recipe.run.seed,
-                       [source_fingerprint(s, base_dir) for s in recipe.data.sources], evals)
+    return fingerprint(
+        "data", section, recipe.run.seed, [source_fingerprint(s, base_dir) for s in recipe.data.sources], evals
+    )
 
 
 def test_training_from_scratch_keeps_its_fingerprints(tmp_path, corpus):
@@ -45,8 +62,9 @@ def test_training_from_scratch_keeps_its_fingerprints(tmp_path, corpus):
     vectors.write_text("2 4\nthe 0.1 0.2 0.3 0.4\nend 0.5 0.6 0.7 0.8\n", encoding="utf-8")
     (tmp_path / "held.txt").write_text("held-out text\n", encoding="utf-8")
     for model in ({}, {"embedding": "pretrained", "pretrained_path": "vectors.txt"}):
-        recipe = recipe_from_dict(tiny_recipe_dict(corpus, tmp_path / "runs", model=model,
-                                                   data={"eval_files": ["held.txt", "missing.txt"]}))
+        recipe = recipe_from_dict(
+            tiny_recipe_dict(corpus, tmp_path / "runs", model=model, data={"eval_files": ["held.txt", "missing.txt"]})
+        )
         pipeline = Pipeline(recipe, base_dir=tmp_path)
         assert [stage.name for stage in pipeline.stages] == list(STAGES)
         expected = {"data": data_fingerprint(recipe, tmp_path)}
@@ -86,8 +104,9 @@ def test_fine_tuning_keeps_its_fingerprints_and_stage_list(tmp_path, corpus, bas
     assert r.model.dim == 48  # the base's architecture, not the recipe's
     names = [stage.name for stage in pipeline.stages]
     assert names == (list(STAGES) if task == "domain" else list(STAGES[:-1]))
-    digest = fingerprint(file_digest(base_run / "model" / "final.keras"),
-                         file_digest(base_run / "tokenizer" / "tokenizer.json"))
+    digest = fingerprint(
+        file_digest(base_run / "model" / "final.keras"), file_digest(base_run / "tokenizer" / "tokenizer.json")
+    )
     section = r.finetune.model_dump(mode="json")
     if task == "domain":
         expected = {"data": fingerprint(data_fingerprint(r, tmp_path), "domain")}
@@ -98,8 +117,9 @@ def test_fine_tuning_keeps_its_fingerprints_and_stage_list(tmp_path, corpus, bas
     for name in names[2:]:
         own = {} if name == "model" else getattr(r, name).model_dump(mode="json")
         extra = [r.run.seed, pipeline.backend] if name in ("model", "train") else []
-        expected[name] = fingerprint("finetune", name, own, section, digest, expected[names[names.index(name) - 1]],
-                                     extra)
+        expected[name] = fingerprint(
+            "finetune", name, own, section, digest, expected[names[names.index(name) - 1]], extra
+        )
     assert stage_fingerprints(pipeline) == expected
 
 
@@ -130,5 +150,8 @@ def test_the_control_given_at_construction_is_asked_between_steps_and_stops_trai
     with pytest.raises(TrainingInterrupted) as stopped:
         Pipeline(recipe, base_dir=tmp_path, sinks=[recorder], control=StopAtThirdAsk()).execute()
     assert stopped.value.step == 3 and stopped.value.checkpoint.name == "step_0000003"
-    assert [e.text for e in recorder.of_type(Message) if e.text.startswith("asked")] == ["asked 1", "asked 2",
-                                                                                         "asked 3"]
+    assert [e.text for e in recorder.of_type(Message) if e.text.startswith("asked")] == [
+        "asked 1",
+        "asked 2",
+        "asked 3",
+    ]

@@ -120,10 +120,14 @@ def test_stream_windows_score_every_lane_token_once():
 
 
 def run_stateful(corpus, root, sinks=(), **train):
-    recipe = recipe_from_dict(tiny_recipe_dict(
-        corpus, root / "runs", model={"arch": "lstm", "layers": 1, "dim": 32, "dropout": 0.1,
-                                      "embedding_dropout": 0.1},
-        train={"stateful": True, "batch_size": 4, **train}))
+    recipe = recipe_from_dict(
+        tiny_recipe_dict(
+            corpus,
+            root / "runs",
+            model={"arch": "lstm", "layers": 1, "dim": 32, "dropout": 0.1, "embedding_dropout": 0.1},
+            train={"stateful": True, "batch_size": 4, **train},
+        )
+    )
     recorder = EventRecorder()
     Pipeline(recipe, base_dir=root, sinks=[recorder, *sinks]).execute(until="eval")
     return recorder, json.loads((root / "runs/tiny/eval/report.json").read_text())
@@ -169,8 +173,13 @@ def test_stateful_needs_a_recurrent_model_on_the_command_line(tmp_path):
 
     path = tmp_path / "r.toml"
     path.write_text(tomli_w.dumps({"model": {"arch": "gpt"}, "train": {"stateful": True}}), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "llmtui", "validate", str(path)], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmtui", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "train.stateful" in result.stderr and "rnn, lstm or gru" in result.stderr
     assert "Traceback" not in result.stderr

@@ -23,11 +23,14 @@ def test_a_test_that_leaves_a_file_in_the_checkout_fails(pytester, monkeypatch, 
         "def test_writes_into_the_checkout():\n"
         "    (REPOSITORY / 'leftover.txt').write_text('x')\n"
         "def test_writes_where_it_runs():\n"
-        "    open('scratch.txt', 'w').write('x')\n", encoding="utf-8")
+        "    open('scratch.txt', 'w').write('x')\n",
+        encoding="utf-8",
+    )
     (pytester.path / "tests" / "__init__.py").write_text("")
     monkeypatch.setenv("PYTHONPATH", str(pytester.path))
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "tests",
-                                           f"--basetemp={tmp_path_factory.mktemp('inner')}")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "tests", f"--basetemp={tmp_path_factory.mktemp('inner')}"
+    )
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*the test left files in the repository: leftover.txt*"])
     assert not (pytester.path / "scratch.txt").exists()

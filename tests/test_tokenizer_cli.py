@@ -18,9 +18,10 @@ runner = CliRunner()
 def recipe_file(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "r.toml"
-    path.write_text(tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs", tokenizer={"kind": "bpe",
-                                                                                         "vocab_size": 280})),
-                    encoding="utf-8")
+    path.write_text(
+        tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs", tokenizer={"kind": "bpe", "vocab_size": 280})),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -57,8 +58,9 @@ def test_encode_without_a_run_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_embeddings_train_writes_glove_vectors_for_the_vocabulary(recipe_file, tmp_path):
-    result = runner.invoke(app, ["embeddings", "train", str(recipe_file), "--dim", "8", "--epochs", "1",
-                                 "--workers", "1"])
+    result = runner.invoke(
+        app, ["embeddings", "train", str(recipe_file), "--dim", "8", "--epochs", "1", "--workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     path = tmp_path / "runs/tiny/embeddings/vectors.txt"
     from llmtui.models.pretrained import read_vectors
@@ -73,8 +75,14 @@ def test_embeddings_train_writes_glove_vectors_for_the_vocabulary(recipe_file, t
 def test_tokenizer_train_and_encode_a_word_vocabulary(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "w.toml"
-    path.write_text(tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs", tokenizer={
-        "kind": "word", "vocab_size": 200, "min_frequency": 2})), encoding="utf-8")
+    path.write_text(
+        tomli_w.dumps(
+            tiny_recipe_dict(
+                corpus, tmp_path / "runs", tokenizer={"kind": "word", "vocab_size": 200, "min_frequency": 2}
+            )
+        ),
+        encoding="utf-8",
+    )
     result = runner.invoke(app, ["tokenizer", "train", str(path)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "runs/tiny/tokenizer/report.json").read_text(encoding="utf-8"))

@@ -64,8 +64,9 @@ def test_train_save_load_round_trip(kind, trained, tmp_path):
         if kind == "word":  # words joined by single spaces, line breaks kept
             assert decoded == "\n".join(" ".join(line.split()) for line in sample.split("\n"))
         elif kind == "wordpiece":  # WordPiece keeps words, not the spaces between them
-            assert decoded.split() == " ".join(sample.replace(".", " . ").split()).split() or \
-                decoded.replace(" ", "") == "".join(sample.split())
+            assert decoded.split() == " ".join(sample.replace(".", " . ").split()).split() or decoded.replace(
+                " ", ""
+            ) == "".join(sample.split())
         else:  # exact for character, byte-level and SentencePiece kinds
             assert decoded == sample
 
@@ -160,11 +161,14 @@ def test_unigram_is_sentencepiece_and_saves_its_proto(trained, tmp_path):
         assert processor.encode(sample) == tok.encode(sample)
 
 
-@pytest.mark.parametrize("kind,lowercase", [
-    *[(kind, False) for kind in KINDS],
-    *[(kind, True) for kind in ("char", "byte", "wordpiece", "unigram", "word")],
-    pytest.param("bpe", True, marks=pytest.mark.slow),  # keras-hub's in-graph BPE is slow to trace on CPU
-])
+@pytest.mark.parametrize(
+    "kind,lowercase",
+    [
+        *[(kind, False) for kind in KINDS],
+        *[(kind, True) for kind in ("char", "byte", "wordpiece", "unigram", "word")],
+        pytest.param("bpe", True, marks=pytest.mark.slow),  # keras-hub's in-graph BPE is slow to trace on CPU
+    ],
+)
 def test_in_graph_keras_hub_twin_gives_the_same_ids(kind, lowercase):
     import tensorflow as tf
 
@@ -246,8 +250,9 @@ def test_pipeline_tokenizer_stage_writes_the_report(tiny_recipe, tmp_path):
 def test_transformers_fast_tokenizer_loads_the_saved_file(kind, tmp_path):
     """The saved tokenizer.json is the standard format: transformers gives the same ids and text."""
     transformers = pytest.importorskip("transformers")
-    texts = ["The quick brown fox jumps over the lazy dog. It's 3.14, café ü!"] * 30 + \
-        ["Tokenizers split text; models learn."] * 30
+    texts = ["The quick brown fox jumps over the lazy dog. It's 3.14, café ü!"] * 30 + [
+        "Tokenizers split text; models learn."
+    ] * 30
     tok = train_tokenizer(recipe_from_dict({"tokenizer": {"kind": kind, "vocab_size": 300}}).tokenizer, iter(texts))
     tok.save(tmp_path)
     fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))

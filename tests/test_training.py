@@ -29,8 +29,9 @@ HERE = Path(__file__).parent
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd", "adagrad", "rmsprop", "lion", "muon"])
 def test_each_optimizer_is_built_from_the_recipe_and_trains(optimizer):
-    train = recipe_from_dict({"train": {"optimizer": optimizer, "lr": 3e-3, "warmup_steps": 0,
-                                        "weight_decay": 0.1, "jit_compile": False}}).train
+    train = recipe_from_dict(
+        {"train": {"optimizer": optimizer, "lr": 3e-3, "warmup_steps": 0, "weight_decay": 0.1, "jit_compile": False}}
+    ).train
     model = build_model(model_config("gpt"), 40, seed=0)
     compile_model(model, train)
     losses = [float(model.train_on_batch(x, y, return_dict=True)["loss"]) for x, y in fixed_batches(12)]
@@ -46,15 +47,26 @@ def test_each_optimizer_is_built_from_the_recipe_and_trains(optimizer):
 def test_gradient_norm_is_logged_and_clips_like_keras_own(clip):
     """The logged norm is the one clipping uses (computed once per step); the update equals Keras' own
     `global_clipnorm` optimizer's."""
-    train = recipe_from_dict({"train": {"optimizer": "adamw", "lr": 1e-2, "warmup_steps": 0, "schedule": "constant",
-                                        "weight_decay": 0.0, "grad_clip": clip}}).train
+    train = recipe_from_dict(
+        {
+            "train": {
+                "optimizer": "adamw",
+                "lr": 1e-2,
+                "warmup_steps": 0,
+                "schedule": "constant",
+                "weight_decay": 0.0,
+                "grad_clip": clip,
+            }
+        }
+    ).train
     rng = np.random.default_rng(0)
     start = [rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")]
     grads = [rng.normal(size=(4, 3)).astype("float32") * 3, rng.normal(size=(3,)).astype("float32")]
     ours, theirs = [keras.Variable(v) for v in start], [keras.Variable(v) for v in start]
     optimizer = make_optimizer(train)
-    reference = keras.optimizers.AdamW(learning_rate=1e-2, weight_decay=0.0, beta_1=train.beta1, beta_2=train.beta2,
-                                       global_clipnorm=clip or None)
+    reference = keras.optimizers.AdamW(
+        learning_rate=1e-2, weight_decay=0.0, beta_1=train.beta1, beta_2=train.beta2, global_clipnorm=clip or None
+    )
     optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], ours)
     reference.apply([keras.ops.convert_to_tensor(g) for g in grads], theirs)
     norm = math.sqrt(sum(float((g.astype("float64") ** 2).sum()) for g in grads))
@@ -80,8 +92,19 @@ def test_the_training_step_is_traced_once():
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "linear", "wsd"])
 @pytest.mark.parametrize("accum", [1, 3])
 def test_keras_schedule_matches_the_plain_definition(schedule, accum):
-    train = recipe_from_dict({"train": {"schedule": schedule, "steps": 100, "warmup_steps": 10, "lr": 1e-3,
-                                        "min_lr_ratio": 0.1, "decay_fraction": 0.3, "grad_accum_steps": accum}}).train
+    train = recipe_from_dict(
+        {
+            "train": {
+                "schedule": schedule,
+                "steps": 100,
+                "warmup_steps": 10,
+                "lr": 1e-3,
+                "min_lr_ratio": 0.1,
+                "decay_fraction": 0.3,
+                "grad_accum_steps": accum,
+            }
+        }
+    ).train
     schedule_fn = make_optimizer(train)._learning_rate  # the optimizer's own schedule object
     for step in (0, 5, 9, 10, 50, 75, 99, 100):
         expected = lr_at(step, 1e-3, 100, 10, schedule, 0.1, 0.3)
@@ -98,8 +121,20 @@ def test_gradient_accumulation_equals_the_larger_batch():
     for accum, batches in ((1, [(big_x, big_y)]), (2, [(x1, y1), (x2, y2)])):
         keras.utils.set_random_seed(0)
         model = build_model(model_config("gpt"), 40, seed=0)
-        compile_model(model, recipe_from_dict({"train": {"grad_accum_steps": accum, "lr": 1e-2, "warmup_steps": 0,
-                                                         "grad_clip": 0.0, "jit_compile": False}}).train)
+        compile_model(
+            model,
+            recipe_from_dict(
+                {
+                    "train": {
+                        "grad_accum_steps": accum,
+                        "lr": 1e-2,
+                        "warmup_steps": 0,
+                        "grad_clip": 0.0,
+                        "jit_compile": False,
+                    }
+                }
+            ).train,
+        )
         for x, y in batches:
             model.train_on_batch(x, y)
         results.append([np.asarray(v) for v in model.trainable_variables])
@@ -120,8 +155,9 @@ def test_label_smoothing_raises_the_loss_of_confident_predictions():
 
 
 def run_recipe(corpus, root, sinks=(), **train):
-    recipe = recipe_from_dict(tiny_recipe_dict(corpus, root / "runs", train=train,
-                                               model={"dropout": 0.1, "embedding_dropout": 0.1}))
+    recipe = recipe_from_dict(
+        tiny_recipe_dict(corpus, root / "runs", train=train, model={"dropout": 0.1, "embedding_dropout": 0.1})
+    )
     recorder = EventRecorder()
     Pipeline(recipe, base_dir=root, sinks=[recorder, *sinks]).execute(until="eval")
     report = json.loads((root / "runs/tiny/eval/report.json").read_text())
@@ -151,9 +187,18 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, co
 
 def test_early_stopping_stops_when_validation_stalls(tmp_path, corpus):
     # lr 1e-12: the validation loss changes at most in its last bits, which min_delta does not count.
-    recorder, _ = run_recipe(corpus, tmp_path, steps=200, optimizer="sgd", lr=1e-12, warmup_steps=0,
-                             schedule="constant", eval_every=10, early_stopping_patience=2,
-                             early_stopping_min_delta=1e-3)
+    recorder, _ = run_recipe(
+        corpus,
+        tmp_path,
+        steps=200,
+        optimizer="sgd",
+        lr=1e-12,
+        warmup_steps=0,
+        schedule="constant",
+        eval_every=10,
+        early_stopping_patience=2,
+        early_stopping_min_delta=1e-3,
+    )
     assert any("early stopping at step 30" in e.text for e in recorder.of_type(Message))
     assert max(e.step for e in recorder.of_type(Metrics)) == 30
 
@@ -171,8 +216,9 @@ def test_early_stopping_min_delta_counts_only_real_improvements(tmp_path, corpus
 def test_training_logs_grad_norm_and_mfu(tmp_path, corpus):
     recorder, _ = run_recipe(corpus, tmp_path, steps=10, log_every=5)
     train = [e.values for e in recorder.of_type(Metrics) if e.split == "train"]
-    assert all(v["grad_norm"] > 0 and 0 < v["mfu"] < 1 and v["tokens_per_sec"] > 0 and v["input_wait_ms"] >= 0
-               for v in train)
+    assert all(
+        v["grad_norm"] > 0 and 0 < v["mfu"] < 1 and v["tokens_per_sec"] > 0 and v["input_wait_ms"] >= 0 for v in train
+    )
 
 
 def test_mixed_float16_trains_with_loss_scaling(tmp_path, corpus):
@@ -192,8 +238,11 @@ def test_mixed_float16_trains_with_loss_scaling(tmp_path, corpus):
 def test_pipeline_refuses_a_model_too_big_for_memory(tmp_path, corpus):
     from llmtui.errors import LlmtuiError
 
-    recipe = recipe_from_dict(tiny_recipe_dict(corpus, tmp_path / "runs", train={"max_memory_gb": 0.001},
-                                               model={"dim": 512, "layers": 4, "heads": 4}))
+    recipe = recipe_from_dict(
+        tiny_recipe_dict(
+            corpus, tmp_path / "runs", train={"max_memory_gb": 0.001}, model={"dim": 512, "layers": 4, "heads": 4}
+        )
+    )
     with pytest.raises(LlmtuiError, match="pre-flight check"):
         Pipeline(recipe, base_dir=tmp_path).execute(until="model")
 
@@ -206,8 +255,14 @@ def test_backends_agree_on_the_first_steps(tmp_path):
         weights = tmp_path / f"{arch}.npz"
         for backend in ("tensorflow", "jax"):
             env = {**os.environ, "KERAS_BACKEND": backend}
-            out = subprocess.run([sys.executable, str(HERE / "parity_script.py"), arch, str(weights)], env=env,
-                                 capture_output=True, text=True, timeout=300, cwd=HERE.parent)
+            out = subprocess.run(
+                [sys.executable, str(HERE / "parity_script.py"), arch, str(weights)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=HERE.parent,
+            )
             assert out.returncode == 0, out.stderr[-2000:]
             results[arch, backend] = json.loads(out.stdout.strip().splitlines()[-1])
         np.testing.assert_allclose(results[arch, "tensorflow"], results[arch, "jax"], rtol=1e-4, atol=1e-4)
@@ -229,8 +284,9 @@ def test_train_step_equals_train_on_batch():
         step = TrainStep(model)
         losses = []
         for i, (x, y) in enumerate(batches):
-            losses.append(float(model.train_on_batch(x, y, return_dict=True)["loss"] if stepper == "keras"
-                                else step(x, y)))
+            losses.append(
+                float(model.train_on_batch(x, y, return_dict=True)["loss"] if stepper == "keras" else step(x, y))
+            )
             if i == 2:
                 losses.append(float(np.asarray(step.value(model.optimizer.grad_norm))))  # read without a sync
                 step.sync()
@@ -247,11 +303,13 @@ def test_train_step_equals_train_on_batch():
 
 # The engine's tests that exercise the training loop itself, run again on JAX, where `TrainStep` holds the
 # state between steps: resume, the NaN guard, metrics, early stopping.
-LOOP_TESTS = ["tests/test_training.py::test_train_step_equals_train_on_batch",
-              "tests/test_training.py::test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one",
-              "tests/test_training.py::test_training_logs_grad_norm_and_mfu",
-              "tests/test_training.py::test_early_stopping_stops_when_validation_stalls",
-              "tests/test_pipeline.py::test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint"]
+LOOP_TESTS = [
+    "tests/test_training.py::test_train_step_equals_train_on_batch",
+    "tests/test_training.py::test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one",
+    "tests/test_training.py::test_training_logs_grad_norm_and_mfu",
+    "tests/test_training.py::test_early_stopping_stops_when_validation_stalls",
+    "tests/test_pipeline.py::test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint",
+]
 
 
 def test_the_training_loop_on_jax():
@@ -259,8 +317,14 @@ def test_the_training_loop_on_jax():
     if keras.backend.backend() == "jax":
         pytest.skip("this session already runs on JAX")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOOP_TESTS], env=env,
-                         capture_output=True, text=True, timeout=900, cwd=HERE.parent)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOOP_TESTS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=HERE.parent,
+    )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert f"{len(LOOP_TESTS)} passed" in out.stdout
 
@@ -271,15 +335,22 @@ def test_model_summary_command(tmp_path):
     from llmtui.cli.app import app
 
     recipe = tmp_path / "r.toml"
-    recipe.write_text('[tokenizer]\nkind = "bpe"\nvocab_size = 1000\n[model]\narch = "llama"\nlayers = 2\ndim = 64\n'
-                      'heads = 4\nkv_heads = 2\n', encoding="utf-8")
+    recipe.write_text(
+        '[tokenizer]\nkind = "bpe"\nvocab_size = 1000\n[model]\narch = "llama"\nlayers = 2\ndim = 64\n'
+        "heads = 4\nkv_heads = 2\n",
+        encoding="utf-8",
+    )
     result = CliRunner().invoke(app, ["model", "summary", str(recipe)], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    params = count_model_parameters(recipe_from_dict({"model": {"arch": "llama", "layers": 2, "dim": 64, "heads": 4,
-                                                                "kv_heads": 2}}).model, 1000)[0]
+    params = count_model_parameters(
+        recipe_from_dict({"model": {"arch": "llama", "layers": 2, "dim": 64, "heads": 4, "kv_heads": 2}}).model, 1000
+    )[0]
     assert f"{params:,}" in result.output and "FLOPs per token" in result.output and "fits" in result.output
-    big = CliRunner().invoke(app, ["model", "summary", str(recipe), "--set", "train.max_memory_gb=0.3",
-                                   "--set", "model.dim=512"], env={"COLUMNS": "160"})
+    big = CliRunner().invoke(
+        app,
+        ["model", "summary", str(recipe), "--set", "train.max_memory_gb=0.3", "--set", "model.dim=512"],
+        env={"COLUMNS": "160"},
+    )
     assert big.exit_code == 1 and "does not fit" in big.output and "grad_accum_steps=" in big.output
 
 
@@ -291,13 +362,24 @@ def test_data_parallel_on_two_virtual_devices(backend, tmp_path, corpus):
     import tomli_w
 
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text(tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs",
-                                                     train={"distribute": "data_parallel", "steps": 30})),
-                      encoding="utf-8")
-    env = {**os.environ, "KERAS_BACKEND": backend, "COLUMNS": "200",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    out = subprocess.run([sys.executable, "-m", "llmtui", "run", str(recipe), "--until", "eval"], env=env,
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    recipe.write_text(
+        tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs", train={"distribute": "data_parallel", "steps": 30})),
+        encoding="utf-8",
+    )
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "COLUMNS": "200",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "llmtui", "run", str(recipe), "--until", "eval"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "data parallel over 2 devices" in out.stdout
     report = json.loads((tmp_path / "runs/tiny/eval/report.json").read_text())
@@ -313,17 +395,30 @@ def test_ctrl_c_and_kill_9_then_rerun_continues(tmp_path, corpus):
     import tomli_w
 
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text(tomli_w.dumps(tiny_recipe_dict(corpus, tmp_path / "runs",
-                                                     train={"steps": 2000, "checkpoint_every": 5, "eval_every": 1000,
-                                                            "log_every": 50, "keep_checkpoints": 1000})),
-                      encoding="utf-8")
+    recipe.write_text(
+        tomli_w.dumps(
+            tiny_recipe_dict(
+                corpus,
+                tmp_path / "runs",
+                train={
+                    "steps": 2000,
+                    "checkpoint_every": 5,
+                    "eval_every": 1000,
+                    "log_every": 50,
+                    "keep_checkpoints": 1000,
+                },
+            )
+        ),
+        encoding="utf-8",
+    )
     command = [sys.executable, "-m", "llmtui", "run", str(recipe), "--until", "train"]
     env = {**os.environ, "COLUMNS": "200"}
     checkpoints = tmp_path / "runs/tiny/checkpoints"
 
     def start_and_wait_for_checkpoint(after: int):
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.time() + 300
         while time.time() < deadline:
             steps = [int(p.name[5:]) for p in checkpoints.glob("step_*") if not p.name.endswith(".tmp")]
@@ -362,8 +457,9 @@ def test_mixed_bfloat16_trains(arch):
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     try:
         model = build_model(model_config(arch), 40, seed=0)
-        train = recipe_from_dict({"train": {"lr": 1e-2, "warmup_steps": 0, "schedule": "constant",
-                                            "precision": "mixed_bfloat16"}}).train
+        train = recipe_from_dict(
+            {"train": {"lr": 1e-2, "warmup_steps": 0, "schedule": "constant", "precision": "mixed_bfloat16"}}
+        ).train
         compile_model(model, train)
         assert model.get_layer(f"{'block' if arch == 'gpt' else 'lstm'}_0").compute_dtype == "bfloat16"
         assert all(v.dtype == "float32" for v in model.trainable_variables)
@@ -383,8 +479,17 @@ def test_bfloat16_through_onednn_reaches_float32s_validation_loss_at_equal_steps
         keras.mixed_precision.set_dtype_policy(precision)
         try:
             model = build_model(model_config("gpt"), 40, seed=0)
-            train = recipe_from_dict({"train": {"lr": 3e-3, "warmup_steps": 5, "steps": 60, "precision": precision,
-                                                "jit_compile": jit_compile}}).train
+            train = recipe_from_dict(
+                {
+                    "train": {
+                        "lr": 3e-3,
+                        "warmup_steps": 5,
+                        "steps": 60,
+                        "precision": precision,
+                        "jit_compile": jit_compile,
+                    }
+                }
+            ).train
             compile_model(model, train)
             for x, y in batches:
                 model.train_on_batch(x, y)
@@ -401,8 +506,9 @@ def test_precision_and_compiler_follow_device_backend_and_model_size():
     from llmtui.models.cost import cpu_flops_per_cycle
     from llmtui.training.precision import plan_execution
 
-    def plan(precision="auto", dim=512, arch="gpt", backend="tensorflow", device="cpu", flags=("avx512_bf16",),
-             jit=True):
+    def plan(
+        precision="auto", dim=512, arch="gpt", backend="tensorflow", device="cpu", flags=("avx512_bf16",), jit=True
+    ):
         train = recipe_from_dict({"train": {"precision": precision, "jit_compile": jit}}).train
         return plan_execution(train, model_config(arch, dim=dim, heads=8), backend, device, set(flags))
 

@@ -23,6 +23,8 @@ SIZE = (100, 32)
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
 
 
@@ -78,8 +80,10 @@ async def test_recipe_fills_every_form_and_comes_back_equal(which, tmp_path, mon
         data["data"]["clean"]["scrub_pii"] = ["email", "ip"]
         data["data"]["filters"]["min_words"] = 3
         data["generate"]["stop"] = ["\n\n", "END"]
-        data["tune"]["space"] = {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
-                                 "model.arch": {"choices": ["lstm", "gpt"]}}
+        data["tune"]["space"] = {
+            "train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "model.arch": {"choices": ["lstm", "gpt"]},
+        }
         path.write_text(tomli_w.dumps(data), encoding="utf-8")
     original = load_recipe(path)
     app = WizardApp(recipe=path)
@@ -219,8 +223,12 @@ async def test_walk_the_wizard_train_evaluate_and_generate(tmp_path, monkeypatch
 
 async def test_quitting_during_training_asks_and_leaves_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = write_tiny_recipe(tmp_path, run={"name": "long"}, train={"steps": 5000, "checkpoint_every": 5000},
-                             generate={"prompts": ["the "], "max_tokens": 4})
+    path = write_tiny_recipe(
+        tmp_path,
+        run={"name": "long"},
+        train={"steps": 5000, "checkpoint_every": 5000},
+        generate={"prompts": ["the "], "max_tokens": 4},
+    )
     app = WizardApp(recipe=path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -382,8 +390,13 @@ def _runs_json(folder: Path) -> dict:
     import subprocess
     import sys
 
-    listed = subprocess.run([sys.executable, "-m", "llmtui", "runs", "runs", "--json"], cwd=folder,
-                            capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "llmtui", "runs", "runs", "--json"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listed.returncode == 0, listed.stderr
     return {run["name"]: run for run in json.loads(listed.stdout)}
 
@@ -397,8 +410,12 @@ async def test_a_run_outlives_the_wizard_and_a_new_wizard_reattaches(tmp_path, m
     from llmtui.runs import lock_holder
 
     monkeypatch.chdir(tmp_path)
-    path = write_tiny_recipe(tmp_path, run={"name": "long"}, train={"steps": 5000, "checkpoint_every": 5000},
-                             generate={"prompts": ["the "], "max_tokens": 4})
+    path = write_tiny_recipe(
+        tmp_path,
+        run={"name": "long"},
+        train={"steps": 5000, "checkpoint_every": 5000},
+        generate={"prompts": ["the "], "max_tokens": 4},
+    )
     run_dir = tmp_path / "runs" / "long"
     pid = None
     try:
@@ -451,9 +468,17 @@ async def test_tuning_step_searches_stops_resumes_and_uses_the_best_trial(tmp_pa
     """The search runs as its own `llmtui tune` process: trials appear as they finish, Stop interrupts it, Use best
     writes the best trial's values into the recipe, and starting again resumes the same study to its end."""
     monkeypatch.chdir(tmp_path)
-    path = write_tiny_recipe(tmp_path, run={"name": "search"},
-                             tune={"method": "random", "trials": 2, "steps": 40, "pruner": "none",
-                                   "space": {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
+    path = write_tiny_recipe(
+        tmp_path,
+        run={"name": "search"},
+        tune={
+            "method": "random",
+            "trials": 2,
+            "steps": 40,
+            "pruner": "none",
+            "space": {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}},
+        },
+    )
     app = WizardApp(recipe=path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -505,8 +530,12 @@ async def test_finetune_path_from_welcome_to_the_task_metrics(tmp_path, monkeypa
         writer = csv.writer(handle)
         writer.writerow(["text", "label"])
         for i in range(60):
-            writer.writerow([" ".join(WORDS[(i * 3 + k) % 12 + (12 if i % 3 == 0 else 0)] for k in range(4)),
-                             "first" if i % 3 == 0 else "second"])
+            writer.writerow(
+                [
+                    " ".join(WORDS[(i * 3 + k) % 12 + (12 if i % 3 == 0 else 0)] for k in range(4)),
+                    "first" if i % 3 == 0 else "second",
+                ]
+            )
 
     app = WizardApp(base_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -536,8 +565,9 @@ async def test_finetune_path_from_welcome_to_the_task_metrics(tmp_path, monkeypa
         counted = text_of(app.screen.query_one("#ft-params"))
         assert "parameters trainable" in counted and "LoRA rank 2" in counted and "MiB" in counted, counted
 
-        app.state.try_update("train", {"steps": 10, "eval_every": 5, "checkpoint_every": 5, "batch_size": 8,
-                                       "jit_compile": False})
+        app.state.try_update(
+            "train", {"steps": 10, "eval_every": 5, "checkpoint_every": 5, "batch_size": 8, "jit_compile": False}
+        )
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert app.screen.name == "training"
@@ -565,8 +595,9 @@ async def test_evaluate_opens_the_report_and_serves_tensorboard(tmp_path, monkey
     run = tmp_path / "runs" / "done"
     (run / "eval").mkdir(parents=True)
     (run / "logs" / "train").mkdir(parents=True)
-    save_recipe(recipe_from_dict(tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "done"})),
-                run / "recipe.toml")
+    save_recipe(
+        recipe_from_dict(tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "done"})), run / "recipe.toml"
+    )
     (run / "eval" / "report.json").write_text(json.dumps({"loss": 1.5, "perplexity": 4.48}), encoding="utf-8")
     (run / "eval" / "report.html").write_text("<html>report</html>", encoding="utf-8")
     app = WizardApp(run=run)
@@ -605,10 +636,12 @@ async def test_compare_screen_shows_evaluated_runs_side_by_side_with_their_curve
     for name, losses in (("small", (2.4, 2.1)), ("large", (2.2, 1.8))):
         run = tmp_path / "runs" / name
         (run / "eval").mkdir(parents=True)
-        save_recipe(recipe_from_dict(tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": name})),
-                    run / "recipe.toml")
-        (run / "eval" / "report.json").write_text(json.dumps({"loss": losses[-1], "perplexity": 2.718 ** losses[-1]}),
-                                                  encoding="utf-8")
+        save_recipe(
+            recipe_from_dict(tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": name})), run / "recipe.toml"
+        )
+        (run / "eval" / "report.json").write_text(
+            json.dumps({"loss": losses[-1], "perplexity": 2.718 ** losses[-1]}), encoding="utf-8"
+        )
         sink = EventLogSink(run / "events.jsonl")
         sink(ev.RunStarted(run_dir=str(run), stages=("train",), backend="jax"))
         for step, loss in zip((20, 40), losses):
@@ -625,12 +658,20 @@ async def test_compare_screen_shows_evaluated_runs_side_by_side_with_their_curve
         assert app.screen.query_one("#compare-runs").option_count == 2  # only the evaluated runs
         table = app.screen.query_one("#compare-table").content
         assert [c.header for c in table.columns][1:] == ["large", "small"]
-        loss_row = [str(c._cells[[r.plain if hasattr(r, "plain") else r for r in table.columns[0]._cells].index(
-            "validation loss ↓")]) for c in table.columns[1:]]
+        loss_row = [
+            str(
+                c._cells[
+                    [r.plain if hasattr(r, "plain") else r for r in table.columns[0]._cells].index("validation loss ↓")
+                ]
+            )
+            for c in table.columns[1:]
+        ]
         assert loss_row[0].startswith("[bold green]") and not loss_row[1].startswith("[bold green]")  # large best
         chart = app.screen.query_one("#compare-chart")
-        assert {name: [p[1] for p in points] for name, (_, points) in chart.series.items()} == \
-            {"large": [2.2, 1.8], "small": [2.4, 2.1]}
+        assert {name: [p[1] for p in points] for name, (_, points) in chart.series.items()} == {
+            "large": [2.2, 1.8],
+            "small": [2.4, 2.1],
+        }
         await pilot.press("space")  # tick the first run out: one left
         await pilot.pause()
         assert len(app.screen.query_one("#compare-table").content.columns) == 2
@@ -655,8 +696,12 @@ async def test_playground_answers_with_a_qa_run(tmp_path, monkeypatch):
         for i in range(30):
             words = [WORDS[i % len(WORDS)], WORDS[(i * 7) % len(WORDS)]]
             handle.write(json.dumps({"input": " ".join(words), "target": " ".join(reversed(words))}) + "\n")
-    qa = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "qa"},
-                          train={"steps": 10, "eval_every": 10, "checkpoint_every": 10, "jit_compile": False})
+    qa = tiny_recipe_dict(
+        Path("corpus"),
+        Path("runs"),
+        run={"name": "qa"},
+        train={"steps": 10, "eval_every": 10, "checkpoint_every": 10, "jit_compile": False},
+    )
     qa["finetune"] = {"base": "tiny", "task": "qa", "train_file": "pairs.jsonl", "max_answer_tokens": 6}
     pipeline_for(recipe_from_dict(qa), base_dir=tmp_path).execute()
 
@@ -691,13 +736,25 @@ async def test_finetune_step_takes_a_pretrained_base_and_previews_chat_conversat
     from tests.test_import import BUILD_SCRIPT
 
     monkeypatch.chdir(tmp_path)
-    built = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, str(tmp_path / "hf"), "the model reads text"],
-                           capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    built = subprocess.run(
+        [sys.executable, "-c", BUILD_SCRIPT, str(tmp_path / "hf"), "the model reads text"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     chats = tmp_path / "chats.jsonl"
-    chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"hello {i}"},
-                                                      {"role": "assistant", "content": f"hi {i}"}]}) + "\n"
-                             for i in range(7)), encoding="utf-8")
+    chats.write_text(
+        "".join(
+            json.dumps(
+                {"messages": [{"role": "user", "content": f"hello {i}"}, {"role": "assistant", "content": f"hi {i}"}]}
+            )
+            + "\n"
+            for i in range(7)
+        ),
+        encoding="utf-8",
+    )
     app = WizardApp(base_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()

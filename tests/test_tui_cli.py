@@ -39,8 +39,10 @@ def test_wizard_on_a_missing_path_is_one_clear_error(tmp_path):
 
 
 def test_help_does_not_import_textual_or_keras():
-    code = ("import sys; from llmtui.cli.app import app; "
-            "print(sorted(m for m in ('textual', 'keras', 'tensorflow') if m in sys.modules))")
+    code = (
+        "import sys; from llmtui.cli.app import app; "
+        "print(sorted(m for m in ('textual', 'keras', 'tensorflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
@@ -57,8 +59,14 @@ def _web(tmp_path, *options: str):
     process) and stops it afterwards."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "llmtui", "web", "--port", str(port), *options], cwd=tmp_path,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmtui", "web", "--port", str(port), *options],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         printed = []
         while not any("token=" in line for line in printed):
@@ -138,8 +146,11 @@ def test_web_refuses_a_missing_or_wrong_token_and_other_sites(web_server):
                 return exc.status
 
     async def handshakes() -> list[int]:
-        return [await handshake("", {}), await handshake("?token=nope", {}),
-                await handshake(f"?token={token}", {"Origin": "http://evil.example"})]
+        return [
+            await handshake("", {}),
+            await handshake("?token=nope", {}),
+            await handshake(f"?token={token}", {"Origin": "http://evil.example"}),
+        ]
 
     assert asyncio.run(handshakes()) == [403, 403, 403]
 
@@ -166,8 +177,14 @@ def test_web_caps_the_wizard_sessions(tmp_path):
 
 def test_web_refuses_a_remote_host_without_allow_remote_and_a_busy_port(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    refused = subprocess.run([sys.executable, "-m", "llmtui", "web", "--host", "0.0.0.0"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "llmtui", "web", "--host", "0.0.0.0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 1
     assert "--host 0.0.0.0 would let other machines" in refused.stderr and "--allow-remote" in refused.stderr
     assert "Traceback" not in refused.stderr
@@ -175,12 +192,24 @@ def test_web_refuses_a_remote_host_without_allow_remote_and_a_busy_port(tmp_path
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        taken = subprocess.run([sys.executable, "-m", "llmtui", "web", "--port", str(port)], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=60)
+        taken = subprocess.run(
+            [sys.executable, "-m", "llmtui", "web", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert taken.returncode == 1
     assert f"cannot listen on 127.0.0.1 port {port}" in taken.stderr and "Traceback" not in taken.stderr
-    invalid = subprocess.run([sys.executable, "-m", "llmtui", "web", "--port", "70000"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=60)
+    invalid = subprocess.run(
+        [sys.executable, "-m", "llmtui", "web", "--port", "70000"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert invalid.returncode == 2 and "65535" in invalid.stderr
 
 
@@ -206,13 +235,20 @@ def running_run(tmp_path):
     from tests.helpers import tiny_recipe_dict, write_corpus
 
     write_corpus(tmp_path / "corpus")
-    recipe = tiny_recipe_dict(Path("corpus"), Path("runs"), run={"name": "long"},
-                              train={"steps": 5000, "checkpoint_every": 5000})
+    recipe = tiny_recipe_dict(
+        Path("corpus"), Path("runs"), run={"name": "long"}, train={"steps": 5000, "checkpoint_every": 5000}
+    )
     (tmp_path / "long.toml").write_text(tomli_w.dumps(recipe), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(tmp_path / "run.out", "wb") as out:
-        run = subprocess.Popen([sys.executable, "-m", "llmtui", "run", "long.toml"], cwd=tmp_path, env=env,
-                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "llmtui", "run", "long.toml"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         events = tmp_path / "runs" / "long" / "events.jsonl"
         deadline = time.monotonic() + 240
@@ -270,9 +306,11 @@ def _chromium():
     manager = playwright.sync_playwright().start()
     try:
         # A single process without the zygote: what a headless shell build needs in a container.
-        browser = manager.chromium.launch(headless=True, executable_path=executable,
-                                          args=["--no-sandbox", "--no-zygote", "--single-process", "--disable-gpu"]
-                                          if executable else [])
+        browser = manager.chromium.launch(
+            headless=True,
+            executable_path=executable,
+            args=["--no-sandbox", "--no-zygote", "--single-process", "--disable-gpu"] if executable else [],
+        )
     except Exception as exc:  # no browser downloaded (`python -m playwright install chromium` needs the network)
         manager.stop()
         pytest.skip(f"no headless Chromium available: {str(exc).splitlines()[0]}")

@@ -18,8 +18,17 @@ from llmtui.tui.steps import STEP_NAMES  # noqa: E402
 from tests.test_tui import write_tiny_recipe  # noqa: E402
 
 SIZE = (100, 32)
-REPORT = {"loss": 1.8734, "perplexity": 6.5112, "bits_per_byte": 2.7027, "accuracy": 0.4521,
-          "top5_accuracy": 0.8133, "uniform_loss": 3.6889, "vocab_size": 40, "parameters": 14464, "split": "val"}
+REPORT = {
+    "loss": 1.8734,
+    "perplexity": 6.5112,
+    "bits_per_byte": 2.7027,
+    "accuracy": 0.4521,
+    "top5_accuracy": 0.8133,
+    "uniform_loss": 3.6889,
+    "vocab_size": 40,
+    "parameters": 14464,
+    "split": "val",
+}
 
 
 @pytest.fixture
@@ -69,6 +78,7 @@ def test_invalid_field(wizard, snap_compare):
 
 def test_small_terminal(wizard, snap_compare):
     """Usable at 80×24: the training step with its cost panel."""
+
     async def go(pilot):
         await pilot.pause()
         pilot.app.goto_step("training")
@@ -80,6 +90,7 @@ def test_small_terminal(wizard, snap_compare):
 @pytest.mark.parametrize("size", [(100, 30), (120, 36)], ids=["100x30", "120x36"])
 def test_cost_panel_sizes(size, wizard, snap_compare):
     """The Training step's cost panel reads whole (labels, values and notes) at both sizes."""
+
     async def go(pilot):
         await pilot.pause()
         pilot.app.goto_step("training")

@@ -14,8 +14,7 @@ from tests.helpers import tiny_recipe_dict, write_corpus
 
 optuna = pytest.importorskip("optuna")
 
-TRAIN = {"steps": 10, "eval_every": 5, "warmup_steps": 2, "jit_compile": False, "log_every": 5,
-         "checkpoint_every": 10}
+TRAIN = {"steps": 10, "eval_every": 5, "warmup_steps": 2, "jit_compile": False, "log_every": 5, "checkpoint_every": 10}
 
 
 def tune_dict(tmp_path: Path, name: str = "tiny", **tune) -> dict:
@@ -44,8 +43,12 @@ def grid_study(tmp_path_factory):
     from llmtui.cli.app import app
 
     base = tmp_path_factory.mktemp("grid")
-    data = tune_dict(base, method="grid", trials=4, space={"train.lr": {"choices": [3e-3, 1e-3]},
-                                                          "model.layers": {"low": 1, "high": 2}})
+    data = tune_dict(
+        base,
+        method="grid",
+        trials=4,
+        space={"train.lr": {"choices": [3e-3, 1e-3]}, "model.layers": {"low": 1, "high": 2}},
+    )
     import tomli_w
 
     (base / "recipe.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
@@ -109,8 +112,11 @@ def test_best_recipe_reproduces_its_trial(grid_study):
 
 
 def test_random_and_bayes_search_their_ranges(tmp_path):
-    space = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}, "model.dim": {"low": 16, "high": 32, "step": 16},
-             "model.arch": {"choices": ["gpt", "llama"]}}
+    space = {
+        "train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
+        "model.dim": {"low": 16, "high": 32, "step": 16},
+        "model.arch": {"choices": ["gpt", "llama"]},
+    }
     for method, trials in (("random", 2), ("bayes", 2)):
         _, result = run_study(tune_dict(tmp_path, name=method, method=method, trials=trials, space=space), tmp_path)
         assert [row["state"] for row in result.trials] == ["complete"] * trials
@@ -124,8 +130,15 @@ def test_random_and_bayes_search_their_ranges(tmp_path):
 
 
 def test_median_pruner_stops_a_clearly_worse_trial(tmp_path):
-    data = tune_dict(tmp_path, method="grid", trials=2, seed=1, pruner="median", pruner_startup_trials=1,
-                     space={"train.lr": {"choices": [1e-2, 1e-7]}})
+    data = tune_dict(
+        tmp_path,
+        method="grid",
+        trials=2,
+        seed=1,
+        pruner="median",
+        pruner_startup_trials=1,
+        space={"train.lr": {"choices": [1e-2, 1e-7]}},
+    )
     _, result = run_study(data, tmp_path)
     by_lr = {row["params"]["train.lr"]: row for row in result.trials}
     assert by_lr[1e-2]["number"] == 0  # this seed tries the good rate first
@@ -170,30 +183,38 @@ def test_a_changed_search_does_not_reuse_the_study(tmp_path):
 
 
 def test_time_budget_ends_a_trial_with_its_last_evaluation(tmp_path):
-    data = tune_dict(tmp_path, method="random", trials=1, steps=100000, seconds=1.0,
-                     space={"train.lr": {"low": 1e-3, "high": 1e-2}})
+    data = tune_dict(
+        tmp_path, method="random", trials=1, steps=100000, seconds=1.0, space={"train.lr": {"low": 1e-3, "high": 1e-2}}
+    )
     _, result = run_study(data, tmp_path)
     row = result.trials[0]
     assert row["state"] == "complete" and math.isfinite(row["value"])
     assert row["value"] == pytest.approx(row["last_intermediate"]) and row["step"] < 100000
 
 
-@pytest.mark.parametrize("space, method, trials, message", [
-    ({}, "bayes", 5, "tune.space is empty"),
-    ({"train.lrr": {"low": 1e-4, "high": 1e-2}}, "bayes", 5, "has no field 'lrr'"),
-    ({"foo.bar": {"low": 1, "high": 2}}, "bayes", 5, "unknown key path"),
-    ({"train": {"low": 1, "high": 2}}, "bayes", 5, "unknown key path"),
-    ({"data.lowercase": {"choices": [True, False]}}, "bayes", 5, "only model.* and train.*"),
-    ({"model.layers": {"low": 4, "high": 2}}, "bayes", 5, "greater than high"),
-    ({"model.layers": {"low": 1, "high": 2.5}}, "bayes", 5, "whole number"),
-    ({"train.lr": {"low": 1e-4, "high": 200.0}}, "bayes", 5, "200.0 is rejected"),  # lr may go to 100 (SGD)
-    ({"train.lr": {"low": 0.0, "high": 1e-2, "log": True}}, "bayes", 5, "low > 0"),
-    ({"model.arch": {"choices": ["gpt", "transformer"]}}, "bayes", 5, "'transformer' is rejected"),
-    ({"model.arch": {"low": 1, "high": 2}}, "bayes", 5, "search it with choices"),
-    ({"model.layers": {"low": 1, "high": 4}, "train.lr": {"choices": [1e-3, 1e-2]}}, "grid", 5,
-     "the grid has 8 points but tune.trials is 5"),
-    ({"train.lr": {"low": 1e-3, "high": 1e-2}}, "grid", 5, "a grid needs a step"),
-])
+@pytest.mark.parametrize(
+    "space, method, trials, message",
+    [
+        ({}, "bayes", 5, "tune.space is empty"),
+        ({"train.lrr": {"low": 1e-4, "high": 1e-2}}, "bayes", 5, "has no field 'lrr'"),
+        ({"foo.bar": {"low": 1, "high": 2}}, "bayes", 5, "unknown key path"),
+        ({"train": {"low": 1, "high": 2}}, "bayes", 5, "unknown key path"),
+        ({"data.lowercase": {"choices": [True, False]}}, "bayes", 5, "only model.* and train.*"),
+        ({"model.layers": {"low": 4, "high": 2}}, "bayes", 5, "greater than high"),
+        ({"model.layers": {"low": 1, "high": 2.5}}, "bayes", 5, "whole number"),
+        ({"train.lr": {"low": 1e-4, "high": 200.0}}, "bayes", 5, "200.0 is rejected"),  # lr may go to 100 (SGD)
+        ({"train.lr": {"low": 0.0, "high": 1e-2, "log": True}}, "bayes", 5, "low > 0"),
+        ({"model.arch": {"choices": ["gpt", "transformer"]}}, "bayes", 5, "'transformer' is rejected"),
+        ({"model.arch": {"low": 1, "high": 2}}, "bayes", 5, "search it with choices"),
+        (
+            {"model.layers": {"low": 1, "high": 4}, "train.lr": {"choices": [1e-3, 1e-2]}},
+            "grid",
+            5,
+            "the grid has 8 points but tune.trials is 5",
+        ),
+        ({"train.lr": {"low": 1e-3, "high": 1e-2}}, "grid", 5, "a grid needs a step"),
+    ],
+)
 def test_bad_search_spaces_are_one_clear_error(tmp_path, space, method, trials, message):
     from llmtui.tuning import Tuner
 
@@ -285,8 +306,12 @@ def _machine(folder: Path, trials: int) -> Path:
     folder.mkdir()
     write_corpus(folder / "corpus")
     data = tiny_recipe_dict(Path("corpus"), Path("runs"), train={**TRAIN, "steps": 6, "eval_every": 3})
-    data["tune"] = {"pruner": "none", "method": "random", "trials": trials,
-                    "space": {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}}}
+    data["tune"] = {
+        "pruner": "none",
+        "method": "random",
+        "trials": trials,
+        "space": {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}},
+    }
     (folder / "recipe.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
     return folder
 
@@ -298,10 +323,17 @@ def _tune_processes(folders: list[Path], storage: str, workers: int = 1) -> list
     import sys
 
     env = {**os.environ, "COLUMNS": "200", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    processes = [subprocess.Popen([sys.executable, "-m", "llmtui", "tune", "recipe.toml", "--storage", storage,
-                                   "--workers", str(workers)],
-                                  cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for folder in folders]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "llmtui", "tune", "recipe.toml", "--storage", storage, "--workers", str(workers)],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for folder in folders
+    ]
     outputs = [p.communicate(timeout=900)[0] for p in processes]
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output
@@ -353,16 +385,40 @@ def postgres_url(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     data = folder / "data"
-    subprocess.run([*as_user, binaries["initdb"], "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [*as_user, binaries["initdb"], "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     options = f"-h 127.0.0.1 -p {port} -k {folder}"
-    subprocess.run([*as_user, binaries["pg_ctl"], "-D", str(data), "-o", options, "-l", str(folder / "server.log"),
-                    "-w", "-t", "60", "start"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            *as_user,
+            binaries["pg_ctl"],
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(folder / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, binaries["pg_ctl"], "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [*as_user, binaries["pg_ctl"], "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=120,
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -382,25 +438,34 @@ def test_workers_share_a_journal_file_study(tmp_path):
     journal = tmp_path / "shared" / "study.journal"
     journal.parent.mkdir()
     _tune_processes([folder], f"journal:{journal}", workers=2)
-    _check_shared_study(optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))),
-                        trials=3)
+    _check_shared_study(
+        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))), trials=3
+    )
     assert not (folder / "runs" / "tiny" / "study.db").exists()
 
 
-@pytest.mark.parametrize("storage, message", [
-    ("redis://localhost/0", "unknown study storage redis://localhost/0"),
-    ("journal:/no/such/folder/study.journal", "the journal storage's folder /no/such/folder does not exist"),
-    ("postgresql://nobody@127.0.0.1:9/none", "cannot open the study storage postgresql://nobody@127.0.0.1:9/none"),
-])
+@pytest.mark.parametrize(
+    "storage, message",
+    [
+        ("redis://localhost/0", "unknown study storage redis://localhost/0"),
+        ("journal:/no/such/folder/study.journal", "the journal storage's folder /no/such/folder does not exist"),
+        ("postgresql://nobody@127.0.0.1:9/none", "cannot open the study storage postgresql://nobody@127.0.0.1:9/none"),
+    ],
+)
 def test_cli_reports_a_bad_storage_without_a_traceback(tmp_path, storage, message):
     import os
     import subprocess
     import sys
 
     folder = _machine(tmp_path / "a", trials=2)
-    result = subprocess.run([sys.executable, "-m", "llmtui", "tune", "recipe.toml", "--storage", storage],
-                            cwd=folder, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "COLUMNS": "300"})
+    result = subprocess.run(
+        [sys.executable, "-m", "llmtui", "tune", "recipe.toml", "--storage", storage],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "300"},
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert message in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout

@@ -46,9 +46,12 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(ctx: typer.Context,
-          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print the version and exit.")] = False) -> None:
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """llmtui: from raw text to a trained, evaluated, usable language model.
 
     With no command, opens the wizard (a terminal app that walks through every step).
@@ -66,8 +69,18 @@ def _root(ctx: typer.Context,
 # name sits on its function, the modules import nothing from this file (no import cycle, so no imports at the
 # bottom of it), and this list is the whole command tree in the order --help shows it. The modules are light:
 # their commands import the library when they run.
-for _commands in (run_cmds, tune_cmds, generate_cmds, eval_cmds, finetune_cmds, export_cmds, import_cmds,
-                  tui_cmds, runs_cmds, launch_cmds):
+for _commands in (
+    run_cmds,
+    tune_cmds,
+    generate_cmds,
+    eval_cmds,
+    finetune_cmds,
+    export_cmds,
+    import_cmds,
+    tui_cmds,
+    runs_cmds,
+    launch_cmds,
+):
     app.add_typer(_commands.cli)
 app.add_typer(data_cmds.cli, name="data")
 app.add_typer(tokenizer_cmds.cli, name="tokenizer")

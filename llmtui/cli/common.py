@@ -17,9 +17,15 @@ import typer
 from llmtui.errors import LlmtuiError
 from llmtui.runfolder import STAGES
 
-RecipeArg = Annotated[Path, typer.Argument(help="Recipe file (TOML), e.g. recipes/quickstart.toml.", show_default=False)]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable); wins over the file.")]
+RecipeArg = Annotated[
+    Path, typer.Argument(help="Recipe file (TOML), e.g. recipes/quickstart.toml.", show_default=False)
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable); wins over the file."
+    ),
+]
 RunArg = Annotated[str, typer.Argument(help="Run folder (e.g. runs/quickstart) or run name under ./runs.")]
 
 
@@ -83,12 +89,14 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-_OS_HINTS = {errno.ENOSPC: "the disk is full: free some space (or point run.out_dir elsewhere) and run again",
-             errno.EDQUOT: "the disk quota is used up: free some space and run again",
-             errno.EACCES: "check the permissions of that path",
-             errno.EPERM: "check the permissions of that path",
-             errno.EROFS: "that file system is read-only: choose another run.out_dir",
-             errno.ENOENT: "it was there a moment ago: is something else removing files?"}
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space (or point run.out_dir elsewhere) and run again",
+    errno.EDQUOT: "the disk quota is used up: free some space and run again",
+    errno.EACCES: "check the permissions of that path",
+    errno.EPERM: "check the permissions of that path",
+    errno.EROFS: "that file system is read-only: choose another run.out_dir",
+    errno.ENOENT: "it was there a moment ago: is something else removing files?",
+}
 
 
 def os_error_line(exc: OSError) -> str:

@@ -59,25 +59,37 @@ class ConsoleSink:
     def _on_TrainingStarted(self, e: ev.TrainingStarted) -> None:
         self._print(f"  [dim]{e.parameters:,} parameters · {e.tokens_per_step:,} tokens per step[/]")
         self.progress = Progress(
-            TextColumn("  train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("  train"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]} · val {task.fields[val]} · {task.fields[tps]} tok/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
-            refresh_per_second=2)  # redrawn 10 times a second, the bar cost ~1% of a core in the training process
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+            refresh_per_second=2,
+        )  # redrawn 10 times a second, the bar cost ~1% of a core in the training process
         self.progress.start()
-        self.task = self.progress.add_task("train", total=e.total_steps, completed=e.start_step,
-                                           loss="-", val=self.last_val, tps="-")
+        self.task = self.progress.add_task(
+            "train", total=e.total_steps, completed=e.start_step, loss="-", val=self.last_val, tps="-"
+        )
 
     def _on_Metrics(self, e: ev.Metrics) -> None:
         if self.progress is None or self.task is None:
             return
         if e.split == "train":
-            self.progress.update(self.task, completed=e.step, loss=f"{e.values['loss']:.3f}",
-                                 tps=f"{e.values['tokens_per_sec']:,.0f}")
+            self.progress.update(
+                self.task, completed=e.step, loss=f"{e.values['loss']:.3f}", tps=f"{e.values['tokens_per_sec']:,.0f}"
+            )
         else:
             self.last_val = f"{e.values['loss']:.3f}"
             self.progress.update(self.task, val=self.last_val)
-            others = ", ".join(f"{name} {e.values[name]:.{2 if name == 'perplexity' else 3}f}"
-                               for name in ("perplexity", "accuracy") if name in e.values)
+            others = ", ".join(
+                f"{name} {e.values[name]:.{2 if name == 'perplexity' else 3}f}"
+                for name in ("perplexity", "accuracy")
+                if name in e.values
+            )
             self._print(f"  [dim]step {e.step}: validation loss {e.values['loss']:.4f} ({others})[/]")
 
     def _on_Sample(self, e: ev.Sample) -> None:

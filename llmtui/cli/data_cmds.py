@@ -13,8 +13,11 @@ from llmtui.cli.common import user_errors
 if TYPE_CHECKING:
     from llmtui.runfolder import DataReport
 
-cli = typer.Typer(help="Inspect a run's data report or preview cleaned samples of a recipe.",
-                  no_args_is_help=True, rich_markup_mode="rich")
+cli = typer.Typer(
+    help="Inspect a run's data report or preview cleaned samples of a recipe.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
 
 
 @cli.command("inspect")
@@ -27,8 +30,9 @@ def inspect(
         from llmtui.runfolder import RunFolder, read_json, resolve_run_dir
 
         run = RunFolder(resolve_run_dir(run_dir))
-        path = run.require(run.data_report_path, "data report", "prepare the data first: "
-                           "llmtui run RECIPE --until data")
+        path = run.require(
+            run.data_report_path, "data report", "prepare the data first: llmtui run RECIPE --until data"
+        )
         if as_json:  # the file as it is, keys the report record does not know included
             typer.echo(json.dumps(read_json(path, "data report"), indent=2, ensure_ascii=False))
             return
@@ -40,8 +44,10 @@ def preview(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
     count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many cleaned documents to show.")] = 5,
     chars: Annotated[int, typer.Option(min=20, help="Show at most this many characters of each.")] = 600,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable)."),
+    ] = None,
 ) -> None:
     """Show the first documents of a recipe's sources as they come out of cleaning and filtering.
 
@@ -68,9 +74,11 @@ def preview(
             title += f" · {_relative(sample['origin'])}"
             console.print(Panel(Text(shown), title=title, title_align="left", border_style="cyan"))
         dropped = ", ".join(f"{k} {v}" for k, v in result["dropped_by_filter"].items()) or "none"
-        console.print(f"[dim]{result['documents_read']} documents read, {len(result['samples'])} shown; "
-                      f"dropped by filters: {dropped}; exact duplicates: {result['exact_duplicates']}[/]",
-                      highlight=False)
+        console.print(
+            f"[dim]{result['documents_read']} documents read, {len(result['samples'])} shown; "
+            f"dropped by filters: {dropped}; exact duplicates: {result['exact_duplicates']}[/]",
+            highlight=False,
+        )
         for skip in result["skipped"][:10]:
             console.print(f"[yellow]skipped {skip['path']}: {skip['reason']}[/]", highlight=False)
         from llmtui.data.prepare import ignored_line
@@ -99,8 +107,15 @@ def _print_report(report: DataReport, where: str) -> None:
     overview = Table(show_header=False)
     overview.add_column(style="bold")
     overview.add_column(justify="right")
-    for key in ("documents_read", "documents_kept", "exact_duplicates", "near_duplicates", "repaired_encoding",
-                "bytes_read", "characters_kept"):
+    for key in (
+        "documents_read",
+        "documents_kept",
+        "exact_duplicates",
+        "near_duplicates",
+        "repaired_encoding",
+        "bytes_read",
+        "characters_kept",
+    ):
         overview.add_row(key, f"{getattr(report, key) or 0:,}")
     for key in ("dropped_by_filter", "lines_removed", "pii_scrubbed"):
         for name, value in (getattr(report, key) or {}).items():
@@ -115,9 +130,16 @@ def _print_report(report: DataReport, where: str) -> None:
     console.print(splits)
 
     sources = Table(title="per source", title_justify="left")
-    columns = {"documents_read": "read", "documents_kept": "kept", "exact_duplicates": "exact dup",
-               "near_duplicates": "near dup", "dropped_by_filter": "filtered", "skipped": "skipped",
-               "pages_requested": "pages", "characters_kept": "characters"}
+    columns = {
+        "documents_read": "read",
+        "documents_kept": "kept",
+        "exact_duplicates": "exact dup",
+        "near_duplicates": "near dup",
+        "dropped_by_filter": "filtered",
+        "skipped": "skipped",
+        "pages_requested": "pages",
+        "characters_kept": "characters",
+    }
     per_source = report.per_source or {}
     present = [k for k in columns if any(k in c for c in per_source.values())]
     sources.add_column("source", overflow="fold")
@@ -140,14 +162,14 @@ def _print_report(report: DataReport, where: str) -> None:
 
     contamination = report.contamination
     if contamination:
-        table = Table(title=f"contamination ({contamination['ngram']}-word n-grams shared with train)",
-                      title_justify="left")
+        table = Table(
+            title=f"contamination ({contamination['ngram']}-word n-grams shared with train)", title_justify="left"
+        )
         for column in ("held out", "examples", "contaminated", "share"):
             table.add_column(column, justify="left" if column == "held out" else "right")
         for name, values in contamination.items():
             if isinstance(values, dict):
-                table.add_row(name, f"{values['examples']:,}", f"{values['contaminated']:,}",
-                              f"{values['share']:.2%}")
+                table.add_row(name, f"{values['examples']:,}", f"{values['contaminated']:,}", f"{values['share']:.2%}")
         console.print(table)
 
     skipped = report.skipped or []

@@ -16,20 +16,37 @@ cli = typer.Typer()
 @cli.command("eval")
 def evaluate(
     run_dir: RunArg,
-    data: Annotated[list[Path] | None, typer.Option(
-        "--data", "-d", help="Score this text file instead of the validation split (repeatable; any format the "
-                             "data stage reads: txt, md, jsonl, json, csv, html, compressed too).")] = None,
-    max_batches: Annotated[int | None, typer.Option(
-        callback=recipe_rule("eval", "max_batches"), help="Score at most this many batches per text (0 = all; default: the recipe's "
-                    "eval.max_batches).")] = None,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Score this text file instead of the validation split (repeatable; any format the "
+            "data stage reads: txt, md, jsonl, json, csv, html, compressed too).",
+        ),
+    ] = None,
+    max_batches: Annotated[
+        int | None,
+        typer.Option(
+            callback=recipe_rule("eval", "max_batches"),
+            help="Score at most this many batches per text (0 = all; default: the recipe's eval.max_batches).",
+        ),
+    ] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text in JSON/JSONL/CSV files.")] = "text",
-    harness: Annotated[str | None, typer.Option(
-        help="Score with EleutherAI's lm-evaluation-harness instead: TASK[,TASK...] (hellaswag, arc_easy, "
-             "lambada_openai, ... or your own tasks with --harness-include).")] = None,
-    harness_include: Annotated[list[Path] | None, typer.Option(
-        help="A folder of lm-eval task YAML files (repeatable), e.g. tasks over local data.")] = None,
-    harness_limit: Annotated[int | None, typer.Option(
-        min=1, help="Score at most this many documents per harness task.")] = None,
+    harness: Annotated[
+        str | None,
+        typer.Option(
+            help="Score with EleutherAI's lm-evaluation-harness instead: TASK[,TASK...] (hellaswag, arc_easy, "
+            "lambada_openai, ... or your own tasks with --harness-include)."
+        ),
+    ] = None,
+    harness_include: Annotated[
+        list[Path] | None,
+        typer.Option(help="A folder of lm-eval task YAML files (repeatable), e.g. tasks over local data."),
+    ] = None,
+    harness_limit: Annotated[
+        int | None, typer.Option(min=1, help="Score at most this many documents per harness task.")
+    ] = None,
 ) -> None:
     """Score a run's final model: loss, perplexity, bits per byte, accuracy, top-5, loss by position.
 
@@ -55,12 +72,20 @@ def evaluate(
                 from llmtui.evaluation.harness import run_harness
                 from llmtui.evaluation.report import write_report
 
-                scores = run_harness(run, tasks, list(harness_include or []), harness_limit,
-                                     say=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
+                scores = run_harness(
+                    run,
+                    tasks,
+                    list(harness_include or []),
+                    harness_limit,
+                    say=lambda line: console.print(f"[dim]{line}[/]", highlight=False),
+                )
                 pages = write_report(run)
             for task, metrics in scores.items():
-                console.print(f"[bold]{task}[/]: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                                               if isinstance(v, float)), highlight=False)
+                console.print(
+                    f"[bold]{task}[/]: "
+                    + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
+                    highlight=False,
+                )
             console.print(f"report: {pages['report.html']} (and report.md, report.json)", highlight=False)
             return
         with run, native_stderr_to(run.log_file):  # the lock: no run writes the folder meanwhile
@@ -68,8 +93,13 @@ def evaluate(
             from llmtui.evaluation.report import write_report
             from llmtui.evaluation.run_eval import evaluate_run
 
-            result = evaluate_run(run, list(data or []), max_batches, text_field,
-                                  say=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
+            result = evaluate_run(
+                run,
+                list(data or []),
+                max_batches,
+                text_field,
+                say=lambda line: console.print(f"[dim]{line}[/]", highlight=False),
+            )
             pages = write_report(run)
         _print_metrics(console, result)
         console.print(f"report: {pages['report.html']} (and report.md, report.json)", highlight=False)

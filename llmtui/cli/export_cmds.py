@@ -20,15 +20,25 @@ cli = typer.Typer()
 @cli.command()
 def export(
     run_dir: RunArg,
-    format_: Annotated[str, typer.Option(
-        "--format", "-f", help="keras (model.keras, loads with safe_mode), preset (keras-hub, gpt and llama), "
-                               "savedmodel (TensorFlow serving), hf (Transformers folder: GPT2LMHeadModel or "
-                               "LlamaForCausalLM), gguf (llama.cpp/Ollama file and Modelfile) or all.")] = "keras",
-    out: Annotated[Path | None, typer.Option(
-        help="Output folder (with --format all, one subfolder per format). Default: RUN/export/<format>.")] = None,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="keras (model.keras, loads with safe_mode), preset (keras-hub, gpt and llama), "
+            "savedmodel (TensorFlow serving), hf (Transformers folder: GPT2LMHeadModel or "
+            "LlamaForCausalLM), gguf (llama.cpp/Ollama file and Modelfile) or all.",
+        ),
+    ] = "keras",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (with --format all, one subfolder per format). Default: RUN/export/<format>."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an output folder that is not empty.")] = False,
-    quantize: Annotated[str, typer.Option(
-        help="GGUF tensor type: f32, f16 or q8_0 (llama.cpp's 8-bit blocks); norms and biases stay f32.")] = "f16",
+    quantize: Annotated[
+        str,
+        typer.Option(help="GGUF tensor type: f32, f16 or q8_0 (llama.cpp's 8-bit blocks); norms and biases stay f32."),
+    ] = "f16",
 ) -> None:
     """Export a run's trained model; each export is loaded back and checked against the model's logits."""
     with user_errors():
@@ -40,8 +50,9 @@ def export(
         if format_ not in FORMAT_CHOICES:  # before loading anything
             raise ExportError(f"unknown export format {format_!r}", hint=f"use one of {', '.join(FORMAT_CHOICES)}")
         if quantize not in QUANTIZE_CHOICES:
-            raise ExportError(f"unknown GGUF tensor type {quantize!r}",
-                              hint=f"use one of {', '.join(QUANTIZE_CHOICES)}")
+            raise ExportError(
+                f"unknown GGUF tensor type {quantize!r}", hint=f"use one of {', '.join(QUANTIZE_CHOICES)}"
+            )
         run = RunFolder(resolve_run_dir(run_dir))
         with run, native_stderr_to(run.log_file):  # the lock: no run rewrites the model meanwhile
             results, skipped = export_run(run, format_, out, force, quantize)
@@ -50,8 +61,9 @@ def export(
             for path in result.files:
                 typer.echo(f"  {path.relative_to(result.path)}")
             if result.max_logit_diff is not None:
-                typer.echo(f"  checked: loaded back; largest logit difference from the run's model "
-                           f"{result.max_logit_diff:.2g}")
+                typer.echo(
+                    f"  checked: loaded back; largest logit difference from the run's model {result.max_logit_diff:.2g}"
+                )
             for note in result.notes:
                 typer.echo(f"  note: {note}")
             typer.echo("  load it:")

@@ -16,11 +16,18 @@ cli = typer.Typer()
 def finetune(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    base: Annotated[str | None, typer.Option(
-        help="The trained run, Hugging Face folder or keras-hub preset to start from "
-             "(overrides [finetune] base).")] = None,
-    until: Annotated[str | None, typer.Option(
-        callback=lambda value: stage_name(value), help="Stop after this stage (data, tokenizer, model, train, ...).")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="The trained run, Hugging Face folder or keras-hub preset to start from (overrides [finetune] base)."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            callback=lambda value: stage_name(value), help="Stop after this stage (data, tokenizer, model, train, ...)."
+        ),
+    ] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over in the fine-tune's run folder.")] = False,
 ) -> None:
     """Fine-tune a trained run: on a domain corpus, or for classification, question answering or translation.
@@ -39,8 +46,10 @@ def finetune(
         overrides = list(set_ or []) + ([f"finetune.base={base}"] if base else [])
         config = load_recipe(recipe, overrides)
         if not config.finetune.base:
-            raise RecipeError(f"{recipe}: [finetune] base is not set",
-                              hint="name the trained run to start from: base = \"quickstart\" (or --base RUN)")
+            raise RecipeError(
+                f"{recipe}: [finetune] base is not set",
+                hint='name the trained run to start from: base = "quickstart" (or --base RUN)',
+            )
         execute_recipe(config, until, fresh, ConsoleSink())
 
 
@@ -77,17 +86,24 @@ def classify(
         for text, result in zip(items, results):
             ranked = sorted(result.items(), key=lambda item: -item[1])[:top]
             for rank, (label, probability) in enumerate(ranked):
-                table.add_row(text if rank == 0 else "", f"[bold]{label}[/]" if rank == 0 else label,
-                              f"{probability:.3f}")
+                table.add_row(
+                    text if rank == 0 else "", f"[bold]{label}[/]" if rank == 0 else label, f"{probability:.3f}"
+                )
         Console().print(table)
 
 
 @cli.command()
 def answer(
     run_dir: RunArg,
-    texts: Annotated[list[str], typer.Argument(help="Questions or sentences; - reads one per line from standard input.")],
-    max_tokens: Annotated[int | None, typer.Option(callback=recipe_rule("finetune", "max_answer_tokens"),
-                                                      help="Longest answer (default: the run's).")] = None,
+    texts: Annotated[
+        list[str], typer.Argument(help="Questions or sentences; - reads one per line from standard input.")
+    ],
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            callback=recipe_rule("finetune", "max_answer_tokens"), help="Longest answer (default: the run's)."
+        ),
+    ] = None,
 ) -> None:
     """Answer questions or translate sentences with a qa or translation run."""
     with user_errors():

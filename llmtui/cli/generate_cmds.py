@@ -11,26 +11,49 @@ import typer
 
 from llmtui.cli.common import RunArg, recipe_rule, user_errors
 
-PromptOpt = Annotated[list[str] | None, typer.Option(
-    "--prompt", "-p", help="Text to continue (repeatable). Default: the recipe's [generate] prompts.")]
+PromptOpt = Annotated[
+    list[str] | None,
+    typer.Option("--prompt", "-p", help="Text to continue (repeatable). Default: the recipe's [generate] prompts."),
+]
 # Each option obeys the rule of the [generate] field it overrides (recipe_rule: one definition of what is allowed).
-MaxTokensOpt = Annotated[int | None, typer.Option(callback=recipe_rule("generate", "max_tokens"),
-                                                  help="Most tokens to generate (1 to 100000).")]
-TemperatureOpt = Annotated[float | None, typer.Option(callback=recipe_rule("generate", "temperature"),
-                                                      help="Sampling temperature, 0 to 100; 0 is greedy.")]
-TopKOpt = Annotated[int | None, typer.Option(callback=recipe_rule("generate", "top_k"),
-                                             help="Keep the k most likely tokens; 0 turns it off.")]
-TopPOpt = Annotated[float | None, typer.Option(callback=recipe_rule("generate", "top_p"),
-                                               help="Nucleus mass, above 0 and at most 1; 1 turns it off.")]
-SeedOpt = Annotated[int | None, typer.Option(callback=recipe_rule("generate", "seed"),
-                                             help="Sampling seed, 0 or more (same seed, same text).")]
-BeamsOpt = Annotated[int | None, typer.Option(
-    callback=recipe_rule("generate", "beams"), help="Beam search width, 1 to 64; 1 samples (or is greedy at "
-                                                    "temperature 0).")]
-StopOpt = Annotated[list[str] | None, typer.Option(
-    "--stop", help="Stop at this string and cut the text there (repeatable).")]
-NoCacheOpt = Annotated[bool, typer.Option(
-    "--no-cache", help="Recompute the whole window per token instead of the key/value cache or carried state.")]
+MaxTokensOpt = Annotated[
+    int | None,
+    typer.Option(callback=recipe_rule("generate", "max_tokens"), help="Most tokens to generate (1 to 100000)."),
+]
+TemperatureOpt = Annotated[
+    float | None,
+    typer.Option(callback=recipe_rule("generate", "temperature"), help="Sampling temperature, 0 to 100; 0 is greedy."),
+]
+TopKOpt = Annotated[
+    int | None,
+    typer.Option(callback=recipe_rule("generate", "top_k"), help="Keep the k most likely tokens; 0 turns it off."),
+]
+TopPOpt = Annotated[
+    float | None,
+    typer.Option(
+        callback=recipe_rule("generate", "top_p"), help="Nucleus mass, above 0 and at most 1; 1 turns it off."
+    ),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option(callback=recipe_rule("generate", "seed"), help="Sampling seed, 0 or more (same seed, same text)."),
+]
+BeamsOpt = Annotated[
+    int | None,
+    typer.Option(
+        callback=recipe_rule("generate", "beams"),
+        help="Beam search width, 1 to 64; 1 samples (or is greedy at temperature 0).",
+    ),
+]
+StopOpt = Annotated[
+    list[str] | None, typer.Option("--stop", help="Stop at this string and cut the text there (repeatable).")
+]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache", help="Recompute the whole window per token instead of the key/value cache or carried state."
+    ),
+]
 
 
 cli = typer.Typer()
@@ -54,8 +77,12 @@ def _open(run_dir: str):
         from llmtui.runfolder import load_final_model
         from llmtui.tokenizers import TextTokenizer
 
-        generator = Generator(load_final_model(run), TextTokenizer.load(run.tokenizer_dir), config.model.context,
-                              use_cache=config.generate.use_cache)
+        generator = Generator(
+            load_final_model(run),
+            TextTokenizer.load(run.tokenizer_dir),
+            config.model.context,
+            use_cache=config.generate.use_cache,
+        )
     return generator, config.generate, run
 
 
@@ -82,14 +109,31 @@ def generate(
         from llmtui.backend import native_stderr_to
 
         generator, defaults, run = _open(run_dir)
-        s = _settings(defaults, prompts=prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
-                      top_p=top_p, seed=seed, beams=beams, stop=stop)
+        s = _settings(
+            defaults,
+            prompts=prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            beams=beams,
+            stop=stop,
+        )
         use_cache = defaults.use_cache and not no_cache
         for index, text in enumerate(s["prompts"]):
             with native_stderr_to(run.log_file):
                 result = generator.generate_full(
-                    text, s["max_tokens"], s["temperature"], s["top_k"], s["top_p"], s["seed"] + index,
-                    beams=s["beams"], stop=s["stop"], use_cache=use_cache)
+                    text,
+                    s["max_tokens"],
+                    s["temperature"],
+                    s["top_k"],
+                    s["top_p"],
+                    s["seed"] + index,
+                    beams=s["beams"],
+                    stop=s["stop"],
+                    use_cache=use_cache,
+                )
             if result.warning:
                 typer.secho(f"warning: {result.warning}", err=True, fg="yellow")
             typer.echo(text + result.text)
@@ -106,9 +150,14 @@ def chat(
     top_p: TopPOpt = None,
     seed: SeedOpt = None,
     beams: BeamsOpt = None,
-    stop: Annotated[list[str] | None, typer.Option(
-        "--stop", help="Stop the reply at this string (repeatable). Default: the recipe's [generate] stop "
-                       "strings, or the end of the line (a run without a chat template).")] = None,
+    stop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stop",
+            help="Stop the reply at this string (repeatable). Default: the recipe's [generate] stop "
+            "strings, or the end of the line (a run without a chat template).",
+        ),
+    ] = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Talk with the trained model of a run: each turn continues the conversation so far.
@@ -124,12 +173,22 @@ def chat(
         from llmtui.generation.chat import ChatSession
 
         generator, defaults, run = _open(run_dir)
-        s = _settings(defaults, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                      seed=seed, beams=beams, stop=stop)
+        s = _settings(
+            defaults,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            beams=beams,
+            stop=stop,
+        )
         session = ChatSession.for_run(generator, run.tokenizer_dir)
         use_cache = defaults.use_cache and not no_cache
-        typer.secho(f"chat with {run.root} (context {generator.context} tokens) · /reset starts over, "
-                    "/quit or Ctrl-D leaves", fg="cyan")
+        typer.secho(
+            f"chat with {run.root} (context {generator.context} tokens) · /reset starts over, /quit or Ctrl-D leaves",
+            fg="cyan",
+        )
         while True:
             try:
                 line = input("> ")
@@ -146,7 +205,16 @@ def chat(
             if not command:
                 continue
             with native_stderr_to(run.log_file):
-                session.reply(line, s["max_tokens"], s["temperature"], s["top_k"], s["top_p"], s["seed"],
-                              beams=s["beams"], stop=s["stop"], use_cache=use_cache,
-                              on_text=lambda piece: typer.echo(piece, nl=False))
+                session.reply(
+                    line,
+                    s["max_tokens"],
+                    s["temperature"],
+                    s["top_k"],
+                    s["top_p"],
+                    s["seed"],
+                    beams=s["beams"],
+                    stop=s["stop"],
+                    use_cache=use_cache,
+                    on_text=lambda piece: typer.echo(piece, nl=False),
+                )
             typer.echo("")

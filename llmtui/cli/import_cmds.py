@@ -14,14 +14,19 @@ cli = typer.Typer()
 
 @cli.command("import")
 def import_model(
-    source: Annotated[str, typer.Argument(
-        help="A local Hugging Face model folder (config.json + *.safetensors + tokenizer.json), a keras-hub preset "
-             "folder, or an hf://owner/name or kaggle://owner/model/keras/variant handle (downloaded).",
-        show_default=False)],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A local Hugging Face model folder (config.json + *.safetensors + tokenizer.json), a keras-hub preset "
+            "folder, or an hf://owner/name or kaggle://owner/model/keras/variant handle (downloaded).",
+            show_default=False,
+        ),
+    ],
     name: Annotated[str | None, typer.Option(help="Run name (default: the source folder's name).")] = None,
     out_dir: Annotated[Path, typer.Option(help="Folder of runs.")] = Path("runs"),
-    context: Annotated[int | None, typer.Option(
-        min=2, help="Training window of the run (default: the base's full length).")] = None,
+    context: Annotated[
+        int | None, typer.Option(min=2, help="Training window of the run (default: the base's full length).")
+    ] = None,
     backend: Annotated[str, typer.Option(help="Keras backend that converts the weights.")] = "tensorflow",
     force: Annotated[bool, typer.Option("--force", help="Replace a run folder of that name.")] = False,
 ) -> None:
@@ -37,8 +42,10 @@ def import_model(
         root = out_dir / run_name
         if root.exists() and any(root.iterdir()) and not force:
             raise RunFolderError(f"{root} already exists", hint="add --force to replace it, or give another --name")
-        typer.echo(f"{spec.family} ({spec.format}) → {spec.arch}: {spec.model['layers']} layers × "
-                   f"{spec.model['dim']} wide, vocabulary {spec.vocab_size:,}, {parameter_count(spec):,} parameters")
+        typer.echo(
+            f"{spec.family} ({spec.format}) → {spec.arch}: {spec.model['layers']} layers × "
+            f"{spec.model['dim']} wide, vocabulary {spec.vocab_size:,}, {parameter_count(spec):,} parameters"
+        )
         import tempfile
 
         from llmtui.backend import configure_backend, native_stderr_to
@@ -58,5 +65,7 @@ def import_model(
             typer.echo("  the base's chat template is the run's (tokenizer/chat_template.jinja)")
         for note in info["notes"]:
             typer.echo(f"  note: {note}")
-        typer.echo(f"  next: llmtui generate {root} -p \"...\"   ·   llmtui export {root} --format gguf   ·   "
-                   f"[finetune] base = \"{root}\"")
+        typer.echo(
+            f'  next: llmtui generate {root} -p "..."   ·   llmtui export {root} --format gguf   ·   '
+            f'[finetune] base = "{root}"'
+        )

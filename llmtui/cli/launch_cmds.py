@@ -31,14 +31,22 @@ cli = typer.Typer()
 @cli.command()
 def launch(
     recipe: RecipeArg,
-    processes: Annotated[int, typer.Option("--processes", "-n", min=1, max=64,
-                                           help="Number of processes of the job.")] = 2,
+    processes: Annotated[
+        int, typer.Option("--processes", "-n", min=1, max=64, help="Number of processes of the job.")
+    ] = 2,
     set_: SetOpt = None,
-    until: Annotated[str | None, typer.Option(
-        help="Stop after this stage: data, tokenizer, model, train, eval or generate.")] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Stop after this stage: data, tokenizer, model, train, eval or generate.")
+    ] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over: clear the run folder first.")] = False,
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Coordinator port on 127.0.0.1 (0 = a free one); "
-                                                             "TensorFlow: process i listens on PORT+i.")] = 0,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Coordinator port on 127.0.0.1 (0 = a free one); TensorFlow: process i listens on PORT+i.",
+        ),
+    ] = 0,
 ) -> None:
     """Run a recipe as one training job of N processes on this machine (JAX or TensorFlow, loopback only).
 
@@ -53,14 +61,19 @@ def launch(
         config = load_recipe(recipe, set_ or [])
         backend = chosen_backend(config.run.backend)
         if backend not in ("jax", "tensorflow"):
-            raise RecipeError(f"llmtui launch runs JAX's or TensorFlow's multi-process runtime; the backend is "
-                              f"{backend}", hint="set run.backend = 'jax' or 'tensorflow' (or KERAS_BACKEND)")
+            raise RecipeError(
+                f"llmtui launch runs JAX's or TensorFlow's multi-process runtime; the backend is {backend}",
+                hint="set run.backend = 'jax' or 'tensorflow' (or KERAS_BACKEND)",
+            )
         if config.train.distribute == "none":
-            raise RecipeError("llmtui launch splits each batch between the processes: train.distribute is 'none'",
-                              hint="--set train.distribute=data_parallel")
+            raise RecipeError(
+                "llmtui launch splits each batch between the processes: train.distribute is 'none'",
+                hint="--set train.distribute=data_parallel",
+            )
         if config.train.batch_size % processes:
-            raise RecipeError(f"train.batch_size ({config.train.batch_size}) must be a multiple of the "
-                              f"{processes} processes")
+            raise RecipeError(
+                f"train.batch_size ({config.train.batch_size}) must be a multiple of the {processes} processes"
+            )
         run = RunFolder.of_recipe(config, Path.cwd())
         if fresh:  # here, before any process starts: none of them may see the old folder
             run.clear()
@@ -70,33 +83,51 @@ def launch(
             address = f"127.0.0.1:{port or _free_port()}"
             workers = []
         else:  # every TensorFlow worker serves its own gRPC port
-            workers = [f"127.0.0.1:{p}" for p in ([port + i for i in range(processes)] if port
-                                                   else _free_ports(processes))]
+            workers = [
+                f"127.0.0.1:{p}" for p in ([port + i for i in range(processes)] if port else _free_ports(processes))
+            ]
             address = workers[0]
         command = [sys.executable, "-m", "llmtui", "run", str(recipe)]
         for item in set_ or []:
             command += ["--set", item]
         if until:
             command += ["--until", until]
-        typer.echo(f"launch: {processes} processes, coordinator {address}; processes 1-{processes - 1} log to "
-                   f"{logs}" if processes > 1 else f"launch: 1 process, coordinator {address}")
+        typer.echo(
+            f"launch: {processes} processes, coordinator {address}; processes 1-{processes - 1} log to {logs}"
+            if processes > 1
+            else f"launch: 1 process, coordinator {address}"
+        )
         children = []
         # Stopped by a signal (a scheduler's SIGTERM, `timeout`): end the processes as on Ctrl-C.
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         for index in range(processes):
-            env = {key: value for key, value in os.environ.items()
-                   if key not in ("TF_CONFIG", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
+            env = {
+                key: value
+                for key, value in os.environ.items()
+                if key not in ("TF_CONFIG", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+            }
             if backend == "jax":
-                env.update(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(processes),
-                           JAX_PROCESS_ID=str(index), KERAS_BACKEND="jax")
+                env.update(
+                    JAX_COORDINATOR_ADDRESS=address,
+                    JAX_NUM_PROCESSES=str(processes),
+                    JAX_PROCESS_ID=str(index),
+                    KERAS_BACKEND="jax",
+                )
             else:
-                env.update(TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                                 "task": {"type": "worker", "index": index}}),
-                           KERAS_BACKEND="tensorflow")
+                env.update(
+                    TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+                    KERAS_BACKEND="tensorflow",
+                )
             output = None if index == 0 else open(logs / f"process-{index}.log", "w", encoding="utf-8")
-            children.append(subprocess.Popen(command, env=env, stdout=output,
-                                             stderr=subprocess.STDOUT if output else None,
-                                             start_new_session=index > 0))  # Ctrl-C reaches them through us
+            children.append(
+                subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT if output else None,
+                    start_new_session=index > 0,
+                )
+            )  # Ctrl-C reaches them through us
             if output:
                 output.close()
         try:
@@ -105,8 +136,9 @@ def launch(
             for child in children:
                 _signal(child, signal.SIGINT)
             _end(children, STOP_GRACE_SECONDS)
-            typer.secho("interrupted. Run the same command again to continue from the last checkpoint.", err=True,
-                        fg="yellow")
+            typer.secho(
+                "interrupted. Run the same command again to continue from the last checkpoint.", err=True, fg="yellow"
+            )
             raise typer.Exit(130) from None
         if failed is not None:
             index, code = failed
@@ -114,8 +146,10 @@ def launch(
             where = "" if index == 0 else f" (its log: {logs / f'process-{index}.log'})"
             latest = _latest_checkpoint(run.checkpoint_dir)
             resume = f"from {latest}" if latest else "from the start (no checkpoint was written)"
-            raise LlmtuiError(f"process {index} of {processes} {how}{where}; the other processes were stopped",
-                              hint=f"run the same command again to resume {resume}")
+            raise LlmtuiError(
+                f"process {index} of {processes} {how}{where}; the other processes were stopped",
+                hint=f"run the same command again to resume {resume}",
+            )
 
 
 def _watch(children: list[subprocess.Popen]) -> tuple[int, int] | None:

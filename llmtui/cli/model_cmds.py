@@ -15,11 +15,18 @@ cli = typer.Typer(help="Inspect model architectures and what they cost.", no_arg
 @cli.command("summary")
 def summary(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
-    set_: Annotated[list[str] | None, typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
-                                                      help="Override a recipe value (repeatable).")] = None,
-    mesh: Annotated[str | None, typer.Option(
-        metavar="DATAxMODEL", help="Also show memory per device under model parallelism on this device mesh, "
-                                   "e.g. 2x4 (default: train.mesh when train.distribute = model_parallel).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable)."),
+    ] = None,
+    mesh: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DATAxMODEL",
+            help="Also show memory per device under model parallelism on this device mesh, "
+            "e.g. 2x4 (default: train.mesh when train.distribute = model_parallel).",
+        ),
+    ] = None,
 ) -> None:
     """Parameters, FLOPs per token and estimated training memory of the recipe's model, and whether it fits.
 
@@ -46,23 +53,36 @@ def summary(
             vocab, vocab_source = vocab_size_for(config, Path.cwd())
         cost = finetune_cost(m, t, vocab, config.finetune.method if config.finetune.base else "full")
         available = config.train.max_memory_gb * 1e9 or available_memory_bytes()
-        table = Table(title=f"{m.arch}: {m.layers} layers × {m.dim} wide, context {m.context}{title}",
-                      show_header=False, title_justify="left")
+        table = Table(
+            title=f"{m.arch}: {m.layers} layers × {m.dim} wide, context {m.context}{title}",
+            show_header=False,
+            title_justify="left",
+        )
         table.add_column(style="bold")
         table.add_column(justify="right")
         table.add_column(style="dim")
         table.add_row("vocabulary", f"{vocab:,}", vocab_source)
         table.add_row("parameters", f"{cost.parameters:,}", f"{cost.embedding_parameters:,} in embeddings")
         table.add_row("FLOPs per token", f"{cost.flops_per_token / 1e6:,.1f} M", "training: forward + backward")
-        table.add_row("tokens per step", f"{cost.tokens_per_step * t.grad_accum_steps:,}",
-                      f"batch {t.batch_size} × context {m.context} × accumulation {t.grad_accum_steps}")
-        table.add_row("FLOPs per step", f"{cost.flops_per_token * cost.tokens_per_step * t.grad_accum_steps / 1e12:,.3f} T", "")
+        table.add_row(
+            "tokens per step",
+            f"{cost.tokens_per_step * t.grad_accum_steps:,}",
+            f"batch {t.batch_size} × context {m.context} × accumulation {t.grad_accum_steps}",
+        )
+        table.add_row(
+            "FLOPs per step", f"{cost.flops_per_token * cost.tokens_per_step * t.grad_accum_steps / 1e12:,.3f} T", ""
+        )
         table.add_row("memory: weights", _gb(cost.weights_bytes), "float32 master copy")
-        table.add_row("memory: gradients + optimizer", _gb(cost.memory_bytes - cost.weights_bytes - cost.activation_bytes),
-                      t.optimizer)
+        table.add_row(
+            "memory: gradients + optimizer",
+            _gb(cost.memory_bytes - cost.weights_bytes - cost.activation_bytes),
+            t.optimizer,
+        )
         table.add_row("memory: activations", _gb(cost.activation_bytes), f"batch {t.batch_size}, {t.precision}")
         table.add_row("memory: total (estimate)", _gb(cost.memory_bytes), f"available {_gb(available)}")
-        shape = _mesh(mesh) if mesh else ((t.mesh[0], t.mesh[1]) if t.distribute == "model_parallel" and t.mesh else None)
+        shape = (
+            _mesh(mesh) if mesh else ((t.mesh[0], t.mesh[1]) if t.distribute == "model_parallel" and t.mesh else None)
+        )
         if shape is not None:
             _add_per_device_rows(table, config, vocab, shape)
         console = Console()
@@ -71,8 +91,10 @@ def summary(
         if problem:
             console.print(f"[red]does not fit:[/] {problem}")
             if title:
-                console.print("a pretrained base fits more easily with finetune.method = 'lora', "
-                              "train.precision = 'mixed_bfloat16' or a shorter model.context")
+                console.print(
+                    "a pretrained base fits more easily with finetune.method = 'lora', "
+                    "train.precision = 'mixed_bfloat16' or a shorter model.context"
+                )
             raise typer.Exit(1)
         console.print("[green]fits[/] in the memory available")
 

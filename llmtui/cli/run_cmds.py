@@ -20,11 +20,16 @@ cli = typer.Typer()
 def run(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    until: Annotated[str | None, typer.Option(
-        callback=lambda value: stage_name(value),
-        help="Stop after this stage: data, tokenizer, model, train, eval or generate.")] = None,
-    fresh: Annotated[bool, typer.Option(
-        "--fresh", help="Start over: ignore earlier results and checkpoints in the run folder.")] = False,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            callback=lambda value: stage_name(value),
+            help="Stop after this stage: data, tokenizer, model, train, eval or generate.",
+        ),
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Start over: ignore earlier results and checkpoints in the run folder.")
+    ] = False,
 ) -> None:
     """Run a recipe headless: data → tokenizer → model → train → eval → generate.
 
@@ -67,8 +72,9 @@ def execute_recipe(config, until: str | None, fresh: bool, sink) -> None:
             pipeline.execute(until=until)
     except TrainingInterrupted as exc:
         where = f"; checkpoint {exc.checkpoint}" if exc.checkpoint else ""
-        typer.secho(f"interrupted at step {exc.step}{where}. Run the same command again to continue.",
-                    err=True, fg="yellow")
+        typer.secho(
+            f"interrupted at step {exc.step}{where}. Run the same command again to continue.", err=True, fg="yellow"
+        )
         raise typer.Exit(130) from None
 
 
@@ -81,8 +87,10 @@ def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
 
         config = load_recipe(recipe, set_ or [])
         if names_run_from_file(recipe) and not any(s.strip().startswith("run.name") for s in set_ or []):
-            typer.echo(f"# {recipe} sets no [run] name: the run is named after the file, so its folder is "
-                       f"{Path(config.run.out_dir) / config.run.name}")
+            typer.echo(
+                f"# {recipe} sets no [run] name: the run is named after the file, so its folder is "
+                f"{Path(config.run.out_dir) / config.run.name}"
+            )
         typer.echo(recipe_to_toml(config), nl=False)
 
 
@@ -107,8 +115,17 @@ def tensorboard(
         logdir = run.require(run.logs_dir, "TensorBoard logs", "train the run first: llmtui run RECIPE")
         import subprocess
 
-        command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-                   "--port", str(port)]
+        command = [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         typer.echo(f"TensorBoard for {run.root} at http://127.0.0.1:{port}/  (Ctrl-C to stop)")
         if os.name == "posix":
             # Become TensorBoard rather than wait on it: whoever stops this process (Ctrl-C, a script's or the

@@ -28,10 +28,26 @@ def runs(
             raise LlmtuiError(f"no folder {folder}", hint="give the folder that holds your runs (default: runs)")
         found = list_runs(folder)
         if as_json:
-            typer.echo(json.dumps([{"name": r.name, "path": str(r.path), "status": r.status, "step": r.step,
-                                    "total_steps": r.total_steps, "best_val_loss": r.best_val_loss,
-                                    "started": r.started, "seconds": r.seconds, "error": r.error, "pid": r.pid}
-                                   for r in found], indent=2))
+            typer.echo(
+                json.dumps(
+                    [
+                        {
+                            "name": r.name,
+                            "path": str(r.path),
+                            "status": r.status,
+                            "step": r.step,
+                            "total_steps": r.total_steps,
+                            "best_val_loss": r.best_val_loss,
+                            "started": r.started,
+                            "seconds": r.seconds,
+                            "error": r.error,
+                            "pid": r.pid,
+                        }
+                        for r in found
+                    ],
+                    indent=2,
+                )
+            )
             return
         if not found:
             typer.echo(f"no runs in {folder}")

@@ -10,8 +10,9 @@ import typer
 
 from llmtui.cli.common import user_errors
 
-cli = typer.Typer(help="Train a recipe's vocabulary and see how it splits text.",
-                  no_args_is_help=True, rich_markup_mode="rich")
+cli = typer.Typer(
+    help="Train a recipe's vocabulary and see how it splits text.", no_args_is_help=True, rich_markup_mode="rich"
+)
 
 # Alternating backgrounds make token boundaries visible in the text.
 PIECE_STYLES = ["black on #a6d8ff", "black on #ffd6a5", "black on #caffbf", "black on #ffc6ff", "black on #fdffb6"]
@@ -20,8 +21,10 @@ PIECE_STYLES = ["black on #a6d8ff", "black on #ffd6a5", "black on #caffbf", "bla
 @cli.command("train")
 def train(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (TOML).", show_default=False)],
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a recipe value (repeatable)."),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, max=200, help="How many frequent and long tokens to list.")] = 15,
 ) -> None:
     """Prepare the data and train the vocabulary of a recipe (the data and tokenizer stages), then print
@@ -59,8 +62,16 @@ def encode(
         tokenizer = TextTokenizer.load(run.tokenizer_dir)
         pieces = tokenizer.pieces(text)
         if as_json:
-            typer.echo(json.dumps({"ids": [i for i, _, _ in pieces], "pieces": [p for _, p, _ in pieces],
-                                   "decoded": tokenizer.decode(i for i, _, _ in pieces)}, ensure_ascii=False))
+            typer.echo(
+                json.dumps(
+                    {
+                        "ids": [i for i, _, _ in pieces],
+                        "pieces": [p for _, p, _ in pieces],
+                        "decoded": tokenizer.decode(i for i, _, _ in pieces),
+                    },
+                    ensure_ascii=False,
+                )
+            )
             return
         console = Console(highlight=False)
         shown = Text()
@@ -74,9 +85,11 @@ def encode(
         shown.append(text[cursor:])
         console.print(shown)
         unknown = sum(1 for token_id, _, _ in pieces if token_id == tokenizer.unk_id)
-        console.print(f"[bold]{len(pieces)}[/] tokens · {len(text.encode('utf-8'))} bytes · "
-                      f"{tokenizer.kind} vocabulary of {tokenizer.vocab_size:,}"
-                      + (f" · [red]{unknown} unknown[/]" if unknown else ""))
+        console.print(
+            f"[bold]{len(pieces)}[/] tokens · {len(text.encode('utf-8'))} bytes · "
+            f"{tokenizer.kind} vocabulary of {tokenizer.vocab_size:,}"
+            + (f" · [red]{unknown} unknown[/]" if unknown else "")
+        )
         table = Table(show_header=True, header_style="bold", box=None)
         table.add_column("#", justify="right", style="dim")
         table.add_column("id", justify="right", style="cyan")
@@ -84,8 +97,12 @@ def encode(
         table.add_column("text")
         for index, (token_id, piece, _) in enumerate(pieces):
             style = "red" if token_id == tokenizer.unk_id else PIECE_STYLES[index % len(PIECE_STYLES)]
-            table.add_row(str(index), str(token_id), Text(piece, style=style),
-                          Text(repr(tokenizer.surface(token_id)), style="dim"))
+            table.add_row(
+                str(index),
+                str(token_id),
+                Text(piece, style=style),
+                Text(repr(tokenizer.surface(token_id)), style="dim"),
+            )
         console.print(table)
         console.print("ids: " + " ".join(str(token_id) for token_id, _, _ in pieces))
 
@@ -109,15 +126,19 @@ def print_report(console, report: dict, top: int = 15) -> None:
     summary = Table(title=f"Vocabulary · {report['kind']}", show_header=False, title_justify="left")
     summary.add_column(style="bold")
     summary.add_column()
-    summary.add_row("vocabulary size", f"{report['vocab_size']:,} ({report['unused_tokens']:,} unused in "
-                                       f"{report['counts_from']})")
-    summary.add_row("unknown rate (validation)", f"{100 * v['unknown_rate']:.3f}% ({v['unknown_tokens']:,} of "
-                                                 f"{v['tokens']:,} tokens)")
+    summary.add_row(
+        "vocabulary size", f"{report['vocab_size']:,} ({report['unused_tokens']:,} unused in {report['counts_from']})"
+    )
+    summary.add_row(
+        "unknown rate (validation)",
+        f"{100 * v['unknown_rate']:.3f}% ({v['unknown_tokens']:,} of {v['tokens']:,} tokens)",
+    )
     summary.add_row("bytes per token", f"{v['bytes_per_token']:.3f}")
     summary.add_row("characters per token", f"{v['characters_per_token']:.3f}")
     summary.add_row("tokens per word", f"{v['tokens_per_word']:.3f}")
-    summary.add_row("normalisation", f"{report.get('normalization', 'nfc')}"
-                                     + (", lowercase" if report.get("lowercase") else ""))
+    summary.add_row(
+        "normalisation", f"{report.get('normalization', 'nfc')}" + (", lowercase" if report.get("lowercase") else "")
+    )
     console.print(summary)
     lists = Table(show_header=True, header_style="bold", title_justify="left")
     lists.add_column("most frequent")
@@ -128,6 +149,10 @@ def print_report(console, report: dict, top: int = 15) -> None:
     for row in range(max(len(frequent), len(longest))):
         f = frequent[row] if row < len(frequent) else None
         g = longest[row] if row < len(longest) else None
-        lists.add_row(repr(f["text"]) if f else "", f"{f['count']:,}" if f else "",
-                      repr(g["text"]) if g else "", str(g["bytes"]) if g else "")
+        lists.add_row(
+            repr(f["text"]) if f else "",
+            f"{f['count']:,}" if f else "",
+            repr(g["text"]) if g else "",
+            str(g["bytes"]) if g else "",
+        )
     console.print(lists)

@@ -22,9 +22,13 @@ cli = typer.Typer()
 
 @cli.command()
 def wizard(
-    path: Annotated[Path | None, typer.Argument(
-        help="A recipe (TOML) to edit, or a run folder to look at; nothing starts from the tiny template.",
-        show_default=False)] = None,
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A recipe (TOML) to edit, or a run folder to look at; nothing starts from the tiny template.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Open the wizard: data → vocabulary → model → training → review → train → evaluate → playground."""
     with user_errors():
@@ -36,8 +40,10 @@ def open_wizard(path: Path | None = None) -> None:
     from llmtui.errors import LlmtuiError
 
     if path is not None and not path.exists():
-        raise LlmtuiError(f"no recipe or run folder at {path}",
-                          hint="give a .toml recipe (e.g. recipes/quickstart.toml) or a run folder (runs/NAME)")
+        raise LlmtuiError(
+            f"no recipe or run folder at {path}",
+            hint="give a .toml recipe (e.g. recipes/quickstart.toml) or a run folder (runs/NAME)",
+        )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from llmtui.tui.app import WizardApp
 
@@ -80,13 +86,21 @@ def _terminal_kept_for_textual() -> Iterator[None]:
 @cli.command()
 def web(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8000,
-    host: Annotated[str, typer.Option(
-        help="Address to listen on. 127.0.0.1 keeps it to this machine; any other needs --allow-remote.")] = "127.0.0.1",
-    allow_remote: Annotated[bool, typer.Option(
-        "--allow-remote", help="Let --host be an address other machines can reach (anyone with the printed "
-                               "address, token included, can then use this machine's files).")] = False,
-    max_sessions: Annotated[int, typer.Option(
-        min=1, max=64, help="Most wizard sessions (browser tabs, each a process) at once.")] = 2,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to listen on. 127.0.0.1 keeps it to this machine; any other needs --allow-remote."),
+    ] = "127.0.0.1",
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="Let --host be an address other machines can reach (anyone with the printed "
+            "address, token included, can then use this machine's files).",
+        ),
+    ] = False,
+    max_sessions: Annotated[
+        int, typer.Option(min=1, max=64, help="Most wizard sessions (browser tabs, each a process) at once.")
+    ] = 2,
     path: Annotated[Path | None, typer.Argument(help="A recipe or run folder to open.", show_default=False)] = None,
 ) -> None:
     """Serve the wizard in a web browser (textual-serve) on 127.0.0.1, and print its address.
@@ -99,18 +113,24 @@ def web(
         from llmtui.tui.web_server import GuardedServer, check_listen_address
 
         if path is not None and not path.exists():  # found now, not by each browser session's wizard
-            raise LlmtuiError(f"no recipe or run folder at {path}",
-                              hint="give a .toml recipe (e.g. recipes/quickstart.toml) or a run folder (runs/NAME)")
+            raise LlmtuiError(
+                f"no recipe or run folder at {path}",
+                hint="give a .toml recipe (e.g. recipes/quickstart.toml) or a run folder (runs/NAME)",
+            )
         check_listen_address(host, port, allow_remote)
         if allow_remote:
-            typer.secho(f"warning: --allow-remote: llmtui web listens on {host}; whoever has the address below "
-                        "can read, write and train on this machine as you. Use it on a network you trust.",
-                        err=True, fg="yellow")
+            typer.secho(
+                f"warning: --allow-remote: llmtui web listens on {host}; whoever has the address below "
+                "can read, write and train on this machine as you. Use it on a network you trust.",
+                err=True,
+                fg="yellow",
+            )
         command = f"{shlex.quote(sys.executable)} -m llmtui wizard"
         if path is not None:
             command += f" {shlex.quote(str(path))}"
-        server = GuardedServer(command, host=host, port=port, max_sessions=max_sessions, allow_remote=allow_remote,
-                               title="llmtui")
+        server = GuardedServer(
+            command, host=host, port=port, max_sessions=max_sessions, allow_remote=allow_remote, title="llmtui"
+        )
         typer.echo(f"llmtui in the browser at {server.url}  (Ctrl-C to stop)")
         sys.stdout.flush()
         server.serve()

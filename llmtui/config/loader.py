@@ -58,8 +58,9 @@ def names_run_from_file(path: str | Path) -> bool:
     return isinstance(run, dict) and "name" not in run
 
 
-def recipe_from_dict(data: dict[str, Any], where: str = "recipe",
-                     overrides: dict[tuple[str, ...], str] | None = None) -> Recipe:
+def recipe_from_dict(
+    data: dict[str, Any], where: str = "recipe", overrides: dict[tuple[str, ...], str] | None = None
+) -> Recipe:
     """Validate a plain dictionary (as parsed from TOML) into a `Recipe`.
 
     A RecipeError carries every problem in `errors` ({key path: message}); its message lists the first
@@ -99,7 +100,9 @@ def parse_toml_value(text: str) -> Any:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     if not path.exists():
-        raise RecipeError(f"recipe not found: {path}", hint="give the path of a .toml recipe, e.g. recipes/quickstart.toml")
+        raise RecipeError(
+            f"recipe not found: {path}", hint="give the path of a .toml recipe, e.g. recipes/quickstart.toml"
+        )
     if path.is_dir():
         raise RecipeError(f"recipe path is a folder, not a file: {path}")
     try:
@@ -109,8 +112,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RecipeError(f"{path}: not a UTF-8 text file (byte {exc.start} is {raw[exc.start]:#04x})",
-                          hint="a recipe is a TOML text file") from None
+        raise RecipeError(
+            f"{path}: not a UTF-8 text file (byte {exc.start} is {raw[exc.start]:#04x})",
+            hint="a recipe is a TOML text file",
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -136,7 +141,7 @@ def _apply_override(data: dict[str, Any], override: str) -> list[str]:
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise RecipeError(f"--set {override!r}: {'.'.join(parts[:depth + 1])} is a value, not a section")
+            raise RecipeError(f"--set {override!r}: {'.'.join(parts[: depth + 1])} is a value, not a section")
         node = child
     node[parts[-1]] = value
     return parts
@@ -145,8 +150,9 @@ def _apply_override(data: dict[str, Any], override: str) -> list[str]:
 SHOWN_PROBLEMS = 6  # lines of a recipe error a terminal shows; RecipeError.errors keeps them all
 
 
-def _validation_errors(exc: ValidationError, where: str, overrides: dict[tuple[str, ...], str]
-                       ) -> tuple[dict[str, str], dict[str, str]]:
+def _validation_errors(
+    exc: ValidationError, where: str, overrides: dict[tuple[str, ...], str]
+) -> tuple[dict[str, str], dict[str, str]]:
     """({key path: what is wrong}, {key path: the file or --set that gave it}); "" is the recipe as a whole.
 
     Problems pydantic reports twice for one key (one per member of a union) are joined, not dropped."""
@@ -158,8 +164,7 @@ def _validation_errors(exc: ValidationError, where: str, overrides: dict[tuple[s
         text = _describe_one(err, loc)
         if key not in errors:
             errors[key] = text
-            sources[key] = next((given for path, given in overrides.items() if tuple(loc[:len(path)]) == path),
-                                where)
+            sources[key] = next((given for path, given in overrides.items() if tuple(loc[: len(path)]) == path), where)
         elif text not in errors[key]:
             errors[key] += f"; {text}"
     return errors, sources
@@ -201,9 +206,17 @@ def _describe_one(err: Mapping[str, Any], loc: list[str]) -> str:
         return str(ctx.get("error", err["msg"]))
     if kind == "model_type" or kind == "dict_type":
         return f"expected a table (section), got {_show(given)}"
-    expected = {"int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
-                "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
-                "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list"}.get(kind)
+    expected = {
+        "int_type": "a whole number",
+        "int_parsing": "a whole number",
+        "int_from_float": "a whole number",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+    }.get(kind)
     if expected:
         return f"expected {expected}, got {_show(given)}"
     return f"{err['msg']} (got {_show(given)})"

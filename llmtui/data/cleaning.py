@@ -96,8 +96,11 @@ class Cleaner:
             return
         kept = []
         for line in result.text.split("\n"):
-            if self.sketch is not None and line.strip() and \
-                    sketch_count(self.sketch, line_hash(line)) >= f.boilerplate_min_docs:
+            if (
+                self.sketch is not None
+                and line.strip()
+                and sketch_count(self.sketch, line_hash(line)) >= f.boilerplate_min_docs
+            ):
                 result.lines_removed["filters.boilerplate_min_docs"] += 1
                 continue
             if f.c4_lines and line.strip() and not c4_line_ok(line):
@@ -116,8 +119,9 @@ class Cleaner:
             return "min_chars"
         if f.max_chars and len(text) > f.max_chars:
             return "filters.max_chars"
-        needs_words = f.min_words or f.max_symbol_ratio or f.min_alpha_words or f.max_top_ngram or \
-            f.max_duplicate_ngrams
+        needs_words = (
+            f.min_words or f.max_symbol_ratio or f.min_alpha_words or f.max_top_ngram or f.max_duplicate_ngrams
+        )
         words = text.split() if needs_words else []
         if f.min_words and len(words) < f.min_words:
             return "filters.min_words"
@@ -152,10 +156,12 @@ def normalize_whitespace(text: str) -> str:
 
 def scrub_pii(text: str, kinds: Sequence[str], counts: Counter) -> str:
     """Replace e-mail addresses, IP addresses and phone numbers by placeholders, counting each kind."""
+
     def replacer(kind: str, placeholder: str):
         def replace(match: re.Match) -> str:
             counts[kind] += 1
             return placeholder
+
         return replace
 
     if "email" in kinds and "@" in text:
@@ -164,12 +170,14 @@ def scrub_pii(text: str, kinds: Sequence[str], counts: Counter) -> str:
         text = _IPV4.sub(replacer("ip", "<IP>"), text)
         text = _IPV6.sub(replacer("ip", "<IP>"), text)
     if "phone" in kinds:
+
         def phone(match: re.Match) -> str:
             digits = sum(ch.isdigit() for ch in match.group(0))
             if not 7 <= digits <= 15 or _DATE.fullmatch(match.group(0)):
                 return match.group(0)
             counts["phone"] += 1
             return "<PHONE>"
+
         text = _PHONE.sub(phone, text)
     return text
 
@@ -181,7 +189,7 @@ def c4_line_ok(line: str) -> bool:
 
 def top_ngram_share(words: list[str], n: int) -> float:
     """Share of the document's word characters covered by its most frequent word n-gram (Gopher)."""
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
     gram, count = grams.most_common(1)[0]
     if count < 2:
         return 0.0
@@ -194,19 +202,20 @@ def duplicate_ngram_share(words: list[str], n: int) -> float:
     first_seen: dict[tuple[str, ...], int] = {}
     covered = np.zeros(len(words), dtype=bool)
     for i in range(len(words) - n + 1):
-        gram = tuple(words[i:i + n])
+        gram = tuple(words[i : i + n])
         j = first_seen.setdefault(gram, i)
         if j != i:
-            covered[i:i + n] = True
-            covered[j:j + n] = True
+            covered[i : i + n] = True
+            covered[j : j + n] = True
     lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
     return float(lengths[covered].sum() / max(lengths.sum(), 1))
 
 
 # Boilerplate lines: a count-min sketch of how many documents hold each line (fixed memory) -----------
 def line_hash(line: str) -> int:
-    return zlib.crc32(line.strip().encode("utf-8", errors="surrogatepass")) | \
-        (zlib.adler32(line.strip().encode("utf-8", errors="surrogatepass")) << 32)
+    return zlib.crc32(line.strip().encode("utf-8", errors="surrogatepass")) | (
+        zlib.adler32(line.strip().encode("utf-8", errors="surrogatepass")) << 32
+    )
 
 
 def new_sketch() -> np.ndarray:
@@ -215,8 +224,9 @@ def new_sketch() -> np.ndarray:
 
 def _sketch_columns(hashes: np.ndarray) -> np.ndarray:
     hashes = hashes.astype(np.uint64)
-    multipliers = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93],
-                           dtype=np.uint64)[:, None]
+    multipliers = np.array(
+        [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93], dtype=np.uint64
+    )[:, None]
     return ((hashes[None, :] * multipliers) >> np.uint64(43)) % np.uint64(SKETCH_WIDTH)  # (rows, n)
 
 

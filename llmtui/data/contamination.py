@@ -93,8 +93,14 @@ def _bitmap_has(bits: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     return (bits[prefix >> 3] >> (prefix & 7).astype(np.uint8)) & 1 == 1
 
 
-def check_contamination(train_texts: Iterable[str], targets: dict[str, Iterable[str]], n: int, work_dir: Path,
-                        workers: int, inline_bytes: int) -> dict:
+def check_contamination(
+    train_texts: Iterable[str],
+    targets: dict[str, Iterable[str]],
+    n: int,
+    work_dir: Path,
+    workers: int,
+    inline_bytes: int,
+) -> dict:
     """Report of n-gram overlap between train and each target (name → its examples)."""
     all_hashes: list[np.ndarray] = []
     owners: list[np.ndarray] = []
@@ -138,8 +144,9 @@ def check_contamination(train_texts: Iterable[str], targets: dict[str, Iterable[
     try:  # the index files go on every way out (a full disk while writing them included)
         np.save(index_path, unique)
         np.save(bits_path, _bitmap(unique))
-        for _size, found, _ in ordered_map(TrainScanner, (str(index_path), n, sample), "scan",
-                                          _batches(train_texts), workers, inline_bytes):
+        for _size, found, _ in ordered_map(
+            TrainScanner, (str(index_path), n, sample), "scan", _batches(train_texts), workers, inline_bytes
+        ):
             for positions in found:
                 train_chunks += 1
                 if len(positions):
@@ -151,15 +158,22 @@ def check_contamination(train_texts: Iterable[str], targets: dict[str, Iterable[
     # Owners of every hit hash: expand unique positions back to all (hash, owner) pairs.
     counts = np.diff(np.append(first, len(owner)))
     hit_owner = np.unique(owner[np.repeat(hit, counts)])
-    report: dict = {"ngram": n, "sampled_one_in": sample, "train_chunks": train_chunks,
-                    "train_chunks_overlapping": overlapping}
+    report: dict = {
+        "ngram": n,
+        "sampled_one_in": sample,
+        "train_chunks": train_chunks,
+        "train_chunks_overlapping": overlapping,
+    }
     start = 0
     for name, count in zip(names, documents):
         mine = hit_owner[(hit_owner >= start) & (hit_owner < start + count)]
-        report[name] = {"examples": count, "contaminated": int(len(mine)),
-                        "share": round(len(mine) / count, 6) if count else 0.0,
-                        "too_short_to_check": short[name],
-                        "samples": [examples_text[i] for i in mine[:EXAMPLES].tolist()]}
+        report[name] = {
+            "examples": count,
+            "contaminated": int(len(mine)),
+            "share": round(len(mine) / count, 6) if count else 0.0,
+            "too_short_to_check": short[name],
+            "samples": [examples_text[i] for i in mine[:EXAMPLES].tolist()],
+        }
         start += count
     return report
 
@@ -194,7 +208,8 @@ def read_eval_file(path: Path) -> Iterator[str]:
                 try:
                     yield str(json.loads(line)["text"])
                 except (json.JSONDecodeError, KeyError, TypeError):
-                    raise DataError(f"data.eval_files: {path} line {number}: expected a JSON object with a "
-                                    f"\"text\" field") from None
+                    raise DataError(
+                        f'data.eval_files: {path} line {number}: expected a JSON object with a "text" field'
+                    ) from None
     else:
         yield text

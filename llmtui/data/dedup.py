@@ -60,7 +60,7 @@ def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
     rolled = hashes[:count].copy()
     for k in range(1, n):
         rolled *= _ROLL
-        rolled += hashes[k:k + count]
+        rolled += hashes[k : k + count]
     return rolled
 
 
@@ -105,7 +105,7 @@ def minhash_signatures(texts: list[str], perms: int) -> np.ndarray:
     hashes, bounds = batch_word_hashes(texts)
     shingles, owners = [], []
     for i in range(len(texts)):
-        words = hashes[bounds[i]:bounds[i + 1]]
+        words = hashes[bounds[i] : bounds[i + 1]]
         n = SHINGLE_WORDS if len(words) >= SHINGLE_WORDS else max(len(words), 1)
         grams = ngram_hashes(words, n) if len(words) else np.zeros(1, dtype=np.uint64)
         shingles.append(grams)
@@ -144,8 +144,9 @@ _BAND_MULTIPLIER_SEED = 0xBA2D
 
 @functools.lru_cache(maxsize=8)
 def _band_constants(bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    multipliers = np.random.default_rng(_BAND_MULTIPLIER_SEED).integers(1, 2**63, size=(rows,),
-                                                                       dtype=np.uint64) | np.uint64(1)
+    multipliers = np.random.default_rng(_BAND_MULTIPLIER_SEED).integers(
+        1, 2**63, size=(rows,), dtype=np.uint64
+    ) | np.uint64(1)
     return multipliers, np.arange(bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
 
 

@@ -57,8 +57,10 @@ class DaskEngine:
         try:
             import distributed
         except ImportError:
-            raise DataError("data.engine = 'dask' needs Dask's distributed scheduler, which is not installed",
-                            hint="pip install 'llmtui[cluster]' (or set data.engine = 'local')") from None
+            raise DataError(
+                "data.engine = 'dask' needs Dask's distributed scheduler, which is not installed",
+                hint="pip install 'llmtui[cluster]' (or set data.engine = 'local')",
+            ) from None
         import logging
         import os
 
@@ -68,14 +70,20 @@ class DaskEngine:
                 self.client = distributed.Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
             else:
                 self._cluster = distributed.LocalCluster(
-                    n_workers=self.config.workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR)
+                    n_workers=self.config.workers or os.cpu_count() or 1,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
                 self.client = distributed.Client(self._cluster, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:  # unreachable, timed out, not an address
             self.__exit__()
-            raise DataError(f"data.engine_address: cannot reach the Dask scheduler at {address!r} ({exc})",
-                            hint="start one (dask scheduler; dask worker ADDRESS on each machine), or leave "
-                                 "data.engine_address empty to start a cluster on this machine") from None
+            raise DataError(
+                f"data.engine_address: cannot reach the Dask scheduler at {address!r} ({exc})",
+                hint="start one (dask scheduler; dask worker ADDRESS on each machine), or leave "
+                "data.engine_address empty to start a cluster on this machine",
+            ) from None
         self.workers = max(1, sum(self.client.nthreads().values()))
         return self
 
@@ -87,12 +95,20 @@ class DaskEngine:
         self.client = self._cluster = None
 
     # A plain ordered map (the boilerplate pass) ---------------------------------------------------------
-    def ordered_map(self, factory: Callable[..., Any], args: tuple, method: str,
-                    batches: Iterable[tuple[Any, Any, int]], workers: int = 0,
-                    inline_bytes: int = 0) -> Iterator[tuple[Any, Any, float]]:
+    def ordered_map(
+        self,
+        factory: Callable[..., Any],
+        args: tuple,
+        method: str,
+        batches: Iterable[tuple[Any, Any, int]],
+        workers: int = 0,
+        inline_bytes: int = 0,
+    ) -> Iterator[tuple[Any, Any, float]]:
         """`parallel.ordered_map` on the cluster: results in input order, at most 2 x workers tasks in flight."""
-        submitted = ((meta, self.client.submit(_run, factory, args, method, self._send(payload), pure=False))
-                     for meta, payload, _ in batches)
+        submitted = (
+            (meta, self.client.submit(_run, factory, args, method, self._send(payload), pure=False))
+            for meta, payload, _ in batches
+        )
         for meta, future in self._in_order(submitted):
             yield (meta, *self._result(future))
 
@@ -103,8 +119,10 @@ class DaskEngine:
         from llmtui.data.tokens import encode_documents
 
         [shared] = self.client.scatter([tokenizer], broadcast=True, hash=False)
-        submitted = ((None, self.client.submit(encode_documents, shared, dtype, self._send(batch), pure=False))
-                     for batch in batches)
+        submitted = (
+            (None, self.client.submit(encode_documents, shared, dtype, self._send(batch), pure=False))
+            for batch in batches
+        )
         try:
             for _, future in self._in_order(submitted):
                 yield self._result(future, "tokenizer")
@@ -127,8 +145,13 @@ class DaskEngine:
                 future.cancel()
 
     # The main pass, with dedup on the cluster -----------------------------------------------------------
-    def process(self, factory: Callable[..., Any], args: tuple, batches: Iterable[tuple[list, list, int]],
-                seconds: collections.Counter) -> Iterator[tuple[list, list, float, list]]:
+    def process(
+        self,
+        factory: Callable[..., Any],
+        args: tuple,
+        batches: Iterable[tuple[list, list, int]],
+        seconds: collections.Counter,
+    ) -> Iterator[tuple[list, list, float, list]]:
         """For each partition, in order: (metas, outcomes of `factory(*args).process`, CPU seconds, verdicts),
         a verdict per document: None (kept), EXACT or NEAR (the order of `_take`'s checks)."""
         import distributed
@@ -147,14 +170,18 @@ class DaskEngine:
                 with self.client.as_current():
                     distributed.wait(unfinished.popleft())
         began = time.perf_counter()
-        exact, near = self._duplicates([(future, first) for _, future, first in parts]) if config.dedup != "none" \
+        exact, near = (
+            self._duplicates([(future, first) for _, future, first in parts])
+            if config.dedup != "none"
             else (set(), set())
+        )
         seconds["dedup"] += time.perf_counter() - began
         for metas, future, first in parts:
             outcomes, cpu = self._result(future)
             future.release()
-            verdicts = [EXACT if first + i in exact else NEAR if first + i in near else None
-                        for i in range(len(outcomes))]
+            verdicts = [
+                EXACT if first + i in exact else NEAR if first + i in near else None for i in range(len(outcomes))
+            ]
             yield metas, outcomes, cpu, verdicts
 
     def _duplicates(self, parts: list[tuple[Any, int]]) -> tuple[set[int], set[int]]:
@@ -166,13 +193,17 @@ class DaskEngine:
         shape = lsh_shape(config.near_threshold, config.minhash_perms) if config.dedup == "near" else None
         pieces = [submit(_route, future, first, routes, shape, pure=False) for future, first in parts]
         # Reducer r takes piece r of every partition: an all-to-all shuffle of the keys.
-        exact_reducers = [submit(_exact_duplicates, [submit(_piece, p, r, 0, pure=False) for p in pieces],
-                                 pure=False) for r in range(routes)]
+        exact_reducers = [
+            submit(_exact_duplicates, [submit(_piece, p, r, 0, pure=False) for p in pieces], pure=False)
+            for r in range(routes)
+        ]
         exact = set(np.concatenate(self.client.gather(exact_reducers)).tolist())
         if shape is None:
             return exact, set()
-        band_reducers = [submit(_shared_bands, [submit(_piece, p, r, 1, pure=False) for p in pieces],
-                                exact_reducers, pure=False) for r in range(routes)]
+        band_reducers = [
+            submit(_shared_bands, [submit(_piece, p, r, 1, pure=False) for p in pieces], exact_reducers, pure=False)
+            for r in range(routes)
+        ]
         buckets = self.client.gather(band_reducers)
         keys = np.concatenate([b[0] for b in buckets])
         members = np.concatenate([b[1] for b in buckets])
@@ -181,8 +212,10 @@ class DaskEngine:
         candidates = np.unique(members)
         firsts = np.array([first for _, first in parts], dtype=np.int64)
         owner = np.searchsorted(firsts, candidates, side="right") - 1  # the partition of each candidate
-        requests = [submit(_signatures, parts[p][0], parts[p][1], candidates[owner == p], pure=False)
-                    for p in np.unique(owner).tolist()]
+        requests = [
+            submit(_signatures, parts[p][0], parts[p][1], candidates[owner == p], pure=False)
+            for p in np.unique(owner).tolist()
+        ]
         signatures = dict(zip(candidates.tolist(), np.concatenate(self.client.gather(requests))))
         return exact, _near_duplicates(keys, members, signatures, config.near_threshold)
 
@@ -197,12 +230,15 @@ class DaskEngine:
         except DataError:
             raise
         except Exception as exc:  # a worker lost, a task's own error: name it, with the scheduler
-            raise DataError(f"a task of the {stage} stage failed on the Dask cluster: {type(exc).__name__}: {exc}",
-                            hint="see the workers' logs, or set data.engine = 'local'") from None
+            raise DataError(
+                f"a task of the {stage} stage failed on the Dask cluster: {type(exc).__name__}: {exc}",
+                hint="see the workers' logs, or set data.engine = 'local'",
+            ) from None
 
 
-def _near_duplicates(keys: np.ndarray, members: np.ndarray, signatures: dict[int, np.ndarray],
-                     threshold: float) -> set[int]:
+def _near_duplicates(
+    keys: np.ndarray, members: np.ndarray, signatures: dict[int, np.ndarray], threshold: float
+) -> set[int]:
     """The local index's keep rule over the shared band keys, in reading order: a document is a near duplicate
     when it is similar to the first kept document that had one of its keys; else it takes the keys still free.
     (Keys no other document has never name a candidate, so only the shared ones are needed.)"""
@@ -254,8 +290,11 @@ def _route(done: tuple, first: int, routes: int, shape: tuple[int, int] | None) 
     kept = [i for i, outcome in enumerate(outcomes) if outcome.dropped_by is None]
     numbers = np.array(kept, dtype=np.int64) + first
     hashes = np.array([outcomes[i].exact_key for i in kept], dtype="S16")
-    exact_route = (np.frombuffer(hashes.tobytes(), dtype=np.uint64)[::2] % np.uint64(routes) if len(kept)
-                   else np.empty(0, dtype=np.uint64)).astype(np.int64)
+    exact_route = (
+        np.frombuffer(hashes.tobytes(), dtype=np.uint64)[::2] % np.uint64(routes)
+        if len(kept)
+        else np.empty(0, dtype=np.uint64)
+    ).astype(np.int64)
     band_route = np.empty(0, dtype=np.int64)
     band_docs = np.empty(0, dtype=np.int64)
     bands = np.empty(0, dtype=np.uint64)
@@ -264,8 +303,10 @@ def _route(done: tuple, first: int, routes: int, shape: tuple[int, int] | None) 
         bands = keys.reshape(-1)
         band_docs = np.repeat(numbers, keys.shape[1])
         band_route = (bands % np.uint64(routes)).astype(np.int64)
-    return [((hashes[exact_route == r], numbers[exact_route == r]),
-             (bands[band_route == r], band_docs[band_route == r])) for r in range(routes)]
+    return [
+        ((hashes[exact_route == r], numbers[exact_route == r]), (bands[band_route == r], band_docs[band_route == r]))
+        for r in range(routes)
+    ]
 
 
 def _piece(routed: list[tuple], route: int, kind: int) -> tuple[np.ndarray, np.ndarray]:
@@ -283,7 +324,9 @@ def _exact_duplicates(pieces: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray
     return numbers[later]
 
 
-def _shared_bands(pieces: list[tuple[np.ndarray, np.ndarray]], exact: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _shared_bands(
+    pieces: list[tuple[np.ndarray, np.ndarray]], exact: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """(band key, document number) of every band key two or more documents share, exact duplicates left out."""
     keys = np.concatenate([p[0] for p in pieces])
     numbers = np.concatenate([p[1] for p in pieces])

@@ -32,8 +32,14 @@ def _call(method: str, payload: Any) -> tuple[Any, float]:
     return result, time.process_time() - started
 
 
-def ordered_map(factory: Callable[..., Any], args: tuple, method: str, batches: Iterable[tuple[Any, Any, int]],
-                workers: int, inline_bytes: int) -> Iterator[tuple[Any, Any, float]]:
+def ordered_map(
+    factory: Callable[..., Any],
+    args: tuple,
+    method: str,
+    batches: Iterable[tuple[Any, Any, int]],
+    workers: int,
+    inline_bytes: int,
+) -> Iterator[tuple[Any, Any, float]]:
     """For each `(meta, payload, size)` yield `(meta, factory(*args).method(payload), cpu_seconds)` in order."""
     local = None
     pool: ProcessPoolExecutor | None = None
@@ -52,8 +58,9 @@ def ordered_map(factory: Callable[..., Any], args: tuple, method: str, batches: 
             if pool is None:
                 methods = multiprocessing.get_all_start_methods()
                 context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-                pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                           initargs=(factory, args))
+                pool = ProcessPoolExecutor(
+                    workers, mp_context=context, initializer=_init_worker, initargs=(factory, args)
+                )
             pending.append((meta, pool.submit(_call, method, payload)))
             while len(pending) >= 2 * workers:
                 meta_done, future = pending.popleft()
@@ -62,8 +69,10 @@ def ordered_map(factory: Callable[..., Any], args: tuple, method: str, batches: 
             meta_done, future = pending.popleft()
             yield (meta_done, *future.result())
     except BrokenProcessPool:
-        raise DataError("a data worker process died (out of memory?)",
-                        hint="set data.workers = 1 to prepare the data in one process") from None
+        raise DataError(
+            "a data worker process died (out of memory?)",
+            hint="set data.workers = 1 to prepare the data in one process",
+        ) from None
     finally:
         if pool is not None:
             for _, future in pending:

@@ -74,6 +74,7 @@ def _short_lines(lines: list[str], limit: int) -> Iterator[str]:
 # Work done in worker processes -------------------------------------------------------------------
 class KeptDocument(NamedTuple):
     """A document that passed the filters, as the split writer needs it."""
+
     characters: int  # of the cleaned text
     lines: list[str]  # its chunks as JSON lines, each without its closing `, "doc": n}`
     buckets: list[float] | None  # a split bucket per chunk (split_by = "chunk", or a long document), else None
@@ -83,6 +84,7 @@ class KeptDocument(NamedTuple):
 @dataclass
 class DocumentOutcome:
     """What a worker made of one document (sent back to the main process, so plain picklable fields)."""
+
     kept: KeptDocument | None  # None when a filter dropped it
     dropped_by: str | None  # the filter that dropped it
     repaired: bool  # its encoding was repaired
@@ -122,18 +124,25 @@ class DocumentWorker:
         for text, repaired, already_clean in items:
             result, dropped = self.clean_and_filter(text, repaired, already_clean)
             if dropped:
-                out.append(DocumentOutcome(None, dropped, result.repaired, dict(result.pii), dict(result.lines_removed)))
+                out.append(
+                    DocumentOutcome(None, dropped, result.repaired, dict(result.pii), dict(result.lines_removed))
+                )
                 continue
             chunks = chunk_text(result.text, self.config.chunk_chars)
             lines = [json.dumps({"text": chunk}, ensure_ascii=False)[:-1] for chunk in chunks]
             buckets = None
-            if self.config.split_by == "chunk" or (self.config.split_by == "document"
-                                                   and len(chunks) > LONG_DOCUMENT_CHUNKS):
-                buckets = [split_bucket(chunk.encode("utf-8", errors="surrogatepass"), self.seed_key)
-                           for chunk in chunks]
+            if self.config.split_by == "chunk" or (
+                self.config.split_by == "document" and len(chunks) > LONG_DOCUMENT_CHUNKS
+            ):
+                buckets = [
+                    split_bucket(chunk.encode("utf-8", errors="surrogatepass"), self.seed_key) for chunk in chunks
+                ]
             kept = KeptDocument(len(result.text), lines, buckets, [len(chunk) for chunk in chunks])
-            out.append(DocumentOutcome(kept, None, result.repaired, dict(result.pii), dict(result.lines_removed),
-                                       exact_key(result.text)))
+            out.append(
+                DocumentOutcome(
+                    kept, None, result.repaired, dict(result.pii), dict(result.lines_removed), exact_key(result.text)
+                )
+            )
             kept_texts.append((len(out) - 1, result.text))
         if self.near and kept_texts:
             signatures = minhash_signatures([text for _, text in kept_texts], self.perms)
@@ -178,8 +187,9 @@ class _Timed:
             self.seconds[self.name] += time.perf_counter() - started
 
 
-def prepare_data(config: DataConfig, seed: int, out_dir: Path, base: Path,
-                 parallel_after_bytes: int = PARALLEL_AFTER_BYTES) -> DataReport:
+def prepare_data(
+    config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_after_bytes: int = PARALLEL_AFTER_BYTES
+) -> DataReport:
     """Run the data stage; returns the report (also written to `out_dir/report.json`)."""
     if config.engine == "local":
         return _prepare(config, seed, out_dir, base, parallel_after_bytes, None)
@@ -189,8 +199,7 @@ def prepare_data(config: DataConfig, seed: int, out_dir: Path, base: Path,
         return _prepare(config, seed, out_dir, base, parallel_after_bytes, engine)
 
 
-def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_after_bytes: int,
-             engine) -> DataReport:
+def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_after_bytes: int, engine) -> DataReport:
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("train.jsonl", "val.jsonl", "test.jsonl", DATA_REPORT):
@@ -206,8 +215,16 @@ def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_
     if config.filters.boilerplate_min_docs:
         sketch_path = str(out_dir / "boilerplate.sketch.npy")
         try:
-            docs = _spool_cleaned(config, docs, spool, sketch_path, tally, workers, parallel_after_bytes,
-                                  engine.ordered_map if engine else ordered_map)
+            docs = _spool_cleaned(
+                config,
+                docs,
+                spool,
+                sketch_path,
+                tally,
+                workers,
+                parallel_after_bytes,
+                engine.ordered_map if engine else ordered_map,
+            )
         except BaseException:
             spool.unlink(missing_ok=True)
             Path(sketch_path).unlink(missing_ok=True)
@@ -215,23 +232,49 @@ def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_
 
     splits = _SplitWriter(out_dir, config, seed)
     exact_seen: set[bytes] = set()
-    near_index = NearDuplicateIndex(config.near_threshold, config.minhash_perms) \
-        if config.dedup == "near" and not engine else None
+    near_index = (
+        NearDuplicateIndex(config.near_threshold, config.minhash_perms)
+        if config.dedup == "near" and not engine
+        else None
+    )
     per_source = reader.per_source
     try:
         if engine:  # duplicates are found on the cluster: each outcome comes with its verdict
-            results = engine.process(DocumentWorker, (config, sketch_path, seed), _batches(
-                docs, already_clean=sketch_path is not None, batch_bytes=engine.partition_bytes, batch_docs=None),
-                tally.seconds)
+            results = engine.process(
+                DocumentWorker,
+                (config, sketch_path, seed),
+                _batches(
+                    docs, already_clean=sketch_path is not None, batch_bytes=engine.partition_bytes, batch_docs=None
+                ),
+                tally.seconds,
+            )
         else:
-            results = ((metas, outcomes, cpu, None) for metas, outcomes, cpu in ordered_map(
-                DocumentWorker, (config, sketch_path, seed), "process",
-                _batches(docs, already_clean=sketch_path is not None), workers, parallel_after_bytes))
+            results = (
+                (metas, outcomes, cpu, None)
+                for metas, outcomes, cpu in ordered_map(
+                    DocumentWorker,
+                    (config, sketch_path, seed),
+                    "process",
+                    _batches(docs, already_clean=sketch_path is not None),
+                    workers,
+                    parallel_after_bytes,
+                )
+            )
         for metas, outcomes, cpu, verdicts in results:
             tally.seconds["clean"] += cpu
             for index, ((source, origin), outcome) in enumerate(zip(metas, outcomes)):
-                _take(outcome, source, origin, tally, per_source, exact_seen, near_index, splits, config,
-                      verdicts[index] if verdicts is not None else UNDECIDED)
+                _take(
+                    outcome,
+                    source,
+                    origin,
+                    tally,
+                    per_source,
+                    exact_seen,
+                    near_index,
+                    splits,
+                    config,
+                    verdicts[index] if verdicts is not None else UNDECIDED,
+                )
     except BaseException:
         splits.discard()
         raise
@@ -256,8 +299,14 @@ def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_
             targets[f"eval:{path.name}"] = read_eval_file(path)
         from llmtui.data.contamination import check_contamination
 
-        contamination = check_contamination(read_split(splits.path("train")), targets, config.contamination_ngram,
-                                            out_dir, workers, parallel_after_bytes)
+        contamination = check_contamination(
+            read_split(splits.path("train")),
+            targets,
+            config.contamination_ngram,
+            out_dir,
+            workers,
+            parallel_after_bytes,
+        )
         tally.seconds["contamination"] += time.perf_counter() - began
 
     total_seconds = time.perf_counter() - started
@@ -274,14 +323,20 @@ def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_
         pii_scrubbed=dict(tally.pii),
         bytes_read=counts["bytes_read"],
         characters_kept=counts["characters_kept"],
-        splits={name: SplitCounts(splits.documents[name], splits.chunks[name], splits.characters[name])
-                for name in SPLITS if name != "test" or config.test_fraction > 0},
+        splits={
+            name: SplitCounts(splits.documents[name], splits.chunks[name], splits.characters[name])
+            for name in SPLITS
+            if name != "test" or config.test_fraction > 0
+        },
         per_source={name: dict(c) for name, c in per_source.items()},
         document_length_histogram=dict(sorted(tally.histogram.items(), key=lambda kv: int(kv[0].split("-")[0]))),
         contamination=contamination,
         web=reader.web_counts(),
-        timings={"total_s": round(total_seconds, 3), "workers": workers,
-                 **{f"{k}_s": round(v, 3) for k, v in tally.seconds.items()}},
+        timings={
+            "total_s": round(total_seconds, 3),
+            "workers": workers,
+            **{f"{k}_s": round(v, 3) for k, v in tally.seconds.items()},
+        },
     )
     write_data_report(out_dir, report)
     return report
@@ -302,8 +357,12 @@ def _count_read(docs: Iterator[Document], tally: _Counts) -> Iterator[Document]:
         yield doc
 
 
-def _batches(docs: Iterable[Document], already_clean: bool = False, batch_bytes: int = BATCH_BYTES,
-             batch_docs: int | None = BATCH_DOCS) -> Iterator[tuple[list, list, int]]:
+def _batches(
+    docs: Iterable[Document],
+    already_clean: bool = False,
+    batch_bytes: int = BATCH_BYTES,
+    batch_docs: int | None = BATCH_DOCS,
+) -> Iterator[tuple[list, list, int]]:
     metas, payload, size = [], [], 0
     for doc in docs:
         metas.append((doc.source, doc.origin))
@@ -316,8 +375,16 @@ def _batches(docs: Iterable[Document], already_clean: bool = False, batch_bytes:
         yield metas, payload, size
 
 
-def _spool_cleaned(config: DataConfig, docs: Iterable[Document], spool: Path, sketch_path: str, tally: _Counts,
-                   workers: int, parallel_after_bytes: int, mapper=ordered_map) -> Iterator[Document]:
+def _spool_cleaned(
+    config: DataConfig,
+    docs: Iterable[Document],
+    spool: Path,
+    sketch_path: str,
+    tally: _Counts,
+    workers: int,
+    parallel_after_bytes: int,
+    mapper=ordered_map,
+) -> Iterator[Document]:
     """Pass 1 of boilerplate removal: clean everything to a spool file while counting lines in a sketch."""
     sketch = new_sketch()
 
@@ -326,8 +393,9 @@ def _spool_cleaned(config: DataConfig, docs: Iterable[Document], spool: Path, sk
             yield metas, [(text, repaired) for text, repaired, _ in payload], size
 
     with open(spool, "w", encoding="utf-8") as out:
-        for metas, outcomes, cpu in mapper(DocumentWorker, (config, None), "clean_only", clean_batches(),
-                                           workers, parallel_after_bytes):
+        for metas, outcomes, cpu in mapper(
+            DocumentWorker, (config, None), "clean_only", clean_batches(), workers, parallel_after_bytes
+        ):
             tally.seconds["clean"] += cpu
             for (source, origin), (text, repaired, pii, hashes) in zip(metas, outcomes):
                 sketch_add(sketch, hashes)
@@ -348,9 +416,18 @@ def _spool_cleaned(config: DataConfig, docs: Iterable[Document], spool: Path, sk
 UNDECIDED = "undecided"  # a document whose duplicate check `_take` makes itself (the local engine)
 
 
-def _take(outcome: DocumentOutcome, source: str, origin: str, tally: _Counts, per_source: dict, exact_seen: set,
-          near_index: NearDuplicateIndex | None, splits: _SplitWriter, config: DataConfig,
-          verdict: str | None = UNDECIDED) -> None:
+def _take(
+    outcome: DocumentOutcome,
+    source: str,
+    origin: str,
+    tally: _Counts,
+    per_source: dict,
+    exact_seen: set,
+    near_index: NearDuplicateIndex | None,
+    splits: _SplitWriter,
+    config: DataConfig,
+    verdict: str | None = UNDECIDED,
+) -> None:
     """Count one document and write it to its split unless it is a duplicate. `verdict`: decided elsewhere (a
     cluster's dedup): None, "exact_duplicates" or "near_duplicates"."""
     counts = tally.counts
@@ -465,8 +542,10 @@ class _SplitWriter:
             if self.chunks[name] == 0:
                 self._fill(name)
         if self.chunks["train"] == 0:
-            raise DataError("the corpus left nothing for training after the split",
-                            hint="add text, or lower data.val_fraction / data.test_fraction")
+            raise DataError(
+                "the corpus left nothing for training after the split",
+                hint="add text, or lower data.val_fraction / data.test_fraction",
+            )
         for name in self.names:
             self._tmp(name).replace(self.path(name))
 
@@ -487,8 +566,13 @@ class _SplitWriter:
                     length = len(item["text"])
                     middle = seen + length / 2  # a chunk goes where most of it lies
                     seen += length
-                    name = "val" if middle >= val_from else "test" if "test" in targets and middle >= test_from \
+                    name = (
+                        "val"
+                        if middle >= val_from
+                        else "test"
+                        if "test" in targets and middle >= test_from
                         else "train"
+                    )
                     (kept if name == "train" else targets[name]).write(line)
                     docs[name].add(item["doc"])
                     if name != "train":
@@ -505,9 +589,11 @@ class _SplitWriter:
     def _fill(self, name: str) -> None:
         train_tmp = self._tmp("train")
         if self.chunks["train"] < 2:
-            raise DataError("the corpus gives a single chunk of text: too little to hold any out for "
-                            f"{'validation' if name == 'val' else 'testing'}",
-                            hint="add more text, or lower data.chunk_chars so documents are split into more chunks")
+            raise DataError(
+                "the corpus gives a single chunk of text: too little to hold any out for "
+                f"{'validation' if name == 'val' else 'testing'}",
+                hint="add more text, or lower data.chunk_chars so documents are split into more chunks",
+            )
         fraction = self.config.val_fraction if name == "val" else self.config.test_fraction
         if self.lowest_train is not None and self.documents["train"] >= 2:
             doc = self.lowest_train[1]
@@ -519,8 +605,11 @@ class _SplitWriter:
             moving = lambda index, item: index >= first  # noqa: E731
         kept_tmp = self.out_dir / "train.jsonl.keep"
         moved_docs = set()
-        with open(train_tmp, encoding="utf-8") as source, open(kept_tmp, "w", encoding="utf-8") as kept, \
-                open(self._tmp(name), "a", encoding="utf-8") as target:
+        with (
+            open(train_tmp, encoding="utf-8") as source,
+            open(kept_tmp, "w", encoding="utf-8") as kept,
+            open(self._tmp(name), "a", encoding="utf-8") as target,
+        ):
             for index, line in enumerate(source):
                 item = json.loads(line)
                 if moving(index, item):
@@ -550,8 +639,11 @@ def _empty_corpus_message(counts: Counter, dropped: Counter, skips: list) -> str
         if counts[kind]:
             causes.append(f"dedup removed {counts[kind]} {kind.replace('_', ' ')}")
     first = dropped.most_common(1)[0][0] if dropped else "data.dedup"
-    return (f"the corpus is empty after cleaning: of {counts['documents_read']} documents read, "
-            + ", ".join(causes) + f" (loosen data.{first.removeprefix('data.')} or the other filters)")
+    return (
+        f"the corpus is empty after cleaning: of {counts['documents_read']} documents read, "
+        + ", ".join(causes)
+        + f" (loosen data.{first.removeprefix('data.')} or the other filters)"
+    )
 
 
 def read_split(path: Path) -> Iterator[str]:
@@ -578,47 +670,83 @@ def preview_data(config: DataConfig, base: Path, count: int = 5) -> dict:
             duplicates += 1
             continue
         seen.add(key)
-        samples.append({"source": doc.source, "origin": doc.origin, "characters": len(text),
-                        "repaired_encoding": repaired, "text": text})
+        samples.append(
+            {
+                "source": doc.source,
+                "origin": doc.origin,
+                "characters": len(text),
+                "repaired_encoding": repaired,
+                "text": text,
+            }
+        )
         if len(samples) >= count:
             break
-    return {"documents_read": read, "dropped_by_filter": dict(dropped), "exact_duplicates": duplicates,
-            "skipped": [{"source": s.source, "path": s.path, "reason": s.reason} for s in reader.skips],
-            "ignored": reader.ignored_report(), "samples": samples}
+    return {
+        "documents_read": read,
+        "dropped_by_filter": dict(dropped),
+        "exact_duplicates": duplicates,
+        "skipped": [{"source": s.source, "path": s.path, "reason": s.reason} for s in reader.skips],
+        "ignored": reader.ignored_report(),
+        "samples": samples,
+    }
 
 
 def report_messages(report: DataReport, most_skips: int = 20) -> list[tuple[str, str]]:
     """What the data stage tells the person watching, as (level, text): the counts, then warnings (files
     ignored, sources skipped, held-out text that shares n-grams with train)."""
     splits = report.splits
-    messages = [("info", f"data: {report.documents_kept} of {report.documents_read} documents kept, "
-                         f"{report.characters_kept:,} characters; train {splits['train'].chunks} chunks, "
-                         f"validation {splits['val'].chunks}")]
+    messages = [
+        (
+            "info",
+            f"data: {report.documents_kept} of {report.documents_read} documents kept, "
+            f"{report.characters_kept:,} characters; train {splits['train'].chunks} chunks, "
+            f"validation {splits['val'].chunks}",
+        )
+    ]
     if ignored_line(report.ignored):
         messages.append(("warning", ignored_line(report.ignored)))
     messages += [("warning", f"skipped {skip['path']}: {skip['reason']}") for skip in report.skipped[:most_skips]]
     if len(report.skipped) > most_skips:
-        messages.append(("warning", f"... and {len(report.skipped) - most_skips} more skipped "
-                                    "(llmtui data inspect RUN)"))
+        messages.append(
+            ("warning", f"... and {len(report.skipped) - most_skips} more skipped (llmtui data inspect RUN)")
+        )
     contamination = report.contamination or {}
     for name, found in contamination.items():
         if isinstance(found, dict) and found.get("contaminated"):
-            messages.append(("warning", f"contamination: {found['contaminated']} of {found['examples']} {name} "
-                                        f"examples share a {contamination['ngram']}-word n-gram with train"))
+            messages.append(
+                (
+                    "warning",
+                    f"contamination: {found['contaminated']} of {found['examples']} {name} "
+                    f"examples share a {contamination['ngram']}-word n-gram with train",
+                )
+            )
     return messages
 
 
 def ignored_line(ignored: dict | None) -> str:
-    """"ignored: 3 files, *.png" (empty when folders held nothing else), from a report's `ignored` counts."""
+    """ "ignored: 3 files, *.png" (empty when folders held nothing else), from a report's `ignored` counts."""
     ignored = ignored or {}
     if not ignored.get("files"):
         return ""
-    kinds = ", ".join(f"{pattern}" + (f" ({n})" if len(ignored["by_type"]) > 1 else "")
-                      for pattern, n in list(ignored["by_type"].items())[:6])
+    kinds = ", ".join(
+        f"{pattern}" + (f" ({n})" if len(ignored["by_type"]) > 1 else "")
+        for pattern, n in list(ignored["by_type"].items())[:6]
+    )
     more = ", …" if len(ignored["by_type"]) > 6 else ""
-    return f"ignored: {ignored['files']} file{'s' if ignored['files'] != 1 else ''}, {kinds}{more} " \
-           "(not read: a source's include decides which files of a folder are read)"
+    return (
+        f"ignored: {ignored['files']} file{'s' if ignored['files'] != 1 else ''}, {kinds}{more} "
+        "(not read: a source's include decides which files of a folder are read)"
+    )
 
 
-__all__ = ["DocumentOutcome", "KeptDocument", "chunk_text", "ignored_line", "clean_text", "prepare_data", "preview_data",
-           "read_split", "report_messages"]
+__all__ = [
+    "DocumentOutcome",
+    "KeptDocument",
+    "chunk_text",
+    "ignored_line",
+    "clean_text",
+    "prepare_data",
+    "preview_data",
+    "read_split",
+    "report_messages",
+]

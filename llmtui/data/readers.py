@@ -29,10 +29,21 @@ SNIFF_BYTES = 8192
 TEXT_PIECE_BYTES = 4 << 20  # big text files become documents of about this size
 MAX_WHOLE_FILE_BYTES = 256 << 20  # JSON and HTML files are parsed whole; larger ones are refused
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "xz"}
-FORMATS_BY_SUFFIX = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
-                     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-                     ".parquet": "parquet", ".html": "html", ".htm": "html", ".xhtml": "html"}
-
+FORMATS_BY_SUFFIX = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+}
 
 
 def supported(name: str) -> bool:
@@ -85,8 +96,7 @@ def open_binary(path: Path, compression: str | None) -> Any:  # a binary file ob
 
 
 def _decompression_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error, OSError,
-                                         ValueError]
+    errors: list[type[BaseException]] = [EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error, OSError, ValueError]
     if "zstandard" in sys.modules:
         errors.append(sys.modules["zstandard"].ZstdError)
     return tuple(errors)
@@ -101,15 +111,16 @@ def decode(raw: bytes, encoding: str) -> tuple[str, bool]:
         try:
             return raw.decode(encoding), False
         except UnicodeDecodeError as exc:
-            raise FileProblem(f"not {encoding} text (invalid byte {raw[exc.start]:#04x} at offset {exc.start})") from None
+            raise FileProblem(
+                f"not {encoding} text (invalid byte {raw[exc.start]:#04x} at offset {exc.start})"
+            ) from None
     try:
         return raw.decode("utf-8-sig"), False
     except UnicodeDecodeError as exc:
         first_bad = exc.start
     controls = len(raw) - len(raw.translate(None, _CONTROL_BYTES))
     if controls > len(raw) // 100:
-        raise FileProblem(f"binary or unknown encoding (not UTF-8 at offset {first_bad}, "
-                          f"{controls} control bytes)")
+        raise FileProblem(f"binary or unknown encoding (not UTF-8 at offset {first_bad}, {controls} control bytes)")
     # Windows-1252 leaves five bytes undefined; Latin-1 maps every byte.
     try:
         return raw.decode("cp1252"), True
@@ -117,8 +128,9 @@ def decode(raw: bytes, encoding: str) -> tuple[str, bool]:
         return raw.decode("latin-1"), True
 
 
-def read_file(path: Path, fmt: str, compression: str | None, text_field: str, encoding: str,
-              problem: Callable[[str], None]) -> Iterator[Record]:
+def read_file(
+    path: Path, fmt: str, compression: str | None, text_field: str, encoding: str, problem: Callable[[str], None]
+) -> Iterator[Record]:
     """Documents of one file; a file-level problem is passed to `problem` and ends the file."""
     if fmt == "parquet":
         if compression:
@@ -133,8 +145,15 @@ def read_file(path: Path, fmt: str, compression: str | None, text_field: str, en
         return
     try:
         with open_binary(path, compression) as stream:
-            reader = {"text": _read_text, "markdown": _read_text, "jsonl": _read_jsonl, "json": _read_json,
-                      "csv": _read_csv, "tsv": _read_csv, "html": _read_html}[fmt]
+            reader = {
+                "text": _read_text,
+                "markdown": _read_text,
+                "jsonl": _read_jsonl,
+                "json": _read_json,
+                "csv": _read_csv,
+                "tsv": _read_csv,
+                "html": _read_html,
+            }[fmt]
             yield from reader(path, stream, fmt, text_field, encoding, problem)
     except FileProblem as exc:
         problem(str(exc))
@@ -164,8 +183,9 @@ def _sniff(head: bytes) -> None:
         raise FileProblem("binary file (contains NUL bytes)")
 
 
-def _read_text(path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str,
-               problem: Callable[[str], None]) -> Iterator[Record]:
+def _read_text(
+    path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str, problem: Callable[[str], None]
+) -> Iterator[Record]:
     buffer = stream.read(TEXT_PIECE_BYTES)
     _sniff(buffer)
     piece = 0
@@ -237,8 +257,9 @@ def _record_text(record: Any, parts: list[str]) -> str | None:
     return "\n\n".join(t for t in texts if t) if texts else None
 
 
-def _read_jsonl(path: Path, stream: Any, fmt: str, text_field: str, encoding: str,
-                problem: Callable[[str], None]) -> Iterator[Record]:
+def _read_jsonl(
+    path: Path, stream: Any, fmt: str, text_field: str, encoding: str, problem: Callable[[str], None]
+) -> Iterator[Record]:
     parts = text_field.split(".")
     problems = _RecordProblems(problem)
     _sniff(stream.peek(SNIFF_BYTES)[:SNIFF_BYTES])
@@ -275,8 +296,9 @@ def _read_whole(stream: BinaryIO, encoding: str, what: str, advice: str = "") ->
     return decode(raw, encoding)
 
 
-def _read_json(path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str,
-               problem: Callable[[str], None]) -> Iterator[Record]:
+def _read_json(
+    path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str, problem: Callable[[str], None]
+) -> Iterator[Record]:
     text, repaired = _read_whole(stream, encoding, "JSON file", "; write it as JSON Lines (.jsonl) to stream it")
     try:
         value = json.loads(text)
@@ -287,7 +309,10 @@ def _read_json(path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding
     if "*" in parts:
         star = parts.index("*")
         containers = find_containers(value, parts[:star])
-        records, parts = [r for c in containers for r in (c if isinstance(c, list) else list(c.values()))], parts[star + 1:]
+        records, parts = (
+            [r for c in containers for r in (c if isinstance(c, list) else list(c.values()))],
+            parts[star + 1 :],
+        )
     else:
         records = value if isinstance(value, list) else [value]
     problems = _RecordProblems(problem)
@@ -311,8 +336,9 @@ def find_containers(value: Any, parts: list[str]) -> list[Any]:
     return [value] if isinstance(value, (list, dict)) else []
 
 
-def _read_csv(path: Path, stream: Any, fmt: str, text_field: str, encoding: str,
-              problem: Callable[[str], None]) -> Iterator[Record]:
+def _read_csv(
+    path: Path, stream: Any, fmt: str, text_field: str, encoding: str, problem: Callable[[str], None]
+) -> Iterator[Record]:
     head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
     _sniff(head)
     repaired = False
@@ -372,8 +398,9 @@ def _read_parquet(path: Path, text_field: str, problem: Callable[[str], None]) -
             row += 1
 
 
-def _read_html(path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str,
-               problem: Callable[[str], None]) -> Iterator[Record]:
+def _read_html(
+    path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str, problem: Callable[[str], None]
+) -> Iterator[Record]:
     html, repaired = _read_whole(stream, encoding, "HTML file")
     text = html_main_text(html)
     if not text:
@@ -388,6 +415,7 @@ def html_main_text(html: str, url: str | None = None) -> str:
     import trafilatura
 
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
-    text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True, favor_recall=True,
-                               deduplicate=False)
+    text = trafilatura.extract(
+        html, url=url, include_comments=False, include_tables=True, favor_recall=True, deduplicate=False
+    )
     return text or ""

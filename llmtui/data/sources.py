@@ -57,8 +57,11 @@ def resolve_files(source: SourceConfig, base: Path, ignored: Counter | None = No
     raw = os.path.expanduser(source.path)
     path = Path(raw) if os.path.isabs(raw) else base / raw
     if glob.has_magic(raw):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
-                       if Path(p).is_file() and not _excluded(Path(p).name, source.exclude))
+        files = sorted(
+            Path(p)
+            for p in glob.glob(str(path), recursive=True)
+            if Path(p).is_file() and not _excluded(Path(p).name, source.exclude)
+        )
         if not files:
             raise DataError(f"data source {source.path!r}: the pattern matches no file")
         return files
@@ -77,8 +80,10 @@ def resolve_files(source: SourceConfig, base: Path, ignored: Counter | None = No
                     ignored[kind_pattern(name)] += 1
         if not files:
             wanted = source.include or "of a supported format (.txt .md .jsonl .json .csv .tsv .parquet .html)"
-            raise DataError(f"data source {source.path!r}: the folder has no file {'matching ' if source.include else ''}"
-                            f"{wanted}", hint="set include = [\"*.ext\"] (and format) on the source to read other files")
+            raise DataError(
+                f"data source {source.path!r}: the folder has no file {'matching ' if source.include else ''}{wanted}",
+                hint='set include = ["*.ext"] (and format) on the source to read other files',
+            )
         return files
     if not path.exists():
         raise DataError(f"data source {source.path!r}: no such file or folder ({path})")
@@ -145,8 +150,10 @@ class SourceReader:
         if kind == "builtin":
             name = source.path.split(":", 1)[1]
             if name not in BUILTIN_CORPORA:
-                raise DataError(f"data source {source.path!r}: unknown builtin corpus",
-                                hint=f"builtin corpora: {', '.join('builtin:' + n for n in BUILTIN_CORPORA)}")
+                raise DataError(
+                    f"data source {source.path!r}: unknown builtin corpus",
+                    hint=f"builtin corpora: {', '.join('builtin:' + n for n in BUILTIN_CORPORA)}",
+                )
             for origin, text in iter_builtin(name):
                 yield Document(source.path, origin, text)
         elif kind == "url":
@@ -157,8 +164,9 @@ class SourceReader:
             for path in resolve_files(source, self.base, self.ignored):
                 fmt, compression = detect(path, source.format)
                 problems: list[str] = []
-                for origin, text, repaired in read_file(path, fmt, compression, source.text_field, source.encoding,
-                                                        problems.append):
+                for origin, text, repaired in read_file(
+                    path, fmt, compression, source.text_field, source.encoding, problems.append
+                ):
                     yield Document(source.path, origin, text, repaired)
                 for reason in problems:
                     self._skip(source, str(path), reason)
@@ -191,9 +199,10 @@ def iter_hf_dataset(source: SourceConfig) -> Iterator[Document]:
     try:
         import datasets
     except ImportError:
-        raise DataError(f"data source {source.path!r}: reading Hugging Face datasets needs the 'datasets' package",
-                        hint="pip install 'llmtui[datasets]'  (or save the dataset as .jsonl/.parquet files and "
-                             "name those)") from None
+        raise DataError(
+            f"data source {source.path!r}: reading Hugging Face datasets needs the 'datasets' package",
+            hint="pip install 'llmtui[datasets]'  (or save the dataset as .jsonl/.parquet files and name those)",
+        ) from None
     try:
         rows = datasets.load_dataset(name, source.subset or None, split=source.split, streaming=True)
         parts = source.text_field.split(".")
@@ -204,5 +213,7 @@ def iter_hf_dataset(source: SourceConfig) -> Iterator[Document]:
     except DataError:
         raise
     except Exception as exc:  # the datasets library raises many kinds: missing, offline, bad split…
-        raise DataError(f"data source {source.path!r}: cannot load the dataset: {type(exc).__name__}: {exc}",
-                        hint="check the name, subset and split on huggingface.co, and the network connection") from None
+        raise DataError(
+            f"data source {source.path!r}: cannot load the dataset: {type(exc).__name__}: {exc}",
+            hint="check the name, subset and split on huggingface.co, and the network connection",
+        ) from None

@@ -135,8 +135,10 @@ class StreamBatches:
         self.lane_length = (len(tokens) - 1) // batch_size
         self.windows = self.lane_length // context
         if self.windows < 1:
-            raise ValueError(f"{len(tokens)} tokens are fewer than {batch_size} lanes of context {context} + 1 "
-                             f"(stateful training needs batch_size x context + 1)")
+            raise ValueError(
+                f"{len(tokens)} tokens are fewer than {batch_size} lanes of context {context} + 1 "
+                f"(stateful training needs batch_size x context + 1)"
+            )
         self.tokens, self.context, self.batch_size = tokens, context, batch_size
         self.position = 0  # windows taken since the start of training
         self._offsets = np.arange(batch_size)[:, None] * self.lane_length + np.arange(context + 1)  # (B, T+1)
@@ -170,7 +172,7 @@ def stream_windows(tokens: np.ndarray, context: int, batch_size: int, max_batche
         count = min(count, max_batches)
     for index in range(count):
         first, last = index * context, min(index * context + context, length)
-        block = np.stack([np.asarray(tokens[s + first: s + last + 1], dtype=np.int32) for s in starts])
+        block = np.stack([np.asarray(tokens[s + first : s + last + 1], dtype=np.int32) for s in starts])
         reset = np.full(lanes, 1.0 if index == 0 else 0.0, np.float32)
         yield block[:, :-1], reset, block[:, 1:], lanes
 
@@ -185,5 +187,5 @@ def sequential_windows(tokens: np.ndarray, context: int, batch_size: int, max_ba
         count = min(count, max_batches * batch_size)
     for first in range(0, count, batch_size):
         rows = range(first, min(first + batch_size, count))
-        block = np.stack([np.asarray(tokens[r * context: r * context + context + 1], dtype=np.int32) for r in rows])
+        block = np.stack([np.asarray(tokens[r * context : r * context + context + 1], dtype=np.int32) for r in rows])
         yield block[:, :-1], block[:, 1:]

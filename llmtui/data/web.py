@@ -107,8 +107,11 @@ class Fetcher:
         if parser.can_fetch(self.config.user_agent, url):
             return None
         problem = self._robots_unavailable.get(origin)
-        return f"robots.txt could not be read ({problem}), so nothing there is fetched" if problem else \
-            "disallowed by robots.txt"
+        return (
+            f"robots.txt could not be read ({problem}), so nothing there is fetched"
+            if problem
+            else "disallowed by robots.txt"
+        )
 
     # Fetching -----------------------------------------------------------------------------------
     def fetch(self, url: str) -> Page:
@@ -149,8 +152,13 @@ class Fetcher:
         cfg = self.config
         self._wait_turn(urllib.parse.urlsplit(url).netloc)
         self.requests += 1
-        request = urllib.request.Request(url, headers={
-            "User-Agent": cfg.user_agent, "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5"})
+        request = urllib.request.Request(
+            url,
+            headers={
+                "User-Agent": cfg.user_agent,
+                "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5",
+            },
+        )
         started = time.monotonic()
         try:
             with self._opener.open(request, timeout=cfg.timeout_s) as response:
@@ -210,8 +218,13 @@ class Fetcher:
                 tmp = body_path.with_suffix(".tmp")
                 tmp.write_bytes(page.body)
                 os.replace(tmp, body_path)
-            meta = {"url": page.url, "status": page.status, "content_type": page.content_type,
-                    "charset": page.charset, "fetched": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            meta = {
+                "url": page.url,
+                "status": page.status,
+                "content_type": page.content_type,
+                "charset": page.charset,
+                "fetched": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
             tmp = meta_path.with_suffix(".jsontmp")
             tmp.write_text(json.dumps(meta), encoding="utf-8")
             os.replace(tmp, meta_path)
@@ -263,8 +276,9 @@ def page_text(page: Page) -> str:
     return body
 
 
-def iter_url(source: SourceConfig, fetcher: Fetcher, skip: Callable[[str, str], None],
-             stats: dict) -> Iterator[tuple[str, str]]:
+def iter_url(
+    source: SourceConfig, fetcher: Fetcher, skip: Callable[[str, str], None], stats: dict
+) -> Iterator[tuple[str, str]]:
     """(url, text) of a URL source: the page alone, or a breadth-first crawl inside the source's limits."""
     start, _ = urllib.parse.urldefrag(source.path)
     host = urllib.parse.urlsplit(start).netloc

@@ -39,15 +39,20 @@ def compare_runs(runs: Sequence[str | Path]) -> dict:
         report = require_eval_report(folder)
         facts = run_facts(folder)
         entry = {
-            "name": facts["name"], "run_dir": facts["run_dir"], "arch": facts["arch"],
+            "name": facts["name"],
+            "run_dir": facts["run_dir"],
+            "arch": facts["arch"],
             "parameters": facts["parameters"] or report.get("parameters"),
             "vocab": f"{facts['tokenizer']} {facts['vocab_size'] or report.get('vocab_size')}",
-            "vocab_kind": facts["tokenizer"], "vocab_size": facts["vocab_size"] or report.get("vocab_size"),
+            "vocab_kind": facts["tokenizer"],
+            "vocab_size": facts["vocab_size"] or report.get("vocab_size"),
             "steps": facts["steps"] if facts["steps"] is not None else report.get("train_steps"),
             "train_seconds": facts["train_seconds"],
             "tokens_per_sec": facts["tokens_per_sec"] or report.get("train_tokens_per_sec"),
-            "val_loss": report.get("loss"), "perplexity": report.get("perplexity"),
-            "bits_per_byte": report.get("bits_per_byte"), "accuracy": report.get("accuracy"),
+            "val_loss": report.get("loss"),
+            "perplexity": report.get("perplexity"),
+            "bits_per_byte": report.get("bits_per_byte"),
+            "accuracy": report.get("accuracy"),
             "top5_accuracy": report.get("top5_accuracy"),
         }
         if report.get("perplexity") is None:  # a task evaluation: its loss and accuracy are not next-token ones
@@ -63,8 +68,10 @@ def compare_runs(runs: Sequence[str | Path]) -> dict:
     if len(set(names)) < len(names):  # two folders with the same name: tell them apart by path
         for entry in entries:
             entry["name"] = entry["run_dir"]
-    rows: list[dict[str, Any]] = [{"key": key, "label": label, "format": kind, "better": better}
-            for key, label, kind, better in ROWS + tuple((key, *row) for key, row in task_rows.items())]
+    rows: list[dict[str, Any]] = [
+        {"key": key, "label": label, "format": kind, "better": better}
+        for key, label, kind, better in ROWS + tuple((key, *row) for key, row in task_rows.items())
+    ]
     best = {}
     for row in rows:
         if row["better"] is None:
@@ -98,7 +105,8 @@ def comparison_table(result: dict):
             continue
         best = result["best"].get(row["key"], [])
         arrow = {"low": " ↓", "high": " ↑"}.get(row["better"], "")
-        cells = [f"[bold green]{formatted(e, row)}[/]" if e["name"] in best else formatted(e, row)
-                 for e in result["runs"]]
+        cells = [
+            f"[bold green]{formatted(e, row)}[/]" if e["name"] in best else formatted(e, row) for e in result["runs"]
+        ]
         table.add_row(row["label"] + arrow, *cells)
     return table

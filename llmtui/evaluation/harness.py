@@ -48,10 +48,10 @@ def make_adapter(model, tokenizer, context: int, use_cache: bool = True):
             (len(ids) <= context + 1), and whether each of them is the model's most likely next token."""
             out = []
             for start in range(0, len(windows), BATCH):
-                chunk = windows[start:start + BATCH]
+                chunk = windows[start : start + BATCH]
                 batch = np.zeros((BATCH, self.context), np.int32)
                 for row, (ids, _) in enumerate(chunk):
-                    batch[row, :len(ids) - 1] = ids[:-1]
+                    batch[row, : len(ids) - 1] = ids[:-1]
                 log_probs = _log_softmax(np.asarray(self.model(batch, training=False)))
                 for row, (ids, n) in enumerate(chunk):
                     positions = np.arange(len(ids) - 1 - n, len(ids) - 1)  # these predict the last n tokens
@@ -67,13 +67,18 @@ def make_adapter(model, tokenizer, context: int, use_cache: bool = True):
                 context, continuation = request.args
                 context_ids = self.tokenizer.encode(context) if context else []
                 whole = self.tokenizer.encode(context + continuation)
-                continuation_ids = whole[len(context_ids):] if whole[:len(context_ids)] == context_ids else \
-                    self.tokenizer.encode(continuation)
+                continuation_ids = (
+                    whole[len(context_ids) :]
+                    if whole[: len(context_ids)] == context_ids
+                    else self.tokenizer.encode(continuation)
+                )
                 if not continuation_ids:
-                    raise LlmtuiError(f"lm-eval asked for the log-likelihood of an empty continuation after "
-                                      f"{context[-40:]!r}", hint="check the harness task's doc_to_target/choice")
+                    raise LlmtuiError(
+                        f"lm-eval asked for the log-likelihood of an empty continuation after {context[-40:]!r}",
+                        hint="check the harness task's doc_to_target/choice",
+                    )
                 ids = ([self.tokenizer.eos_id] + context_ids if not context_ids else context_ids) + continuation_ids
-                ids = ids[-(self.context + 1):]  # the context's end when it does not all fit
+                ids = ids[-(self.context + 1) :]  # the context's end when it does not all fit
                 windows.append((ids, min(len(continuation_ids), len(ids) - 1)))
             return self._score(windows)
 
@@ -86,7 +91,7 @@ def make_adapter(model, tokenizer, context: int, use_cache: bool = True):
                 while done < len(full) - 1:
                     end = min(done + self.context, len(full) - 1)  # predict full[done+1 .. end]
                     begin = max(0, end - self.context)
-                    windows.append((full[begin:end + 1], end - done))
+                    windows.append((full[begin : end + 1], end - done))
                     done = end
                 out.append(sum(score for score, _ in self._score(windows)))
             return out
@@ -99,9 +104,12 @@ def make_adapter(model, tokenizer, context: int, use_cache: bool = True):
                 until = [until] if isinstance(until, str) else list(until)
                 sample = settings.get("do_sample", False) and settings.get("temperature", 0.0) > 0
                 result = self.generator.generate_full(
-                    context, int(settings.get("max_gen_toks", 64)),
-                    temperature=float(settings.get("temperature", 0.0)) if sample else 0.0, top_k=0,
-                    stop=until)
+                    context,
+                    int(settings.get("max_gen_toks", 64)),
+                    temperature=float(settings.get("temperature", 0.0)) if sample else 0.0,
+                    top_k=0,
+                    stop=until,
+                )
                 out.append(result.text)
             return out
 
@@ -120,9 +128,11 @@ def run_harness(run, tasks: list[str], include: list[Path], limit: int | None, s
         import lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError:
-        raise LlmtuiError("llmtui eval --harness needs EleutherAI's lm-evaluation-harness",
-                          hint="pip install 'lm_eval>=0.4,<0.5' (its tasks download their data the first time, "
-                               "unless --harness-include points at tasks with local data)") from None
+        raise LlmtuiError(
+            "llmtui eval --harness needs EleutherAI's lm-evaluation-harness",
+            hint="pip install 'lm_eval>=0.4,<0.5' (its tasks download their data the first time, "
+            "unless --harness-include points at tasks with local data)",
+        ) from None
     from llmtui.config import load_recipe
     from llmtui.evaluation.run_eval import model_digest, save_eval_report
     from llmtui.runfolder import load_final_model
@@ -135,26 +145,42 @@ def run_harness(run, tasks: list[str], include: list[Path], limit: int | None, s
     manager = TaskManager(include_path=[str(p) for p in include] or None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise LlmtuiError(f"lm-eval has no task {', '.join(map(repr, unknown))}",
-                          hint="list them with `lm-eval ls tasks`, or add --harness-include FOLDER for your own")
-    adapter = make_adapter(load_final_model(run), TextTokenizer.load(run.tokenizer_dir), recipe.model.context,
-                           recipe.generate.use_cache)
+        raise LlmtuiError(
+            f"lm-eval has no task {', '.join(map(repr, unknown))}",
+            hint="list them with `lm-eval ls tasks`, or add --harness-include FOLDER for your own",
+        )
+    adapter = make_adapter(
+        load_final_model(run), TextTokenizer.load(run.tokenizer_dir), recipe.model.context, recipe.generate.use_cache
+    )
     say(f"lm-eval {lm_eval.__version__ if hasattr(lm_eval, '__version__') else ''}: {', '.join(tasks)}")
     try:
-        results = lm_eval.simple_evaluate(model=adapter, tasks=tasks, task_manager=manager, limit=limit,
-                                          log_samples=False, bootstrap_iters=0, verbosity="ERROR")
+        results = lm_eval.simple_evaluate(
+            model=adapter,
+            tasks=tasks,
+            task_manager=manager,
+            limit=limit,
+            log_samples=False,
+            bootstrap_iters=0,
+            verbosity="ERROR",
+        )
     except LlmtuiError:
         raise
     except Exception as exc:  # a task whose data cannot be read (offline download, missing file) ends here
-        raise LlmtuiError(f"lm-eval could not run {', '.join(tasks)}: {type(exc).__name__}: {str(exc)[:400]}",
-                          hint="a standard task downloads its data set the first time; offline, use tasks whose "
-                               "data is local (--harness-include)") from None
+        raise LlmtuiError(
+            f"lm-eval could not run {', '.join(tasks)}: {type(exc).__name__}: {str(exc)[:400]}",
+            hint="a standard task downloads its data set the first time; offline, use tasks whose "
+            "data is local (--harness-include)",
+        ) from None
     scores = {}
     for task, metrics in results["results"].items():
-        scores[task] = {("documents" if key == "sample_len" else key.split(",")[0]): value
-                        for key, value in metrics.items()
-                        if isinstance(value, (int, float)) and not key.startswith("alias")
-                        and "stderr" not in key and not (isinstance(value, float) and math.isnan(value))}
+        scores[task] = {
+            ("documents" if key == "sample_len" else key.split(",")[0]): value
+            for key, value in metrics.items()
+            if isinstance(value, (int, float))
+            and not key.startswith("alias")
+            and "stderr" not in key
+            and not (isinstance(value, float) and math.isnan(value))
+        }
     report = run.eval_report() or {}
     if report.get("model_digest") != model_digest(run):  # scores of another model do not carry over
         report = {}

@@ -74,8 +74,12 @@ def make_scorer(model, jit_compile: bool = True, top_k: int = TOP_K, stateful_ba
 
 def scorer_for(model, model_config, train_config, batch_size: int, jit_compile: bool | None = None):
     """The scorer a run's model is evaluated with: stateful when it was trained with `train.stateful`."""
-    return make_scorer(model, train_config.jit_compile if jit_compile is None else jit_compile,
-                       stateful_batch=batch_size if train_config.stateful else 0, model_config=model_config)
+    return make_scorer(
+        model,
+        train_config.jit_compile if jit_compile is None else jit_compile,
+        stateful_batch=batch_size if train_config.stateful else 0,
+        model_config=model_config,
+    )
 
 
 def score_tokens(scorer, tokens: np.ndarray, context: int, batch_size: int, max_batches: int = 0) -> dict:
@@ -113,8 +117,14 @@ def score_tokens(scorer, tokens: np.ndarray, context: int, batch_size: int, max_
             continue
         by_position += nll.sum(axis=0)
         windows += rows
-    return {"nll_sum": total_nll, "correct": total_correct, "top_k_correct": total_top_k, "tokens": count,
-            "windows": windows, "nll_by_position": by_position.tolist()}
+    return {
+        "nll_sum": total_nll,
+        "correct": total_correct,
+        "top_k_correct": total_top_k,
+        "tokens": count,
+        "windows": windows,
+        "nll_by_position": by_position.tolist(),
+    }
 
 
 def summarize(scores: dict, bytes_per_token: float | None, vocab_size: int) -> dict:

@@ -22,8 +22,9 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def training_curves_png(train_loss: list[tuple[int, float]], val_loss: list[tuple[int, float]],
-                        lr: list[tuple[int, float]]) -> bytes:
+def training_curves_png(
+    train_loss: list[tuple[int, float]], val_loss: list[tuple[int, float]], lr: list[tuple[int, float]]
+) -> bytes:
     """Train and validation loss against the step (left) and the learning rate (right)."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -78,6 +79,7 @@ def confusion_matrix_png(matrix: list[list[int]], labels: list[str]) -> bytes:
     peak = max((max(row) for row in matrix), default=0)
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            axis.text(j, i, str(count), ha="center", va="center",
-                      color="white" if peak and count > peak / 2 else "black")
+            axis.text(
+                j, i, str(count), ha="center", va="center", color="white" if peak and count > peak / 2 else "black"
+            )
     return _png(fig)

@@ -23,8 +23,11 @@ from llmtui.evaluation.tensorboard_logs import read_log_folder
 from llmtui.runfolder import RunFolder, write_text_atomic
 
 TASK_KINDS = ("classification", "qa", "translation")
-FIGURE_FILES = {"curves": "training_curves.png", "position": "loss_by_position.png",
-                "confusion": "confusion_matrix.png"}
+FIGURE_FILES = {
+    "curves": "training_curves.png",
+    "position": "loss_by_position.png",
+    "confusion": "confusion_matrix.png",
+}
 MAX_TRAINING_SAMPLES = 8
 
 
@@ -104,8 +107,9 @@ def finetune_rows(finetune: dict) -> list[list[str]]:
 
 def answer_rows(answers: list[dict]) -> list[list[str]]:
     """The first task answers (input, reference, prediction) a QA or translation evaluation kept."""
-    return [[str(a.get("input", "")), str(a.get("target", "")), str(a.get("prediction", ""))]
-            for a in answers[:MAX_ANSWERS]]
+    return [
+        [str(a.get("input", "")), str(a.get("target", "")), str(a.get("prediction", ""))] for a in answers[:MAX_ANSWERS]
+    ]
 
 
 def facts_rows(facts: dict) -> list[tuple[str, str]]:
@@ -114,8 +118,10 @@ def facts_rows(facts: dict) -> list[tuple[str, str]]:
     if facts.get("heads"):
         shape += f", {facts['heads']} heads"
     shape += f", context {facts.get('context')}"
-    training = (f"{fmt(facts.get('steps'), 'int')} steps (of {fmt(facts.get('planned_steps'), 'int')}) × batch "
-                f"{facts.get('batch_size')}, {facts.get('optimizer')} lr {facts.get('lr')} ({facts.get('schedule')})")
+    training = (
+        f"{fmt(facts.get('steps'), 'int')} steps (of {fmt(facts.get('planned_steps'), 'int')}) × batch "
+        f"{facts.get('batch_size')}, {facts.get('optimizer')} lr {facts.get('lr')} ({facts.get('schedule')})"
+    )
     if facts.get("stopped_early"):
         training += ", stopped early"
     return [
@@ -124,8 +130,13 @@ def facts_rows(facts: dict) -> list[tuple[str, str]]:
         ("embedding", f"{facts.get('embedding')}, dropout {facts.get('dropout')}"),
         ("parameters", fmt(facts.get("parameters"), "int")),
         ("tokenizer", f"{facts.get('tokenizer')}, {fmt(facts.get('vocab_size'), 'int')} tokens"),
-        ("data", (f"{fmt(facts.get('train_tokens'), 'int')} training tokens, "
-                  f"{fmt(facts.get('val_tokens'), 'int')} validation tokens")),
+        (
+            "data",
+            (
+                f"{fmt(facts.get('train_tokens'), 'int')} training tokens, "
+                f"{fmt(facts.get('val_tokens'), 'int')} validation tokens"
+            ),
+        ),
         ("training", training),
         ("tokens seen", fmt(facts.get("tokens_seen"), "int")),
         ("training time", fmt(facts.get("train_seconds"), "seconds")),
@@ -142,8 +153,9 @@ def _figures(run: RunFolder, report: dict) -> list[Figure]:
     figures = []
     curves = Figure("Training curves", FIGURE_FILES["curves"])
     if train.scalars.get("loss") or val.scalars.get("loss"):
-        curves.png = plots.training_curves_png(train.scalars.get("loss", []), val.scalars.get("loss", []),
-                                               train.scalars.get("lr", []))
+        curves.png = plots.training_curves_png(
+            train.scalars.get("loss", []), val.scalars.get("loss", []), train.scalars.get("lr", [])
+        )
     else:
         curves.note = f"no training logs in {run.logs_dir}"
     figures.append(curves)
@@ -152,12 +164,18 @@ def _figures(run: RunFolder, report: dict) -> list[Figure]:
         if values.get("loss_by_position"):
             series[Path(name).name] = values["loss_by_position"]
     if series:  # a task evaluation (classification, QA) has none
-        figures.append(Figure("Loss by position in the context", FIGURE_FILES["position"],
-                              plots.loss_by_position_png(series)))
+        figures.append(
+            Figure("Loss by position in the context", FIGURE_FILES["position"], plots.loss_by_position_png(series))
+        )
     task = report.get("task") or {}
     if task.get("kind") == "classification" and task.get("confusion_matrix"):
-        figures.append(Figure("Confusion matrix", FIGURE_FILES["confusion"],
-                              plots.confusion_matrix_png(task["confusion_matrix"], task["labels"])))
+        figures.append(
+            Figure(
+                "Confusion matrix",
+                FIGURE_FILES["confusion"],
+                plots.confusion_matrix_png(task["confusion_matrix"], task["labels"]),
+            )
+        )
     return figures
 
 
@@ -187,10 +205,17 @@ def _md_fence(text: str) -> list[str]:
     return [fence + "text", text, fence, ""]
 
 
-def render_markdown(facts: dict, report: dict, figures: list[Figure], samples: list[dict],
-                    training_samples: list[tuple[int, str]]) -> str:
-    lines = [f"# Evaluation report: {facts['name']}", "", f"Written {time.strftime('%Y-%m-%d %H:%M:%S %z')}.", "",
-             "## Run", ""]
+def render_markdown(
+    facts: dict, report: dict, figures: list[Figure], samples: list[dict], training_samples: list[tuple[int, str]]
+) -> str:
+    lines = [
+        f"# Evaluation report: {facts['name']}",
+        "",
+        f"Written {time.strftime('%Y-%m-%d %H:%M:%S %z')}.",
+        "",
+        "## Run",
+        "",
+    ]
     lines += _md_table(["", ""], [[k, v] for k, v in facts_rows(facts)])
     columns, rows = metric_table(report)
     lines += ["## Metrics", ""]
@@ -200,13 +225,18 @@ def render_markdown(facts: dict, report: dict, figures: list[Figure], samples: l
         lines += [f"## Task: {task.get('kind')}", ""]
         lines += _md_table(["metric", "value"], [[k, v] for k, v in task_rows(task)])
         if task.get("kind") == "classification":
-            lines += _md_table(["label", "precision", "recall", "F1", "support"],
-                               [[label, fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), str(c["support"])]
-                                for label, c in task.get("per_class", {}).items()])
+            lines += _md_table(
+                ["label", "precision", "recall", "F1", "support"],
+                [
+                    [label, fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), str(c["support"])]
+                    for label, c in task.get("per_class", {}).items()
+                ],
+            )
             lines += ["Confusion matrix (rows: true label, columns: predicted):", ""]
-            lines += _md_table(["true \\ predicted"] + task["labels"],
-                               [[label] + [str(n) for n in row] for label, row in
-                                zip(task["labels"], task["confusion_matrix"])])
+            lines += _md_table(
+                ["true \\ predicted"] + task["labels"],
+                [[label] + [str(n) for n in row] for label, row in zip(task["labels"], task["confusion_matrix"])],
+            )
     if report.get("finetune"):
         lines += [f"## Fine-tuning ({report['finetune'].get('method')} from {report['finetune'].get('base')})", ""]
         lines += _md_table(["perplexity on", "before", "after"], finetune_rows(report["finetune"]))
@@ -215,9 +245,14 @@ def render_markdown(facts: dict, report: dict, figures: list[Figure], samples: l
         lines += _md_table(["input", "reference", "prediction"], answer_rows(report["answers"]))
     if report.get("harness"):
         lines += ["## Benchmarks (lm-evaluation-harness)", ""]
-        lines += _md_table(["task", "metric", "value"],
-                           [[task, key, fmt(value, "float")] for task, metrics in report["harness"].items()
-                            for key, value in metrics.items()])
+        lines += _md_table(
+            ["task", "metric", "value"],
+            [
+                [task, key, fmt(value, "float")]
+                for task, metrics in report["harness"].items()
+                for key, value in metrics.items()
+            ],
+        )
     lines += ["## Plots", ""]
     for figure in figures:
         lines += [f"### {figure.title}", ""]
@@ -258,58 +293,80 @@ def _html_table(header: list[str] | None, rows: list[list[str]], numeric_from: i
     if header:
         out.append("<tr>" + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr>")
     for row in rows:
-        cells = [f"<th>{e(str(c))}</th>" if i == 0 else
-                 f"<td{NUMERIC if i >= numeric_from else ''}>{e(str(c))}</td>" for i, c in enumerate(row)]
+        cells = [
+            f"<th>{e(str(c))}</th>" if i == 0 else f"<td{NUMERIC if i >= numeric_from else ''}>{e(str(c))}</td>"
+            for i, c in enumerate(row)
+        ]
         out.append("<tr>" + "".join(cells) + "</tr>")
     return "\n".join(out + ["</table>"])
 
 
-def render_html(facts: dict, report: dict, figures: list[Figure], samples: list[dict],
-                training_samples: list[tuple[int, str]]) -> str:
+def render_html(
+    facts: dict, report: dict, figures: list[Figure], samples: list[dict], training_samples: list[tuple[int, str]]
+) -> str:
     e = html.escape
-    parts = [f"<h1>Evaluation report: {e(facts['name'])}</h1>",
-             f"<p class=\"note\">Written {e(time.strftime('%Y-%m-%d %H:%M:%S %z'))}.</p>",
-             "<h2>Run</h2>", _html_table(None, [[k, v] for k, v in facts_rows(facts)], numeric_from=99)]
+    parts = [
+        f"<h1>Evaluation report: {e(facts['name'])}</h1>",
+        f'<p class="note">Written {e(time.strftime("%Y-%m-%d %H:%M:%S %z"))}.</p>',
+        "<h2>Run</h2>",
+        _html_table(None, [[k, v] for k, v in facts_rows(facts)], numeric_from=99),
+    ]
     columns, rows = metric_table(report)
     parts += ["<h2>Metrics</h2>", _html_table(["metric"] + columns, [[label] + values for label, values in rows])]
     task = report.get("task")
     if task:
-        parts += [f"<h2>Task: {e(str(task.get('kind')))}</h2>",
-                  _html_table(["metric", "value"], [[k, v] for k, v in task_rows(task)])]
+        parts += [
+            f"<h2>Task: {e(str(task.get('kind')))}</h2>",
+            _html_table(["metric", "value"], [[k, v] for k, v in task_rows(task)]),
+        ]
         if task.get("kind") == "classification":
-            parts.append(_html_table(["label", "precision", "recall", "F1", "support"],
-                                     [[label, fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), str(c["support"])]
-                                      for label, c in task.get("per_class", {}).items()]))
+            parts.append(
+                _html_table(
+                    ["label", "precision", "recall", "F1", "support"],
+                    [
+                        [label, fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), str(c["support"])]
+                        for label, c in task.get("per_class", {}).items()
+                    ],
+                )
+            )
     if report.get("finetune"):
         finetune = report["finetune"]
-        parts += [f"<h2>Fine-tuning ({e(str(finetune.get('method')))} from {e(str(finetune.get('base')))})</h2>",
-                  _html_table(["perplexity on", "before", "after"], finetune_rows(finetune))]
+        parts += [
+            f"<h2>Fine-tuning ({e(str(finetune.get('method')))} from {e(str(finetune.get('base')))})</h2>",
+            _html_table(["perplexity on", "before", "after"], finetune_rows(finetune)),
+        ]
     if report.get("answers"):
-        parts += ["<h2>Task answers</h2>",
-                  _html_table(["input", "reference", "prediction"], answer_rows(report["answers"]), numeric_from=99)]
+        parts += [
+            "<h2>Task answers</h2>",
+            _html_table(["input", "reference", "prediction"], answer_rows(report["answers"]), numeric_from=99),
+        ]
     parts.append("<h2>Plots</h2>")
     for figure in figures:
         parts.append(f"<h3>{e(figure.title)}</h3>")
         if figure.png:
             data = base64.b64encode(figure.png).decode("ascii")
-            parts.append(f"<img alt=\"{e(figure.title)}\" src=\"data:image/png;base64,{data}\">")
+            parts.append(f'<img alt="{e(figure.title)}" src="data:image/png;base64,{data}">')
         else:
-            parts.append(f"<p class=\"note\">{e(figure.note)}</p>")
+            parts.append(f'<p class="note">{e(figure.note)}</p>')
     parts.append("<h2>Samples</h2>")
     if samples:
         for sample in samples:
-            parts += [f"<p>Prompt <code>{e(sample.get('prompt', ''))}</code>:</p>",
-                      f"<pre>{e(sample.get('prompt', '') + sample.get('text', ''))}</pre>"]
+            parts += [
+                f"<p>Prompt <code>{e(sample.get('prompt', ''))}</code>:</p>",
+                f"<pre>{e(sample.get('prompt', '') + sample.get('text', ''))}</pre>",
+            ]
     else:
-        parts.append("<p class=\"note\">no generated samples yet (the generate stage writes them)</p>")
+        parts.append('<p class="note">no generated samples yet (the generate stage writes them)</p>')
     if training_samples:
         parts.append("<h3>During training</h3>")
         for step, text in training_samples:
             parts += [f"<p>Step {step}:</p>", f"<pre>{e(text)}</pre>"]
     body = "\n".join(parts)
-    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>llmtui report: {e(facts['name'])}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n"
-            f"</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>llmtui report: {e(facts['name'])}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n"
+        f"</body>\n</html>\n"
+    )
 
 
 # Public -----------------------------------------------------------------------------------------

@@ -31,12 +31,22 @@ def training_facts(run: RunFolder) -> dict:
     parameters = run.stage_summary("model").get("parameters")
     if parameters is None:
         parameters = run.architecture().get("parameters")
-    return {"train_steps": train.get("steps"), "train_tokens_per_sec": train.get("tokens_per_sec"),
-            "parameters": parameters}
+    return {
+        "train_steps": train.get("steps"),
+        "train_tokens_per_sec": train.get("tokens_per_sec"),
+        "parameters": parameters,
+    }
 
 
-def evaluate_tokens(scorer, tokens: np.ndarray, context: int, batch_size: int, max_batches: int,
-                    bytes_per_token: float | None, vocab_size: int) -> dict:
+def evaluate_tokens(
+    scorer,
+    tokens: np.ndarray,
+    context: int,
+    batch_size: int,
+    max_batches: int,
+    bytes_per_token: float | None,
+    vocab_size: int,
+) -> dict:
     """Metrics of one token stream; a stream shorter than one window is scored as one shorter window."""
     from llmtui.evaluation.language_model import score_tokens, summarize
 
@@ -83,22 +93,24 @@ def encode_documents(tokenizer, texts: Iterable[str]) -> tuple[np.ndarray, int]:
     texts = list(texts)
     pieces, byte_count = [], 0
     for first in range(0, len(texts), ENCODE_BATCH):
-        batch = texts[first: first + ENCODE_BATCH]
+        batch = texts[first : first + ENCODE_BATCH]
         for text, ids in zip(batch, tokenizer.encode_batch(batch)):
             pieces.append(np.asarray(ids + [tokenizer.eos_id], np.int32))
             byte_count += len(text.encode("utf-8", errors="surrogatepass")) + 1
     return (np.concatenate(pieces) if pieces else np.zeros(0, np.int32)), byte_count
 
 
-def file_metrics(scorer, tokenizer, path: Path, texts: list[str], context: int, batch_size: int,
-                 max_batches: int) -> dict:
+def file_metrics(
+    scorer, tokenizer, path: Path, texts: list[str], context: int, batch_size: int, max_batches: int
+) -> dict:
     """Metrics of the texts of one file, tokenised with the run's tokenizer; bits per byte from their UTF-8
     bytes."""
     tokens, byte_count = encode_documents(tokenizer, texts)
     if len(tokens) < 2:
         raise DataError(f"--data {path}: too short to score ({len(tokens)} token)")
-    report = evaluate_tokens(scorer, tokens, context, batch_size, max_batches, byte_count / len(tokens),
-                             tokenizer.vocab_size)
+    report = evaluate_tokens(
+        scorer, tokens, context, batch_size, max_batches, byte_count / len(tokens), tokenizer.vocab_size
+    )
     report.update(bytes=byte_count, file_tokens=len(tokens))
     return report
 
@@ -117,8 +129,13 @@ def save_eval_report(run: RunFolder, report: dict) -> EvalReport:
     return cast(EvalReport, report)
 
 
-def evaluate_run(run: RunFolder, data_files: Iterable[Path] = (), max_batches: int | None = None,
-                 text_field: str = "text", say: Callable[[str], None] = lambda line: None) -> dict:
+def evaluate_run(
+    run: RunFolder,
+    data_files: Iterable[Path] = (),
+    max_batches: int | None = None,
+    text_field: str = "text",
+    say: Callable[[str], None] = lambda line: None,
+) -> dict:
     """Evaluate the final model of `run` (Keras configured by the caller) and update eval/report.json.
 
     Without `data_files`, the validation split is scored and becomes the report's top level. With them,
@@ -148,11 +165,14 @@ def evaluate_run(run: RunFolder, data_files: Iterable[Path] = (), max_batches: i
     if not has_validation and not paths:
         from llmtui.errors import RunFolderError
 
-        raise RunFolderError(f"{run.root} has no validation text of its own (an imported pretrained model)",
-                             hint=f"score text files: llmtui eval {run.root} --data FILE, or benchmarks: --harness")
+        raise RunFolderError(
+            f"{run.root} has no validation text of its own (an imported pretrained model)",
+            hint=f"score text files: llmtui eval {run.root} --data FILE, or benchmarks: --harness",
+        )
     if not has_validation:
-        report = {k: v for k, v in previous.items() if k not in KEPT_SECTIONS and k != "model_digest"} \
-            if same_model else {}
+        report = (
+            {k: v for k, v in previous.items() if k not in KEPT_SECTIONS and k != "model_digest"} if same_model else {}
+        )
     elif not paths or not (same_model and "loss" in previous):
         say("scoring the validation split")
         report = validation_metrics(scorer, run, context, batch_size, batches)

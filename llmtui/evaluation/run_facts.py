@@ -15,9 +15,10 @@ def open_run(run: str | Path) -> RunFolder:
     """A run folder given on the command line; RunFolderError when the folder is not a run."""
     folder = RunFolder(resolve_run_dir(run))
     if not folder.recipe_path.is_file() and not folder.manifest_path.is_file():
-        raise RunFolderError(f"{folder.root} is not a run folder (it has no recipe.toml or manifest.json)",
-                             hint="give the folder a recipe's run wrote, e.g. runs/quickstart (llmtui run RECIPE "
-                                  "makes one)")
+        raise RunFolderError(
+            f"{folder.root} is not a run folder (it has no recipe.toml or manifest.json)",
+            hint="give the folder a recipe's run wrote, e.g. runs/quickstart (llmtui run RECIPE makes one)",
+        )
     return folder
 
 

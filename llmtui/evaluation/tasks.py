@@ -115,5 +115,8 @@ def translation_metrics(predictions: Sequence[str], references: Sequence[str | S
     slots = max(len(refs) for refs in per_sentence)
     streams: list[list[Any]] = [[refs[i] if i < len(refs) else None for refs in per_sentence] for i in range(slots)]
     hypotheses = list(predictions)
-    return {"kind": "translation", "bleu": sacrebleu.corpus_bleu(hypotheses, streams).score,
-            "chrf": sacrebleu.corpus_chrf(hypotheses, streams).score}
+    return {
+        "kind": "translation",
+        "bleu": sacrebleu.corpus_bleu(hypotheses, streams).score,
+        "chrf": sacrebleu.corpus_chrf(hypotheses, streams).score,
+    }

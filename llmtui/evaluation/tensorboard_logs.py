@@ -43,8 +43,11 @@ def _summary_events(folder: Path):
     from google.protobuf.message import DecodeError
     from tensorboard.compat.proto.event_pb2 import Event
 
-    files = sorted(folder.glob("events.out.tfevents.*"), key=lambda p: (p.stat().st_mtime, p.name)) \
-        if folder.is_dir() else []
+    files = (
+        sorted(folder.glob("events.out.tfevents.*"), key=lambda p: (p.stat().st_mtime, p.name))
+        if folder.is_dir()
+        else []
+    )
     for path in files:
         for record in _records(path):
             event = Event()
@@ -79,5 +82,7 @@ def read_log_folder(folder: Path) -> LogSeries:
                 strings = value.tensor.string_val
                 if strings:
                     texts.setdefault(value.tag, {})[event.step] = strings[0].decode("utf-8", errors="replace")
-    return LogSeries(scalars={tag: sorted(points.items()) for tag, points in scalars.items()},
-                     texts={tag: sorted(points.items()) for tag, points in texts.items()})
+    return LogSeries(
+        scalars={tag: sorted(points.items()) for tag, points in scalars.items()},
+        texts={tag: sorted(points.items()) for tag, points in texts.items()},
+    )

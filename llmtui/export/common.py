@@ -12,8 +12,13 @@ from pathlib import Path
 from llmtui.errors import LlmtuiError
 
 FORMATS = ("keras", "preset", "savedmodel", "hf", "gguf")
-FORMAT_NAMES = {"keras": "a .keras file", "preset": "a keras-hub preset", "savedmodel": "a TensorFlow SavedModel",
-                "hf": "a Hugging Face Transformers model", "gguf": "a GGUF file"}
+FORMAT_NAMES = {
+    "keras": "a .keras file",
+    "preset": "a keras-hub preset",
+    "savedmodel": "a TensorFlow SavedModel",
+    "hf": "a Hugging Face Transformers model",
+    "gguf": "a GGUF file",
+}
 # The GGUF export's tensor types: full float32, half float16, or llama.cpp's 8-bit blocks (Q8_0).
 GGUF_TYPES = ("f32", "f16", "q8_0")
 METADATA_FILE = "llmtui_export.json"
@@ -46,13 +51,16 @@ def check_output_dir(out: Path, protected: list[Path], force: bool) -> None:
     for path in protected:
         path = path.resolve()
         if out == path or out in path.parents:
-            raise ExportError(f"{out} holds {path}, which the run needs; exporting there could overwrite it",
-                              hint="pick another --out folder (the default is RUN/export/<format>)")
+            raise ExportError(
+                f"{out} holds {path}, which the run needs; exporting there could overwrite it",
+                hint="pick another --out folder (the default is RUN/export/<format>)",
+            )
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder", hint="pick another --out folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} already exists and is not empty",
-                          hint="add --force to replace it, or give another --out folder")
+        raise ExportError(
+            f"{out} already exists and is not empty", hint="add --force to replace it, or give another --out folder"
+        )
 
 
 def fresh_output_dir(out: Path) -> Path:
@@ -87,12 +95,16 @@ def max_difference(expected, got, what: str, atol: float = LOGITS_ATOL) -> float
 
     expected, got = np.asarray(expected, dtype="float32"), np.asarray(got, dtype="float32")
     if expected.shape != got.shape:
-        raise ExportError(f"{what} gives logits of shape {got.shape}, the run's model {expected.shape}",
-                          hint="this is a bug in llmtui's export; the .keras format keeps the model as trained")
+        raise ExportError(
+            f"{what} gives logits of shape {got.shape}, the run's model {expected.shape}",
+            hint="this is a bug in llmtui's export; the .keras format keeps the model as trained",
+        )
     diff = float(np.max(np.abs(expected - got))) if expected.size else 0.0
     if not diff <= atol:
-        raise ExportError(f"{what} gives logits up to {diff:.3g} away from the run's model (allowed {atol:g})",
-                          hint="this is a bug in llmtui's export; the .keras format keeps the model as trained")
+        raise ExportError(
+            f"{what} gives logits up to {diff:.3g} away from the run's model (allowed {atol:g})",
+            hint="this is a bug in llmtui's export; the .keras format keeps the model as trained",
+        )
     return diff
 
 

@@ -40,21 +40,38 @@ def gguf_name(hf_name: str, arch: str) -> str:
     if hf_name == "lm_head.weight":
         return "output.weight"
     if arch == "gpt":
-        fixed = {"transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
-                 "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"}
-        parts = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
-                 "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+        fixed = {
+            "transformer.wte.weight": "token_embd.weight",
+            "transformer.wpe.weight": "position_embd.weight",
+            "transformer.ln_f.weight": "output_norm.weight",
+            "transformer.ln_f.bias": "output_norm.bias",
+        }
+        parts = {
+            "ln_1": "attn_norm",
+            "attn.c_attn": "attn_qkv",
+            "attn.c_proj": "attn_output",
+            "ln_2": "ffn_norm",
+            "mlp.c_fc": "ffn_up",
+            "mlp.c_proj": "ffn_down",
+        }
         layer_prefix = "transformer.h."
     else:
         fixed = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
-        parts = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-                 "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-                 "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                 "mlp.down_proj": "ffn_down"}
+        parts = {
+            "input_layernorm": "attn_norm",
+            "self_attn.q_proj": "attn_q",
+            "self_attn.k_proj": "attn_k",
+            "self_attn.v_proj": "attn_v",
+            "self_attn.o_proj": "attn_output",
+            "post_attention_layernorm": "ffn_norm",
+            "mlp.gate_proj": "ffn_gate",
+            "mlp.up_proj": "ffn_up",
+            "mlp.down_proj": "ffn_down",
+        }
         layer_prefix = "model.layers."
     if hf_name in fixed:
         return fixed[hf_name]
-    layer, _, rest = hf_name[len(layer_prefix):].partition(".")
+    layer, _, rest = hf_name[len(layer_prefix) :].partition(".")
     part, _, kind = rest.rpartition(".")
     return f"blk.{layer}.{parts[part]}.{kind}"
 
@@ -79,8 +96,11 @@ def gguf_tensors(model, model_config) -> dict:
     tensors = {}
     for hf_name, value in weights.items():
         name = gguf_name(hf_name, model_config.arch)
-        if model_config.arch == "gpt" and value.ndim == 2 and name.split(".")[-2] in (
-                "attn_qkv", "attn_output", "ffn_up", "ffn_down"):
+        if (
+            model_config.arch == "gpt"
+            and value.ndim == 2
+            and name.split(".")[-2] in ("attn_qkv", "attn_output", "ffn_up", "ffn_down")
+        ):
             value = value.T  # GPT-2's Conv1D is (in, out); llama.cpp wants (out, in)
         elif name.endswith("attn_q.weight"):
             value = interleave_rotary_rows(value, block.heads)
@@ -126,8 +146,12 @@ def _tokenizer_metadata(writer, tokenizer, template: str) -> None:
         scores = {piece: float(score) for piece, score in model["vocab"]}
         writer.add_token_scores([scores.get(piece, 0.0) for piece in tokens])
         writer.add_add_space_prefix(True)
-    for add, token_id in ((writer.add_bos_token_id, tokenizer.bos_id), (writer.add_eos_token_id, tokenizer.eos_id),
-                          (writer.add_unk_token_id, tokenizer.unk_id), (writer.add_pad_token_id, tokenizer.pad_id)):
+    for add, token_id in (
+        (writer.add_bos_token_id, tokenizer.bos_id),
+        (writer.add_eos_token_id, tokenizer.eos_id),
+        (writer.add_unk_token_id, tokenizer.unk_id),
+        (writer.add_pad_token_id, tokenizer.pad_id),
+    ):
         if token_id is not None:
             add(token_id)
     writer.add_add_bos_token(False)  # like llmtui: text is encoded without <bos>
@@ -145,8 +169,9 @@ def _model_metadata(writer, model, model_config, quantize: str) -> None:
     writer.add_block_count(model_config.layers)
     writer.add_feed_forward_length(block.mlp_dim)
     writer.add_head_count(block.attention.heads)
-    writer.add_file_type({"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16,
-                          "q8_0": LlamaFileType.MOSTLY_Q8_0}[quantize])
+    writer.add_file_type(
+        {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16, "q8_0": LlamaFileType.MOSTLY_Q8_0}[quantize]
+    )
     if model_config.arch == "gpt":
         writer.add_layer_norm_eps(block.norm_epsilon)
         return
@@ -166,31 +191,41 @@ def check_gguf_file(path: Path, tensors: dict, quantize: str) -> None:
     reader = GGUFReader(str(path))
     found = {tensor.name: tensor for tensor in reader.tensors}
     if set(found) != set(tensors):
-        raise ExportError(f"{path.name} read back holds other tensors than were written "
-                          f"(missing {sorted(set(tensors) - set(found))[:3]}, "
-                          f"extra {sorted(set(found) - set(tensors))[:3]})",
-                          hint="this is a bug in llmtui's GGUF export; use --format hf")
+        raise ExportError(
+            f"{path.name} read back holds other tensors than were written "
+            f"(missing {sorted(set(tensors) - set(found))[:3]}, "
+            f"extra {sorted(set(found) - set(tensors))[:3]})",
+            hint="this is a bug in llmtui's GGUF export; use --format hf",
+        )
     for name, expected in tensors.items():
         got = quants.dequantize(found[name].data, found[name].tensor_type).reshape(expected.shape)
         allowed = 0.0 if found[name].tensor_type.name == "F32" else 0.02 * float(np.max(np.abs(expected)) or 1.0)
         diff = float(np.max(np.abs(got.astype(np.float32) - expected))) if expected.size else 0.0
         if not diff <= allowed:
-            raise ExportError(f"{path.name}: tensor {name} read back differs by {diff:.3g} (allowed {allowed:.3g})",
-                              hint="this is a bug in llmtui's GGUF export; use --format hf")
+            raise ExportError(
+                f"{path.name}: tensor {name} read back differs by {diff:.3g} (allowed {allowed:.3g})",
+                hint="this is a bug in llmtui's GGUF export; use --format hf",
+            )
 
 
 def modelfile(gguf_file: str, template: str, model_config, generate_config, eos_token: str) -> str:
     """An Ollama Modelfile for the .gguf beside it: the chat layout and the recipe's sampling defaults."""
     from llmtui.tokenizers.chat import LINES_OLLAMA_TEMPLATE, LINES_TEMPLATE
+
     lines = [f"FROM ./{gguf_file}"]
     if template == LINES_TEMPLATE:
         # One line per turn (as `llmtui chat`): the reply is the next line.
         lines += [f'TEMPLATE """{LINES_OLLAMA_TEMPLATE}"""', 'PARAMETER stop "\\n"']
     else:
-        lines.append("# the run's chat template is Jinja (tokenizer.chat_template in the .gguf); write its Go form "
-                     "as TEMPLATE here if your Ollama version does not read it from the file")
-    lines += [f'PARAMETER stop "{eos_token}"', f"PARAMETER num_ctx {model_config.context}",
-              f"PARAMETER temperature {generate_config.temperature:g}"]
+        lines.append(
+            "# the run's chat template is Jinja (tokenizer.chat_template in the .gguf); write its Go form "
+            "as TEMPLATE here if your Ollama version does not read it from the file"
+        )
+    lines += [
+        f'PARAMETER stop "{eos_token}"',
+        f"PARAMETER num_ctx {model_config.context}",
+        f"PARAMETER temperature {generate_config.temperature:g}",
+    ]
     if generate_config.top_k:
         lines.append(f"PARAMETER top_k {generate_config.top_k}")
     lines.append(f"PARAMETER top_p {generate_config.top_p:g}")
@@ -200,8 +235,10 @@ def modelfile(gguf_file: str, template: str, model_config, generate_config, eos_
 def gguf_problem(tokenizer_kind: str) -> str | None:
     """Why a run's tokenizer of this kind cannot be written into GGUF metadata, or None when it can."""
     if tokenizer_kind not in GGUF_TOKENIZERS:
-        return (f"tokenizer.kind = {tokenizer_kind!r}: llama.cpp's tokenizers are byte-level BPE (our bpe and byte) "
-                "and SentencePiece (our unigram); a GGUF file must carry one of them")
+        return (
+            f"tokenizer.kind = {tokenizer_kind!r}: llama.cpp's tokenizers are byte-level BPE (our bpe and byte) "
+            "and SentencePiece (our unigram); a GGUF file must carry one of them"
+        )
     return None
 
 
@@ -213,12 +250,24 @@ def gpt2_split_problem(tokenizer) -> str | None:
         return None
     if tokenizer.kind == "byte" and pre.get("type") == "ByteLevel":
         return None  # one token per byte: no split pattern changes the ids
-    return ("this byte-level vocabulary splits text with its own pattern, not GPT-2's, and llmtui does not know "
-            "llama.cpp's name for it")
+    return (
+        "this byte-level vocabulary splits text with its own pattern, not GPT-2's, and llmtui does not know "
+        "llama.cpp's name for it"
+    )
 
 
-def export_gguf(model, model_config, tokenizer, template: str, generate_config, quantize: str, out: Path,
-                sample_ids, reference_logits, atol: float = LOGITS_ATOL) -> ExportResult:
+def export_gguf(
+    model,
+    model_config,
+    tokenizer,
+    template: str,
+    generate_config,
+    quantize: str,
+    out: Path,
+    sample_ids,
+    reference_logits,
+    atol: float = LOGITS_ATOL,
+) -> ExportResult:
     """Write `out/model-<type>.gguf` and `out/Modelfile`; read the file back and, with torch installed, load
     it in Transformers and compare its logits with the run's model."""
     import numpy as np
@@ -226,11 +275,16 @@ def export_gguf(model, model_config, tokenizer, template: str, generate_config, 
 
     from llmtui.export.hf import HF_ARCHS, cross_framework_atol, hf_problem, transformers_logits
 
-    problem = hf_problem(model_config) or gguf_problem(tokenizer.kind) or (
-        gpt2_split_problem(tokenizer) if GGUF_TOKENIZERS.get(tokenizer.kind) == "gpt2" else None)
+    problem = (
+        hf_problem(model_config)
+        or gguf_problem(tokenizer.kind)
+        or (gpt2_split_problem(tokenizer) if GGUF_TOKENIZERS.get(tokenizer.kind) == "gpt2" else None)
+    )
     if problem:
-        raise ExportError(f"cannot export a GGUF file: {problem}",
-                          hint="use --format keras or --format savedmodel, which take any llmtui model")
+        raise ExportError(
+            f"cannot export a GGUF file: {problem}",
+            hint="use --format keras or --format savedmodel, which take any llmtui model",
+        )
     name = f"model-{quantize}.gguf"
     path = out / name
     tensors = gguf_tensors(model, model_config)
@@ -245,18 +299,23 @@ def export_gguf(model, model_config, tokenizer, template: str, generate_config, 
     writer.write_tensors_to_file()
     writer.close()
     check_gguf_file(path, tensors, quantize)
-    (out / MODELFILE).write_text(modelfile(name, template, model_config, generate_config,
-                                                     tokenizer.special_names["eos"]), encoding="utf-8")
+    (out / MODELFILE).write_text(
+        modelfile(name, template, model_config, generate_config, tokenizer.special_names["eos"]), encoding="utf-8"
+    )
     from llmtui.export.hf import template_summary
 
-    notes = [f"{HF_ARCHS[model_config.arch]} layout as llama.cpp's {'gpt2' if model_config.arch == 'gpt' else 'llama'} "
-             f"architecture; matrices {quantize.upper()}, norms and biases F32; read back and checked tensor by tensor",
-             f"tokenizer: llama.cpp's {GGUF_TOKENIZERS[tokenizer.kind]} tokenizer from this run's vocabulary; chat "
-             f"template: {template_summary(template)}",
-             f"{MODELFILE}: for `ollama create NAME -f {out / MODELFILE}`"]
+    notes = [
+        f"{HF_ARCHS[model_config.arch]} layout as llama.cpp's {'gpt2' if model_config.arch == 'gpt' else 'llama'} "
+        f"architecture; matrices {quantize.upper()}, norms and biases F32; read back and checked tensor by tensor",
+        f"tokenizer: llama.cpp's {GGUF_TOKENIZERS[tokenizer.kind]} tokenizer from this run's vocabulary; chat "
+        f"template: {template_summary(template)}",
+        f"{MODELFILE}: for `ollama create NAME -f {out / MODELFILE}`",
+    ]
     if tokenizer.kind == "unigram":
-        notes.append("llama.cpp segments SentencePiece text by merging pieces by score, which can split some words "
-                     "differently from our unigram tokenizer's best segmentation")
+        notes.append(
+            "llama.cpp segments SentencePiece text by merging pieces by score, which can split some words "
+            "differently from our unigram tokenizer's best segmentation"
+        )
     # Transformers' GGUF loader reads GPT-2's context length into n_ctx only; its position table is n_positions.
     extra = {"n_positions": model_config.context} if model_config.arch == "gpt" else {}
     got = transformers_logits(out, sample_ids, gguf_file=name, **extra)
@@ -264,10 +323,23 @@ def export_gguf(model, model_config, tokenizer, template: str, generate_config, 
     if got is None:
         notes.append("not loaded in Transformers: install torch, transformers and accelerate to compare its logits too")
     else:
-        allowed = (cross_framework_atol(reference_logits, atol) if quantize == "f32"
-                   else ROUNDING_RTOL[quantize] * max(1.0, float(np.max(np.abs(reference_logits)))))
+        allowed = (
+            cross_framework_atol(reference_logits, atol)
+            if quantize == "f32"
+            else ROUNDING_RTOL[quantize] * max(1.0, float(np.max(np.abs(reference_logits))))
+        )
         diff = max_difference(reference_logits, got, f"Transformers' GGUF loader on {name}", allowed)
-    return ExportResult(format="gguf", path=out, files=[path, out / MODELFILE],
-                        load_code=LOAD_CODE.format(path=path, modelfile=out / MODELFILE, folder=out, name=name,
-                                                   extra="".join(f", {k}={v}" for k, v in extra.items())),
-                        notes=notes, max_logit_diff=diff)
+    return ExportResult(
+        format="gguf",
+        path=out,
+        files=[path, out / MODELFILE],
+        load_code=LOAD_CODE.format(
+            path=path,
+            modelfile=out / MODELFILE,
+            folder=out,
+            name=name,
+            extra="".join(f", {k}={v}" for k, v in extra.items()),
+        ),
+        notes=notes,
+        max_logit_diff=diff,
+    )

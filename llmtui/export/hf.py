@@ -38,11 +38,15 @@ print(tokenizer.decode(model.generate(ids, max_new_tokens=20, do_sample=False)[0
 def hf_problem(model_config) -> str | None:
     """Why a run with this `[model]` section cannot become a Transformers (or GGUF) model, or None."""
     if model_config.arch not in HF_ARCHS:
-        return (f"model.arch = {model_config.arch!r}: Transformers and llama.cpp have no recurrent causal-LM "
-                f"class to load it into (gpt → GPT2LMHeadModel, llama → LlamaForCausalLM)")
+        return (
+            f"model.arch = {model_config.arch!r}: Transformers and llama.cpp have no recurrent causal-LM "
+            f"class to load it into (gpt → GPT2LMHeadModel, llama → LlamaForCausalLM)"
+        )
     if model_config.embedding == "pretrained" and model_config.projection:
-        return ("model.projection = true: the token embedding is narrower or wider than the model and a learned "
-                "projection follows it, which neither GPT-2 nor Llama has")
+        return (
+            "model.projection = true: the token embedding is narrower or wider than the model and a learned "
+            "projection follows it, which neither GPT-2 nor Llama has"
+        )
     return None
 
 
@@ -61,8 +65,10 @@ def _embeddings(model) -> tuple:
     """(input table (V, C), output matrix (V, C) or None when tied)."""
     embedding = model.get_layer("token_embedding")
     if getattr(embedding, "projection", None) is not None:  # hf_problem turns these away first
-        raise ExportError("a token embedding with a projection has no Transformers counterpart",
-                          hint="use --format keras or --format savedmodel")
+        raise ExportError(
+            "a token embedding with a projection has no Transformers counterpart",
+            hint="use --format keras or --format savedmodel",
+        )
     reverse = getattr(embedding, "reverse_embeddings", None)
     return _np(embedding.embeddings), None if reverse is None else _np(reverse).T
 
@@ -81,8 +87,12 @@ def hf_state_dict(model, model_config) -> dict:
             # value, each head after head: exactly our fused qkv.
             for ours, theirs in ((block.attention_norm, "ln_1"), (block.mlp_norm, "ln_2")):
                 weights[p + theirs + ".weight"], weights[p + theirs + ".bias"] = _np(ours.gamma), _np(ours.beta)
-            for ours, theirs in ((block.attention.qkv, "attn.c_attn"), (block.attention.out, "attn.c_proj"),
-                                 (block.mlp_in, "mlp.c_fc"), (block.mlp_out, "mlp.c_proj")):
+            for ours, theirs in (
+                (block.attention.qkv, "attn.c_attn"),
+                (block.attention.out, "attn.c_proj"),
+                (block.mlp_in, "mlp.c_fc"),
+                (block.mlp_out, "mlp.c_proj"),
+            ):
                 weights[p + theirs + ".weight"], weights[p + theirs + ".bias"] = _np(ours.kernel), _np(ours.bias)
         final = model.get_layer("final_norm")
         weights["transformer.ln_f.weight"], weights["transformer.ln_f.bias"] = _np(final.gamma), _np(final.beta)
@@ -100,8 +110,8 @@ def hf_state_dict(model, model_config) -> dict:
             weights[p + "self_attn.v_proj.weight"] = kernel[:, k_end:].T
             weights[p + "self_attn.o_proj.weight"] = _np(attention.out.kernel).T
             mlp_in = _np(block.mlp_in.kernel)  # (C, 2M): silu(gate half) * value half
-            weights[p + "mlp.gate_proj.weight"] = mlp_in[:, :block.mlp_dim].T
-            weights[p + "mlp.up_proj.weight"] = mlp_in[:, block.mlp_dim:].T
+            weights[p + "mlp.gate_proj.weight"] = mlp_in[:, : block.mlp_dim].T
+            weights[p + "mlp.up_proj.weight"] = mlp_in[:, block.mlp_dim :].T
             weights[p + "mlp.down_proj.weight"] = _np(block.mlp_out.kernel).T
             weights[p + "input_layernorm.weight"] = _np(block.attention_norm.scale)
             weights[p + "post_attention_layernorm.weight"] = _np(block.mlp_norm.scale)
@@ -117,26 +127,55 @@ def hf_config(model, model_config, tokenizer) -> dict:
     """`config.json` for the Transformers class of the run's arch."""
     table, output = _embeddings(model)
     vocab_size, blocks = int(table.shape[0]), _blocks(model, model_config)
-    common = {"architectures": [HF_ARCHS[model_config.arch]], "vocab_size": vocab_size,
-              "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id,
-              "tie_word_embeddings": output is None, "torch_dtype": "float32", "dtype": "float32",
-              "use_cache": True, "initializer_range": 0.02}
+    common = {
+        "architectures": [HF_ARCHS[model_config.arch]],
+        "vocab_size": vocab_size,
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": tokenizer.eos_id,
+        "pad_token_id": tokenizer.pad_id,
+        "tie_word_embeddings": output is None,
+        "torch_dtype": "float32",
+        "dtype": "float32",
+        "use_cache": True,
+        "initializer_range": 0.02,
+    }
     if model_config.arch == "gpt":
-        return {"model_type": "gpt2", **common, "n_positions": model_config.context, "n_ctx": model_config.context,
-                "n_embd": model_config.dim, "n_layer": model_config.layers, "n_head": model_config.heads,
-                "n_inner": blocks[0].mlp_dim, "activation_function": "gelu_new",
-                "layer_norm_epsilon": blocks[0].norm_epsilon,
-                "resid_pdrop": model_config.dropout, "embd_pdrop": model_config.embedding_dropout,
-                "attn_pdrop": model_config.attention_dropout, "scale_attn_weights": True}
+        return {
+            "model_type": "gpt2",
+            **common,
+            "n_positions": model_config.context,
+            "n_ctx": model_config.context,
+            "n_embd": model_config.dim,
+            "n_layer": model_config.layers,
+            "n_head": model_config.heads,
+            "n_inner": blocks[0].mlp_dim,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": blocks[0].norm_epsilon,
+            "resid_pdrop": model_config.dropout,
+            "embd_pdrop": model_config.embedding_dropout,
+            "attn_pdrop": model_config.attention_dropout,
+            "scale_attn_weights": True,
+        }
     attention = blocks[0].attention
-    return {"model_type": "llama", **common, "hidden_size": model_config.dim,
-            "intermediate_size": blocks[0].mlp_dim, "num_hidden_layers": model_config.layers,
-            "num_attention_heads": attention.heads, "num_key_value_heads": attention.kv_heads,
-            "head_dim": attention.head_dim, "hidden_act": "silu", "max_position_embeddings": model_config.context,
-            "rms_norm_eps": blocks[0].norm_epsilon, "rope_theta": float(model_config.rope_base),
-            "rope_parameters": {"rope_type": "default", "rope_theta": float(model_config.rope_base)},
-            "attention_bias": False, "mlp_bias": False, "attention_dropout": model_config.attention_dropout,
-            "pretraining_tp": 1}
+    return {
+        "model_type": "llama",
+        **common,
+        "hidden_size": model_config.dim,
+        "intermediate_size": blocks[0].mlp_dim,
+        "num_hidden_layers": model_config.layers,
+        "num_attention_heads": attention.heads,
+        "num_key_value_heads": attention.kv_heads,
+        "head_dim": attention.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": model_config.context,
+        "rms_norm_eps": blocks[0].norm_epsilon,
+        "rope_theta": float(model_config.rope_base),
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(model_config.rope_base)},
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": model_config.attention_dropout,
+        "pretraining_tp": 1,
+    }
 
 
 def tokenizer_config(tokenizer, context: int, template: str) -> dict:
@@ -146,20 +185,33 @@ def tokenizer_config(tokenizer, context: int, template: str) -> dict:
     documents), so neither does this one.
     """
     names = tokenizer.special_names
-    return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": names["bos"], "eos_token": names["eos"],
-            "pad_token": names["pad"], "unk_token": names.get("unk"), "add_bos_token": False, "add_eos_token": False,
-            "model_max_length": context,
-            "clean_up_tokenization_spaces": False, "chat_template": template}
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": names["bos"],
+        "eos_token": names["eos"],
+        "pad_token": names["pad"],
+        "unk_token": names.get("unk"),
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "model_max_length": context,
+        "clean_up_tokenization_spaces": False,
+        "chat_template": template,
+    }
 
 
 def generation_config(tokenizer, generate_config) -> dict:
     """`generation_config.json`: the recipe's `[generate]` defaults in Transformers' names."""
     sample = generate_config.temperature > 0 and generate_config.beams == 1
-    config = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id,
-              "max_new_tokens": generate_config.max_tokens, "do_sample": sample, "num_beams": generate_config.beams}
+    config = {
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": tokenizer.eos_id,
+        "pad_token_id": tokenizer.pad_id,
+        "max_new_tokens": generate_config.max_tokens,
+        "do_sample": sample,
+        "num_beams": generate_config.beams,
+    }
     if sample:
-        config.update(temperature=generate_config.temperature, top_k=generate_config.top_k,
-                      top_p=generate_config.top_p)
+        config.update(temperature=generate_config.temperature, top_k=generate_config.top_k, top_p=generate_config.top_p)
     return config
 
 
@@ -204,13 +256,25 @@ def cross_framework_atol(reference, atol: float) -> float:
     return max(atol, LOGITS_ATOL, CROSS_FRAMEWORK_RTOL * float(np.max(np.abs(reference))))
 
 
-def export_hf(model, model_config, tokenizer, tokenizer_json: Path, template: str, generate_config, out: Path,
-              sample_ids, reference_logits, atol: float = LOGITS_ATOL) -> ExportResult:
+def export_hf(
+    model,
+    model_config,
+    tokenizer,
+    tokenizer_json: Path,
+    template: str,
+    generate_config,
+    out: Path,
+    sample_ids,
+    reference_logits,
+    atol: float = LOGITS_ATOL,
+) -> ExportResult:
     """Write the Transformers folder at `out`; load it back in Transformers when torch is installed."""
     problem = hf_problem(model_config)
     if problem:
-        raise ExportError(f"cannot export a Transformers model: {problem}",
-                          hint="use --format keras or --format savedmodel, which take any llmtui model")
+        raise ExportError(
+            f"cannot export a Transformers model: {problem}",
+            hint="use --format keras or --format savedmodel, which take any llmtui model",
+        )
     files = []
 
     def write_json(name: str, data: dict) -> None:
@@ -224,19 +288,27 @@ def export_hf(model, model_config, tokenizer, tokenizer_json: Path, template: st
     shutil.copy2(tokenizer_json, out / "tokenizer.json")
     files.append(out / "tokenizer.json")
     write_json("tokenizer_config.json", tokenizer_config(tokenizer, model_config.context, template))
-    write_json("special_tokens_map.json", {f"{role}_token": name for role, name in tokenizer.special_names.items()
-                                           if name is not None})
+    write_json(
+        "special_tokens_map.json",
+        {f"{role}_token": name for role, name in tokenizer.special_names.items() if name is not None},
+    )
     write_json("generation_config.json", generation_config(tokenizer, generate_config))
-    notes = [f"{HF_ARCHS[model_config.arch]}, float32 weights in {WEIGHTS_FILE}; tokenizer: "
-             "PreTrainedTokenizerFast over this run's tokenizer.json (adds no <bos>/<eos> to text, like llmtui)",
-             "chat template (tokenizer_config.json): " + template_summary(template)]
+    notes = [
+        f"{HF_ARCHS[model_config.arch]}, float32 weights in {WEIGHTS_FILE}; tokenizer: "
+        "PreTrainedTokenizerFast over this run's tokenizer.json (adds no <bos>/<eos> to text, like llmtui)",
+        "chat template (tokenizer_config.json): " + template_summary(template),
+    ]
     got = transformers_logits(out, sample_ids)
     diff = None
     if got is None:
         notes.append("not loaded back: install torch and transformers to check it against the run's model")
     else:
-        diff = max_difference(reference_logits, got, f"Transformers' {HF_ARCHS[model_config.arch]} loaded back",
-                              cross_framework_atol(reference_logits, atol))
-    return ExportResult(format="hf", path=out, files=files, load_code=LOAD_CODE.format(path=out), notes=notes,
-                        max_logit_diff=diff)
-
+        diff = max_difference(
+            reference_logits,
+            got,
+            f"Transformers' {HF_ARCHS[model_config.arch]} loaded back",
+            cross_framework_atol(reference_logits, atol),
+        )
+    return ExportResult(
+        format="hf", path=out, files=files, load_code=LOAD_CODE.format(path=out), notes=notes, max_logit_diff=diff
+    )

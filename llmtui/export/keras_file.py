@@ -41,8 +41,9 @@ def scan_config(config: dict) -> tuple[list[str], list[str]]:
     return unsafe, sorted(ours)
 
 
-def export_keras(model, out: Path, tokenizer_json: Path, sample_ids, reference_logits,
-                 atol: float = LOGITS_ATOL) -> ExportResult:
+def export_keras(
+    model, out: Path, tokenizer_json: Path, sample_ids, reference_logits, atol: float = LOGITS_ATOL
+) -> ExportResult:
     """Write `out/model.keras` and `out/tokenizer.json`, then load the file back with `safe_mode=True`."""
     import keras
 
@@ -54,16 +55,31 @@ def export_keras(model, out: Path, tokenizer_json: Path, sample_ids, reference_l
         unsafe, ours = scan_config(json.loads(archive.read("config.json")))
     if unsafe:
         path.unlink()
-        raise ExportError(f"the model holds {', '.join(unsafe)}, which keras.saving.load_model(safe_mode=True) "
-                          "refuses", hint="use --format savedmodel, which stores the computation, not Python code")
+        raise ExportError(
+            f"the model holds {', '.join(unsafe)}, which keras.saving.load_model(safe_mode=True) refuses",
+            hint="use --format savedmodel, which stores the computation, not Python code",
+        )
     shutil.copy2(tokenizer_json, out / "tokenizer.json")
     loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
-    diff = max_difference(reference_logits, keras.ops.convert_to_numpy(loaded(sample_ids, training=False)),
-                          "the .keras file loaded back", atol)
+    diff = max_difference(
+        reference_logits,
+        keras.ops.convert_to_numpy(loaded(sample_ids, training=False)),
+        "the .keras file loaded back",
+        atol,
+    )
     return ExportResult(
-        format="keras", path=out, files=[path, out / "tokenizer.json"], load_code=LOAD_CODE.format(path=path),
-        notes=["safe_mode: no Lambda layers or Python lambdas in the model"
-               + (f"; loading needs llmtui installed for {', '.join(ours)}" if ours else
-                  "; only Keras and keras-hub layers, though importing llmtui.export.custom_objects does no harm"),
-               "tokenizer.json is a Hugging Face tokenizers file: tokenizers.Tokenizer.from_file(...)"],
-        max_logit_diff=diff)
+        format="keras",
+        path=out,
+        files=[path, out / "tokenizer.json"],
+        load_code=LOAD_CODE.format(path=path),
+        notes=[
+            "safe_mode: no Lambda layers or Python lambdas in the model"
+            + (
+                f"; loading needs llmtui installed for {', '.join(ours)}"
+                if ours
+                else "; only Keras and keras-hub layers, though importing llmtui.export.custom_objects does no harm"
+            ),
+            "tokenizer.json is a Hugging Face tokenizers file: tokenizers.Tokenizer.from_file(...)",
+        ],
+        max_logit_diff=diff,
+    )

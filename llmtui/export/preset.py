@@ -30,8 +30,10 @@ from llmtui.export.common import LOGITS_ATOL, ExportError, ExportResult, max_dif
 PRESET_ARCHS = ("gpt", "llama")
 HF_TOKENIZER = Path("hf_tokenizer") / "tokenizer.json"
 # Text on which a keras-hub tokenizer must give our ids before it is exported.
-TOKENIZER_CHECK_TEXT = ("The model reads text and learns to predict the next token.\n"
-                        "Numbers 12, 345 and punctuation: (yes!) -- 'quotes' \"too\"; café, naïve, 東京.")
+TOKENIZER_CHECK_TEXT = (
+    "The model reads text and learns to predict the next token.\n"
+    "Numbers 12, 345 and punctuation: (yes!) -- 'quotes' \"too\"; café, naïve, 東京."
+)
 
 LOAD_IMPORTS = "import keras_hub\nimport numpy as np\n"
 TOKENIZER_LOAD_CODE = """\
@@ -49,14 +51,20 @@ CAUSAL_LM_LOAD_CODE = """
 def preset_problem(model_config) -> str | None:
     """Why a run with this `[model]` section cannot become a keras-hub preset, or None when it can."""
     if model_config.arch not in PRESET_ARCHS:
-        return (f"model.arch = {model_config.arch!r}: keras-hub has no recurrent language-model backbone to load "
-                f"it into (presets exist for gpt → GPT2Backbone and llama → LlamaBackbone)")
+        return (
+            f"model.arch = {model_config.arch!r}: keras-hub has no recurrent language-model backbone to load "
+            f"it into (presets exist for gpt → GPT2Backbone and llama → LlamaBackbone)"
+        )
     if model_config.arch == "gpt" and not model_config.tie_embeddings:
-        return ("model.tie_embeddings = false: keras-hub's GPT2Backbone always ties its output projection to the "
-                "token embedding, so an untied GPT has no place for its output matrix")
+        return (
+            "model.tie_embeddings = false: keras-hub's GPT2Backbone always ties its output projection to the "
+            "token embedding, so an untied GPT has no place for its output matrix"
+        )
     if model_config.embedding == "pretrained" and model_config.projection:
-        return ("model.projection = true: the token embedding is narrower or wider than the model and a learned "
-                "projection follows it, which keras-hub's embedding layer does not have")
+        return (
+            "model.projection = true: the token embedding is narrower or wider than the model and a learned "
+            "projection follows it, which keras-hub's embedding layer does not have"
+        )
     return None
 
 
@@ -68,8 +76,10 @@ def _np(variable):
 
 def _assign(target, value, where: str) -> None:
     if tuple(target.shape) != tuple(value.shape):
-        raise ExportError(f"cannot map {where}: keras-hub expects shape {tuple(target.shape)}, ours is "
-                          f"{tuple(value.shape)}", hint="this is a bug in llmtui's export; use --format keras")
+        raise ExportError(
+            f"cannot map {where}: keras-hub expects shape {tuple(target.shape)}, ours is {tuple(value.shape)}",
+            hint="this is a bug in llmtui's export; use --format keras",
+        )
     target.assign(value.astype(target.dtype))
 
 
@@ -102,8 +112,10 @@ def _copy_attention(ours, theirs, where: str) -> None:
 
 def _copy_embedding(ours, theirs, tied: bool) -> None:
     if getattr(ours, "projection", None) is not None:  # preset_problem turns these away first
-        raise ExportError("a token embedding with a projection has no keras-hub counterpart",
-                          hint="use --format keras or --format savedmodel")
+        raise ExportError(
+            "a token embedding with a projection has no keras-hub counterpart",
+            hint="use --format keras or --format savedmodel",
+        )
     _assign(theirs.embeddings, _np(ours.embeddings), "token embedding")
     if not tied:
         _assign(theirs.reverse_embeddings, _np(ours.reverse_embeddings), "output embedding")
@@ -120,23 +132,39 @@ def gpt2_backbone(model, model_config):
 
     blocks = [model.get_layer(f"block_{i}") for i in range(model_config.layers)]
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=int(model.get_layer("token_embedding").input_dim), num_layers=model_config.layers,
-        num_heads=model_config.heads, hidden_dim=model_config.dim, intermediate_dim=blocks[0].mlp_dim,
-        dropout=model_config.dropout, max_sequence_length=model_config.context, dtype=_dtype(model))
+        vocabulary_size=int(model.get_layer("token_embedding").input_dim),
+        num_layers=model_config.layers,
+        num_heads=model_config.heads,
+        hidden_dim=model_config.dim,
+        intermediate_dim=blocks[0].mlp_dim,
+        dropout=model_config.dropout,
+        max_sequence_length=model_config.context,
+        dtype=_dtype(model),
+    )
     _copy_embedding(model.get_layer("token_embedding"), backbone.token_embedding, tied=True)
-    _assign(backbone.position_embedding.position_embeddings,
-            _np(model.get_layer("position_embedding").position_embeddings), "position embedding")
+    _assign(
+        backbone.position_embedding.position_embeddings,
+        _np(model.get_layer("position_embedding").position_embeddings),
+        "position embedding",
+    )
     for i, (ours, theirs) in enumerate(zip(blocks, backbone.transformer_layers)):
         where = f"block_{i}"
         attention = theirs._self_attention_layer
-        _copy_attention(ours.attention, (attention.query_dense, attention.key_dense, attention.value_dense,
-                                         attention.output_dense), f"{where} attention")
-        for our_norm, their_norm in ((ours.attention_norm, theirs._self_attention_layer_norm),
-                                     (ours.mlp_norm, theirs._feedforward_layer_norm)):
+        _copy_attention(
+            ours.attention,
+            (attention.query_dense, attention.key_dense, attention.value_dense, attention.output_dense),
+            f"{where} attention",
+        )
+        for our_norm, their_norm in (
+            (ours.attention_norm, theirs._self_attention_layer_norm),
+            (ours.mlp_norm, theirs._feedforward_layer_norm),
+        ):
             _assign(their_norm.gamma, _np(our_norm.gamma), f"{where} {our_norm.name} scale")
             _assign(their_norm.beta, _np(our_norm.beta), f"{where} {our_norm.name} offset")
-        for our_dense, their_dense in ((ours.mlp_in, theirs._feedforward_intermediate_dense),
-                                       (ours.mlp_out, theirs._feedforward_output_dense)):
+        for our_dense, their_dense in (
+            (ours.mlp_in, theirs._feedforward_intermediate_dense),
+            (ours.mlp_out, theirs._feedforward_output_dense),
+        ):
             _assign(their_dense.kernel, _np(our_dense.kernel), f"{where} {our_dense.name}")
             _assign(their_dense.bias, _np(our_dense.bias), f"{where} {our_dense.name} bias")
     final = model.get_layer("final_norm")
@@ -152,16 +180,27 @@ def llama_backbone(model, model_config):
     blocks = [model.get_layer(f"block_{i}") for i in range(model_config.layers)]
     mlp_dim = blocks[0].mlp_dim
     backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=int(model.get_layer("token_embedding").input_dim), num_layers=model_config.layers,
-        num_query_heads=model_config.heads, num_key_value_heads=blocks[0].kv_heads, hidden_dim=model_config.dim,
-        intermediate_dim=mlp_dim, rope_max_wavelength=model_config.rope_base, layer_norm_epsilon=blocks[0].norm_epsilon,
-        dropout=model_config.dropout, tie_word_embeddings=model_config.tie_embeddings, dtype=_dtype(model))
+        vocabulary_size=int(model.get_layer("token_embedding").input_dim),
+        num_layers=model_config.layers,
+        num_query_heads=model_config.heads,
+        num_key_value_heads=blocks[0].kv_heads,
+        hidden_dim=model_config.dim,
+        intermediate_dim=mlp_dim,
+        rope_max_wavelength=model_config.rope_base,
+        layer_norm_epsilon=blocks[0].norm_epsilon,
+        dropout=model_config.dropout,
+        tie_word_embeddings=model_config.tie_embeddings,
+        dtype=_dtype(model),
+    )
     _copy_embedding(model.get_layer("token_embedding"), backbone.token_embedding, tied=model_config.tie_embeddings)
     for i, (ours, theirs) in enumerate(zip(blocks, backbone.transformer_layers)):
         where = f"block_{i}"
         attention = theirs._self_attention_layer
-        _copy_attention(ours.attention, (attention._query_dense, attention._key_dense, attention._value_dense,
-                                         attention._output_dense), f"{where} attention")
+        _copy_attention(
+            ours.attention,
+            (attention._query_dense, attention._key_dense, attention._value_dense, attention._output_dense),
+            f"{where} attention",
+        )
         _assign(theirs._self_attention_layernorm.scale, _np(ours.attention_norm.scale), f"{where} attention_norm")
         _assign(theirs._feedforward_layernorm.scale, _np(ours.mlp_norm.scale), f"{where} mlp_norm")
         mlp_in = _np(ours.mlp_in.kernel)  # (C, 2M): silu(first half) * second half
@@ -199,8 +238,10 @@ def keras_hub_tokenizer(arch: str, tokenizer):
         import keras_hub
 
         return keras_hub.models.LlamaTokenizer(proto=_llama_proto(tokenizer.sentencepiece_proto)), None
-    wanted = {"gpt": "a byte-level BPE (tokenizer.kind = 'bpe' or 'byte')",
-              "llama": "a SentencePiece model (tokenizer.kind = 'unigram')"}[arch]
+    wanted = {
+        "gpt": "a byte-level BPE (tokenizer.kind = 'bpe' or 'byte')",
+        "llama": "a SentencePiece model (tokenizer.kind = 'unigram')",
+    }[arch]
     return None, f"keras-hub's tokenizer for this family is {wanted}; this run's is tokenizer.kind = {tokenizer.kind!r}"
 
 
@@ -241,25 +282,36 @@ def _matching_tokenizer(arch: str, tokenizer) -> tuple[Any | None, str | None]:
     expected = tokenizer.encode(text)
     got = [int(i) for i in np.asarray(theirs(text)).reshape(-1)]
     if got != expected:
-        return None, (f"keras-hub's {type(theirs).__name__} built from this vocabulary gives other ids than ours "
-                      f"on a check text ({len(got)} vs {len(expected)} tokens)")
+        return None, (
+            f"keras-hub's {type(theirs).__name__} built from this vocabulary gives other ids than ours "
+            f"on a check text ({len(got)} vs {len(expected)} tokens)"
+        )
     return theirs, None
 
 
-def export_preset(model, model_config, tokenizer, tokenizer_json: Path, out: Path, sample_ids,
-                  reference_logits, atol: float = LOGITS_ATOL) -> ExportResult:
+def export_preset(
+    model,
+    model_config,
+    tokenizer,
+    tokenizer_json: Path,
+    out: Path,
+    sample_ids,
+    reference_logits,
+    atol: float = LOGITS_ATOL,
+) -> ExportResult:
     """Write a keras-hub preset folder at `out` and load it back with `Backbone.from_preset`."""
     import keras_hub
 
     problem = preset_problem(model_config)
     if problem:
-        raise ExportError(f"cannot export a keras-hub preset: {problem}",
-                          hint="use --format keras or --format savedmodel, which take any llmtui model")
+        raise ExportError(
+            f"cannot export a keras-hub preset: {problem}",
+            hint="use --format keras or --format savedmodel, which take any llmtui model",
+        )
     build = {"gpt": gpt2_backbone, "llama": llama_backbone}[model_config.arch]
     backbone = build(model, model_config)
     # Check before writing: a mapping mistake must not leave a preset that loads and gives other logits.
-    max_difference(reference_logits, backbone_logits(backbone, sample_ids), f"the {type(backbone).__name__}",
-                   atol)
+    max_difference(reference_logits, backbone_logits(backbone, sample_ids), f"the {type(backbone).__name__}", atol)
     backbone.save_to_preset(str(out))
     notes = [f"{type(backbone).__name__}: {_backbone_summary(model_config, backbone)}"]
     theirs, why_not = _matching_tokenizer(model_config.arch, tokenizer)
@@ -267,11 +319,16 @@ def export_preset(model, model_config, tokenizer, tokenizer_json: Path, out: Pat
     if theirs is not None:
         theirs.save_to_preset(str(out))
         load_code = (TOKENIZER_LOAD_CODE + BACKBONE_LOAD_CODE + CAUSAL_LM_LOAD_CODE).format(path=out)
-        notes.append(f"tokenizer: keras-hub {type(theirs).__name__} with this run's vocabulary (same ids as ours; "
-                     f"it does not apply our {tokenizer.normalization.upper()} normalisation"
-                     f"{' or lowercasing' if tokenizer.lowercase else ''}); "
-                     + ("our <eos> is named <|endoftext|>" if model_config.arch == "gpt"
-                        else "our <bos>/<eos> are named <s>/</s>"))
+        notes.append(
+            f"tokenizer: keras-hub {type(theirs).__name__} with this run's vocabulary (same ids as ours; "
+            f"it does not apply our {tokenizer.normalization.upper()} normalisation"
+            f"{' or lowercasing' if tokenizer.lowercase else ''}); "
+            + (
+                "our <eos> is named <|endoftext|>"
+                if model_config.arch == "gpt"
+                else "our <bos>/<eos> are named <s>/</s>"
+            )
+        )
     else:
         notes.append(f"tokenizer: backbone only, no keras-hub tokenizer: {why_not}")
     (out / HF_TOKENIZER).parent.mkdir()
@@ -281,15 +338,18 @@ def export_preset(model, model_config, tokenizer, tokenizer_json: Path, out: Pat
     loaded = keras_hub.models.Backbone.from_preset(str(out))
     diff = max_difference(reference_logits, backbone_logits(loaded, sample_ids), "the preset loaded back", atol)
     files = sorted(p for p in out.rglob("*") if p.is_file())
-    return ExportResult(format="preset", path=out, files=files, load_code=load_code, notes=notes,
-                        max_logit_diff=diff)
+    return ExportResult(format="preset", path=out, files=files, load_code=load_code, notes=notes, max_logit_diff=diff)
 
 
 def _backbone_summary(model_config, backbone) -> str:
     if model_config.arch == "gpt":
-        return (f"{backbone.num_layers} layers, {backbone.num_heads} heads, width {backbone.hidden_dim}, "
-                f"MLP {backbone.intermediate_dim}, {backbone.max_sequence_length} positions, tied output embedding")
+        return (
+            f"{backbone.num_layers} layers, {backbone.num_heads} heads, width {backbone.hidden_dim}, "
+            f"MLP {backbone.intermediate_dim}, {backbone.max_sequence_length} positions, tied output embedding"
+        )
     tied = "tied" if backbone.tie_word_embeddings else "untied"
-    return (f"{backbone.num_layers} layers, {backbone.num_query_heads} query / {backbone.num_key_value_heads} "
-            f"key-value heads, width {backbone.hidden_dim}, MLP {backbone.intermediate_dim}, rope base "
-            f"{backbone.rope_max_wavelength:g}, {tied} output embedding")
+    return (
+        f"{backbone.num_layers} layers, {backbone.num_query_heads} query / {backbone.num_key_value_heads} "
+        f"key-value heads, width {backbone.hidden_dim}, MLP {backbone.intermediate_dim}, rope base "
+        f"{backbone.rope_max_wavelength:g}, {tied} output embedding"
+    )

@@ -20,8 +20,9 @@ model = tf.saved_model.load("{path}")
 logits = model.serve(tf.constant(token_ids, tf.int32))  # (batch, time) -> (batch, time, vocab)"""
 
 
-def export_saved_model(model, out: Path, tokenizer_json: Path, context: int, sample_ids, reference_logits,
-                       atol: float = LOGITS_ATOL) -> ExportResult:
+def export_saved_model(
+    model, out: Path, tokenizer_json: Path, context: int, sample_ids, reference_logits, atol: float = LOGITS_ATOL
+) -> ExportResult:
     """Write a SavedModel into `out` (with `tokenizer.json` beside `saved_model.pb`) and load it back.
 
     `context` bounds the time axis: on JAX, jax2tf must be told so that learned positions can be sliced.
@@ -29,8 +30,11 @@ def export_saved_model(model, out: Path, tokenizer_json: Path, context: int, sam
     import keras
 
     if importlib.util.find_spec("tensorflow") is None:
-        raise ExportError(f"a TensorFlow SavedModel needs TensorFlow, which is not installed (the model runs on "
-                          f"{keras.backend.backend()})", hint="pip install tensorflow, then export again")
+        raise ExportError(
+            f"a TensorFlow SavedModel needs TensorFlow, which is not installed (the model runs on "
+            f"{keras.backend.backend()})",
+            hint="pip install tensorflow, then export again",
+        )
     import tensorflow as tf
 
     # Importing TensorFlow here (JAX backend) resets absl's level; its warning about custom gradients on
@@ -45,18 +49,26 @@ def export_saved_model(model, out: Path, tokenizer_json: Path, context: int, sam
     try:
         model.export(str(out), format="tf_saved_model", verbose=False, input_signature=signature, **options)
     except Exception as exc:  # backend conversion limits (e.g. jax2tf, torch) surface here
-        raise ExportError(f"Keras could not export this model as a SavedModel on the {keras.backend.backend()} "
-                          f"backend: {type(exc).__name__}: {exc}",
-                          hint="export on TensorFlow: KERAS_BACKEND=tensorflow llmtui export RUN --format savedmodel"
-                          ) from None
+        raise ExportError(
+            f"Keras could not export this model as a SavedModel on the {keras.backend.backend()} "
+            f"backend: {type(exc).__name__}: {exc}",
+            hint="export on TensorFlow: KERAS_BACKEND=tensorflow llmtui export RUN --format savedmodel",
+        ) from None
     shutil.copy2(tokenizer_json, out / "tokenizer.json")
     loaded = tf.saved_model.load(str(out))
-    diff = max_difference(reference_logits, loaded.serve(tf.constant(sample_ids, tf.int32)).numpy(),
-                          "the SavedModel loaded back", atol)
+    diff = max_difference(
+        reference_logits, loaded.serve(tf.constant(sample_ids, tf.int32)).numpy(), "the SavedModel loaded back", atol
+    )
     files = sorted(p for p in out.rglob("*") if p.is_file())
     return ExportResult(
-        format="savedmodel", path=out, files=files, load_code=LOAD_CODE.format(path=out),
-        notes=["serving signature: token_ids (batch, time) int32 → logits (batch, time, vocab) float32 "
-               "(endpoint `serve`, signature `serving_default`)",
-               "tokenizer.json beside saved_model.pb is the run's Hugging Face tokenizer"],
-        max_logit_diff=diff)
+        format="savedmodel",
+        path=out,
+        files=files,
+        load_code=LOAD_CODE.format(path=out),
+        notes=[
+            "serving signature: token_ids (batch, time) int32 → logits (batch, time, vocab) float32 "
+            "(endpoint `serve`, signature `serving_default`)",
+            "tokenizer.json beside saved_model.pb is the run's Hugging Face tokenizer",
+        ],
+        max_logit_diff=diff,
+    )

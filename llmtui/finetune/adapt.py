@@ -28,8 +28,10 @@ def apply_lora(model, rank: int, alpha: float, arch: str) -> list[str]:
     """Add rank-`rank` adapters to every block projection and freeze every other weight of `model`."""
     targets = lora_targets(model)
     if not targets:
-        raise RecipeError(f"finetune.method = 'lora' needs a transformer (gpt or llama); this model is {arch}",
-                          hint="use finetune.method = 'full' or 'freeze'")
+        raise RecipeError(
+            f"finetune.method = 'lora' needs a transformer (gpt or llama); this model is {arch}",
+            hint="use finetune.method = 'full' or 'freeze'",
+        )
     for layer in targets:
         kernel = layer.kernel
         smallest = min(int(kernel.shape[0]), int(kernel.shape[1]))
@@ -37,7 +39,8 @@ def apply_lora(model, rank: int, alpha: float, arch: str) -> list[str]:
             raise RecipeError(
                 f"finetune.lora_rank = {rank} is larger than layer {layer.path} ({kernel.shape[0]} × "
                 f"{kernel.shape[1]}): a rank-{rank} update of it is no longer low-rank",
-                hint=f"use finetune.lora_rank <= {smallest}")
+                hint=f"use finetune.lora_rank <= {smallest}",
+            )
     for layer in targets:
         layer.enable_lora(rank, lora_alpha=alpha or rank)
     for variable in model.weights:
@@ -49,8 +52,10 @@ def apply_lora(model, rank: int, alpha: float, arch: str) -> list[str]:
 def freeze_lower_layers(model, count: int, arch: str, layers: int) -> list[str]:
     """Freeze the token and position embeddings and the lowest `count` blocks (or recurrent layers)."""
     if count > layers:
-        raise RecipeError(f"finetune.freeze_layers = {count} but the base model has {layers} layers",
-                          hint=f"use at most {layers - 1} to leave something to train, or method = 'lora'")
+        raise RecipeError(
+            f"finetune.freeze_layers = {count} but the base model has {layers} layers",
+            hint=f"use at most {layers - 1} to leave something to train, or method = 'lora'",
+        )
     prefix = "block" if arch in ("gpt", "llama") else arch
     names = ["token_embedding", "position_embedding"] + [f"{prefix}_{i}" for i in range(count)]
     frozen = []

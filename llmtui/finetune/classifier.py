@@ -58,6 +58,10 @@ def build_classifier(language_model, labels: int, pooling: str, seed: int):
     ids = language_model.inputs[0]
     lengths = keras.Input(shape=(), dtype="int32", name="lengths")
     pooled = SequencePooling(pooling, name="pooling")(backbone_output(language_model), lengths)
-    logits = keras.layers.Dense(labels, kernel_initializer=keras.initializers.RandomNormal(stddev=0.02, seed=seed),
-                                dtype="float32", name="classifier")(pooled)
+    logits = keras.layers.Dense(
+        labels,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02, seed=seed),
+        dtype="float32",
+        name="classifier",
+    )(pooled)
     return keras.Model([ids, lengths], logits, name=f"{language_model.name}_classifier")

@@ -21,17 +21,20 @@ def read_examples(path: Path, fields: list[str]) -> list[dict[str, str]]:
     if kind is None:
         raise DataError(f"{path}: unknown example file type {path.suffix!r}", hint="use .csv, .tsv or .jsonl")
     text = _example_text(path)
-    rows = _jsonl_rows(path, text) if kind == "jsonl" else _table_rows(path, text, "\t" if kind == "tsv" else ",",
-                                                                         fields)
+    rows = (
+        _jsonl_rows(path, text) if kind == "jsonl" else _table_rows(path, text, "\t" if kind == "tsv" else ",", fields)
+    )
     examples = []
     for line, row in rows:
         example = {}
         for name in fields:
             value = row.get(name)
             if value is None:
-                raise DataError(f"{path}:{line}: missing field {name!r}",
-                                hint=f"each example needs {', '.join(repr(f) for f in fields)}; the field names are "
-                                     "set in [finetune] (text_field, label_field, input_field, target_field)")
+                raise DataError(
+                    f"{path}:{line}: missing field {name!r}",
+                    hint=f"each example needs {', '.join(repr(f) for f in fields)}; the field names are "
+                    "set in [finetune] (text_field, label_field, input_field, target_field)",
+                )
             value = str(value).strip() if not isinstance(value, str) else value.strip()
             if not value:
                 raise DataError(f"{path}:{line}: field {name!r} is empty")
@@ -48,22 +51,27 @@ def read_conversations(path: Path, field: str = "messages") -> list[dict]:
     from llmtui.tokenizers.chat import ROLES
 
     if path.suffix.lower() != ".jsonl":
-        raise DataError(f"{path}: chat examples are JSON lines (.jsonl), one conversation per line",
-                        hint=f'each line: {{"{field}": [{{"role": "user", "content": "..."}}, '
-                             '{"role": "assistant", "content": "..."}]}')
+        raise DataError(
+            f"{path}: chat examples are JSON lines (.jsonl), one conversation per line",
+            hint=f'each line: {{"{field}": [{{"role": "user", "content": "..."}}, '
+            '{"role": "assistant", "content": "..."}]}',
+        )
     text = _example_text(path)
     conversations = []
     for line, row in _jsonl_rows(path, text):
         messages = row.get(field)
         if not isinstance(messages, list) or not messages:
-            raise DataError(f"{path}:{line}: no list of messages under {field!r}",
-                            hint="set finetune.messages_field to the key that holds them")
+            raise DataError(
+                f"{path}:{line}: no list of messages under {field!r}",
+                hint="set finetune.messages_field to the key that holds them",
+            )
         clean = []
         for number, message in enumerate(messages, start=1):
             if not isinstance(message, dict) or message.get("role") not in ROLES:
                 role = message.get("role") if isinstance(message, dict) else message
-                raise DataError(f"{path}:{line}: message {number} has role {role!r}",
-                                hint=f"roles are {', '.join(ROLES)}")
+                raise DataError(
+                    f"{path}:{line}: message {number} has role {role!r}", hint=f"roles are {', '.join(ROLES)}"
+                )
             content = message.get("content")
             if not isinstance(content, str) or not content.strip():
                 raise DataError(f"{path}:{line}: message {number} ({message['role']}) has no text content")
@@ -94,8 +102,10 @@ def _table_rows(path: Path, text: str, delimiter: str, fields: list[str]):
     header = reader.fieldnames or []
     missing = [f for f in fields if f not in header]
     if missing:
-        raise DataError(f"{path}:1: the header has no column {missing[0]!r} (columns: {', '.join(header) or 'none'})",
-                        hint="name the columns in [finetune] (text_field, label_field, input_field, target_field)")
+        raise DataError(
+            f"{path}:1: the header has no column {missing[0]!r} (columns: {', '.join(header) or 'none'})",
+            hint="name the columns in [finetune] (text_field, label_field, input_field, target_field)",
+        )
     for row in reader:
         yield reader.line_num, row
 
@@ -105,8 +115,10 @@ def split_examples(examples: list[dict], val_fraction: float, seed: int) -> tupl
     import random
 
     if len(examples) < 2:
-        raise DataError(f"{len(examples)} example is too few to hold some out for validation",
-                        hint="add examples or give finetune.val_file")
+        raise DataError(
+            f"{len(examples)} example is too few to hold some out for validation",
+            hint="add examples or give finetune.val_file",
+        )
     shuffled = list(examples)
     random.Random(seed).shuffle(shuffled)
     held = max(1, round(len(shuffled) * val_fraction))

@@ -26,14 +26,18 @@ def base_run_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
     """The trained run that `[finetune] base` names (a folder, or a run name under run.out_dir)."""
     name = recipe.finetune.base
     if not name:
-        raise RecipeError("[finetune] base is empty: fine-tuning starts from a trained run",
-                          hint="set finetune.base to a run folder or run name, e.g. base = \"quickstart\"")
+        raise RecipeError(
+            "[finetune] base is empty: fine-tuning starts from a trained run",
+            hint='set finetune.base to a run folder or run name, e.g. base = "quickstart"',
+        )
     given = Path(name).expanduser()
     candidates = [given if given.is_absolute() else base_dir / given, base_dir / recipe.run.out_dir / name]
     folder = next((c for c in candidates if c.is_dir()), None)
     if folder is None:
-        raise RunFolderError(f"finetune.base = {name!r}: no run folder at {candidates[0]} or {candidates[1]}",
-                             hint="train the base first (llmtui run RECIPE) or fix finetune.base")
+        raise RunFolderError(
+            f"finetune.base = {name!r}: no run folder at {candidates[0]} or {candidates[1]}",
+            hint="train the base first (llmtui run RECIPE) or fix finetune.base",
+        )
     run = RunFolder(resolve_run_dir(folder))
     run.require(run.final_model_path, "trained model", "finish training the base run first: llmtui run RECIPE")
     run.require(run.recipe_path, "recipe", "is finetune.base a run folder?")
@@ -67,10 +71,12 @@ def pretrained_base_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
     cost = finetune_cost(config, recipe.train, spec.vocab_size, recipe.finetune.method)
     problem = preflight_problem(cost, recipe.train)
     if problem:
-        raise RecipeError(f"pre-flight check for the pretrained base {source}: {problem}",
-                          hint="fine-tune with finetune.method = 'lora' (no optimizer state for the base's weights), "
-                               "train.precision = 'mixed_bfloat16', a smaller train.batch_size with "
-                               "train.grad_accum_steps, or a shorter model.context; see llmtui model summary RECIPE")
+        raise RecipeError(
+            f"pre-flight check for the pretrained base {source}: {problem}",
+            hint="fine-tune with finetune.method = 'lora' (no optimizer state for the base's weights), "
+            "train.precision = 'mixed_bfloat16', a smaller train.batch_size with "
+            "train.grad_accum_steps, or a shorter model.context; see llmtui model summary RECIPE",
+        )
     config_digest = file_digest(spec.path / "config.json")
     digest = fingerprint(str(spec.path.resolve()), config_digest, config.context, spec.norm_epsilon)[:10]
     root = base_dir / recipe.run.out_dir / "imported" / f"{spec.path.name}-{digest}"
@@ -93,10 +99,13 @@ def finetune_plan(recipe: Recipe, base_dir: Path) -> tuple[Recipe, list[Stage]]:
     base = base_folder(recipe, base_dir)
     base_recipe = load_recipe(base.recipe_path)
     if base_recipe.finetune.task == "classification" and base_recipe.finetune.base:
-        raise RecipeError(f"finetune.base = {recipe.finetune.base!r} is a classification model, not a language "
-                          "model", hint="start from a pretrained (or domain fine-tuned) run")
+        raise RecipeError(
+            f"finetune.base = {recipe.finetune.base!r} is a classification model, not a language model",
+            hint="start from a pretrained (or domain fine-tuned) run",
+        )
     recipe = recipe.model_copy(update={"tokenizer": base_recipe.tokenizer, "model": base_recipe.model})
     if RunFolder.of_recipe(recipe, base_dir).root.resolve() == base.root.resolve():
-        raise RecipeError(f"the fine-tuned run would overwrite its base {base.root}",
-                          hint="give the fine-tune its own run.name")
+        raise RecipeError(
+            f"the fine-tuned run would overwrite its base {base.root}", hint="give the fine-tune its own run.name"
+        )
     return recipe, finetune_stages(recipe.finetune.task, base)

@@ -26,18 +26,42 @@ from llmtui.stages.pretraining import DataStage, EvalStage, GenerateStage, Train
 
 TASK_FILE = "task.json"  # in the data folder: what the examples are (kind, labels, prompt template)
 # The [finetune] fields that shape the examples; the others (method, rank, ...) only matter from the model on.
-EXAMPLE_FIELDS = ("task", "train_file", "val_file", "val_fraction", "text_field", "label_field", "labels", "pooling",
-                  "input_field", "target_field", "prompt_template", "max_answer_tokens", "messages_field")
+EXAMPLE_FIELDS = (
+    "task",
+    "train_file",
+    "val_file",
+    "val_fraction",
+    "text_field",
+    "label_field",
+    "labels",
+    "pooling",
+    "input_field",
+    "target_field",
+    "prompt_template",
+    "max_answer_tokens",
+    "messages_field",
+)
 
 
 def finetune_stages(task: str, base: RunFolder) -> list[Stage]:
     """The stages of a fine-tune of `base` on `task` ("domain", or a task on examples)."""
     source = AdaptedBase(base)
     if task == "domain":
-        return [DataStage(finetune_task=task), DomainTokenizerStage(source), AdaptedModelStage(source),
-                TrainStage(source), DomainEvalStage(source), GenerateStage(source)]
-    return [ExamplesStage(base), ExampleTokenizerStage(source), AdaptedModelStage(source),
-            TrainStage(source, example_inputs, samples=task != "classification"), TaskEvalStage(source)]
+        return [
+            DataStage(finetune_task=task),
+            DomainTokenizerStage(source),
+            AdaptedModelStage(source),
+            TrainStage(source),
+            DomainEvalStage(source),
+            GenerateStage(source),
+        ]
+    return [
+        ExamplesStage(base),
+        ExampleTokenizerStage(source),
+        AdaptedModelStage(source),
+        TrainStage(source, example_inputs, samples=task != "classification"),
+        TaskEvalStage(source),
+    ]
 
 
 def task_info(context: StageContext) -> dict:
@@ -50,10 +74,13 @@ class AdaptedBase:
 
     def __init__(self, base: RunFolder):
         self.base = base
-        self.digest = fingerprint(file_digest(base.final_model_path), file_digest(base.tokenizer_dir / "tokenizer.json"))
+        self.digest = fingerprint(
+            file_digest(base.final_model_path), file_digest(base.tokenizer_dir / "tokenizer.json")
+        )
 
-    def stage_inputs(self, context: StageContext, stage: str, section: dict, upstream: str | None,
-                     seeded: bool) -> tuple:
+    def stage_inputs(
+        self, context: StageContext, stage: str, section: dict, upstream: str | None, seeded: bool
+    ) -> tuple:
         r = context.recipe
         extra = [r.run.seed, context.backend] if seeded else []
         return "finetune", stage, section, r.finetune.model_dump(mode="json"), self.digest, upstream, extra
@@ -93,8 +120,13 @@ class ExamplesStage:
 
         config = context.recipe.finetune
         kind = config.task
-        fields = [config.text_field, config.label_field] if kind == "classification" else \
-            [config.messages_field] if kind == "chat" else [config.input_field, config.target_field]
+        fields = (
+            [config.text_field, config.label_field]
+            if kind == "classification"
+            else [config.messages_field]
+            if kind == "chat"
+            else [config.input_field, config.target_field]
+        )
 
         def read(path: Path) -> list:
             return read_conversations(path, config.messages_field) if kind == "chat" else read_examples(path, fields)
@@ -104,8 +136,14 @@ class ExamplesStage:
             val = read(context.resolve(config.val_file))
         else:
             train, val = split_examples(train, config.val_fraction, context.recipe.run.seed)
-        task = {"kind": kind, "base": str(self.base.root), "method": config.method, "fields": fields,
-                "prompt_template": config.prompt_template, "max_answer_tokens": config.max_answer_tokens}
+        task = {
+            "kind": kind,
+            "base": str(self.base.root),
+            "method": config.method,
+            "fields": fields,
+            "prompt_template": config.prompt_template,
+            "max_answer_tokens": config.max_answer_tokens,
+        }
         summary = {"train_examples": len(train), "val_examples": len(val)}
         if kind == "classification":
             labels = label_set(config, train)
@@ -119,10 +157,15 @@ class ExamplesStage:
                 out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         write_json_atomic(folder / "report.json", {"task": kind, **summary})
         write_json_atomic(folder / TASK_FILE, task)
-        context.emit(Message(f"{kind}: {len(train)} training and {len(val)} validation examples"
-                             + (f", labels {', '.join(task['labels'])}" if "labels" in task else "")))
-        return StageResult([folder / "train.jsonl", folder / "val.jsonl", folder / "report.json", folder / TASK_FILE],
-                           summary)
+        context.emit(
+            Message(
+                f"{kind}: {len(train)} training and {len(val)} validation examples"
+                + (f", labels {', '.join(task['labels'])}" if "labels" in task else "")
+            )
+        )
+        return StageResult(
+            [folder / "train.jsonl", folder / "val.jsonl", folder / "report.json", folder / TASK_FILE], summary
+        )
 
 
 def copy_base_tokenizer(context: StageContext, base: RunFolder):
@@ -150,8 +193,10 @@ def chat_template(context: StageContext, base: RunFolder) -> str:
     if config.chat_template:
         path = context.resolve(config.chat_template)
         if not path.is_file():
-            raise RecipeError(f"finetune.chat_template = {config.chat_template!r}: no file at {path}",
-                              hint="give a Jinja chat template file, or leave it empty for the default")
+            raise RecipeError(
+                f"finetune.chat_template = {config.chat_template!r}: no file at {path}",
+                hint="give a Jinja chat template file, or leave it empty for the default",
+            )
         return path.read_text(encoding="utf-8")
     base_template = base.tokenizer_dir / TEMPLATE_FILE
     return base_template.read_text(encoding="utf-8") if base_template.is_file() else CHAT_TEMPLATE
@@ -177,10 +222,16 @@ class DomainTokenizerStage(_BaseTokenizerStage):
         tokenizer, saved = copy_base_tokenizer(context, self.source.base)
         folder = context.run.tokenizer_dir
         meta = encode_splits(context, tokenizer, "domain text (the base model's context)")
-        context.emit(Message(f"domain text with the base tokenizer: train {meta['train']['tokens']:,} tokens, "
-                             f"validation {meta['val']['tokens']:,}"))
-        return StageResult(saved + [folder / "tokens.json", folder / "train.bin", folder / "val.bin"],
-                           {"train_tokens": meta["train"]["tokens"], "val_tokens": meta["val"]["tokens"]})
+        context.emit(
+            Message(
+                f"domain text with the base tokenizer: train {meta['train']['tokens']:,} tokens, "
+                f"validation {meta['val']['tokens']:,}"
+            )
+        )
+        return StageResult(
+            saved + [folder / "tokens.json", folder / "train.bin", folder / "val.bin"],
+            {"train_tokens": meta["train"]["tokens"], "val_tokens": meta["val"]["tokens"]},
+        )
 
 
 class ExampleTokenizerStage(_BaseTokenizerStage):
@@ -194,11 +245,18 @@ class ExampleTokenizerStage(_BaseTokenizerStage):
         for split, data in encode_examples(context, tokenizer).items():
             np.savez(folder / f"{split}_examples.npz", **vars(data))
             if data.truncated:
-                context.emit(Message(f"{data.truncated} {split} examples were longer than the context "
-                                     f"({context.recipe.model.context} tokens) and were cut", level="warning"))
+                context.emit(
+                    Message(
+                        f"{data.truncated} {split} examples were longer than the context "
+                        f"({context.recipe.model.context} tokens) and were cut",
+                        level="warning",
+                    )
+                )
         write_json_atomic(folder / "tokens.json", {"vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind})
-        return StageResult(saved + [folder / "tokens.json", folder / "train_examples.npz", folder / "val_examples.npz"],
-                           {"vocab_size": tokenizer.vocab_size})
+        return StageResult(
+            saved + [folder / "tokens.json", folder / "train_examples.npz", folder / "val_examples.npz"],
+            {"vocab_size": tokenizer.vocab_size},
+        )
 
 
 def encode_examples(context: StageContext, tokenizer) -> dict:
@@ -247,16 +305,27 @@ class AdaptedModelStage:
         counts = parameter_counts(model)
         folder = context.run.model_dir
         folder.mkdir(parents=True, exist_ok=True)
-        info = {"arch": recipe.model.arch, "base": str(self.source.base.root), "task": recipe.finetune.task,
-                "method": recipe.finetune.method, "parameters": counts["trainable"],
-                "total_parameters": counts["total"], "adapted_layers": adapted,
-                "config": recipe.model.model_dump(mode="json")}
+        info = {
+            "arch": recipe.model.arch,
+            "base": str(self.source.base.root),
+            "task": recipe.finetune.task,
+            "method": recipe.finetune.method,
+            "parameters": counts["trainable"],
+            "total_parameters": counts["total"],
+            "adapted_layers": adapted,
+            "config": recipe.model.model_dump(mode="json"),
+        }
         write_json_atomic(folder / "architecture.json", info)
         share = counts["trainable"] / max(counts["total"], 1)
-        context.emit(Message(f"fine-tune ({recipe.finetune.method}): {counts['trainable']:,} of "
-                             f"{counts['total']:,} parameters trainable ({share:.1%})"))
-        return StageResult([folder / "architecture.json"], {"parameters": counts["trainable"],
-                                                            "total_parameters": counts["total"]})
+        context.emit(
+            Message(
+                f"fine-tune ({recipe.finetune.method}): {counts['trainable']:,} of "
+                f"{counts['total']:,} parameters trainable ({share:.1%})"
+            )
+        )
+        return StageResult(
+            [folder / "architecture.json"], {"parameters": counts["trainable"], "total_parameters": counts["total"]}
+        )
 
 
 def example_inputs(context: StageContext):
@@ -265,14 +334,18 @@ def example_inputs(context: StageContext):
 
     from llmtui.finetune.tasks import ClassificationTask, EncodedClassification, EncodedPromptAnswer, PromptAnswerTask
 
-    encoded_type, task_type = (EncodedClassification, ClassificationTask) \
-        if context.recipe.finetune.task == "classification" else (EncodedPromptAnswer, PromptAnswerTask)
+    encoded_type, task_type = (
+        (EncodedClassification, ClassificationTask)
+        if context.recipe.finetune.task == "classification"
+        else (EncodedPromptAnswer, PromptAnswerTask)
+    )
     splits = {}
     for split in ("train", "val"):
         with np.load(context.run.tokenizer_dir / f"{split}_examples.npz") as values:
             splits[split] = encoded_type(**{k: (values[k] if values[k].ndim else int(values[k])) for k in values})
-    return task_type(splits["train"], splits["val"], context.recipe.train, context.recipe.run.seed,
-                     context.vocab_size())
+    return task_type(
+        splits["train"], splits["val"], context.recipe.train, context.recipe.run.seed, context.vocab_size()
+    )
 
 
 class DomainEvalStage(EvalStage):
@@ -315,11 +388,14 @@ def add_before_after(context: StageContext, base: RunFolder) -> None:
     # One compiled scorer per model; the domain "after" is the eval stage's own figure (same split and limits).
     jit = recipe.train.jit_compile
     base_scorer, final_scorer = make_scorer(base_model, jit), make_scorer(context.final_model(), jit)
-    comparison = {"domain_val": {"before": loss_on(base_scorer, run.tokenizer_dir),
-                                 "after": perplexity(report["loss"])}}
+    comparison = {
+        "domain_val": {"before": loss_on(base_scorer, run.tokenizer_dir), "after": perplexity(report["loss"])}
+    }
     if (base.tokenizer_dir / "val.bin").is_file():  # an imported pretrained base has no text of its own
-        comparison["base_val"] = {"before": loss_on(base_scorer, base.tokenizer_dir),
-                                  "after": loss_on(final_scorer, base.tokenizer_dir)}
+        comparison["base_val"] = {
+            "before": loss_on(base_scorer, base.tokenizer_dir),
+            "after": loss_on(final_scorer, base.tokenizer_dir),
+        }
     report["finetune"] = {"base": str(base.root), "method": recipe.finetune.method, **comparison}
     write_json_atomic(path, report)
     for name, title in (("domain_val", "domain validation"), ("base_val", "base validation (forgetting)")):
@@ -340,8 +416,9 @@ class TaskEvalStage:
         self.source = source
 
     def inputs(self, context: StageContext, upstream: str | None) -> tuple:
-        return self.source.stage_inputs(context, self.name, context.recipe.eval.model_dump(mode="json"), upstream,
-                                        seeded=False)
+        return self.source.stage_inputs(
+            context, self.name, context.recipe.eval.model_dump(mode="json"), upstream, seeded=False
+        )
 
     def run(self, context: StageContext) -> StageResult:
         from llmtui.evaluation.report import write_report
@@ -351,12 +428,16 @@ class TaskEvalStage:
         context.setup_backend()
         model = context.final_model()
         inputs = example_inputs(context)
-        report = {"split": "val", "task_kind": kind,
-                  "examples": len(inputs.val.lengths if kind == "classification" else inputs.val.inputs),
-                  "vocab_size": context.vocab_size(), "base": str(self.source.base.root),
-                  "method": recipe.finetune.method,
-                  "parameters": context.summaries.get("model", {}).get("parameters"),
-                  "train_steps": context.summaries.get("train", {}).get("steps")}
+        report = {
+            "split": "val",
+            "task_kind": kind,
+            "examples": len(inputs.val.lengths if kind == "classification" else inputs.val.inputs),
+            "vocab_size": context.vocab_size(),
+            "base": str(self.source.base.root),
+            "method": recipe.finetune.method,
+            "parameters": context.summaries.get("model", {}).get("parameters"),
+            "train_steps": context.summaries.get("train", {}).get("steps"),
+        }
         if kind == "classification":
             report.update(classification_report(context, model, inputs))
         elif kind == "chat":
@@ -380,8 +461,9 @@ def classification_report(context: StageContext, model, task) -> dict:
     labels = task_info(context)["labels"]
     val = task.val
     probabilities = predict_probabilities(model, val.ids, val.lengths, context.recipe.train.batch_size)
-    metrics = classification_metrics([labels[i] for i in val.labels],
-                                     [labels[i] for i in probabilities.argmax(-1)], labels)
+    metrics = classification_metrics(
+        [labels[i] for i in val.labels], [labels[i] for i in probabilities.argmax(-1)], labels
+    )
     scores = task.validate(model)
     return {"loss": scores["loss"], "accuracy": metrics["accuracy"], "task": metrics}
 
@@ -404,10 +486,14 @@ def chat_report(context: StageContext, model, task) -> dict:
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         prompt = render_chat(template, messages[:last], add_generation_prompt=True, **special_token_names(tokenizer))
         reply = generator.generate_full(prompt, config.max_answer_tokens, temperature=0.0)
-        replies.append({"conversation": messages[:last], "target": messages[last]["content"],
-                        "reply": reply.text})
-    report["task"] = {"kind": "chat", "perplexity": report["perplexity"], "accuracy": report["accuracy"],
-                      "assistant_tokens": int(task.val.weights.sum()), "replies": replies}
+        replies.append({"conversation": messages[:last], "target": messages[last]["content"], "reply": reply.text})
+    report["task"] = {
+        "kind": "chat",
+        "perplexity": report["perplexity"],
+        "accuracy": report["accuracy"],
+        "assistant_tokens": int(task.val.weights.sum()),
+        "replies": replies,
+    }
     return report
 
 
@@ -421,25 +507,33 @@ def prompt_answer_report(context: StageContext, model, task) -> dict:
     rows = _read_rows(context.run.data_dir / "val.jsonl")
     tokenizer = TextTokenizer.load(context.run.tokenizer_dir)
     generator = context.generator(model)
-    predictions = [answer_with(generator, tokenizer, config.prompt_template, row[config.input_field],
-                               config.max_answer_tokens) for row in rows]
+    predictions = [
+        answer_with(generator, tokenizer, config.prompt_template, row[config.input_field], config.max_answer_tokens)
+        for row in rows
+    ]
     references = [row[config.target_field] for row in rows]
     metrics = (qa_metrics if config.task == "qa" else translation_metrics)(predictions, references)
     report = answer_token_scores(model, task.val, context.recipe.train.batch_size)
     report["task"] = metrics
-    report["answers"] = [{"input": row[config.input_field], "target": ref, "prediction": pred}
-                         for row, ref, pred in zip(rows[:50], references, predictions)]
+    report["answers"] = [
+        {"input": row[config.input_field], "target": ref, "prediction": pred}
+        for row, ref, pred in zip(rows[:50], references, predictions)
+    ]
     return report
 
 
 def task_lines(task: dict) -> list[str]:
     """One line per headline metric of a task evaluation."""
     if task["kind"] == "classification":
-        return [f"classification: accuracy {task['accuracy']:.3f}, macro-F1 {task['macro_f1']:.3f} on "
-                f"{sum(sum(row) for row in task['confusion_matrix'])} examples"]
+        return [
+            f"classification: accuracy {task['accuracy']:.3f}, macro-F1 {task['macro_f1']:.3f} on "
+            f"{sum(sum(row) for row in task['confusion_matrix'])} examples"
+        ]
     if task["kind"] == "chat":
-        return [f"chat: assistant-turn perplexity {task['perplexity']:.2f}, next-token accuracy "
-                f"{task['accuracy']:.3f} over {task['assistant_tokens']} assistant tokens"]
+        return [
+            f"chat: assistant-turn perplexity {task['perplexity']:.2f}, next-token accuracy "
+            f"{task['accuracy']:.3f} over {task['assistant_tokens']} assistant tokens"
+        ]
     if task["kind"] == "qa":
         return [f"question answering: exact match {task['exact_match']:.3f}, token F1 {task['f1']:.3f}"]
     return [f"translation: BLEU {task['bleu']:.2f}, chrF {task['chrf']:.2f}"]

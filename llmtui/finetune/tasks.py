@@ -42,20 +42,25 @@ def label_set(config: FinetuneConfig, train: list[dict]) -> list[str]:
         return found
     unknown = [label for label in found if label not in config.labels]
     if unknown:
-        raise DataError(f"finetune.train_file has labels not in finetune.labels: {', '.join(map(repr, unknown))}",
-                        hint="add them to finetune.labels or fix the file")
+        raise DataError(
+            f"finetune.train_file has labels not in finetune.labels: {', '.join(map(repr, unknown))}",
+            hint="add them to finetune.labels or fix the file",
+        )
     return list(config.labels)
 
 
 def check_labels(examples: list[dict], labels: list[str], field: str, where: str) -> None:
     unknown = sorted({e[field] for e in examples} - set(labels))
     if unknown:
-        raise DataError(f"{where} has labels the training examples do not: {', '.join(map(repr, unknown))}",
-                        hint=f"known labels: {', '.join(labels)}")
+        raise DataError(
+            f"{where} has labels the training examples do not: {', '.join(map(repr, unknown))}",
+            hint=f"known labels: {', '.join(labels)}",
+        )
 
 
-def encode_classification(tokenizer, examples: list[dict], labels: list[str], config: FinetuneConfig,
-                          context: int) -> EncodedClassification:
+def encode_classification(
+    tokenizer, examples: list[dict], labels: list[str], config: FinetuneConfig, context: int
+) -> EncodedClassification:
     index = {label: i for i, label in enumerate(labels)}
     ids = np.zeros((len(examples), context), np.int32)
     lengths = np.zeros(len(examples), np.int32)
@@ -64,18 +69,18 @@ def encode_classification(tokenizer, examples: list[dict], labels: list[str], co
         encoded = encoded or [tokenizer.eos_id]
         truncated += len(encoded) > context
         encoded = encoded[:context]
-        ids[row, :len(encoded)] = encoded
+        ids[row, : len(encoded)] = encoded
         lengths[row] = len(encoded)
-    return EncodedClassification(ids, lengths, np.array([index[e[config.label_field]] for e in examples], np.int32),
-                                 truncated)
+    return EncodedClassification(
+        ids, lengths, np.array([index[e[config.label_field]] for e in examples], np.int32), truncated
+    )
 
 
 def prompt_of(config: FinetuneConfig, text: str) -> str:
     return config.prompt_template.replace("{input}", text)
 
 
-def encode_prompt_answer(tokenizer, examples: list[dict], config: FinetuneConfig,
-                         context: int) -> EncodedPromptAnswer:
+def encode_prompt_answer(tokenizer, examples: list[dict], config: FinetuneConfig, context: int) -> EncodedPromptAnswer:
     n = len(examples)
     inputs, targets = np.zeros((n, context), np.int32), np.zeros((n, context), np.int32)
     weights = np.zeros((n, context), np.float32)
@@ -88,12 +93,12 @@ def encode_prompt_answer(tokenizer, examples: list[dict], config: FinetuneConfig
         if len(prompt) + len(answer) > context + 1:  # keep the answer whole if it fits, and the prompt's end
             truncated += 1
             answer = answer[:context]
-            prompt = prompt[len(prompt) - (context + 1 - len(answer)):]
+            prompt = prompt[len(prompt) - (context + 1 - len(answer)) :]
         sequence = prompt + answer
         length = len(sequence) - 1
         inputs[row, :length] = sequence[:-1]
         targets[row, :length] = sequence[1:]
-        weights[row, len(prompt) - 1:length] = 1.0  # positions whose next token is part of the answer
+        weights[row, len(prompt) - 1 : length] = 1.0  # positions whose next token is part of the answer
     return EncodedPromptAnswer(inputs, targets, weights, truncated)
 
 
@@ -118,7 +123,7 @@ def encode_chat(tokenizer, conversations: list[list[dict]], template: str, conte
             wanted[i] = any(a <= start < b for a, b in spans)
         if len(ids) > context + 1:
             truncated += 1
-            ids, wanted = ids[:context + 1], wanted[:context + 1]
+            ids, wanted = ids[: context + 1], wanted[: context + 1]
         length = len(ids) - 1
         inputs[row, :length] = ids[:-1]
         targets[row, :length] = ids[1:]
@@ -131,7 +136,7 @@ def _padded_batches(arrays: list[np.ndarray], batch_size: int):
     n = len(arrays[0])
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        batch = [a[start:start + rows] for a in arrays]
+        batch = [a[start : start + rows] for a in arrays]
         if rows < batch_size:
             batch = [np.concatenate([b, np.repeat(a[:1], batch_size - rows, axis=0)]) for a, b in zip(arrays, batch)]
         yield batch, rows
@@ -160,8 +165,9 @@ class _ExampleTask:
 class ClassificationTask(_ExampleTask):
     """Cross-entropy over labels; validated by loss and accuracy on the held-out examples."""
 
-    def __init__(self, train: EncodedClassification, val: EncodedClassification, config: TrainConfig, seed: int,
-                 vocab_size: int):
+    def __init__(
+        self, train: EncodedClassification, val: EncodedClassification, config: TrainConfig, seed: int, vocab_size: int
+    ):
         super().__init__(train, val, config, seed, vocab_size, len(train.labels), train.ids.shape[1])
 
     def loss(self, config: TrainConfig) -> keras.losses.Loss:
@@ -174,8 +180,10 @@ class ClassificationTask(_ExampleTask):
     def validate(self, model) -> dict:
         probabilities = predict_probabilities(model, self.val.ids, self.val.lengths, self.config.batch_size)
         picked = probabilities[np.arange(len(self.val.labels)), self.val.labels]
-        return {"loss": float(-np.mean(np.log(np.maximum(picked, 1e-12)))),
-                "accuracy": float(np.mean(probabilities.argmax(-1) == self.val.labels))}
+        return {
+            "loss": float(-np.mean(np.log(np.maximum(picked, 1e-12)))),
+            "accuracy": float(np.mean(probabilities.argmax(-1) == self.val.labels)),
+        }
 
 
 def predict_probabilities(model, ids: np.ndarray, lengths: np.ndarray, batch_size: int) -> np.ndarray:
@@ -192,8 +200,9 @@ def predict_probabilities(model, ids: np.ndarray, lengths: np.ndarray, batch_siz
 class PromptAnswerTask(_ExampleTask):
     """Next-token loss on the answer tokens only; validated by the answer tokens' loss, perplexity, accuracy."""
 
-    def __init__(self, train: EncodedPromptAnswer, val: EncodedPromptAnswer, config: TrainConfig, seed: int,
-                 vocab_size: int):
+    def __init__(
+        self, train: EncodedPromptAnswer, val: EncodedPromptAnswer, config: TrainConfig, seed: int, vocab_size: int
+    ):
         super().__init__(train, val, config, seed, vocab_size, len(train.inputs), train.inputs.shape[1])
 
     def loss(self, config: TrainConfig) -> keras.losses.Loss:

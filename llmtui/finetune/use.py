@@ -23,9 +23,11 @@ def require_language_model(run: RunFolder, command: str) -> None:
     task = task_of(run)
     if task is not None:
         use = "llmtui classify" if task["kind"] == "classification" else "llmtui answer"
-        raise RunFolderError(f"{run.root} holds a {task['kind']} model; `llmtui {command}` works on language models",
-                             hint=f"use {use} {run.root}; its task evaluation is in eval/report.json "
-                                  f"(llmtui report {run.root} redraws the pages)")
+        raise RunFolderError(
+            f"{run.root} holds a {task['kind']} model; `llmtui {command}` works on language models",
+            hint=f"use {use} {run.root}; its task evaluation is in eval/report.json "
+            f"(llmtui report {run.root} redraws the pages)",
+        )
 
 
 def _load(run_dir: str | Path, kinds: tuple[str, ...], command: str):
@@ -36,8 +38,10 @@ def _load(run_dir: str | Path, kinds: tuple[str, ...], command: str):
     task = task_of(run)
     if task is None or task["kind"] not in kinds:
         found = "a language model" if task is None else f"a {task['kind']} model"
-        raise RunFolderError(f"{run.root} holds {found}; `llmtui {command}` needs a "
-                             f"{' or '.join(kinds)} run", hint="fine-tune one with llmtui finetune RECIPE")
+        raise RunFolderError(
+            f"{run.root} holds {found}; `llmtui {command}` needs a {' or '.join(kinds)} run",
+            hint="fine-tune one with llmtui finetune RECIPE",
+        )
     config = load_recipe(run.require(run.recipe_path, "recipe", "is this a run folder?"))
     run.require(run.final_model_path, "trained model", "finish its fine-tuning first: llmtui finetune RECIPE")
     with native_stderr_to(run.log_file):

@@ -34,15 +34,34 @@ class ChatSession:
     def prompt(self) -> str:
         return render_chat(self.template, self.messages, add_generation_prompt=True, **self.special_tokens)
 
-    def reply(self, message: str, max_tokens: int, temperature: float, top_k: int, top_p: float, seed: int,
-              beams: int = 1, stop: list[str] | None = None, use_cache: bool = True,
-              on_text: Callable[[str], None] | None = None) -> str:
+    def reply(
+        self,
+        message: str,
+        max_tokens: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        seed: int,
+        beams: int = 1,
+        stop: list[str] | None = None,
+        use_cache: bool = True,
+        on_text: Callable[[str], None] | None = None,
+    ) -> str:
         """The model's answer to `message`, streamed to `on_text` piece by piece; both join the conversation."""
         self.messages.append({"role": "user", "content": message})
         try:
-            result = self.generator.generate_full(self.prompt(), max_tokens, temperature, top_k, top_p,
-                                                  seed + self.turns, beams=beams, stop=stop or self.default_stops,
-                                                  use_cache=use_cache, on_text=on_text)
+            result = self.generator.generate_full(
+                self.prompt(),
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                seed + self.turns,
+                beams=beams,
+                stop=stop or self.default_stops,
+                use_cache=use_cache,
+                on_text=on_text,
+            )
         except BaseException:
             self.messages.pop()  # a failed turn leaves the conversation as it was
             raise

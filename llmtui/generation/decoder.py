@@ -59,8 +59,9 @@ class IncrementalDecoder:
     def step(self, ids: np.ndarray, state, index: int, last: int):
         """Run the compiled forward; returns (logits as numpy (B, V), new state)."""
         # 0-d arrays, not numpy scalars: a scalar would be traced as a constant (one program per position).
-        logits, state = self._forward(np.asarray(ids, dtype="int32"), state, np.asarray(index, dtype="int32"),
-                                      np.asarray(last, dtype="int32"))
+        logits, state = self._forward(
+            np.asarray(ids, dtype="int32"), state, np.asarray(index, dtype="int32"), np.asarray(last, dtype="int32")
+        )
         return np.asarray(logits), state
 
     def take(self, state, parents: np.ndarray):
@@ -133,8 +134,11 @@ class RecurrentDecoder(IncrementalDecoder):
     def initial_state(self, batch: int):
         from keras import ops
 
-        return tuple(ops.zeros((batch, layer.cell.units), dtype=layer.compute_dtype)
-                     for layer in self.layers for _ in range(self.states_per_layer))
+        return tuple(
+            ops.zeros((batch, layer.cell.units), dtype=layer.compute_dtype)
+            for layer in self.layers
+            for _ in range(self.states_per_layer)
+        )
 
     def forward(self, ids, state, index, last):
         from keras import ops
@@ -144,7 +148,7 @@ class RecurrentDecoder(IncrementalDecoder):
         mask = ops.broadcast_to(ops.arange(ops.shape(ids)[1]) <= last, ops.shape(ids))
         new_state: list[Any] = []
         for i, layer in enumerate(self.layers):
-            initial = list(state[i * self.states_per_layer:(i + 1) * self.states_per_layer])
+            initial = list(state[i * self.states_per_layer : (i + 1) * self.states_per_layer])
             _, x, states = layer.inner_loop(ops.cast(x, layer.compute_dtype), initial_state=initial, mask=mask)
             new_state.extend(states if isinstance(states, (list, tuple)) else [states])
         return self.logits(x, last), tuple(new_state)

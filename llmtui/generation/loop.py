@@ -28,8 +28,9 @@ class CompiledSampling:
         self.decoder = decoder
         self._programs: dict = {}
 
-    def run(self, state, logits, index: int, count: int, uniforms: np.ndarray, temperature: float, top_k: int,
-            top_p: float):
+    def run(
+        self, state, logits, index: int, count: int, uniforms: np.ndarray, temperature: float, top_k: int, top_p: float
+    ):
         """Sample `count` (<= CHUNK) tokens starting from `logits` (1, V) with the cache `state` holding
         positions up to `index`; returns (tokens as a list, the logits after the last one, the new state)."""
         greedy = temperature <= 0
@@ -37,10 +38,15 @@ class CompiledSampling:
         if key not in self._programs:
             self._programs[key] = compile_function(self._loop(*key), self.decoder.model.variables)
         draws = np.zeros(CHUNK, dtype="float64")
-        draws[:len(uniforms)] = uniforms
+        draws[: len(uniforms)] = uniforms
         tokens, logits, state = self._programs[key](
-            state, logits, np.asarray(index, dtype="int32"), np.asarray(count, dtype="int32"), draws,
-            np.asarray(max(temperature, 1e-9), dtype="float64"))
+            state,
+            logits,
+            np.asarray(index, dtype="int32"),
+            np.asarray(count, dtype="int32"),
+            draws,
+            np.asarray(max(temperature, 1e-9), dtype="float64"),
+        )
         return [int(t) for t in np.asarray(tokens)[:count]], logits, state
 
     def _loop(self, greedy: bool, top_k: int, top_p: float):
@@ -73,8 +79,7 @@ class CompiledSampling:
                 tokens, logits, state = carry
                 token = pick(logits, uniforms[i], temperature)
                 tokens = ops.slice_update(tokens, [i], ops.reshape(token, (1,)))
-                logits, state = decoder.forward(ops.reshape(token, (1, 1)), state, index + i,
-                                                ops.zeros((), "int32"))
+                logits, state = decoder.forward(ops.reshape(token, (1, 1)), state, index + i, ops.zeros((), "int32"))
                 return tokens, logits, state
 
             tokens = ops.zeros((CHUNK,), "int32")

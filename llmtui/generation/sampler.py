@@ -60,11 +60,12 @@ class _CachedLogits:
         else:  # a new window: prefill it in one pass
             window = np.zeros((self.batch, self.decoder.context), dtype="int32")
             filled = _pad(np.array([row[start:] for row in rows], dtype="int32"), self.batch)
-            window[:, :filled.shape[1]] = filled
-            logits, self.state = self.decoder.step(window, self.decoder.initial_state(self.batch), 0,
-                                                   filled.shape[1] - 1)
+            window[:, : filled.shape[1]] = filled
+            logits, self.state = self.decoder.step(
+                window, self.decoder.initial_state(self.batch), 0, filled.shape[1] - 1
+            )
             self.start, self.length = start, filled.shape[1]
-        return logits[:len(rows)]
+        return logits[: len(rows)]
 
 
 class _FullWindowLogits:
@@ -78,9 +79,9 @@ class _FullWindowLogits:
     def __call__(self, rows: list[list[int]], start: int, parents: np.ndarray | None = None) -> np.ndarray:
         filled = _pad(np.array([row[start:] for row in rows], dtype="int32"), self.batch)
         window = np.zeros((self.batch, self.context), dtype="int32")
-        window[:, :filled.shape[1]] = filled
+        window[:, : filled.shape[1]] = filled
         logits = np.asarray(self.model.predict_on_batch(window))[:, filled.shape[1] - 1]
-        return logits[:len(rows)].astype(np.float32)
+        return logits[: len(rows)].astype(np.float32)
 
 
 def _pad(rows: np.ndarray, batch: int) -> np.ndarray:
@@ -117,18 +118,51 @@ class Generator:
         self._sources: dict = {}
         self._loop: Any = None  # the compiled sampling loop of the cached decoder (batch 1)
 
-    def generate(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 40,
-                 top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True, *, beams: int = 1,
-                 stop: Sequence[str] = (), use_cache: bool | None = None,
-                 on_text: Callable[[str], None] | None = None) -> str:
+    def generate(
+        self,
+        prompt: str,
+        max_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop_at_eos: bool = True,
+        *,
+        beams: int = 1,
+        stop: Sequence[str] = (),
+        use_cache: bool | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> str:
         """The continuation of `prompt` (without the prompt); see `generate_full` for the arguments."""
-        return self.generate_full(prompt, max_tokens, temperature, top_k, top_p, seed, stop_at_eos, beams=beams,
-                                  stop=stop, use_cache=use_cache, on_text=on_text).text
+        return self.generate_full(
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            stop_at_eos,
+            beams=beams,
+            stop=stop,
+            use_cache=use_cache,
+            on_text=on_text,
+        ).text
 
-    def generate_full(self, prompt: str, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 40,
-                      top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True, *, beams: int = 1,
-                      stop: Sequence[str] = (), use_cache: bool | None = None,
-                      on_text: Callable[[str], None] | None = None) -> Generation:
+    def generate_full(
+        self,
+        prompt: str,
+        max_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop_at_eos: bool = True,
+        *,
+        beams: int = 1,
+        stop: Sequence[str] = (),
+        use_cache: bool | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Generation:
         """Continue `prompt`; returns a `Generation` (text, tokens, why it ended, any warning).
 
         Args:
@@ -148,8 +182,10 @@ class Generator:
         ids = self.tokenizer.encode(prompt) or [self.tokenizer.eos_id]
         warning = None
         if len(ids) > self.context:
-            warning = (f"the prompt has {len(ids)} tokens but the model's context is {self.context}: only its "
-                       f"last {self.context} tokens were used")
+            warning = (
+                f"the prompt has {len(ids)} tokens but the model's context is {self.context}: only its "
+                f"last {self.context} tokens were used"
+            )
         self.last_warning = warning
         stops = [s for s in stop if s]
         eos = self.tokenizer.eos_id if stop_at_eos else None
@@ -157,8 +193,9 @@ class Generator:
         if beams > 1:
             result = self._beam_search(ids, source, beams, max_tokens, eos, stops)
         elif isinstance(source, _CachedLogits):
-            result = self._sample_compiled(ids, source, max_tokens, temperature, top_k, top_p, seed, eos, stops,
-                                           on_text)
+            result = self._sample_compiled(
+                ids, source, max_tokens, temperature, top_k, top_p, seed, eos, stops, on_text
+            )
         else:
             result = self._sample(ids, source, max_tokens, temperature, top_k, top_p, seed, eos, stops, on_text)
         if beams > 1 and on_text is not None and result.text:
@@ -210,8 +247,9 @@ class Generator:
         text = stream.finish(generated)
         return Generation(text=text, tokens=generated, finish=finish)
 
-    def _sample_compiled(self, ids, source, max_tokens, temperature, top_k, top_p, seed, eos, stops,
-                         on_text) -> Generation:
+    def _sample_compiled(
+        self, ids, source, max_tokens, temperature, top_k, top_p, seed, eos, stops, on_text
+    ) -> Generation:
         """`_sample` through the cache with the token loop compiled (`loop.CompiledSampling`): the same tokens
         for the same seed, a chunk of tokens per program call instead of one."""
         from llmtui.generation.loop import CHUNK
@@ -229,8 +267,9 @@ class Generator:
                 chunk = [sample_next(np.asarray(logits)[0], rng, temperature, top_k, top_p)]
             else:
                 uniforms = rng.random(count) if temperature > 0 else np.zeros(0)
-                chunk, logits, source.state = self._loop.run(source.state, logits, source.length, count, uniforms,
-                                                             temperature, top_k, top_p)
+                chunk, logits, source.state = self._loop.run(
+                    source.state, logits, source.length, count, uniforms, temperature, top_k, top_p
+                )
                 source.length += count
             for next_id in chunk:
                 if eos is not None and next_id == eos:
@@ -287,15 +326,15 @@ class _Stream:
             self.cut = text[:cut]
             return True
         if self.on_text is not None:
-            ready = text[:len(text) - self.hold] if self.hold else text
+            ready = text[: len(text) - self.hold] if self.hold else text
             ready = ready.rstrip("\ufffd")  # an incomplete multi-byte character
             if len(ready) > len(self.emitted) and ready.startswith(self.emitted):
-                self.on_text(ready[len(self.emitted):])
+                self.on_text(ready[len(self.emitted) :])
                 self.emitted = ready
         return False
 
     def finish(self, generated: list[int]) -> str:
         text = self.cut if self.cut is not None else self.tokenizer.decode(generated)
         if self.on_text is not None and text.startswith(self.emitted) and len(text) > len(self.emitted):
-            self.on_text(text[len(self.emitted):])
+            self.on_text(text[len(self.emitted) :])
         return text

@@ -44,9 +44,14 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def beam_search(log_probs_fn: Callable[[np.ndarray | None, np.ndarray | None], np.ndarray], beams: int,
-                max_tokens: int, eos_id: int | None = None, length_penalty: float = 1.0,
-                finished_fn: Callable[[list[int]], bool] | None = None) -> tuple[list[int], float]:
+def beam_search(
+    log_probs_fn: Callable[[np.ndarray | None, np.ndarray | None], np.ndarray],
+    beams: int,
+    max_tokens: int,
+    eos_id: int | None = None,
+    length_penalty: float = 1.0,
+    finished_fn: Callable[[list[int]], bool] | None = None,
+) -> tuple[list[int], float]:
     """The best continuation by beam search; returns (token ids, score).
 
     `log_probs_fn(parents, tokens)` gives the next-token log-probabilities (n, V) of the n live beams: the
@@ -66,7 +71,7 @@ def beam_search(log_probs_fn: Callable[[np.ndarray | None, np.ndarray | None], n
 
     log_probs = np.asarray(log_probs_fn(None, None), dtype=np.float64)
     for step in range(max_tokens):
-        totals = np.array([score for _, score in live])[:, None] + log_probs[:len(live)]  # (n, V)
+        totals = np.array([score for _, score in live])[:, None] + log_probs[: len(live)]  # (n, V)
         vocab = totals.shape[1]
         flat = totals.ravel()
         candidates = min(2 * beams, flat.size)

@@ -84,12 +84,16 @@ def resolve_source(source: str, base_dir: Path = Path(".")) -> Path:
     path = Path(source).expanduser()
     path = path if path.is_absolute() else base_dir / path
     if not path.is_dir():
-        raise BaseImportError(f"pretrained base {source!r}: no folder at {path}",
-                              hint="give a local Hugging Face model folder or keras-hub preset folder, or an "
-                                   "hf://owner/name or kaggle://owner/model/keras/variant handle")
+        raise BaseImportError(
+            f"pretrained base {source!r}: no folder at {path}",
+            hint="give a local Hugging Face model folder or keras-hub preset folder, or an "
+            "hf://owner/name or kaggle://owner/model/keras/variant handle",
+        )
     if not (path / "config.json").is_file():
-        raise BaseImportError(f"{path} has no config.json: it is neither a Hugging Face model folder nor a "
-                              "keras-hub preset", hint="point at the folder that holds config.json")
+        raise BaseImportError(
+            f"{path} has no config.json: it is neither a Hugging Face model folder nor a keras-hub preset",
+            hint="point at the folder that holds config.json",
+        )
     return path
 
 
@@ -97,31 +101,41 @@ def _download_hf(repo: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise BaseImportError(f"hf://{repo} needs the huggingface_hub package to download",
-                              hint="pip install huggingface_hub, or download the folder yourself and give its path"
-                              ) from None
+        raise BaseImportError(
+            f"hf://{repo} needs the huggingface_hub package to download",
+            hint="pip install huggingface_hub, or download the folder yourself and give its path",
+        ) from None
     try:
-        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.h5", "*.txt", "*.spm",
-                                                            "*.model", "*.jinja", "assets/*"]))
+        return Path(
+            snapshot_download(
+                repo,
+                allow_patterns=["*.json", "*.safetensors", "*.h5", "*.txt", "*.spm", "*.model", "*.jinja", "assets/*"],
+            )
+        )
     except Exception as exc:  # offline, unknown repository, gated model: all end here
-        raise BaseImportError(f"could not download hf://{repo}: {type(exc).__name__}: {str(exc)[:300]}",
-                              hint="check the network (and a token for gated models: huggingface-cli login), or "
-                                   "download the folder elsewhere and give its local path") from None
+        raise BaseImportError(
+            f"could not download hf://{repo}: {type(exc).__name__}: {str(exc)[:300]}",
+            hint="check the network (and a token for gated models: huggingface-cli login), or "
+            "download the folder elsewhere and give its local path",
+        ) from None
 
 
 def _download_kaggle(handle: str) -> Path:
     try:
         import kagglehub
     except ImportError:
-        raise BaseImportError(f"kaggle://{handle} needs the kagglehub package to download",
-                              hint="pip install kagglehub, or download the preset yourself and give its folder"
-                              ) from None
+        raise BaseImportError(
+            f"kaggle://{handle} needs the kagglehub package to download",
+            hint="pip install kagglehub, or download the preset yourself and give its folder",
+        ) from None
     try:
         return Path(kagglehub.model_download(handle))
     except Exception as exc:
-        raise BaseImportError(f"could not download kaggle://{handle}: {type(exc).__name__}: {str(exc)[:300]}",
-                              hint="check the network and your Kaggle credentials, or download the preset "
-                                   "elsewhere and give its local folder") from None
+        raise BaseImportError(
+            f"could not download kaggle://{handle}: {type(exc).__name__}: {str(exc)[:300]}",
+            hint="check the network and your Kaggle credentials, or download the preset "
+            "elsewhere and give its local folder",
+        ) from None
 
 
 def _read_json(path: Path) -> dict:
@@ -139,14 +153,19 @@ def read_base_spec(source: str, base_dir: Path = Path(".")) -> BaseSpec:
         return _keras_hub_spec(source, path, config)
     if "model_type" in config:
         return _hf_spec(source, path, config)
-    raise BaseImportError(f"{path / 'config.json'} is neither a Transformers config (model_type) nor a keras-hub "
-                          "preset config (class_name)", hint="point at a Hugging Face model folder or keras-hub preset")
+    raise BaseImportError(
+        f"{path / 'config.json'} is neither a Transformers config (model_type) nor a keras-hub "
+        "preset config (class_name)",
+        hint="point at a Hugging Face model folder or keras-hub preset",
+    )
 
 
 def _refuse(path: Path, family: str, why: str) -> None:
-    raise BaseImportError(f"{path}: cannot import this {family} model exactly: {why}",
-                          hint="llmtui imports GPT-2, Llama (1, 2, 3) and Mistral checkpoints whose blocks its "
-                               "gpt and llama architectures express")
+    raise BaseImportError(
+        f"{path}: cannot import this {family} model exactly: {why}",
+        hint="llmtui imports GPT-2, Llama (1, 2, 3) and Mistral checkpoints whose blocks its "
+        "gpt and llama architectures express",
+    )
 
 
 def _mlp_ratio(arch: str, dim: int, mlp_dim: int, path: Path, family: str) -> float:
@@ -165,9 +184,18 @@ def _mlp_ratio(arch: str, dim: int, mlp_dim: int, path: Path, family: str) -> fl
 
 
 def _gpt_model(path, family, layers, dim, heads, mlp_dim, positions, vocab, tied) -> dict:
-    return {"arch": "gpt", "layers": layers, "dim": dim, "heads": heads, "context": positions,
-            "mlp_ratio": _mlp_ratio("gpt", dim, mlp_dim, path, family), "tie_embeddings": tied,
-            "dropout": 0.0, "embedding_dropout": 0.0, "attention_dropout": 0.0}
+    return {
+        "arch": "gpt",
+        "layers": layers,
+        "dim": dim,
+        "heads": heads,
+        "context": positions,
+        "mlp_ratio": _mlp_ratio("gpt", dim, mlp_dim, path, family),
+        "tie_embeddings": tied,
+        "dropout": 0.0,
+        "embedding_dropout": 0.0,
+        "attention_dropout": 0.0,
+    }
 
 
 def _llama_model(path, family, layers, dim, heads, kv_heads, mlp_dim, positions, rope_base, tied) -> dict:
@@ -175,10 +203,20 @@ def _llama_model(path, family, layers, dim, heads, kv_heads, mlp_dim, positions,
         _refuse(path, family, f"width {dim} is not a multiple of its {heads} heads")
     if heads % kv_heads:
         _refuse(path, family, f"{heads} query heads do not share {kv_heads} key/value heads evenly")
-    return {"arch": "llama", "layers": layers, "dim": dim, "heads": heads,
-            "kv_heads": 0 if kv_heads == heads else kv_heads, "context": positions, "rope_base": float(rope_base),
-            "mlp_ratio": _mlp_ratio("llama", dim, mlp_dim, path, family), "tie_embeddings": tied,
-            "dropout": 0.0, "embedding_dropout": 0.0, "attention_dropout": 0.0}
+    return {
+        "arch": "llama",
+        "layers": layers,
+        "dim": dim,
+        "heads": heads,
+        "kv_heads": 0 if kv_heads == heads else kv_heads,
+        "context": positions,
+        "rope_base": float(rope_base),
+        "mlp_ratio": _mlp_ratio("llama", dim, mlp_dim, path, family),
+        "tie_embeddings": tied,
+        "dropout": 0.0,
+        "embedding_dropout": 0.0,
+        "attention_dropout": 0.0,
+    }
 
 
 def _hf_spec(source: str, path: Path, config: dict) -> BaseSpec:
@@ -193,10 +231,20 @@ def _hf_spec(source: str, path: Path, config: dict) -> BaseSpec:
         dim = int(config["n_embd"])
         mlp_dim = int(config.get("n_inner") or 4 * dim)
         positions = int(config["n_positions"])
-        model = _gpt_model(path, family, int(config["n_layer"]), dim, int(config["n_head"]), mlp_dim, positions,
-                           vocab, bool(config.get("tie_word_embeddings", True)))
-        return BaseSpec(source, path, "hf", family, model, vocab, float(config.get("layer_norm_epsilon", 1e-5)),
-                        positions)
+        model = _gpt_model(
+            path,
+            family,
+            int(config["n_layer"]),
+            dim,
+            int(config["n_head"]),
+            mlp_dim,
+            positions,
+            vocab,
+            bool(config.get("tie_word_embeddings", True)),
+        )
+        return BaseSpec(
+            source, path, "hf", family, model, vocab, float(config.get("layer_norm_epsilon", 1e-5)), positions
+        )
     if family in ("llama", "mistral"):
         dim, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
         kv_heads = int(config.get("num_key_value_heads") or heads)
@@ -209,22 +257,41 @@ def _hf_spec(source: str, path: Path, config: dict) -> BaseSpec:
         rope = config.get("rope_parameters") or {}
         scaling = config.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
         if scaling and (scaling.get("rope_type") or scaling.get("type")) not in (None, "default"):
-            _refuse(path, family, f"rope scaling {scaling.get('rope_type') or scaling.get('type')!r}: our rotary "
-                                  "embedding has none (Llama 3.1 and later scale it)")
+            _refuse(
+                path,
+                family,
+                f"rope scaling {scaling.get('rope_type') or scaling.get('type')!r}: our rotary "
+                "embedding has none (Llama 3.1 and later scale it)",
+            )
         rope_base = rope.get("rope_theta", config.get("rope_theta", 10000.0))
         positions = int(config.get("max_position_embeddings", 2048))
-        model = _llama_model(path, family, int(config["num_hidden_layers"]), dim, heads, kv_heads,
-                             int(config["intermediate_size"]), positions, rope_base,
-                             bool(config.get("tie_word_embeddings", False)))
+        model = _llama_model(
+            path,
+            family,
+            int(config["num_hidden_layers"]),
+            dim,
+            heads,
+            kv_heads,
+            int(config["intermediate_size"]),
+            positions,
+            rope_base,
+            bool(config.get("tie_word_embeddings", False)),
+        )
         spec = BaseSpec(source, path, "hf", family, model, vocab, float(config.get("rms_norm_eps", 1e-6)), positions)
         if family == "mistral" and config.get("sliding_window"):
             spec.max_positions = min(positions, int(config["sliding_window"]))
-            spec.notes.append(f"Mistral's sliding window ({config['sliding_window']} tokens) bounds the context: "
-                              "within it, full causal attention is the same")
+            spec.notes.append(
+                f"Mistral's sliding window ({config['sliding_window']} tokens) bounds the context: "
+                "within it, full causal attention is the same"
+            )
         return spec
     if family == "qwen2":
-        _refuse(path, family, "Qwen2's query/key/value projections have biases and its output projection none; "
-                              "our llama block has biases everywhere or nowhere")
+        _refuse(
+            path,
+            family,
+            "Qwen2's query/key/value projections have biases and its output projection none; "
+            "our llama block has biases everywhere or nowhere",
+        )
     _refuse(path, family, f"model_type {family!r} is not a family llmtui maps (gpt2, llama, mistral)")
     raise AssertionError  # unreachable: _refuse raises
 
@@ -235,8 +302,17 @@ def _keras_hub_spec(source: str, path: Path, preset: dict) -> BaseSpec:
     if name == "GPT2Backbone":
         dim = int(config["hidden_dim"])
         positions = int(config["max_sequence_length"])
-        model = _gpt_model(path, name, int(config["num_layers"]), dim, int(config["num_heads"]),
-                           int(config["intermediate_dim"]), positions, vocab, True)
+        model = _gpt_model(
+            path,
+            name,
+            int(config["num_layers"]),
+            dim,
+            int(config["num_heads"]),
+            int(config["intermediate_dim"]),
+            positions,
+            vocab,
+            True,
+        )
         return BaseSpec(source, path, "keras_hub", "gpt2", model, vocab, 1e-5, positions)
     if name in ("LlamaBackbone", "Llama3Backbone", "MistralBackbone"):
         if float(config.get("rope_scaling_factor", config.get("rope_position_scaling_factor", 1.0)) or 1.0) != 1.0:
@@ -245,18 +321,30 @@ def _keras_hub_spec(source: str, path: Path, preset: dict) -> BaseSpec:
             _refuse(path, name, "Llama 3.1-style rope frequency adjustment: our rotary embedding has none")
         heads = int(config["num_query_heads"])
         positions = int(config.get("max_sequence_length") or 4096)
-        model = _llama_model(path, name, int(config["num_layers"]), int(config["hidden_dim"]), heads,
-                             int(config.get("num_key_value_heads") or heads), int(config["intermediate_dim"]),
-                             positions, config.get("rope_max_wavelength", 10000.0),
-                             bool(config.get("tie_word_embeddings", False)))
+        model = _llama_model(
+            path,
+            name,
+            int(config["num_layers"]),
+            int(config["hidden_dim"]),
+            heads,
+            int(config.get("num_key_value_heads") or heads),
+            int(config["intermediate_dim"]),
+            positions,
+            config.get("rope_max_wavelength", 10000.0),
+            bool(config.get("tie_word_embeddings", False)),
+        )
         family = "mistral" if name == "MistralBackbone" else "llama"
-        spec = BaseSpec(source, path, "keras_hub", family, model, vocab, float(config.get("layer_norm_epsilon", 1e-6)),
-                        positions)
+        spec = BaseSpec(
+            source, path, "keras_hub", family, model, vocab, float(config.get("layer_norm_epsilon", 1e-6)), positions
+        )
         if config.get("sliding_window"):
             spec.max_positions = min(positions, int(config["sliding_window"]))
         return spec
-    _refuse(path, name, f"keras-hub backbone {name}: llmtui maps GPT2Backbone, LlamaBackbone, Llama3Backbone and "
-                        "MistralBackbone")
+    _refuse(
+        path,
+        name,
+        f"keras-hub backbone {name}: llmtui maps GPT2Backbone, LlamaBackbone, Llama3Backbone and MistralBackbone",
+    )
     raise AssertionError
 
 
@@ -287,8 +375,10 @@ def read_safetensors(path: Path) -> dict:
             continue
         kind = _SAFETENSORS_DTYPES.get(info["dtype"])
         if kind is None:
-            raise BaseImportError(f"{path}: tensor {name} is {info['dtype']}, not a float type llmtui reads",
-                                  hint="save the checkpoint in float32, float16 or bfloat16")
+            raise BaseImportError(
+                f"{path}: tensor {name} is {info['dtype']}, not a float type llmtui reads",
+                hint="save the checkpoint in float32, float16 or bfloat16",
+            )
         dtype = np.dtype(ml_dtypes.bfloat16) if kind == "bfloat16" else np.dtype(kind)
         start, end = info["data_offsets"]
         weights[name] = np.frombuffer(data[start:end], dtype=dtype).reshape(info["shape"]).astype(np.float32)
@@ -298,8 +388,10 @@ def read_safetensors(path: Path) -> dict:
 def read_hf_weights(folder: Path) -> dict:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise BaseImportError(f"{folder} holds no *.safetensors weights",
-                              hint="save the model with save_pretrained(folder) (safetensors is its default)")
+        raise BaseImportError(
+            f"{folder} holds no *.safetensors weights",
+            hint="save the model with save_pretrained(folder) (safetensors is its default)",
+        )
     weights = {}
     for path in files:
         weights.update(read_safetensors(path))
@@ -311,8 +403,10 @@ def _take(weights: dict, name: str, shape: tuple) -> Any:
         raise BaseImportError(f"the checkpoint has no {name}", hint="is the folder complete (every shard)?")
     value = weights[name]
     if tuple(value.shape) != tuple(shape):
-        raise BaseImportError(f"{name} has shape {tuple(value.shape)}, the config implies {tuple(shape)}",
-                              hint="the config.json and the weights do not belong together")
+        raise BaseImportError(
+            f"{name} has shape {tuple(value.shape)}, the config implies {tuple(shape)}",
+            hint="the config.json and the weights do not belong together",
+        )
     return value
 
 
@@ -329,17 +423,19 @@ def load_hf_weights(model, model_config, weights: dict, max_positions: int) -> N
             weights = {(n if n == "lm_head.weight" else "transformer." + n): v for n, v in weights.items()}
         embedding.embeddings.assign(_take(weights, "transformer.wte.weight", (vocab, d)))
         table = _take(weights, "transformer.wpe.weight", (max_positions, d))
-        model.get_layer("position_embedding").position_embeddings.assign(table[:model_config.context])
+        model.get_layer("position_embedding").position_embeddings.assign(table[: model_config.context])
         for i, block in enumerate(blocks):
             p = f"transformer.h.{i}."
             width = block.mlp_dim
             for ours, theirs in ((block.attention_norm, "ln_1"), (block.mlp_norm, "ln_2")):
                 ours.gamma.assign(_take(weights, p + theirs + ".weight", (d,)))
                 ours.beta.assign(_take(weights, p + theirs + ".bias", (d,)))
-            for ours, theirs, shape in ((block.attention.qkv, "attn.c_attn", (d, 3 * d)),
-                                        (block.attention.out, "attn.c_proj", (d, d)),
-                                        (block.mlp_in, "mlp.c_fc", (d, width)),
-                                        (block.mlp_out, "mlp.c_proj", (width, d))):
+            for ours, theirs, shape in (
+                (block.attention.qkv, "attn.c_attn", (d, 3 * d)),
+                (block.attention.out, "attn.c_proj", (d, d)),
+                (block.mlp_in, "mlp.c_fc", (d, width)),
+                (block.mlp_out, "mlp.c_proj", (width, d)),
+            ):
                 ours.kernel.assign(_take(weights, p + theirs + ".weight", shape))
                 ours.bias.assign(_take(weights, p + theirs + ".bias", (shape[1],)))
         final = model.get_layer("final_norm")
@@ -352,14 +448,26 @@ def load_hf_weights(model, model_config, weights: dict, max_positions: int) -> N
             p = f"model.layers.{i}."
             attention = block.attention
             q, kv, width = attention.heads * attention.head_dim, attention.kv_heads * attention.head_dim, block.mlp_dim
-            attention.qkv.kernel.assign(np.concatenate(
-                [_take(weights, p + "self_attn.q_proj.weight", (q, d)).T,
-                 _take(weights, p + "self_attn.k_proj.weight", (kv, d)).T,
-                 _take(weights, p + "self_attn.v_proj.weight", (kv, d)).T], axis=1))
+            attention.qkv.kernel.assign(
+                np.concatenate(
+                    [
+                        _take(weights, p + "self_attn.q_proj.weight", (q, d)).T,
+                        _take(weights, p + "self_attn.k_proj.weight", (kv, d)).T,
+                        _take(weights, p + "self_attn.v_proj.weight", (kv, d)).T,
+                    ],
+                    axis=1,
+                )
+            )
             attention.out.kernel.assign(_take(weights, p + "self_attn.o_proj.weight", (d, q)).T)
-            block.mlp_in.kernel.assign(np.concatenate(
-                [_take(weights, p + "mlp.gate_proj.weight", (width, d)).T,
-                 _take(weights, p + "mlp.up_proj.weight", (width, d)).T], axis=1))
+            block.mlp_in.kernel.assign(
+                np.concatenate(
+                    [
+                        _take(weights, p + "mlp.gate_proj.weight", (width, d)).T,
+                        _take(weights, p + "mlp.up_proj.weight", (width, d)).T,
+                    ],
+                    axis=1,
+                )
+            )
             block.mlp_out.kernel.assign(_take(weights, p + "mlp.down_proj.weight", (d, width)).T)
             block.attention_norm.scale.assign(_take(weights, p + "input_layernorm.weight", (d,)))
             block.mlp_norm.scale.assign(_take(weights, p + "post_attention_layernorm.weight", (d,)))
@@ -386,16 +494,19 @@ def keras_hub_weights(backbone, family: str) -> dict:
             p = f"transformer.h.{i}."
             attention = layer._self_attention_layer
             dims = [attention.query_dense, attention.key_dense, attention.value_dense]
-            weights[p + "attn.c_attn.weight"] = np.concatenate([np_(x.kernel).reshape(np_(x.kernel).shape[0], -1)
-                                                                for x in dims], axis=1)
+            weights[p + "attn.c_attn.weight"] = np.concatenate(
+                [np_(x.kernel).reshape(np_(x.kernel).shape[0], -1) for x in dims], axis=1
+            )
             weights[p + "attn.c_attn.bias"] = np.concatenate([np_(x.bias).reshape(-1) for x in dims])
             out = np_(attention.output_dense.kernel)
             weights[p + "attn.c_proj.weight"] = out.reshape(-1, out.shape[-1])
             weights[p + "attn.c_proj.bias"] = np_(attention.output_dense.bias)
             for norm, name in ((layer._self_attention_layer_norm, "ln_1"), (layer._feedforward_layer_norm, "ln_2")):
                 weights[p + name + ".weight"], weights[p + name + ".bias"] = np_(norm.gamma), np_(norm.beta)
-            for dense, name in ((layer._feedforward_intermediate_dense, "mlp.c_fc"),
-                                (layer._feedforward_output_dense, "mlp.c_proj")):
+            for dense, name in (
+                (layer._feedforward_intermediate_dense, "mlp.c_fc"),
+                (layer._feedforward_output_dense, "mlp.c_proj"),
+            ):
                 weights[p + name + ".weight"], weights[p + name + ".bias"] = np_(dense.kernel), np_(dense.bias)
         weights["transformer.ln_f.weight"] = np_(backbone.layer_norm.gamma)
         weights["transformer.ln_f.bias"] = np_(backbone.layer_norm.beta)
@@ -406,8 +517,11 @@ def keras_hub_weights(backbone, family: str) -> dict:
     for i, layer in enumerate(backbone.transformer_layers):
         p = f"model.layers.{i}."
         attention = layer._self_attention_layer
-        for dense, name in ((attention._query_dense, "q_proj"), (attention._key_dense, "k_proj"),
-                            (attention._value_dense, "v_proj")):
+        for dense, name in (
+            (attention._query_dense, "q_proj"),
+            (attention._key_dense, "k_proj"),
+            (attention._value_dense, "v_proj"),
+        ):
             kernel = np_(dense.kernel)  # (C, H, D)
             weights[p + f"self_attn.{name}.weight"] = kernel.reshape(kernel.shape[0], -1).T
         out = np_(attention._output_dense.kernel)  # (H, D, C)
@@ -423,6 +537,7 @@ def keras_hub_weights(backbone, family: str) -> dict:
 
 # Tokenizers ---------------------------------------------------------------------------------------------
 
+
 def _token_name(value) -> str | None:
     if isinstance(value, dict):
         return value.get("content")
@@ -437,9 +552,11 @@ def hf_tokenizer(folder: Path, config: dict):
 
     path = folder / "tokenizer.json"
     if not path.is_file():
-        raise BaseImportError(f"{folder} has no tokenizer.json (a fast tokenizer)",
-                              hint="save one with AutoTokenizer.from_pretrained(...).save_pretrained(folder) "
-                                   "(Transformers converts slow SentencePiece tokenizers)")
+        raise BaseImportError(
+            f"{folder} has no tokenizer.json (a fast tokenizer)",
+            hint="save one with AutoTokenizer.from_pretrained(...).save_pretrained(folder) "
+            "(Transformers converts slow SentencePiece tokenizers)",
+        )
     backend = Tokenizer.from_file(str(path))
     settings = _read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
     names = {}
@@ -449,8 +566,10 @@ def hf_tokenizer(folder: Path, config: dict):
             name = backend.id_to_token(int(config[f"{role}_token_id"]))
         names[role] = name
     if names["eos"] is None:
-        raise BaseImportError(f"{folder}: no end-of-text token in tokenizer_config.json or config.json",
-                              hint="llmtui separates documents with it; set eos_token in tokenizer_config.json")
+        raise BaseImportError(
+            f"{folder}: no end-of-text token in tokenizer_config.json or config.json",
+            hint="llmtui separates documents with it; set eos_token in tokenizer_config.json",
+        )
     names["bos"] = names["bos"] or names["eos"]
     names["pad"] = names["pad"] or names["eos"]
     template = settings.get("chat_template")
@@ -473,11 +592,16 @@ def keras_hub_tokenizer(folder: Path, family: str):
     if family == "gpt2":
         vocab_path, merges_path = assets / "vocabulary.json", assets / "merges.txt"
         if not vocab_path.is_file() or not merges_path.is_file():
-            raise BaseImportError(f"{folder}: no GPT-2 tokenizer (assets/tokenizer/vocabulary.json and merges.txt)",
-                                  hint="save the tokenizer too: tokenizer.save_to_preset(folder)")
+            raise BaseImportError(
+                f"{folder}: no GPT-2 tokenizer (assets/tokenizer/vocabulary.json and merges.txt)",
+                hint="save the tokenizer too: tokenizer.save_to_preset(folder)",
+            )
         vocab = _read_json(vocab_path)
-        merges: list[Any] = [tuple(line.split(" ")) for line in merges_path.read_text(encoding="utf-8").splitlines()
-                  if line and not line.startswith("#version")]
+        merges: list[Any] = [
+            tuple(line.split(" "))
+            for line in merges_path.read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#version")
+        ]
         backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
@@ -486,8 +610,10 @@ def keras_hub_tokenizer(folder: Path, family: str):
         return TextTokenizer(backend, "bpe", False, "none", None, {"bos": end, "eos": end, "pad": end, "unk": None})
     proto_path = assets / "vocabulary.spm"
     if not proto_path.is_file():
-        raise BaseImportError(f"{folder}: no SentencePiece model (assets/tokenizer/vocabulary.spm)",
-                              hint="save the tokenizer too: tokenizer.save_to_preset(folder)")
+        raise BaseImportError(
+            f"{folder}: no SentencePiece model (assets/tokenizer/vocabulary.spm)",
+            hint="save the tokenizer too: tokenizer.save_to_preset(folder)",
+        )
     from sentencepiece import sentencepiece_model_pb2
 
     proto = proto_path.read_bytes()
@@ -498,8 +624,11 @@ def keras_hub_tokenizer(folder: Path, family: str):
     elif spec.trainer_spec.model_type == spec.trainer_spec.BPE:  # Llama 2's kind
         backend, kind = _bpe_from_sentencepiece(spec), "pretrained"
     else:
-        raise BaseImportError(f"{proto_path}: a SentencePiece model of type {spec.trainer_spec.model_type}; llmtui "
-                              "reads unigram and BPE ones", hint="import the model's Hugging Face folder instead")
+        raise BaseImportError(
+            f"{proto_path}: a SentencePiece model of type {spec.trainer_spec.model_type}; llmtui "
+            "reads unigram and BPE ones",
+            hint="import the model's Hugging Face folder instead",
+        )
     backend.normalizer = _sentencepiece_normalizer(spec.normalizer_spec)
     pieces = [p.piece for p in spec.pieces]
     control = [p.piece for p in spec.pieces if p.type == p.CONTROL]
@@ -534,11 +663,15 @@ def _bpe_from_sentencepiece(spec):
     merges.sort(key=lambda m: (-m[0], m[1], m[2]))
     byte_fallback = any(p.type == p.BYTE for p in spec.pieces)
     unk = next((p.piece for p in spec.pieces if p.type == p.UNKNOWN), None)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[m[3] for m in merges], unk_token=unk,
-                                   byte_fallback=byte_fallback, fuse_unk=True))
+    backend = Tokenizer(
+        models.BPE(
+            vocab=vocab, merges=[m[3] for m in merges], unk_token=unk, byte_fallback=byte_fallback, fuse_unk=True
+        )
+    )
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="never", split=False)
-    backend.decoder = decoders.Sequence([decoders.Replace(METASPACE, " "), decoders.ByteFallback(), decoders.Fuse(),
-                                         decoders.Strip(" ", 1, 0)])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace(METASPACE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     return backend
 
 
@@ -560,6 +693,7 @@ def _sentencepiece_normalizer(spec):
 
 # The import ---------------------------------------------------------------------------------------------
 
+
 def _check_logits(ours, reference, what: str) -> float:
     import numpy as np
 
@@ -567,8 +701,10 @@ def _check_logits(ours, reference, what: str) -> float:
     diff = float(np.max(np.abs(ours - reference)))
     allowed = max(1e-4, 1e-5 * float(np.max(np.abs(reference))))
     if not diff <= allowed:
-        raise BaseImportError(f"the imported model's logits are up to {diff:.3g} away from {what} (allowed "
-                              f"{allowed:.3g})", hint="this is a bug in llmtui's import; please report it")
+        raise BaseImportError(
+            f"the imported model's logits are up to {diff:.3g} away from {what} (allowed {allowed:.3g})",
+            hint="this is a bug in llmtui's import; please report it",
+        )
     return diff
 
 
@@ -584,8 +720,9 @@ def build_base_model(spec: BaseSpec, context: int):
     model = BUILDERS[config.arch](config, spec.vocab_size, 0, norm_epsilon=spec.norm_epsilon)
     ids = np.random.default_rng(0).integers(0, spec.vocab_size, size=(2, min(config.context, 16))).astype("int32")
     if spec.format == "hf":
-        load_hf_weights(model, config, read_hf_weights(spec.path), spec.max_positions if config.arch == "gpt"
-                        else config.context)
+        load_hf_weights(
+            model, config, read_hf_weights(spec.path), spec.max_positions if config.arch == "gpt" else config.context
+        )
         return model, config, ids, None
     import keras
     import keras_hub
@@ -595,13 +732,15 @@ def build_base_model(spec: BaseSpec, context: int):
     load_hf_weights(model, config, keras_hub_weights(backbone, spec.family), positions)
     hidden = backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)}, training=False)
     reference = keras.ops.convert_to_numpy(backbone.token_embedding(hidden, reverse=True))
-    diff = _check_logits(model(ids, training=False), reference,
-                         f"keras-hub's {spec.path.name} {type(backbone).__name__}")
+    diff = _check_logits(
+        model(ids, training=False), reference, f"keras-hub's {spec.path.name} {type(backbone).__name__}"
+    )
     return model, config, ids, diff
 
 
-def import_base(source: str, run_root: Path, context: int | None = None, base_dir: Path = Path("."),
-                spec: BaseSpec | None = None) -> dict:
+def import_base(
+    source: str, run_root: Path, context: int | None = None, base_dir: Path = Path("."), spec: BaseSpec | None = None
+) -> dict:
     """Write an llmtui run folder at `run_root` holding the pretrained base `source`: recipe.toml, tokenizer/,
     model/final.keras, model/import.json, manifest.json. Keras must be configured. Returns import.json's data.
 
@@ -621,8 +760,10 @@ def import_base(source: str, run_root: Path, context: int | None = None, base_di
     else:
         tokenizer, template = keras_hub_tokenizer(spec.path, spec.family), None
     if tokenizer.vocab_size > spec.vocab_size:
-        raise BaseImportError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model only {spec.vocab_size} rows",
-                              hint="the tokenizer and the model do not belong together")
+        raise BaseImportError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens, the model only {spec.vocab_size} rows",
+            hint="the tokenizer and the model do not belong together",
+        )
     model, config, ids, diff = build_base_model(spec, context or spec.max_positions)
     if spec.format == "hf":
         from llmtui.export.hf import transformers_logits
@@ -635,10 +776,16 @@ def import_base(source: str, run_root: Path, context: int | None = None, base_di
         shutil.rmtree(staging)
     try:
         run = RunFolder(staging)
-        recipe = Recipe.model_validate({"run": {"name": run_root.name, "out_dir": str(run_root.parent)},
-                                        "tokenizer": {"kind": "unigram" if tokenizer.kind == "unigram" else "bpe",
-                                                      "vocab_size": min(max(tokenizer.vocab_size, 32), 1_000_000)},
-                                        "model": config.model_dump(mode="json")})
+        recipe = Recipe.model_validate(
+            {
+                "run": {"name": run_root.name, "out_dir": str(run_root.parent)},
+                "tokenizer": {
+                    "kind": "unigram" if tokenizer.kind == "unigram" else "bpe",
+                    "vocab_size": min(max(tokenizer.vocab_size, 32), 1_000_000),
+                },
+                "model": config.model_dump(mode="json"),
+            }
+        )
         staging.mkdir(parents=True)
         write_text_atomic(run.recipe_path, recipe_to_toml(recipe))
         tokenizer.save(run.tokenizer_dir)
@@ -647,10 +794,20 @@ def import_base(source: str, run_root: Path, context: int | None = None, base_di
             (run.tokenizer_dir / TEMPLATE_FILE).write_text(template, encoding="utf-8")
         run.model_dir.mkdir(parents=True)
         model.save(run.final_model_path)
-        info = {"source": source, "folder": str(spec.path), "format": spec.format, "family": spec.family,
-                "arch": config.arch, "parameters": int(sum(math.prod(w.shape) for w in model.weights)),
-                "vocab_size": spec.vocab_size, "context": config.context, "norm_epsilon": spec.norm_epsilon,
-                "max_logit_diff": diff, "chat_template": bool(template), "notes": spec.notes}
+        info = {
+            "source": source,
+            "folder": str(spec.path),
+            "format": spec.format,
+            "family": spec.family,
+            "arch": config.arch,
+            "parameters": int(sum(math.prod(w.shape) for w in model.weights)),
+            "vocab_size": spec.vocab_size,
+            "context": config.context,
+            "norm_epsilon": spec.norm_epsilon,
+            "max_logit_diff": diff,
+            "chat_template": bool(template),
+            "notes": spec.notes,
+        }
         write_json_atomic(run.model_dir / IMPORT_FILE, info)
         run.write_manifest({"stages": {}, "imported": info})
         if run_root.exists():

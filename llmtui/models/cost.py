@@ -78,23 +78,38 @@ def weight_shapes(config: ModelConfig, vocab_size: int) -> dict[str, tuple[int, 
         mlp = int(d * mlp_ratio)
         for i in range(config.layers):
             b = f"block_{i}/"
-            shapes.update({b + "attention_norm/gamma": (d,), b + "attention_norm/beta": (d,),
-                           b + "attention/qkv/kernel": (d, 3 * d), b + "attention/qkv/bias": (3 * d,),
-                           b + "attention/out/kernel": (d, d), b + "attention/out/bias": (d,),
-                           b + "mlp_norm/gamma": (d,), b + "mlp_norm/beta": (d,),
-                           b + "mlp_in/kernel": (d, mlp), b + "mlp_in/bias": (mlp,),
-                           b + "mlp_out/kernel": (mlp, d), b + "mlp_out/bias": (d,)})
+            shapes.update(
+                {
+                    b + "attention_norm/gamma": (d,),
+                    b + "attention_norm/beta": (d,),
+                    b + "attention/qkv/kernel": (d, 3 * d),
+                    b + "attention/qkv/bias": (3 * d,),
+                    b + "attention/out/kernel": (d, d),
+                    b + "attention/out/bias": (d,),
+                    b + "mlp_norm/gamma": (d,),
+                    b + "mlp_norm/beta": (d,),
+                    b + "mlp_in/kernel": (d, mlp),
+                    b + "mlp_in/bias": (mlp,),
+                    b + "mlp_out/kernel": (mlp, d),
+                    b + "mlp_out/bias": (d,),
+                }
+            )
         shapes.update({"final_norm/gamma": (d,), "final_norm/beta": (d,)})
     elif config.arch == "llama":
         head_dim, kv = d // config.heads, config.kv_heads or config.heads
         mlp = _swiglu_width(d, mlp_ratio)
         for i in range(config.layers):
             b = f"block_{i}/"
-            shapes.update({b + "attention_norm/scale": (d,),
-                           b + "attention/qkv/kernel": (d, (config.heads + 2 * kv) * head_dim),
-                           b + "attention/out/kernel": (config.heads * head_dim, d),
-                           b + "mlp_norm/scale": (d,), b + "mlp_in/kernel": (d, 2 * mlp),
-                           b + "mlp_out/kernel": (mlp, d)})
+            shapes.update(
+                {
+                    b + "attention_norm/scale": (d,),
+                    b + "attention/qkv/kernel": (d, (config.heads + 2 * kv) * head_dim),
+                    b + "attention/out/kernel": (config.heads * head_dim, d),
+                    b + "mlp_norm/scale": (d,),
+                    b + "mlp_in/kernel": (d, 2 * mlp),
+                    b + "mlp_out/kernel": (mlp, d),
+                }
+            )
         shapes["final_norm/scale"] = (d,)
     else:
         raise ValueError(f"no weight layout for model.arch = {config.arch}")
@@ -121,8 +136,10 @@ def per_device(model: ModelConfig, train: TrainConfig, vocab_size: int, data: in
     from llmtui.training.distribute import sharded_axis
 
     cost = estimate_cost(model, train, vocab_size)
-    values = sum(math.prod(shape) // (shards if sharded_axis(path) is not None else 1)
-                 for path, shape in weight_shapes(model, vocab_size).items())
+    values = sum(
+        math.prod(shape) // (shards if sharded_axis(path) is not None else 1)
+        for path, shape in weight_shapes(model, vocab_size).items()
+    )
     weights = 4.0 * values
     optimizer = 4.0 * values * (1 + _OPTIMIZER_SLOTS.get(train.optimizer, 2))
     activations = cost.activation_bytes / data
@@ -161,8 +178,7 @@ def finetune_cost(model: ModelConfig, train: TrainConfig, vocab_size: int, metho
     cost = estimate_cost(model, train, vocab_size)
     if method != "lora":
         return cost
-    return dataclasses.replace(cost, optimizer_bytes=0.0,
-                               memory_bytes=cost.weights_bytes + cost.activation_bytes)
+    return dataclasses.replace(cost, optimizer_bytes=0.0, memory_bytes=cost.weights_bytes + cost.activation_bytes)
 
 
 def available_memory_bytes() -> float:
@@ -187,14 +203,18 @@ def preflight_problem(cost: ModelCost, train: TrainConfig, available: float | No
         return None
     fixed = cost.memory_bytes - cost.activation_bytes
     if fixed > limit:
-        return (f"the model needs about {fixed / 1e9:.1f} GB for weights, gradients and optimizer state alone, "
-                f"more than the {limit / 1e9:.1f} GB available: choose a smaller model (model.dim, model.layers)")
+        return (
+            f"the model needs about {fixed / 1e9:.1f} GB for weights, gradients and optimizer state alone, "
+            f"more than the {limit / 1e9:.1f} GB available: choose a smaller model (model.dim, model.layers)"
+        )
     fits = max(1, int((limit - fixed) / cost.activation_bytes * train.batch_size))
     share = max(d for d in range(1, min(fits, train.batch_size) + 1) if train.batch_size % d == 0)
     accum = train.batch_size // share
-    return (f"training needs about {cost.memory_bytes / 1e9:.1f} GB, more than the {limit / 1e9:.1f} GB available; "
-            f"try train.batch_size={share} with train.grad_accum_steps={accum * train.grad_accum_steps} "
-            f"(the same effective batch)")
+    return (
+        f"training needs about {cost.memory_bytes / 1e9:.1f} GB, more than the {limit / 1e9:.1f} GB available; "
+        f"try train.batch_size={share} with train.grad_accum_steps={accum * train.grad_accum_steps} "
+        f"(the same effective batch)"
+    )
 
 
 def peak_flops(train: TrainConfig, device_kind: str = "") -> tuple[float, str]:
@@ -208,7 +228,10 @@ def peak_flops(train: TrainConfig, device_kind: str = "") -> tuple[float, str]:
     cores = os.cpu_count() or 1
     ghz = _cpu_ghz()
     per_cycle, unit = cpu_flops_per_cycle(cpu_flags(), train.precision == "mixed_bfloat16")
-    return cores * ghz * 1e9 * per_cycle, f"CPU estimate: {cores} cores x {ghz:.1f} GHz x {per_cycle} FLOP/cycle ({unit})"
+    return (
+        cores * ghz * 1e9 * per_cycle,
+        f"CPU estimate: {cores} cores x {ghz:.1f} GHz x {per_cycle} FLOP/cycle ({unit})",
+    )
 
 
 def cpu_flops_per_cycle(flags: set[str], bfloat16: bool) -> tuple[int, str]:

@@ -47,22 +47,29 @@ def token_embedding(config: ModelConfig, vocab_size: int, seed: int, initializer
         import keras_hub
 
         return keras_hub.layers.ReversibleEmbedding(
-            vocab_size, config.dim, tie_weights=config.tie_embeddings,
-            embeddings_initializer=initializer, name="token_embedding")
+            vocab_size,
+            config.dim,
+            tie_weights=config.tie_embeddings,
+            embeddings_initializer=initializer,
+            name="token_embedding",
+        )
 
     from llmtui.models.token_encoding import TokenEncoding
 
     table = _PRETRAINED.get() if config.embedding == "pretrained" else None
     if config.embedding == "pretrained" and table is None:
-        raise RecipeError("model.embedding = 'pretrained': no vectors were loaded for this model",
-                          hint="build it through the pipeline (llmtui run RECIPE), which reads model.pretrained_path")
+        raise RecipeError(
+            "model.embedding = 'pretrained': no vectors were loaded for this model",
+            hint="build it through the pipeline (llmtui run RECIPE), which reads model.pretrained_path",
+        )
     if config.embedding == "onehot" and vocab_size > ONEHOT_MAX_VOCAB:
         raise RecipeError(
             f"model.embedding = 'onehot' needs a vocabulary of at most {ONEHOT_MAX_VOCAB:,} tokens; this one has "
             f"{vocab_size:,} (each token would be a vector of {vocab_size:,} numbers, batch × context × vocabulary "
             f"per step)",
             hint=f"use tokenizer.kind = 'char' or 'byte', tokenizer.vocab_size <= {ONEHOT_MAX_VOCAB}, "
-                 "or model.embedding = 'learned'")
+            "or model.embedding = 'learned'",
+        )
     embedding_dim = config.dim
     if table is not None:
         if table.shape[0] != vocab_size:
@@ -72,10 +79,19 @@ def token_embedding(config: ModelConfig, vocab_size: int, seed: int, initializer
             raise RecipeError(
                 f"model.pretrained_path holds {embedding_dim}-dimensional vectors but model.dim is {config.dim}",
                 hint=f"set model.dim = {embedding_dim}, or model.projection = true to learn a projection "
-                     f"from {embedding_dim} to {config.dim}")
-    layer = TokenEncoding(vocab_size, config.dim, embedding_dim=embedding_dim, one_hot=config.embedding == "onehot",
-                          tie_weights=config.tie_embeddings, freeze_steps=config.freeze_steps,
-                          embeddings_initializer=initializer, seed=seed + 3, name="token_embedding")
+                f"from {embedding_dim} to {config.dim}",
+            )
+    layer = TokenEncoding(
+        vocab_size,
+        config.dim,
+        embedding_dim=embedding_dim,
+        one_hot=config.embedding == "onehot",
+        tie_weights=config.tie_embeddings,
+        freeze_steps=config.freeze_steps,
+        embeddings_initializer=initializer,
+        seed=seed + 3,
+        name="token_embedding",
+    )
     if table is not None:
         layer.build((None, None))
         layer.embeddings.assign(_at_initial_scale(table, initializer))
@@ -108,4 +124,3 @@ def output_logits(x, embedding, config: ModelConfig, vocab_size: int, seed: int)
 
         logits = OutputBias(name="output_bias")(logits)
     return keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-

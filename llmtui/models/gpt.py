@@ -19,15 +19,25 @@ def build_gpt(config: ModelConfig, vocab_size: int, seed: int, norm_epsilon: flo
     embedding = token_embedding(config, vocab_size, seed)
     x = embedding(ids)  # (B, T, C)
     positions = keras_hub.layers.PositionEmbedding(
-        sequence_length=config.context, initializer=init_normal(seed + 1), name="position_embedding")(x)
+        sequence_length=config.context, initializer=init_normal(seed + 1), name="position_embedding"
+    )(x)
     x = keras.layers.Add(name="embeddings_add")([x, positions])
     x = keras.layers.Dropout(config.embedding_dropout, seed=seed, name="embedding_dropout")(x)
     for i in range(config.layers):
-        x = DecoderBlock(heads=config.heads, mlp_dim=int(config.dim * config.mlp_ratio), norm="layer", mlp="gelu",
-                         use_bias=True, dropout=config.dropout, attention_dropout=config.attention_dropout,
-                         norm_epsilon=norm_epsilon, init_seed=seed + 100 + 10 * i,
-                         # GPT-2: projections into the residual stream scaled down with depth.
-                         output_stddev=0.02 / math.sqrt(2 * config.layers), name=f"block_{i}")(x)
+        x = DecoderBlock(
+            heads=config.heads,
+            mlp_dim=int(config.dim * config.mlp_ratio),
+            norm="layer",
+            mlp="gelu",
+            use_bias=True,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            norm_epsilon=norm_epsilon,
+            init_seed=seed + 100 + 10 * i,
+            # GPT-2: projections into the residual stream scaled down with depth.
+            output_stddev=0.02 / math.sqrt(2 * config.layers),
+            name=f"block_{i}",
+        )(x)
     x = keras.layers.LayerNormalization(epsilon=norm_epsilon, name="final_norm")(x)
     logits = output_logits(x, embedding, config, vocab_size, seed)  # (B, T, V)
     return keras.Model(ids, logits, name="gpt")

@@ -27,12 +27,22 @@ def build_llama(config: ModelConfig, vocab_size: int, seed: int, norm_epsilon: f
     x = embedding(ids)  # (B, T, C); positions enter through rotary embeddings inside attention
     x = keras.layers.Dropout(config.embedding_dropout, seed=seed, name="embedding_dropout")(x)
     for i in range(config.layers):
-        x = DecoderBlock(heads=config.heads, kv_heads=config.kv_heads or config.heads,
-                         mlp_dim=swiglu_width(config.dim, config.mlp_ratio), norm="rms", mlp="swiglu",
-                         use_bias=False, rotary=True, rotary_base=config.rope_base, dropout=config.dropout,
-                         attention_dropout=config.attention_dropout, norm_epsilon=norm_epsilon,
-                         init_seed=seed + 100 + 10 * i, output_stddev=0.02 / math.sqrt(2 * config.layers),
-                         name=f"block_{i}")(x)
+        x = DecoderBlock(
+            heads=config.heads,
+            kv_heads=config.kv_heads or config.heads,
+            mlp_dim=swiglu_width(config.dim, config.mlp_ratio),
+            norm="rms",
+            mlp="swiglu",
+            use_bias=False,
+            rotary=True,
+            rotary_base=config.rope_base,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            norm_epsilon=norm_epsilon,
+            init_seed=seed + 100 + 10 * i,
+            output_stddev=0.02 / math.sqrt(2 * config.layers),
+            name=f"block_{i}",
+        )(x)
     x = keras.layers.RMSNormalization(epsilon=norm_epsilon, name="final_norm")(x)
     logits = output_logits(x, embedding, config, vocab_size, seed)  # (B, T, V)
     return keras.Model(ids, logits, name="llama")

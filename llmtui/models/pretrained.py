@@ -47,9 +47,11 @@ def read_vectors(path: str | Path, format: str = "auto", keep: Iterable[str] | N
     the numbers of the rows kept)."""
     path = Path(path)
     if not path.exists():
-        raise VectorsError(f"vectors file not found: {path}",
-                           hint="set model.pretrained_path to a Word2Vec or GloVe file, or make one with "
-                                "`llmtui embeddings train RECIPE`")
+        raise VectorsError(
+            f"vectors file not found: {path}",
+            hint="set model.pretrained_path to a Word2Vec or GloVe file, or make one with "
+            "`llmtui embeddings train RECIPE`",
+        )
     if path.is_dir():
         raise VectorsError(f"model.pretrained_path is a folder, not a vectors file: {path}")
     fmt = detect_format(path) if format == "auto" else format
@@ -103,9 +105,10 @@ def _read_text(path: Path, fmt: str, wanted: set[str] | None) -> Vectors:
                 if spaces < dim or (spaces > dim and fmt == "word2vec"):
                     raise VectorsError(
                         f"{path}, line {number}: {spaces} numbers where {dim} were expected",
-                        hint="is the file cut short, or are rows of different sizes mixed?")
+                        hint="is the file cut short, or are rows of different sizes mixed?",
+                    )
                 # A few GloVe files have words with spaces: the word is what precedes the last `dim` fields.
-                word = line[:line.index(" ")] if spaces == dim else line.rsplit(" ", dim)[0]
+                word = line[: line.index(" ")] if spaces == dim else line.rsplit(" ", dim)[0]
                 count += 1
                 if wanted is None or word in wanted:
                     numbers = line.rsplit(" ", dim)[1:]
@@ -116,13 +119,17 @@ def _read_text(path: Path, fmt: str, wanted: set[str] | None) -> Vectors:
                         raise VectorsError(f"{path}, line {number}: {bad[:30]!r} is not a number") from None
                     words.append(word)
         except UnicodeDecodeError as exc:
-            raise VectorsError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start} of a line)",
-                               hint="a binary Word2Vec file needs model.pretrained_format = 'word2vec_binary'") from None
+            raise VectorsError(
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start} of a line)",
+                hint="a binary Word2Vec file needs model.pretrained_format = 'word2vec_binary'",
+            ) from None
     if dim is None or count == 0:
         raise VectorsError(f"{path}: no vectors in the file")
     if declared is not None and count != declared:
-        raise VectorsError(f"{path}: the header promises {declared} vectors but the file holds {count}",
-                           hint="the file may be truncated; download or write it again")
+        raise VectorsError(
+            f"{path}: the header promises {declared} vectors but the file holds {count}",
+            hint="the file may be truncated; download or write it again",
+        )
     matrix = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
     return Vectors(path, fmt, dim, count, words, matrix)
 
@@ -139,16 +146,21 @@ def _read_binary(path: Path, wanted: set[str] | None) -> Vectors:
             while True:
                 ch = f.read(1)
                 if not ch:
-                    raise VectorsError(f"{path}: truncated: the header promises {declared} vectors, the file ends "
-                                       f"in vector {index + 1}", hint="download or write the file again")
+                    raise VectorsError(
+                        f"{path}: truncated: the header promises {declared} vectors, the file ends "
+                        f"in vector {index + 1}",
+                        hint="download or write the file again",
+                    )
                 if ch == b" ":
                     break
                 if ch != b"\n" or raw:
                     raw += ch
             data = f.read(width)
             if len(data) < width:
-                raise VectorsError(f"{path}: truncated: vector {index + 1} of {declared} has {len(data)} of "
-                                   f"{width} bytes", hint="download or write the file again")
+                raise VectorsError(
+                    f"{path}: truncated: vector {index + 1} of {declared} has {len(data)} of {width} bytes",
+                    hint="download or write the file again",
+                )
             word = raw.decode("utf-8", errors="replace")
             if wanted is None or word in wanted:
                 words.append(word)
@@ -160,8 +172,10 @@ def _read_binary(path: Path, wanted: set[str] | None) -> Vectors:
 def _header(path: Path, line: str) -> tuple[int, int]:
     fields = line.split()
     if len(fields) != 2 or not all(x.isdigit() for x in fields) or int(fields[1]) < 1:
-        raise VectorsError(f"{path}, line 1: a Word2Vec file starts with 'COUNT DIM', got {line[:60]!r}",
-                           hint="for a GloVe file (no header) set model.pretrained_format = 'glove'")
+        raise VectorsError(
+            f"{path}, line 1: a Word2Vec file starts with 'COUNT DIM', got {line[:60]!r}",
+            hint="for a GloVe file (no header) set model.pretrained_format = 'glove'",
+        )
     return int(fields[0]), int(fields[1])
 
 
@@ -220,26 +234,35 @@ def map_onto_vocabulary(tokenizer, path: str | Path, format: str = "auto", seed:
         raise VectorsError(
             f"{vectors.path}: none of the {len(keys)} tokens of the vocabulary has a vector there",
             hint="check that the vectors are for this language and casing (data.lowercase), or train vectors on "
-                 "this corpus: llmtui embeddings train RECIPE")
+            "this corpus: llmtui embeddings train RECIPE",
+        )
     rng = np.random.default_rng(seed)
     known = matrix[found]
     mean, std = known.mean(axis=0), known.std(axis=0) + 1e-6
     fill = ~found
     matrix[fill] = rng.normal(mean, std, size=(int(fill.sum()), vectors.dim)).astype(np.float32)
     report = {
-        "path": str(vectors.path), "format": vectors.format, "vectors_in_file": vectors.count, "dim": vectors.dim,
-        "vocab_size": vocab_size, "tokens": len(keys), "covered": covered,
+        "path": str(vectors.path),
+        "format": vectors.format,
+        "vectors_in_file": vectors.count,
+        "dim": vectors.dim,
+        "vocab_size": vocab_size,
+        "tokens": len(keys),
+        "covered": covered,
         "coverage": covered / max(len(keys), 1),
         "whole_words": {"tokens": word_total, "covered": word_found},
         "pieces": {"tokens": piece_total, "covered": piece_found},
-        "matched_by": how_counts, "missing_examples": missing,
+        "matched_by": how_counts,
+        "missing_examples": missing,
     }
     return matrix, report
 
 
 def coverage_line(report: dict) -> str:
     words, pieces = report["whole_words"], report["pieces"]
-    return (f"pretrained vectors: {report['covered']:,} of {report['tokens']:,} tokens covered "
-            f"({100 * report['coverage']:.1f}%; whole words {words['covered']}/{words['tokens']}, "
-            f"pieces {pieces['covered']}/{pieces['tokens']}) from {report['path']} "
-            f"({report['format']}, {report['vectors_in_file']:,} × {report['dim']})")
+    return (
+        f"pretrained vectors: {report['covered']:,} of {report['tokens']:,} tokens covered "
+        f"({100 * report['coverage']:.1f}%; whole words {words['covered']}/{words['tokens']}, "
+        f"pieces {pieces['covered']}/{pieces['tokens']}) from {report['path']} "
+        f"({report['format']}, {report['vectors_in_file']:,} × {report['dim']})"
+    )

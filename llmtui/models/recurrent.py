@@ -26,13 +26,18 @@ def _initializers(config: ModelConfig, seed: int) -> dict:
     if config.recurrent_init == "uniform":  # PyTorch's recurrent layers: everything U(±1/sqrt(hidden))
         bound = 1.0 / math.sqrt(config.dim)
         uniform = lambda offset: keras.initializers.RandomUniform(-bound, bound, seed=seed + offset)  # noqa: E731
-        options = {"kernel_initializer": uniform(100), "recurrent_initializer": uniform(200),
-                   "bias_initializer": uniform(300)}
+        options = {
+            "kernel_initializer": uniform(100),
+            "recurrent_initializer": uniform(200),
+            "bias_initializer": uniform(300),
+        }
         if config.arch == "lstm":
             options["unit_forget_bias"] = False
         return options
-    return {"kernel_initializer": keras.initializers.GlorotUniform(seed=seed + 100),
-            "recurrent_initializer": keras.initializers.Orthogonal(seed=seed + 200)}
+    return {
+        "kernel_initializer": keras.initializers.GlorotUniform(seed=seed + 100),
+        "recurrent_initializer": keras.initializers.Orthogonal(seed=seed + 200),
+    }
 
 
 def build_recurrent(config: ModelConfig, vocab_size: int, seed: int):
@@ -44,8 +49,9 @@ def build_recurrent(config: ModelConfig, vocab_size: int, seed: int):
     layer_cls = RECURRENT_LAYERS[cell]
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     limit = embedding_limit(config)
-    embedding = token_embedding(config, vocab_size, seed,
-                                initializer=keras.initializers.RandomUniform(-limit, limit, seed=seed))
+    embedding = token_embedding(
+        config, vocab_size, seed, initializer=keras.initializers.RandomUniform(-limit, limit, seed=seed)
+    )
     x = embedding(ids)  # (B, T, C)
     x = keras.layers.Dropout(config.embedding_dropout, seed=seed, name="embedding_dropout")(x)
     for i in range(config.layers):

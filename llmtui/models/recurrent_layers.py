@@ -57,8 +57,14 @@ class _HoistedInputProjection:
 
         # Keras' own per-backend time loop (tf.while_loop / lax.scan), the one its RNN layers use; in timing
         # it timed the same as `keras.ops.scan` on JAX, and `ops.scan` on TensorFlow rejects a list carry.
-        return keras.src.backend.rnn(step, projected, states, unroll=self.unroll,
-                                     input_length=sequences.shape[1], return_all_outputs=self.return_sequences)
+        return keras.src.backend.rnn(
+            step,
+            projected,
+            states,
+            unroll=self.unroll,
+            input_length=sequences.shape[1],
+            return_all_outputs=self.return_sequences,
+        )
 
     def run_carried(self, sequences, initial_state: list, keep):
         """Every step's output (B, T, U) and the final states, from `initial_state`; the states are zeroed
@@ -73,8 +79,7 @@ class _HoistedInputProjection:
             kept = inputs[..., -1:]
             return self._recurrence(inputs[..., :-1], [state * kept for state in states], **weights)
 
-        _, outputs, states = keras.src.backend.rnn(step, stepped, list(initial_state),
-                                                   input_length=sequences.shape[1])
+        _, outputs, states = keras.src.backend.rnn(step, stepped, list(initial_state), input_length=sequences.shape[1])
         return outputs, list(states)
 
     def _loop_weights(self) -> dict:
@@ -91,8 +96,12 @@ class LSTM(_HoistedInputProjection, keras.layers.LSTM):
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         cell = self.cell
-        if (self._uses_keras_loop(mask, training) or self.unroll or cell.activation is not keras.activations.tanh
-                or cell.recurrent_activation is not keras.activations.sigmoid):
+        if (
+            self._uses_keras_loop(mask, training)
+            or self.unroll
+            or cell.activation is not keras.activations.tanh
+            or cell.recurrent_activation is not keras.activations.sigmoid
+        ):
             return super().inner_loop(sequences, initial_state, mask, training=training)
         h0, c0 = initial_state
         outputs, c_last = lstm_sequence(self._project(sequences), h0, c0, ops.copy(cell.recurrent_kernel))
@@ -101,15 +110,19 @@ class LSTM(_HoistedInputProjection, keras.layers.LSTM):
 
     def run_carried(self, sequences, initial_state: list, keep):
         cell = self.cell
-        if self.unroll or cell.activation is not keras.activations.tanh \
-                or cell.recurrent_activation is not keras.activations.sigmoid:
+        if (
+            self.unroll
+            or cell.activation is not keras.activations.tanh
+            or cell.recurrent_activation is not keras.activations.sigmoid
+        ):
             return super().run_carried(sequences, initial_state, keep)
         if cell.dropout or cell.recurrent_dropout or self.go_backwards:
             raise ValueError("a carried state needs a forward recurrent layer without cell dropout")
         h0, c0 = initial_state
         projected = self._project(sequences)
-        outputs, c_last = lstm_sequence(projected, h0, c0, ops.copy(cell.recurrent_kernel),
-                                        ops.cast(keep, projected.dtype))
+        outputs, c_last = lstm_sequence(
+            projected, h0, c0, ops.copy(cell.recurrent_kernel), ops.cast(keep, projected.dtype)
+        )
         return outputs, [outputs[:, -1], c_last]
 
     def _recurrence(self, projected, states, kernel):
@@ -131,10 +144,12 @@ class GRU(_HoistedInputProjection, keras.layers.GRU):
 
     def _loop_weights(self) -> dict:
         cell, units = self.cell, self.cell.units
-        weights = {"gates_kernel": cell.recurrent_kernel[:, :2 * units],
-                   "candidate_kernel": cell.recurrent_kernel[:, 2 * units:]}
+        weights = {
+            "gates_kernel": cell.recurrent_kernel[:, : 2 * units],
+            "candidate_kernel": cell.recurrent_kernel[:, 2 * units :],
+        }
         if cell.reset_after and cell.use_bias:
-            weights.update(gates_bias=cell.bias[1][:2 * units], candidate_bias=cell.bias[1][2 * units:])
+            weights.update(gates_bias=cell.bias[1][: 2 * units], candidate_bias=cell.bias[1][2 * units :])
         return weights
 
     def _recurrence(self, projected, states, gates_kernel, candidate_kernel, gates_bias=None, candidate_bias=None):
@@ -194,9 +209,18 @@ class CarriedStates(keras.layers.Layer):
         self.states = []
         for index, (layer, _) in enumerate(self.pairs):
             count = 2 if isinstance(layer, keras.layers.LSTM) else 1
-            self.states.append([self.add_weight(shape=(self.batch_size, layer.cell.units), initializer="zeros",
-                                                trainable=False, dtype="float32", name=f"state_{index}_{k}")
-                                for k in range(count)])
+            self.states.append(
+                [
+                    self.add_weight(
+                        shape=(self.batch_size, layer.cell.units),
+                        initializer="zeros",
+                        trainable=False,
+                        dtype="float32",
+                        name=f"state_{index}_{k}",
+                    )
+                    for k in range(count)
+                ]
+            )
         self.built = True
 
     def call(self, x, ids, reset, training=None):
@@ -248,14 +272,15 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
             return ops.concatenate([h, c, i, f, g, o], axis=-1), [h, c]
 
         # Each step's h, c and gate activations, kept for the backward pass: (B, T, 6U).
-        _, saved, (_, c_last) = keras.src.backend.rnn(forward_step, projected, [h0, c0],
-                                                      input_length=projected.shape[1])
+        _, saved, (_, c_last) = keras.src.backend.rnn(
+            forward_step, projected, [h0, c0], input_length=projected.shape[1]
+        )
         hs = saved[..., :units]
 
         def grad(*upstream, **kwargs):
             # TensorFlow passes one gradient per output; JAX one tuple of them.
             d_hs, d_c_last = upstream[0] if len(upstream) == 1 else upstream
-            c_before = ops.concatenate([c0[:, None], saved[:, :-1, units:2 * units]], axis=1)
+            c_before = ops.concatenate([c0[:, None], saved[:, :-1, units : 2 * units]], axis=1)
             kernel_t = ops.transpose(kernel)
 
             def backward_step(step_inputs, states):
@@ -264,13 +289,20 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
                 dh = dh + d_h_out
                 tanh_c = ops.tanh(c)
                 dc = dc + dh * o * (1 - tanh_c * tanh_c)
-                dz = ops.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
-                                      dh * tanh_c * o * (1 - o)], axis=-1)
+                dz = ops.concatenate(
+                    [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)],
+                    axis=-1,
+                )
                 return dz, [ops.matmul(dz, kernel_t), dc * f]
 
             step_inputs = ops.concatenate([d_hs, saved, c_before], axis=-1)  # (B, T, 8U)
-            _, dz, (dh0, dc0) = keras.src.backend.rnn(backward_step, step_inputs, [ops.zeros_like(h0), d_c_last],
-                                                      go_backwards=True, input_length=step_inputs.shape[1])
+            _, dz, (dh0, dc0) = keras.src.backend.rnn(
+                backward_step,
+                step_inputs,
+                [ops.zeros_like(h0), d_c_last],
+                go_backwards=True,
+                input_length=step_inputs.shape[1],
+            )
             dz = ops.flip(dz, axis=1)  # produced last step first
             h_before = ops.concatenate([h0[:, None], hs[:, :-1]], axis=1)
             d_kernel = ops.einsum("btu,btg->ug", h_before, dz)
@@ -284,6 +316,7 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
 def _lstm_sequence_kept(projected, h0, c0, kernel, keep):
     """`lstm_sequence` with the state multiplied by `keep` (B, T, 1) before each step; the same backward pass,
     where the gradients reaching a step's incoming state pass through the same factor."""
+
     @ops.custom_gradient
     def run(projected, h0, c0, kernel, keep):
         units = ops.shape(h0)[-1]
@@ -297,14 +330,15 @@ def _lstm_sequence_kept(projected, h0, c0, kernel, keep):
             h = o * ops.tanh(c)
             return ops.concatenate([h, c, i, f, g, o], axis=-1), [h, c]
 
-        _, saved, (_, c_last) = keras.src.backend.rnn(forward_step, ops.concatenate([projected, keep], axis=-1),
-                                                      [h0, c0], input_length=projected.shape[1])
+        _, saved, (_, c_last) = keras.src.backend.rnn(
+            forward_step, ops.concatenate([projected, keep], axis=-1), [h0, c0], input_length=projected.shape[1]
+        )
         hs = saved[..., :units]
 
         def grad(*upstream, **kwargs):
             d_hs, d_c_last = upstream[0] if len(upstream) == 1 else upstream
             # The state each step started from, after its keep factor.
-            c_before = ops.concatenate([c0[:, None], saved[:, :-1, units:2 * units]], axis=1) * keep
+            c_before = ops.concatenate([c0[:, None], saved[:, :-1, units : 2 * units]], axis=1) * keep
             h_before = ops.concatenate([h0[:, None], hs[:, :-1]], axis=1) * keep
             kernel_t = ops.transpose(kernel)
 
@@ -315,13 +349,20 @@ def _lstm_sequence_kept(projected, h0, c0, kernel, keep):
                 dh = dh + d_h_out
                 tanh_c = ops.tanh(c)
                 dc = dc + dh * o * (1 - tanh_c * tanh_c)
-                dz = ops.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
-                                      dh * tanh_c * o * (1 - o)], axis=-1)
+                dz = ops.concatenate(
+                    [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)],
+                    axis=-1,
+                )
                 return dz, [ops.matmul(dz, kernel_t) * kept, dc * f * kept]
 
             step_inputs = ops.concatenate([d_hs, saved, c_before, keep], axis=-1)  # (B, T, 8U + 1)
-            _, dz, (dh0, dc0) = keras.src.backend.rnn(backward_step, step_inputs, [ops.zeros_like(h0), d_c_last],
-                                                      go_backwards=True, input_length=step_inputs.shape[1])
+            _, dz, (dh0, dc0) = keras.src.backend.rnn(
+                backward_step,
+                step_inputs,
+                [ops.zeros_like(h0), d_c_last],
+                go_backwards=True,
+                input_length=step_inputs.shape[1],
+            )
             dz = ops.flip(dz, axis=1)
             d_kernel = ops.einsum("btu,btg->ug", h_before, dz)
             return dz, dh0, dc0, d_kernel, ops.zeros_like(keep)

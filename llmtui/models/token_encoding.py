@@ -38,9 +38,18 @@ class TokenEncoding(keras.layers.Layer):
 
     built: bool  # Keras' Layer keeps it; declared for the type checker
 
-    def __init__(self, input_dim: int, output_dim: int, embedding_dim: int | None = None, one_hot: bool = False,
-                 tie_weights: bool = True, freeze_steps: int = 0, embeddings_initializer="uniform", seed: int = 0,
-                 **kwargs):
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        embedding_dim: int | None = None,
+        one_hot: bool = False,
+        tie_weights: bool = True,
+        freeze_steps: int = 0,
+        embeddings_initializer="uniform",
+        seed: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
@@ -55,22 +64,30 @@ class TokenEncoding(keras.layers.Layer):
         if self.built:
             return
         self.embeddings = self.add_weight(
-            shape=(self.input_dim, self.embedding_dim), initializer=self.embeddings_initializer, name="embeddings",
-            trainable=self.freeze_steps != -1)
+            shape=(self.input_dim, self.embedding_dim),
+            initializer=self.embeddings_initializer,
+            name="embeddings",
+            trainable=self.freeze_steps != -1,
+        )
         self.projection = None
         if self.embedding_dim != self.output_dim:
             self.projection = self.add_weight(
-                shape=(self.embedding_dim, self.output_dim), name="projection",
-                initializer=keras.initializers.GlorotUniform(seed=self.seed))
+                shape=(self.embedding_dim, self.output_dim),
+                name="projection",
+                initializer=keras.initializers.GlorotUniform(seed=self.seed),
+            )
         self.reverse_embeddings = None
         if not self.tie_weights:
             self.reverse_embeddings = self.add_weight(
-                shape=(self.output_dim, self.input_dim), initializer=self.embeddings_initializer,
-                name="reverse_embeddings")
+                shape=(self.output_dim, self.input_dim),
+                initializer=self.embeddings_initializer,
+                name="reverse_embeddings",
+            )
         self.steps_seen = None
         if self.freeze_steps > 0:
-            self.steps_seen = self.add_weight(shape=(), dtype="int32", initializer="zeros", trainable=False,
-                                              name="steps_seen")
+            self.steps_seen = self.add_weight(
+                shape=(), dtype="int32", initializer="zeros", trainable=False, name="steps_seen"
+            )
         self.built = True
 
     def _seen(self):
@@ -119,10 +136,16 @@ class TokenEncoding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "input_dim": self.input_dim, "output_dim": self.output_dim, "embedding_dim": self.embedding_dim,
-            "one_hot": self.one_hot, "tie_weights": self.tie_weights, "freeze_steps": self.freeze_steps,
-            "seed": self.seed,
-            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
-        })
+        config.update(
+            {
+                "input_dim": self.input_dim,
+                "output_dim": self.output_dim,
+                "embedding_dim": self.embedding_dim,
+                "one_hot": self.one_hot,
+                "tie_weights": self.tie_weights,
+                "freeze_steps": self.freeze_steps,
+                "seed": self.seed,
+                "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+            }
+        )
         return config

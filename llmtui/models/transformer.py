@@ -34,9 +34,18 @@ class CausalSelfAttention(keras.layers.Layer):
         output_stddev: standard deviation of the output projection's initializer.
     """
 
-    def __init__(self, heads: int, kv_heads: int | None = None, use_bias: bool = True, rotary: bool = False,
-                 rotary_base: float = 10000.0, attention_dropout: float = 0.0, init_seed: int | None = None,
-                 output_stddev: float = 0.02, **kwargs):
+    def __init__(
+        self,
+        heads: int,
+        kv_heads: int | None = None,
+        use_bias: bool = True,
+        rotary: bool = False,
+        rotary_base: float = 10000.0,
+        attention_dropout: float = 0.0,
+        init_seed: int | None = None,
+        output_stddev: float = 0.02,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.heads = heads
         self.kv_heads = kv_heads or heads
@@ -52,18 +61,29 @@ class CausalSelfAttention(keras.layers.Layer):
         self.head_dim = dim // self.heads
         seed = self.init_seed
         qkv_width = (self.heads + 2 * self.kv_heads) * self.head_dim
-        self.qkv = keras.layers.Dense(qkv_width, use_bias=self.use_bias, kernel_initializer=_normal(0.02, seed),
-                                      dtype=self.dtype_policy, name="qkv")
+        self.qkv = keras.layers.Dense(
+            qkv_width,
+            use_bias=self.use_bias,
+            kernel_initializer=_normal(0.02, seed),
+            dtype=self.dtype_policy,
+            name="qkv",
+        )
         self.qkv.build(input_shape)
-        self.out = keras.layers.Dense(dim, use_bias=self.use_bias,
-                                      kernel_initializer=_normal(self.output_stddev, None if seed is None else seed + 1),
-                                      dtype=self.dtype_policy, name="out")
+        self.out = keras.layers.Dense(
+            dim,
+            use_bias=self.use_bias,
+            kernel_initializer=_normal(self.output_stddev, None if seed is None else seed + 1),
+            dtype=self.dtype_policy,
+            name="out",
+        )
         self.out.build((*input_shape[:-1], self.heads * self.head_dim))
         if self.rotary:
-            self.rope = keras_hub.layers.RotaryEmbedding(max_wavelength=self.rotary_base, dtype=self.dtype_policy,
-                                                         name="rotary")
-        self.dropout = keras.layers.Dropout(self.attention_dropout, seed=seed, dtype=self.dtype_policy,
-                                            name="attention_dropout")
+            self.rope = keras_hub.layers.RotaryEmbedding(
+                max_wavelength=self.rotary_base, dtype=self.dtype_policy, name="rotary"
+            )
+        self.dropout = keras.layers.Dropout(
+            self.attention_dropout, seed=seed, dtype=self.dtype_policy, name="attention_dropout"
+        )
         super().build(input_shape)
 
     def _project(self, x, batch, time):
@@ -73,9 +93,11 @@ class CausalSelfAttention(keras.layers.Layer):
         # One split rather than three slices: its gradient is a single concatenation instead of three padded
         # copies summed.
         q, k, v = ops.split(qkv, [q_width, q_width + kv_width], axis=-1)
-        return (ops.reshape(q, (batch, time, self.heads, self.head_dim)),
-                ops.reshape(k, (batch, time, self.kv_heads, self.head_dim)),
-                ops.reshape(v, (batch, time, self.kv_heads, self.head_dim)))
+        return (
+            ops.reshape(q, (batch, time, self.heads, self.head_dim)),
+            ops.reshape(k, (batch, time, self.kv_heads, self.head_dim)),
+            ops.reshape(v, (batch, time, self.kv_heads, self.head_dim)),
+        )
 
     def call(self, x, training=None):
         batch, time = ops.shape(x)[0], ops.shape(x)[1]
@@ -126,10 +148,18 @@ class CausalSelfAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"heads": self.heads, "kv_heads": self.kv_heads, "use_bias": self.use_bias,
-                       "rotary": self.rotary, "rotary_base": self.rotary_base,
-                       "attention_dropout": self.attention_dropout, "init_seed": self.init_seed,
-                       "output_stddev": self.output_stddev})
+        config.update(
+            {
+                "heads": self.heads,
+                "kv_heads": self.kv_heads,
+                "use_bias": self.use_bias,
+                "rotary": self.rotary,
+                "rotary_base": self.rotary_base,
+                "attention_dropout": self.attention_dropout,
+                "init_seed": self.init_seed,
+                "output_stddev": self.output_stddev,
+            }
+        )
         return config
 
 
@@ -148,10 +178,23 @@ class DecoderBlock(keras.layers.Layer):
         output_stddev: initializer scale of the projections that write into the residual stream.
     """
 
-    def __init__(self, heads: int, mlp_dim: int, kv_heads: int | None = None, norm: str = "layer",
-                 mlp: str = "gelu", use_bias: bool = True, rotary: bool = False, rotary_base: float = 10000.0,
-                 dropout: float = 0.0, attention_dropout: float = 0.0, norm_epsilon: float = 1e-5,
-                 init_seed: int | None = None, output_stddev: float = 0.02, **kwargs):
+    def __init__(
+        self,
+        heads: int,
+        mlp_dim: int,
+        kv_heads: int | None = None,
+        norm: str = "layer",
+        mlp: str = "gelu",
+        use_bias: bool = True,
+        rotary: bool = False,
+        rotary_base: float = 10000.0,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        norm_epsilon: float = 1e-5,
+        init_seed: int | None = None,
+        output_stddev: float = 0.02,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.heads, self.mlp_dim, self.kv_heads = heads, mlp_dim, kv_heads or heads
         self.norm, self.mlp, self.use_bias = norm, mlp, use_bias
@@ -171,21 +214,40 @@ class DecoderBlock(keras.layers.Layer):
         self.attention_norm = self._make_norm("attention_norm")
         self.attention_norm.build(input_shape)
         self.attention = CausalSelfAttention(
-            self.heads, self.kv_heads, self.use_bias, self.rotary, self.rotary_base, self.attention_dropout,
-            init_seed=step(0), output_stddev=self.output_stddev, dtype=self.dtype_policy, name="attention")
+            self.heads,
+            self.kv_heads,
+            self.use_bias,
+            self.rotary,
+            self.rotary_base,
+            self.attention_dropout,
+            init_seed=step(0),
+            output_stddev=self.output_stddev,
+            dtype=self.dtype_policy,
+            name="attention",
+        )
         self.attention.build(input_shape)
         self.mlp_norm = self._make_norm("mlp_norm")
         self.mlp_norm.build(input_shape)
         inner = self.mlp_dim * (2 if self.mlp == "swiglu" else 1)  # gate and value in one projection
-        self.mlp_in = keras.layers.Dense(inner, use_bias=self.use_bias, kernel_initializer=_normal(0.02, step(2)),
-                                         dtype=self.dtype_policy, name="mlp_in")
+        self.mlp_in = keras.layers.Dense(
+            inner,
+            use_bias=self.use_bias,
+            kernel_initializer=_normal(0.02, step(2)),
+            dtype=self.dtype_policy,
+            name="mlp_in",
+        )
         self.mlp_in.build(input_shape)
-        self.mlp_out = keras.layers.Dense(dim, use_bias=self.use_bias,
-                                          kernel_initializer=_normal(self.output_stddev, step(3)),
-                                          dtype=self.dtype_policy, name="mlp_out")
+        self.mlp_out = keras.layers.Dense(
+            dim,
+            use_bias=self.use_bias,
+            kernel_initializer=_normal(self.output_stddev, step(3)),
+            dtype=self.dtype_policy,
+            name="mlp_out",
+        )
         self.mlp_out.build((*input_shape[:-1], self.mlp_dim))
-        self.residual_dropout = keras.layers.Dropout(self.dropout_rate, seed=step(4), dtype=self.dtype_policy,
-                                                     name="residual_dropout")
+        self.residual_dropout = keras.layers.Dropout(
+            self.dropout_rate, seed=step(4), dtype=self.dtype_policy, name="residual_dropout"
+        )
         super().build(input_shape)
 
     def _feed_forward(self, x):
@@ -214,9 +276,21 @@ class DecoderBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"heads": self.heads, "mlp_dim": self.mlp_dim, "kv_heads": self.kv_heads, "norm": self.norm,
-                       "mlp": self.mlp, "use_bias": self.use_bias, "rotary": self.rotary,
-                       "rotary_base": self.rotary_base, "dropout": self.dropout_rate,
-                       "attention_dropout": self.attention_dropout, "norm_epsilon": self.norm_epsilon,
-                       "init_seed": self.init_seed, "output_stddev": self.output_stddev})
+        config.update(
+            {
+                "heads": self.heads,
+                "mlp_dim": self.mlp_dim,
+                "kv_heads": self.kv_heads,
+                "norm": self.norm,
+                "mlp": self.mlp,
+                "use_bias": self.use_bias,
+                "rotary": self.rotary,
+                "rotary_base": self.rotary_base,
+                "dropout": self.dropout_rate,
+                "attention_dropout": self.attention_dropout,
+                "norm_epsilon": self.norm_epsilon,
+                "init_seed": self.init_seed,
+                "output_stddev": self.output_stddev,
+            }
+        )
         return config

@@ -27,7 +27,7 @@ def token_sentences(tokens: np.ndarray, pieces: list[str], eos_id: int) -> Itera
         ids = np.asarray(tokens[start:end])
         start = end + 1
         for offset in range(0, len(ids), MAX_SENTENCE):
-            chunk = ids[offset:offset + MAX_SENTENCE]
+            chunk = ids[offset : offset + MAX_SENTENCE]
             if len(chunk):
                 yield [pieces[i] for i in chunk.tolist()]
 
@@ -37,12 +37,20 @@ def word_sentences(texts: Iterable[str]) -> Iterator[list[str]]:
     for text in texts:
         words = _WORD.findall(text)
         for offset in range(0, len(words), MAX_SENTENCE):
-            if words[offset:offset + MAX_SENTENCE]:
-                yield words[offset:offset + MAX_SENTENCE]
+            if words[offset : offset + MAX_SENTENCE]:
+                yield words[offset : offset + MAX_SENTENCE]
 
 
-def train_word2vec(sentences: list[list[str]], dim: int, window: int = 5, negative: int = 5, epochs: int = 5,
-                   min_count: int = 1, workers: int = 2, seed: int = 0) -> tuple[list[str], np.ndarray, dict]:
+def train_word2vec(
+    sentences: list[list[str]],
+    dim: int,
+    window: int = 5,
+    negative: int = 5,
+    epochs: int = 5,
+    min_count: int = 1,
+    workers: int = 2,
+    seed: int = 0,
+) -> tuple[list[str], np.ndarray, dict]:
     """Skip-gram with negative sampling; returns the words, their (n, dim) vectors and a summary."""
     try:
         from gensim.models import Word2Vec
@@ -51,17 +59,36 @@ def train_word2vec(sentences: list[list[str]], dim: int, window: int = 5, negati
     if not sentences:
         raise LlmtuiError("no text to train word vectors on", hint="check the recipe's data sources")
     began = time.perf_counter()
-    model = Word2Vec(sentences=sentences, vector_size=dim, window=window, negative=negative, sg=1, hs=0,
-                     min_count=min_count, epochs=epochs, workers=workers, seed=seed)
+    model = Word2Vec(
+        sentences=sentences,
+        vector_size=dim,
+        window=window,
+        negative=negative,
+        sg=1,
+        hs=0,
+        min_count=min_count,
+        epochs=epochs,
+        workers=workers,
+        seed=seed,
+    )
     words = list(model.wv.index_to_key)
     if not words:
-        raise LlmtuiError(f"no unit occurs {min_count} times or more; nothing to train",
-                          hint="lower --min-count or add data")
+        raise LlmtuiError(
+            f"no unit occurs {min_count} times or more; nothing to train", hint="lower --min-count or add data"
+        )
     matrix = np.asarray(model.wv.vectors, dtype=np.float32)
-    summary = {"method": "word2vec skip-gram, negative sampling (gensim)", "dim": dim, "window": window,
-               "negative": negative, "epochs": epochs, "min_count": min_count, "vectors": len(words),
-               "sentences": len(sentences), "occurrences": int(sum(len(s) for s in sentences)),
-               "seconds": round(time.perf_counter() - began, 3)}
+    summary = {
+        "method": "word2vec skip-gram, negative sampling (gensim)",
+        "dim": dim,
+        "window": window,
+        "negative": negative,
+        "epochs": epochs,
+        "min_count": min_count,
+        "vectors": len(words),
+        "sentences": len(sentences),
+        "occurrences": int(sum(len(s) for s in sentences)),
+        "seconds": round(time.perf_counter() - began, 3),
+    }
     return words, matrix, summary
 
 

@@ -111,8 +111,12 @@ class StageContext:
         from llmtui.generation.sampler import Generator
         from llmtui.tokenizers import TextTokenizer
 
-        return Generator(model, TextTokenizer.load(self.run.tokenizer_dir), self.recipe.model.context,
-                         use_cache=self.recipe.generate.use_cache)
+        return Generator(
+            model,
+            TextTokenizer.load(self.run.tokenizer_dir),
+            self.recipe.model.context,
+            use_cache=self.recipe.generate.use_cache,
+        )
 
     def resolve(self, name: str | Path) -> Path:
         """A path the recipe gives: absolute, or relative to the folder llmtui was started from."""

@@ -23,8 +23,9 @@ class ModelSource(Protocol):
 
     def build(self, context: StageContext) -> Any: ...
 
-    def stage_inputs(self, context: StageContext, stage: str, section: dict, upstream: str | None,
-                     seeded: bool) -> tuple:
+    def stage_inputs(
+        self, context: StageContext, stage: str, section: dict, upstream: str | None, seeded: bool
+    ) -> tuple:
         """The fingerprint parts of `stage`, whose own recipe section is `section`; `seeded` stages (model,
         train) also depend on the seed and the backend."""
         ...
@@ -37,8 +38,9 @@ class NewModel:
     def __init__(self) -> None:
         self._table = None  # the pretrained embedding table, read once per run
 
-    def stage_inputs(self, context: StageContext, stage: str, section: dict, upstream: str | None,
-                     seeded: bool) -> tuple:
+    def stage_inputs(
+        self, context: StageContext, stage: str, section: dict, upstream: str | None, seeded: bool
+    ) -> tuple:
         r = context.recipe
         extra: list = [r.run.seed, context.backend] if seeded else []
         if extra and r.model.embedding == "pretrained":  # new vectors in the same file redo the model
@@ -67,8 +69,9 @@ class NewModel:
 
             run = context.run
             tokenizer = TextTokenizer.load(run.tokenizer_dir)
-            matrix, report = map_onto_vocabulary(tokenizer, context.resolve(m.pretrained_path), m.pretrained_format,
-                                                 context.recipe.run.seed)
+            matrix, report = map_onto_vocabulary(
+                tokenizer, context.resolve(m.pretrained_path), m.pretrained_format, context.recipe.run.seed
+            )
             run.model_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run.model_dir / "embedding_report.json", report)
             context.emit(Message(coverage_line(report)))
@@ -91,8 +94,11 @@ class DataStage:
 
         r, base_dir = context.recipe, context.base_dir
         sources = [source_fingerprint(s, base_dir) for s in r.data.sources]
-        evals = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in
-                 (base_dir / f for f in r.data.eval_files) if p.is_file()]
+        evals = [
+            [str(p), p.stat().st_size, p.stat().st_mtime_ns]
+            for p in (base_dir / f for f in r.data.eval_files)
+            if p.is_file()
+        ]
         # Where the stage runs does not change what it writes (the engines' reports are the same).
         section = r.data.model_dump(mode="json", exclude={"engine", "engine_address", "engine_partition_mb"})
         parts = ("data", section, r.run.seed, sources, evals)
@@ -128,22 +134,33 @@ class TokenizerStage:
 
         recipe, run = context.recipe, context.run
         folder = run.tokenizer_dir
-        tokenizer = train_tokenizer(recipe.tokenizer, read_split(run.data_dir / "train.jsonl"),
-                                    lowercase=recipe.data.lowercase, normalization=recipe.data.clean.normalize)
+        tokenizer = train_tokenizer(
+            recipe.tokenizer,
+            read_split(run.data_dir / "train.jsonl"),
+            lowercase=recipe.data.lowercase,
+            normalization=recipe.data.clean.normalize,
+        )
         saved = tokenizer.save(folder)
         meta = encode_splits(context, tokenizer, "text")
-        context.emit(Message(
-            f"tokenizer: {tokenizer.kind}, {tokenizer.vocab_size} tokens; train {meta['train']['tokens']:,} tokens, "
-            f"validation {meta['val']['tokens']:,}"))
+        context.emit(
+            Message(
+                f"tokenizer: {tokenizer.kind}, {tokenizer.vocab_size} tokens; "
+                f"train {meta['train']['tokens']:,} tokens, validation {meta['val']['tokens']:,}"
+            )
+        )
         train_counts = np.bincount(load_tokens(folder, "train"), minlength=tokenizer.vocab_size)
         report = vocabulary_report(tokenizer, read_split(run.data_dir / "val.jsonl"), train_counts)
         write_json_atomic(folder / "report.json", report)
         for line in report_lines(report):
             context.emit(Message(line))
-        summary = {"vocab_size": meta["vocab_size"], "train_tokens": meta["train"]["tokens"],
-                   "val_tokens": meta["val"]["tokens"], "unknown_rate": report["validation"]["unknown_rate"],
-                   "bytes_per_token": report["validation"]["bytes_per_token"],
-                   "tokens_per_word": report["validation"]["tokens_per_word"]}
+        summary = {
+            "vocab_size": meta["vocab_size"],
+            "train_tokens": meta["train"]["tokens"],
+            "val_tokens": meta["val"]["tokens"],
+            "unknown_rate": report["validation"]["unknown_rate"],
+            "bytes_per_token": report["validation"]["bytes_per_token"],
+            "tokens_per_word": report["validation"]["tokens_per_word"],
+        }
         outputs = saved + [folder / "tokens.json", folder / "train.bin", folder / "val.bin", folder / "report.json"]
         return StageResult(outputs, summary)
 
@@ -156,15 +173,17 @@ def encode_splits(context: StageContext, tokenizer, what: str) -> dict:
     folder = run.tokenizer_dir
     meta = {"vocab_size": tokenizer.vocab_size, "kind": tokenizer.kind}
     for split in ("train", "val"):
-        meta[split] = encode_split(tokenizer, run.data_dir / f"{split}.jsonl", folder / f"{split}.bin",
-                                   engine=context.recipe.data)
+        meta[split] = encode_split(
+            tokenizer, run.data_dir / f"{split}.jsonl", folder / f"{split}.bin", engine=context.recipe.data
+        )
     write_token_meta(folder, meta)
     model_context = context.recipe.model.context
     if meta["val"]["tokens"] < model_context + 1 or meta["train"]["tokens"] < model_context + 2:
         raise LlmtuiError(
             f"too little {what} for model.context={model_context}: train has {meta['train']['tokens']} tokens, "
             f"validation {meta['val']['tokens']}",
-            hint="add data, raise data.val_fraction, or lower model.context")
+            hint="add data, raise data.val_fraction, or lower model.context",
+        )
     return meta
 
 
@@ -178,8 +197,9 @@ class ModelStage:
         self.source = source
 
     def inputs(self, context: StageContext, upstream: str | None) -> tuple:
-        return self.source.stage_inputs(context, "model", context.recipe.model.model_dump(mode="json"), upstream,
-                                        seeded=True)
+        return self.source.stage_inputs(
+            context, "model", context.recipe.model.model_dump(mode="json"), upstream, seeded=True
+        )
 
     def run(self, context: StageContext) -> StageResult:
         from llmtui.models import count_parameters
@@ -198,9 +218,14 @@ class ModelStage:
         model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
         write_text_atomic(folder / "summary.txt", "\n".join(lines) + "\n")
         params = count_parameters(model)
-        info = {"arch": recipe.model.arch, "parameters": params, "vocab_size": context.vocab_size(),
-                "cost": cost.as_dict(),
-                "backend": context.backend, "config": recipe.model.model_dump(mode="json")}
+        info = {
+            "arch": recipe.model.arch,
+            "parameters": params,
+            "vocab_size": context.vocab_size(),
+            "cost": cost.as_dict(),
+            "backend": context.backend,
+            "config": recipe.model.model_dump(mode="json"),
+        }
         write_json_atomic(folder / "architecture.json", info)
         context.emit(Message(f"model: {recipe.model.arch}, {params:,} parameters"))
         return StageResult([folder / "architecture.json"], {"parameters": params})
@@ -213,8 +238,12 @@ def token_inputs(context: StageContext):
 
     folder = context.run.tokenizer_dir
     meta = context.token_meta()
-    return TrainInputs(train_tokens=load_tokens(folder, "train"), val_tokens=load_tokens(folder, "val"),
-                       bytes_per_token=meta["val"]["bytes"] / meta["val"]["tokens"], vocab_size=meta["vocab_size"])
+    return TrainInputs(
+        train_tokens=load_tokens(folder, "train"),
+        val_tokens=load_tokens(folder, "val"),
+        bytes_per_token=meta["val"]["bytes"] / meta["val"]["tokens"],
+        vocab_size=meta["vocab_size"],
+    )
 
 
 class TrainStage:
@@ -223,15 +252,17 @@ class TrainStage:
     name = "train"
     on_followers = "run"
 
-    def __init__(self, source: ModelSource, training_data: Callable[[StageContext], Any] = token_inputs,
-                 samples: bool = True):
+    def __init__(
+        self, source: ModelSource, training_data: Callable[[StageContext], Any] = token_inputs, samples: bool = True
+    ):
         self.source = source
         self.training_data = training_data  # token files, or a fine-tuning task's encoded examples
         self.samples = samples  # write a sample at each evaluation (when train.eval_samples allows)
 
     def inputs(self, context: StageContext, upstream: str | None) -> tuple:
-        return self.source.stage_inputs(context, "train", context.recipe.train.model_dump(mode="json"), upstream,
-                                        seeded=True)
+        return self.source.stage_inputs(
+            context, "train", context.recipe.train.model_dump(mode="json"), upstream, seeded=True
+        )
 
     def run(self, context: StageContext) -> StageResult:
         plan = context.setup_backend()
@@ -270,12 +301,21 @@ class TrainStage:
         peak, peak_source = peak_flops(config, device_kind())
         context.emit(Message(f"MFU is measured against {peak / 1e12:.2f} TFLOP/s ({peak_source})"))
         sampler = _training_sampler(context) if self.samples and config.eval_samples else None
-        summary = train(model, inputs, config, recipe.model, recipe.run.seed, context.run,
-                        context.fingerprints["train"], context.emit,
-                        # samples in training run on one process; a multi-process job samples after training
-                        sampler_fn=None if context.cluster.multi else sampler,
-                        flops_per_token=cost.flops_per_token, peak_flops=peak,
-                        stop_requested=context.stop_requested())
+        summary = train(
+            model,
+            inputs,
+            config,
+            recipe.model,
+            recipe.run.seed,
+            context.run,
+            context.fingerprints["train"],
+            context.emit,
+            # samples in training run on one process; a multi-process job samples after training
+            sampler_fn=None if context.cluster.multi else sampler,
+            flops_per_token=cost.flops_per_token,
+            peak_flops=peak,
+            stop_requested=context.stop_requested(),
+        )
         return model, summary
 
 
@@ -286,9 +326,16 @@ def _training_sampler(context: StageContext) -> Callable[[Any], tuple[str, str]]
 
     def sample(current_model) -> tuple[str, str]:
         return prompt, context.generator(current_model).generate(
-            prompt, max_tokens=min(generate.max_tokens, 80), temperature=generate.temperature,
-            top_k=generate.top_k, top_p=generate.top_p, seed=generate.seed, beams=generate.beams,
-            stop=generate.stop, use_cache=generate.use_cache)
+            prompt,
+            max_tokens=min(generate.max_tokens, 80),
+            temperature=generate.temperature,
+            top_k=generate.top_k,
+            top_p=generate.top_p,
+            seed=generate.seed,
+            beams=generate.beams,
+            stop=generate.stop,
+            use_cache=generate.use_cache,
+        )
 
     return sample
 
@@ -308,8 +355,12 @@ def _distribution(context: StageContext):
         from llmtui.models.cost import weight_shapes
         from llmtui.training.distribute import model_parallel
 
-        return model_parallel(keras.backend.backend(), train.batch_size, train.mesh,
-                              weight_shapes(context.recipe.model, context.vocab_size()))
+        return model_parallel(
+            keras.backend.backend(),
+            train.batch_size,
+            train.mesh,
+            weight_shapes(context.recipe.model, context.vocab_size()),
+        )
     return contextlib.nullcontext(1)
 
 
@@ -323,8 +374,9 @@ class EvalStage:
         self.source = source
 
     def inputs(self, context: StageContext, upstream: str | None) -> tuple:
-        return self.source.stage_inputs(context, "eval", context.recipe.eval.model_dump(mode="json"), upstream,
-                                        seeded=False)
+        return self.source.stage_inputs(
+            context, "eval", context.recipe.eval.model_dump(mode="json"), upstream, seeded=False
+        )
 
     def run(self, context: StageContext) -> StageResult:
         from llmtui.evaluation.language_model import scorer_for
@@ -338,12 +390,17 @@ class EvalStage:
         report = validation_metrics(scorer, run, recipe.model.context, batch_size, recipe.eval.max_batches)
         save_eval_report(run, report)
         pages = write_report(run)  # redrawn by llmtui report RUN, e.g. after the generate stage
-        context.emit(Message(f"eval: loss {report['loss']:.4f}, perplexity {report['perplexity']:.3f}, "
-                             f"top-5 accuracy {report['top5_accuracy']:.3f}; report {pages['report.html']}"))
-        return StageResult([run.eval_dir / "report.json"],
-                           {k: report.get(k) for k in ("loss", "perplexity", "bits_per_byte", "accuracy",
-                                                       "top5_accuracy")},
-                           redrawn=[pages["report.md"], pages["report.html"]])
+        context.emit(
+            Message(
+                f"eval: loss {report['loss']:.4f}, perplexity {report['perplexity']:.3f}, "
+                f"top-5 accuracy {report['top5_accuracy']:.3f}; report {pages['report.html']}"
+            )
+        )
+        return StageResult(
+            [run.eval_dir / "report.json"],
+            {k: report.get(k) for k in ("loss", "perplexity", "bits_per_byte", "accuracy", "top5_accuracy")},
+            redrawn=[pages["report.md"], pages["report.html"]],
+        )
 
 
 class GenerateStage:
@@ -356,8 +413,9 @@ class GenerateStage:
         self.source = source
 
     def inputs(self, context: StageContext, upstream: str | None) -> tuple:
-        return self.source.stage_inputs(context, "generate", context.recipe.generate.model_dump(mode="json"),
-                                        upstream, seeded=False)
+        return self.source.stage_inputs(
+            context, "generate", context.recipe.generate.model_dump(mode="json"), upstream, seeded=False
+        )
 
     def run(self, context: StageContext) -> StageResult:
         context.setup_backend()
@@ -365,8 +423,17 @@ class GenerateStage:
         g = context.recipe.generate
         samples = []
         for index, prompt in enumerate(g.prompts):
-            text = generator.generate(prompt, g.max_tokens, g.temperature, g.top_k, g.top_p, g.seed + index,
-                                      beams=g.beams, stop=g.stop, use_cache=g.use_cache)
+            text = generator.generate(
+                prompt,
+                g.max_tokens,
+                g.temperature,
+                g.top_k,
+                g.top_p,
+                g.seed + index,
+                beams=g.beams,
+                stop=g.stop,
+                use_cache=g.use_cache,
+            )
             samples.append({"prompt": prompt, "text": text})
             context.emit(Sample(step=-1, prompt=prompt, text=text))
         folder = context.run.generate_dir
@@ -382,5 +449,4 @@ class GenerateStage:
 def pretraining_stages() -> list[Stage]:
     """The stages of a run that trains its model from scratch."""
     model = NewModel()
-    return [DataStage(), TokenizerStage(), ModelStage(model), TrainStage(model), EvalStage(model),
-            GenerateStage(model)]
+    return [DataStage(), TokenizerStage(), ModelStage(model), TrainStage(model), EvalStage(model), GenerateStage(model)]

@@ -23,8 +23,10 @@ LINES_OLLAMA_TEMPLATE = "{{- range .Messages }}{{ .Content }}\n{{ end }}"
 
 # llmtui's chat layout: a role line, the content, the end-of-text token after each turn; the generation prompt
 # opens the assistant's turn, which the model ends with the end-of-text token.
-CHAT_TEMPLATE = ("{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
-                 "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 ROLES = ("system", "user", "assistant")
 
 
@@ -42,8 +44,9 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    return environment.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                                   **special_tokens)
+    return environment.from_string(template).render(
+        messages=messages, add_generation_prompt=add_generation_prompt, **special_tokens
+    )
 
 
 def special_token_names(tokenizer) -> dict:
@@ -64,12 +67,14 @@ def assistant_spans(template: str, messages: list[dict], **special_tokens) -> tu
         if message["role"] != "assistant":
             continue
         prompt = render_chat(template, messages[:i], add_generation_prompt=True, **special_tokens)
-        through = render_chat(template, messages[:i + 1], **special_tokens)
+        through = render_chat(template, messages[: i + 1], **special_tokens)
         if not (text.startswith(through) and through.startswith(prompt)):
             from llmtui.errors import LlmtuiError
 
-            raise LlmtuiError("the chat template does not render a conversation as the conversation before it "
-                              "plus the new turn, so the assistant's tokens cannot be found",
-                              hint="use a template whose output for messages[:i] is a prefix of that for messages")
+            raise LlmtuiError(
+                "the chat template does not render a conversation as the conversation before it "
+                "plus the new turn, so the assistant's tokens cannot be found",
+                hint="use a template whose output for messages[:i] is a prefix of that for messages",
+            )
         spans.append((len(prompt), len(through)))
     return text, spans

@@ -54,13 +54,17 @@ class InGraphTokenizer:
         self.layer = _keras_hub_layer(tokenizer, vocab)  # None for char
         if self.kind in ("char", "word"):
             pieces = [t for t in vocab if t not in SPECIAL_TOKENS]
-            self.piece_table = _table(pieces, [vocab[p] for p in pieces], default=-1 if self.unk_id is None else self.unk_id)
+            self.piece_table = _table(
+                pieces, [vocab[p] for p in pieces], default=-1 if self.unk_id is None else self.unk_id
+            )
         self.word_regex = tokenizer.word_regex
         if self.kind == "word" and not self.word_regex:
             from llmtui.errors import RunFolderError
 
-            raise RunFolderError("this word tokenizer has no word expression in llmtui_tokenizer.json beside it",
-                                 hint="train the tokenizer again: llmtui tokenizer train RECIPE")
+            raise RunFolderError(
+                "this word tokenizer has no word expression in llmtui_tokenizer.json beside it",
+                hint="train the tokenizer again: llmtui tokenizer train RECIPE",
+            )
 
     def normalize(self, text):
         if self.normalization != "none":
@@ -107,7 +111,8 @@ class InGraphTokenizer:
         keep = ordinary.with_flat_values(tf.repeat(tf.logical_not(is_special), ordinary.row_lengths()))
         ordinary = tf.ragged.boolean_mask(ordinary, keep)  # a special piece's own split emptied...
         specials = tf.RaggedTensor.from_row_lengths(  # ...and its id put in its place
-            tf.boolean_mask(special, is_special), tf.cast(is_special, tf.int64))
+            tf.boolean_mask(special, is_special), tf.cast(is_special, tf.int64)
+        )
         per_piece = tf.concat([ordinary, specials], axis=1)  # (N, T)
         return pieces.with_flat_values(per_piece).merge_dims(1, 2)  # (B, T)
 
@@ -126,19 +131,30 @@ def _keras_hub_layer(tokenizer: TextTokenizer, vocab: dict[str, int]):
         model = json.loads(tokenizer.backend.to_str())["model"]
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
         return keras_hub.tokenizers.BytePairTokenizer(
-            vocabulary=vocab, merges=merges, unsplittable_tokens=SPECIAL_TOKENS, **options)
+            vocabulary=vocab, merges=merges, unsplittable_tokens=SPECIAL_TOKENS, **options
+        )
     if tokenizer.kind == "wordpiece":
         by_id = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
         return keras_hub.tokenizers.WordPieceTokenizer(
-            vocabulary=by_id, lowercase=False, strip_accents=False, split=True, split_on_cjk=False,
-            suffix_indicator="##", oov_token=UNK, special_tokens=SPECIAL_TOKENS, special_tokens_in_strings=True,
-            **options)
+            vocabulary=by_id,
+            lowercase=False,
+            strip_accents=False,
+            split=True,
+            split_on_cjk=False,
+            suffix_indicator="##",
+            oov_token=UNK,
+            special_tokens=SPECIAL_TOKENS,
+            special_tokens_in_strings=True,
+            **options,
+        )
     if tokenizer.kind == "unigram":
         if tokenizer.sentencepiece_proto is None:
             from llmtui.errors import RunFolderError
 
-            raise RunFolderError("this unigram tokenizer has no tokenizer.model (SentencePiece proto) beside it",
-                                 hint="train the tokenizer again: llmtui tokenizer train RECIPE")
+            raise RunFolderError(
+                "this unigram tokenizer has no tokenizer.model (SentencePiece proto) beside it",
+                hint="train the tokenizer again: llmtui tokenizer train RECIPE",
+            )
         return keras_hub.tokenizers.SentencePieceTokenizer(proto=tokenizer.sentencepiece_proto, **options)
     return None
 
@@ -146,5 +162,5 @@ def _keras_hub_layer(tokenizer: TextTokenizer, vocab: dict[str, int]):
 def _table(keys: list[str], values: list[int], default: int):
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.string), tf.constant(values, tf.int64)),
-        default_value=tf.constant(default, tf.int64))
-
+        default_value=tf.constant(default, tf.int64),
+    )

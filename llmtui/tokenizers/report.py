@@ -11,8 +11,9 @@ from llmtui.tokenizers.text_tokenizer import SPECIAL_TOKENS, TextTokenizer
 BATCH = 256
 
 
-def vocabulary_report(tokenizer: TextTokenizer, val_texts: Iterable[str], token_counts: np.ndarray | None = None,
-                      top: int = 20) -> dict:
+def vocabulary_report(
+    tokenizer: TextTokenizer, val_texts: Iterable[str], token_counts: np.ndarray | None = None, top: int = 20
+) -> dict:
     """Measure `tokenizer` on the validation texts.
 
     - unknown rate: share of validation tokens that are the unknown token;
@@ -52,8 +53,11 @@ def vocabulary_report(tokenizer: TextTokenizer, val_texts: Iterable[str], token_
     ordinary = np.array([i for i in range(vocab_size) if i not in special_ids], dtype=np.int64)
     total = int(counts[ordinary].sum()) or 1
     by_count = ordinary[np.argsort(-counts[ordinary], kind="stable")]
-    most_frequent = [_entry(tokenizer, int(i), count=int(counts[i]), share=round(int(counts[i]) / total, 6))
-                     for i in by_count[:top] if counts[i] > 0]
+    most_frequent = [
+        _entry(tokenizer, int(i), count=int(counts[i]), share=round(int(counts[i]) / total, 6))
+        for i in by_count[:top]
+        if counts[i] > 0
+    ]
     lengths = np.array([len(tokenizer.surface_bytes(int(i))) for i in ordinary], dtype=np.int64)
     by_length = ordinary[np.argsort(-lengths, kind="stable")]
     longest = [_entry(tokenizer, int(i), bytes=len(tokenizer.surface_bytes(int(i)))) for i in by_length[:top]]

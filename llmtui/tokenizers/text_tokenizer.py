@@ -43,9 +43,16 @@ EOL = "\n"
 class TextTokenizer:
     """A trained vocabulary: text <-> ids."""
 
-    def __init__(self, backend, kind: str, lowercase: bool = False, normalization: str = "nfc",
-                 sentencepiece_proto: bytes | None = None, special_names: dict[str, str | None] | None = None,
-                 word_regex: str = ""):
+    def __init__(
+        self,
+        backend,
+        kind: str,
+        lowercase: bool = False,
+        normalization: str = "nfc",
+        sentencepiece_proto: bytes | None = None,
+        special_names: dict[str, str | None] | None = None,
+        word_regex: str = "",
+    ):
         self.backend = backend  # tokenizers.Tokenizer
         self.kind = kind
         self.word_regex = word_regex  # word only: what a token is (line breaks included when they are tokens)
@@ -55,7 +62,9 @@ class TextTokenizer:
         # {pad, unk, bos, eos: the token's name}: ours unless the vocabulary came with a pretrained model, whose
         # own names (GPT-2's <|endoftext|>, Llama's <s> and </s>) it keeps.
         self.special_names = special_names or {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS}
-        ids: dict[str, Any] = {role: None if name is None else backend.token_to_id(name) for role, name in self.special_names.items()}
+        ids: dict[str, Any] = {
+            role: None if name is None else backend.token_to_id(name) for role, name in self.special_names.items()
+        }
         self.pad_id, self.unk_id, self.bos_id, self.eos_id = ids["pad"], ids.get("unk"), ids["bos"], ids["eos"]
 
     @property
@@ -119,8 +128,13 @@ class TextTokenizer:
         if self.sentencepiece_proto is not None:
             (folder / SENTENCEPIECE_FILE).write_bytes(self.sentencepiece_proto)
             written.append(folder / SENTENCEPIECE_FILE)
-        meta = {"kind": self.kind, "lowercase": self.lowercase, "normalization": self.normalization,
-                "special_tokens": SPECIAL_TOKENS, "special_names": self.special_names}
+        meta = {
+            "kind": self.kind,
+            "lowercase": self.lowercase,
+            "normalization": self.normalization,
+            "special_tokens": SPECIAL_TOKENS,
+            "special_names": self.special_names,
+        }
         if self.word_regex:
             meta["word_regex"] = self.word_regex
         (folder / META_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
@@ -132,7 +146,9 @@ class TextTokenizer:
 
         path = folder / "tokenizer.json"
         if not path.exists():
-            raise RunFolderError(f"no tokenizer at {path}", hint="run the recipe's tokenizer stage first (llmtui run RECIPE)")
+            raise RunFolderError(
+                f"no tokenizer at {path}", hint="run the recipe's tokenizer stage first (llmtui run RECIPE)"
+            )
         meta_path = folder / META_FILE
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
@@ -142,14 +158,24 @@ class TextTokenizer:
         except (ValueError, UnicodeDecodeError, Exception) as exc:  # the tokenizers library raises plain Exception
             if isinstance(exc, OSError):
                 raise
-            raise RunFolderError(f"the tokenizer in {folder} is damaged ({type(exc).__name__}: {exc})",
-                                 hint="run the recipe again (llmtui run RECIPE): its tokenizer stage redoes it") from None
-        return cls(tokenizer, meta.get("kind", "unknown"), bool(meta.get("lowercase", False)),
-                   meta.get("normalization", "nfc"), proto, meta.get("special_names"), meta.get("word_regex", ""))
+            raise RunFolderError(
+                f"the tokenizer in {folder} is damaged ({type(exc).__name__}: {exc})",
+                hint="run the recipe again (llmtui run RECIPE): its tokenizer stage redoes it",
+            ) from None
+        return cls(
+            tokenizer,
+            meta.get("kind", "unknown"),
+            bool(meta.get("lowercase", False)),
+            meta.get("normalization", "nfc"),
+            proto,
+            meta.get("special_names"),
+            meta.get("word_regex", ""),
+        )
 
 
-def train_tokenizer(config: TokenizerConfig, texts: Iterable[str], lowercase: bool = False,
-                    normalization: str = "nfc") -> TextTokenizer:
+def train_tokenizer(
+    config: TokenizerConfig, texts: Iterable[str], lowercase: bool = False, normalization: str = "nfc"
+) -> TextTokenizer:
     """Train a vocabulary of the configured kind on `texts` (the train split, as the data stage wrote it).
 
     `lowercase` and `normalization` (none, nfc or nfkc) are the data stage's `data.lowercase` and
@@ -179,16 +205,24 @@ def train_tokenizer(config: TokenizerConfig, texts: Iterable[str], lowercase: bo
         backend = Tokenizer(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
-        trainer: Any = trainers.BpeTrainer(vocab_size=config.vocab_size, min_frequency=config.min_frequency,
-                                      special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+        trainer: Any = trainers.BpeTrainer(
+            vocab_size=config.vocab_size,
+            min_frequency=config.min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
         backend.train_from_iterator(_batched(texts), trainer=trainer)
     elif config.kind == "wordpiece":
         backend = Tokenizer(models.WordPiece(unk_token=UNK))
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=config.vocab_size, min_frequency=config.min_frequency,
-                                            special_tokens=SPECIAL_TOKENS, show_progress=False)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=config.vocab_size,
+            min_frequency=config.min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            show_progress=False,
+        )
         backend.train_from_iterator(_batched(texts), trainer=trainer)
     elif config.kind == "unigram":
         proto = _train_sentencepiece(config, texts)
@@ -200,15 +234,25 @@ def train_tokenizer(config: TokenizerConfig, texts: Iterable[str], lowercase: bo
         backend.decoder = _word_decoder()
         # The normaliser goes on before training: the words are counted as they will be read.
         backend.normalizer = _normalizer(lowercase, normalization)
-        trainer = trainers.WordLevelTrainer(vocab_size=config.vocab_size, min_frequency=config.min_frequency,
-                                            special_tokens=SPECIAL_TOKENS, show_progress=False)
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=config.vocab_size,
+            min_frequency=config.min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            show_progress=False,
+        )
         backend.train_from_iterator(_batched(texts), trainer=trainer)
     else:  # the recipe's Literal makes this unreachable; kept for direct library callers
         raise ValueError(f"unknown tokenizer kind {config.kind!r}")
     backend.normalizer = _normalizer(lowercase, normalization, sentencepiece=config.kind == "unigram")
     backend.add_special_tokens(SPECIAL_TOKENS)
-    return TextTokenizer(backend, config.kind, lowercase, normalization, proto,
-                         word_regex=word_regex_of(config) if config.kind == "word" else "")
+    return TextTokenizer(
+        backend,
+        config.kind,
+        lowercase,
+        normalization,
+        proto,
+        word_regex=word_regex_of(config) if config.kind == "word" else "",
+    )
 
 
 def word_regex_of(config: TokenizerConfig) -> str:
@@ -233,16 +277,16 @@ def _unicode_classes(pattern: str) -> str:
                 body = _CLASS_BODY[code.lower()]
                 out.append(body if in_class else f"[{'^' if code.isupper() else ''}{body}]")
             else:
-                out.append(pattern[i:i + 2])
+                out.append(pattern[i : i + 2])
             i += 2
             continue
         if char == "[" and not in_class:
             in_class = True
             out.append(char)
-            if pattern[i + 1:i + 2] == "^":  # a "]" right after "[" or "[^" is a literal
+            if pattern[i + 1 : i + 2] == "^":  # a "]" right after "[" or "[^" is a literal
                 out.append("^")
                 i += 1
-            if pattern[i + 1:i + 2] == "]":
+            if pattern[i + 1 : i + 2] == "]":
                 out.append("]")
                 i += 1
         elif char == "]" and in_class:
@@ -266,8 +310,14 @@ def _word_decoder():
     fused into one string, then the spaces beside line breaks and the one in front removed."""
     from tokenizers import Regex, decoders
 
-    return decoders.Sequence([decoders.Replace(Regex(r"\A"), " "), decoders.Fuse(),
-                              decoders.Replace(Regex(f" ?{EOL} ?"), EOL), decoders.Strip(" ", 1, 0)])
+    return decoders.Sequence(
+        [
+            decoders.Replace(Regex(r"\A"), " "),
+            decoders.Fuse(),
+            decoders.Replace(Regex(f" ?{EOL} ?"), EOL),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
 
 
 def _normalizer(lowercase: bool, normalization: str, sentencepiece: bool = False):
@@ -307,17 +357,35 @@ def _train_sentencepiece(config: TokenizerConfig, texts: Iterable[str]) -> bytes
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=model, model_type="unigram",
-            vocab_size=config.vocab_size, hard_vocab_limit=False, character_coverage=1.0,
-            normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
-            pad_id=0, unk_id=1, bos_id=2, eos_id=3, pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS,
-            max_sentence_length=1 << 24, input_sentence_size=1_000_000, shuffle_input_sentence=True,
-            minloglevel=2, num_threads=2)
+            sentence_iterator=iter(texts),
+            model_writer=model,
+            model_type="unigram",
+            vocab_size=config.vocab_size,
+            hard_vocab_limit=False,
+            character_coverage=1.0,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=True,
+            pad_id=0,
+            unk_id=1,
+            bos_id=2,
+            eos_id=3,
+            pad_piece=PAD,
+            unk_piece=UNK,
+            bos_piece=BOS,
+            eos_piece=EOS,
+            max_sentence_length=1 << 24,
+            input_sentence_size=1_000_000,
+            shuffle_input_sentence=True,
+            minloglevel=2,
+            num_threads=2,
+        )
     except RuntimeError as exc:
         from llmtui.errors import LlmtuiError
 
-        raise LlmtuiError(f"sentencepiece could not train a unigram vocabulary: {exc}",
-                          hint="add text, or lower tokenizer.vocab_size") from None
+        raise LlmtuiError(
+            f"sentencepiece could not train a unigram vocabulary: {exc}", hint="add text, or lower tokenizer.vocab_size"
+        ) from None
     return model.getvalue()
 
 

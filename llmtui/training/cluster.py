@@ -52,8 +52,10 @@ class Cluster:
     def batch_rows(self, batch_size: int) -> slice:
         """This process's rows of every global batch (the whole batch in a single process)."""
         if batch_size % self.count:
-            raise LlmtuiError(f"train.batch_size ({batch_size}) must be a multiple of the {self.count} processes",
-                              hint=f"e.g. train.batch_size={self.count * max(1, batch_size // self.count)}")
+            raise LlmtuiError(
+                f"train.batch_size ({batch_size}) must be a multiple of the {self.count} processes",
+                hint=f"e.g. train.batch_size={self.count * max(1, batch_size // self.count)}",
+            )
         share = batch_size // self.count
         return slice(self.index * share, (self.index + 1) * share)
 
@@ -63,8 +65,10 @@ def current() -> Cluster:
     TF_CONFIG is, else one process."""
     coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS", "")
     if coordinator and os.environ.get("TF_CONFIG"):
-        raise LlmtuiError("both JAX_COORDINATOR_ADDRESS and TF_CONFIG are set: which job should this process join?",
-                          hint="unset TF_CONFIG for a JAX job, or the JAX_* variables for a TensorFlow one")
+        raise LlmtuiError(
+            "both JAX_COORDINATOR_ADDRESS and TF_CONFIG are set: which job should this process join?",
+            hint="unset TF_CONFIG for a JAX job, or the JAX_* variables for a TensorFlow one",
+        )
     if os.environ.get("TF_CONFIG"):
         return _from_tf_config(os.environ["TF_CONFIG"])
     if not coordinator:
@@ -73,8 +77,10 @@ def current() -> Cluster:
         count = int(os.environ.get("JAX_NUM_PROCESSES", ""))
         index = int(os.environ.get("JAX_PROCESS_ID", ""))
     except ValueError:
-        raise LlmtuiError("JAX_COORDINATOR_ADDRESS is set but JAX_NUM_PROCESSES or JAX_PROCESS_ID is missing or "
-                          "not a number", hint="set all three on every process, JAX_PROCESS_ID from 0") from None
+        raise LlmtuiError(
+            "JAX_COORDINATOR_ADDRESS is set but JAX_NUM_PROCESSES or JAX_PROCESS_ID is missing or not a number",
+            hint="set all three on every process, JAX_PROCESS_ID from 0",
+        ) from None
     if count < 1 or not 0 <= index < count:
         raise LlmtuiError(f"JAX_PROCESS_ID={index} is not between 0 and JAX_NUM_PROCESSES-1 ({count - 1})")
     return Cluster(index, count, coordinator, "jax")
@@ -86,13 +92,17 @@ def _from_tf_config(text: str) -> Cluster:
         cluster, task = spec.get("cluster") or {}, spec.get("task") or {}
         kind, index = task.get("type", ""), int(task.get("index", 0))
     except (ValueError, AttributeError, TypeError):
-        raise LlmtuiError("TF_CONFIG is not a JSON object with 'cluster' and 'task'",
-                          hint='e.g. {"cluster": {"worker": ["host0:2222", "host1:2222"]}, '
-                               '"task": {"type": "worker", "index": 0}}') from None
+        raise LlmtuiError(
+            "TF_CONFIG is not a JSON object with 'cluster' and 'task'",
+            hint='e.g. {"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker", "index": 0}}',
+        ) from None
     others = sorted(set(cluster) - {"chief", "worker"})
     if others or kind not in ("chief", "worker"):
-        raise LlmtuiError(f"TF_CONFIG: llmtui trains with workers only (MultiWorkerMirroredStrategy), not "
-                          f"{', '.join(others) or repr(kind)}", hint="list every process under cluster.worker")
+        raise LlmtuiError(
+            f"TF_CONFIG: llmtui trains with workers only (MultiWorkerMirroredStrategy), not "
+            f"{', '.join(others) or repr(kind)}",
+            hint="list every process under cluster.worker",
+        )
     chief, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
     addresses = chief + workers
     position = index if kind == "chief" else len(chief) + index
@@ -124,25 +134,32 @@ def join(backend: str) -> Cluster:
     if cluster.runtime == "tensorflow":
         return _join_tensorflow(cluster, backend)
     if backend != "jax":
-        raise LlmtuiError(f"JAX_COORDINATOR_ADDRESS describes a {cluster.count}-process job, but the backend is "
-                          f"{backend}", hint="set run.backend = 'jax' (or KERAS_BACKEND=jax)")
+        raise LlmtuiError(
+            f"JAX_COORDINATOR_ADDRESS describes a {cluster.count}-process job, but the backend is {backend}",
+            hint="set run.backend = 'jax' (or KERAS_BACKEND=jax)",
+        )
     import jax
 
     # CPU devices talk through Gloo (GPUs and TPUs use their own collectives); a dead peer is noticed within
     # the heartbeat timeout and stops the others.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(coordinator_address=cluster.coordinator, num_processes=cluster.count,
-                                   process_id=cluster.index, initialization_timeout=300,
-                                   heartbeat_timeout_seconds=30)
+        jax.distributed.initialize(
+            coordinator_address=cluster.coordinator,
+            num_processes=cluster.count,
+            process_id=cluster.index,
+            initialization_timeout=300,
+            heartbeat_timeout_seconds=30,
+        )
         # Every process starts its devices now, together: starting them exchanges the device topology, which
         # would time out if process 0 did it alone (in its model stage) while the others wait for its files.
         jax.devices()
     except Exception as exc:  # XLA's errors: coordinator unreachable, a process missing
-        raise LlmtuiError(f"process {cluster.index} of {cluster.count} could not join the job at "
-                          f"{cluster.coordinator}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}",
-                          hint="start every process with the same JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES") \
-            from None
+        raise LlmtuiError(
+            f"process {cluster.index} of {cluster.count} could not join the job at "
+            f"{cluster.coordinator}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}",
+            hint="start every process with the same JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES",
+        ) from None
     _joined = True
     return cluster
 
@@ -150,9 +167,11 @@ def join(backend: str) -> Cluster:
 def _join_tensorflow(cluster: Cluster, backend: str) -> Cluster:
     global _joined, _strategy
     if backend != "tensorflow":
-        raise LlmtuiError(f"TF_CONFIG describes a {cluster.count}-process TensorFlow job, but the backend is {backend}",
-                          hint="set run.backend = 'tensorflow' (or KERAS_BACKEND=tensorflow), or unset TF_CONFIG "
-                               "and use JAX's variables")
+        raise LlmtuiError(
+            f"TF_CONFIG describes a {cluster.count}-process TensorFlow job, but the backend is {backend}",
+            hint="set run.backend = 'tensorflow' (or KERAS_BACKEND=tensorflow), or unset TF_CONFIG "
+            "and use JAX's variables",
+        )
     from llmtui.backend import configure_backend
 
     configure_backend(backend)  # the environment, and the virtual CPUs asked for, before TensorFlow starts
@@ -160,13 +179,15 @@ def _join_tensorflow(cluster: Cluster, backend: str) -> Cluster:
 
     try:
         options = tf.distribute.experimental.CommunicationOptions(
-            implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING
+        )
         _strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     except Exception as exc:  # TensorFlow's errors: a bad address, a port in use, a worker missing
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LlmtuiError(f"process {cluster.index} of {cluster.count} could not join the TensorFlow job "
-                          f"({cluster.coordinator} first): {text}",
-                          hint="start every process with the same TF_CONFIG cluster, each with its own task index") \
-            from None
+        raise LlmtuiError(
+            f"process {cluster.index} of {cluster.count} could not join the TensorFlow job "
+            f"({cluster.coordinator} first): {text}",
+            hint="start every process with the same TF_CONFIG cluster, each with its own task index",
+        ) from None
     _joined = True
     return cluster

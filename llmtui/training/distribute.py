@@ -78,8 +78,10 @@ def data_parallel(backend: str, batch_size: int):
         with strategy.scope():
             yield strategy.num_replicas_in_sync
     else:
-        raise LlmtuiError(f"train.distribute = 'data_parallel' is not supported on the {backend} backend",
-                          hint="use the jax or tensorflow backend")
+        raise LlmtuiError(
+            f"train.distribute = 'data_parallel' is not supported on the {backend} backend",
+            hint="use the jax or tensorflow backend",
+        )
 
 
 # (variable path pattern, the axis split over the mesh's `model` axis); any other variable is replicated.
@@ -111,8 +113,10 @@ def mesh_shape(mesh: list[int], devices: int) -> tuple[int, int]:
         return 1, devices
     data, model = mesh
     if data * model != devices:
-        raise LlmtuiError(f"train.mesh = {list(mesh)} needs {data * model} devices, but there are {devices}",
-                          hint=f"e.g. train.mesh = [1, {devices}] (all model parallel) or [{devices}, 1]")
+        raise LlmtuiError(
+            f"train.mesh = {list(mesh)} needs {data * model} devices, but there are {devices}",
+            hint=f"e.g. train.mesh = [1, {devices}] (all model parallel) or [{devices}, 1]",
+        )
     return data, model
 
 
@@ -121,10 +125,11 @@ def check_model_parallel_shapes(shapes: dict[str, tuple[int, ...]], model_axis: 
     for path, shape in shapes.items():
         axis = sharded_axis(path)
         if axis is not None and shape[axis] % model_axis:
-            raise LlmtuiError(f"model parallel over {model_axis} devices cannot split {path} {tuple(shape)} "
-                              f"along its axis {axis} ({shape[axis]} is not a multiple of {model_axis})",
-                              hint="choose model.dim (and model.mlp_ratio) so these sizes divide, or another "
-                                   "train.mesh")
+            raise LlmtuiError(
+                f"model parallel over {model_axis} devices cannot split {path} {tuple(shape)} "
+                f"along its axis {axis} ({shape[axis]} is not a multiple of {model_axis})",
+                hint="choose model.dim (and model.mlp_ratio) so these sizes divide, or another train.mesh",
+            )
 
 
 @contextlib.contextmanager
@@ -132,8 +137,10 @@ def model_parallel(backend: str, batch_size: int, mesh: list[int], shapes: dict[
     """Set up a (batch, model) mesh with the layouts of MODEL_PARALLEL_RULES for a model of these weight
     shapes (see `llmtui.models.cost.weight_shapes`); yields the (data, model) sizes."""
     if backend != "jax":
-        raise LlmtuiError(f"train.distribute = 'model_parallel' is not supported on the {backend} backend",
-                          hint="set run.backend = 'jax' (keras.distribution shards variables on JAX only)")
+        raise LlmtuiError(
+            f"train.distribute = 'model_parallel' is not supported on the {backend} backend",
+            hint="set run.backend = 'jax' (keras.distribution shards variables on JAX only)",
+        )
     import keras
 
     from llmtui.training import cluster
@@ -150,8 +157,7 @@ def model_parallel(backend: str, batch_size: int, mesh: list[int], shapes: dict[
         spec[axis] = "model"
         layout_map[pattern] = tuple(spec)
     previous = keras.distribution.distribution()
-    keras.distribution.set_distribution(
-        keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
+    keras.distribution.set_distribution(keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
     try:
         yield data, model
     finally:
@@ -160,5 +166,7 @@ def model_parallel(backend: str, batch_size: int, mesh: list[int], shapes: dict[
 
 def _check_batch(batch_size: int, devices: int) -> None:
     if batch_size % devices:
-        raise LlmtuiError(f"train.batch_size ({batch_size}) must be a multiple of the {devices} devices for data "
-                          "parallel training", hint=f"e.g. train.batch_size={devices * max(1, batch_size // devices)}")
+        raise LlmtuiError(
+            f"train.batch_size ({batch_size}) must be a multiple of the {devices} devices for data parallel training",
+            hint=f"e.g. train.batch_size={devices * max(1, batch_size // devices)}",
+        )

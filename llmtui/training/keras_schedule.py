@@ -16,8 +16,16 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     back to optimizer steps so the schedule is the same whatever the accumulation.
     """
 
-    def __init__(self, peak: float, total_steps: int, warmup_steps: int, kind: str, min_ratio: float,
-                 decay_fraction: float = 0.2, micro_steps_per_update: int = 1):
+    def __init__(
+        self,
+        peak: float,
+        total_steps: int,
+        warmup_steps: int,
+        kind: str,
+        min_ratio: float,
+        decay_fraction: float = 0.2,
+        micro_steps_per_update: int = 1,
+    ):
         self.peak, self.total_steps, self.warmup_steps = float(peak), int(total_steps), int(warmup_steps)
         self.kind, self.min_ratio, self.decay_fraction = kind, float(min_ratio), float(decay_fraction)
         self.micro_steps_per_update = int(micro_steps_per_update)
@@ -41,6 +49,12 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return ops.where(step < self.warmup_steps, warmup, decayed)
 
     def get_config(self):
-        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "kind": self.kind, "min_ratio": self.min_ratio, "decay_fraction": self.decay_fraction,
-                "micro_steps_per_update": self.micro_steps_per_update}
+        return {
+            "peak": self.peak,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "kind": self.kind,
+            "min_ratio": self.min_ratio,
+            "decay_fraction": self.decay_fraction,
+            "micro_steps_per_update": self.micro_steps_per_update,
+        }

@@ -19,9 +19,15 @@ from llmtui.training.schedule import make_schedule
 NO_DECAY = ["bias", "gamma", "beta", "scale"]
 EMBEDDINGS = ["embeddings"]
 
-_CLASSES = {"adamw": keras.optimizers.AdamW, "adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
-            "adagrad": keras.optimizers.Adagrad, "rmsprop": keras.optimizers.RMSprop,
-            "lion": keras.optimizers.Lion, "muon": keras.optimizers.Muon}
+_CLASSES = {
+    "adamw": keras.optimizers.AdamW,
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "adagrad": keras.optimizers.Adagrad,
+    "rmsprop": keras.optimizers.RMSprop,
+    "lion": keras.optimizers.Lion,
+    "muon": keras.optimizers.Muon,
+}
 _TRACKED: dict[str, type] = {}
 
 
@@ -73,9 +79,15 @@ def make_optimizer(config: TrainConfig):
         "rmsprop": {"momentum": config.momentum},
         "lion": {"weight_decay": config.weight_decay or None, "beta_1": config.beta1, "beta_2": config.beta2},
         # Muon orthogonalises 2-D weight updates; embeddings, norms and biases go through its Adam part.
-        "muon": {"weight_decay": config.weight_decay, "adam_weight_decay": config.weight_decay,
-                 "adam_beta_1": config.beta1, "adam_beta_2": config.beta2, "momentum": config.momentum,
-                 "nesterov": config.nesterov, "exclude_embeddings": True},
+        "muon": {
+            "weight_decay": config.weight_decay,
+            "adam_weight_decay": config.weight_decay,
+            "adam_beta_1": config.beta1,
+            "adam_beta_2": config.beta2,
+            "momentum": config.momentum,
+            "nesterov": config.nesterov,
+            "exclude_embeddings": True,
+        },
     }
     specific = options[kind]
     optimizer = _tracked_class(_CLASSES[kind])(**common, **specific)

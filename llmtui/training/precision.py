@@ -21,8 +21,28 @@ from llmtui.config.recipe import ModelConfig, TrainConfig
 from llmtui.models.cost import cpu_flags
 
 # GPUs whose tensor cores do bfloat16 (compute capability 8.0 and later), matched in the device's name.
-_BF16_GPUS = ("H200", "H100", "H800", "GH200", "B200", "B100", "GB200", "A100", "A800", "A40", "A30", "A10",
-              "A6000", "A5000", "A4000", "L40", "L4", "RTX 30", "RTX 40", "RTX 50")
+_BF16_GPUS = (
+    "H200",
+    "H100",
+    "H800",
+    "GH200",
+    "B200",
+    "B100",
+    "GB200",
+    "A100",
+    "A800",
+    "A40",
+    "A30",
+    "A10",
+    "A6000",
+    "A5000",
+    "A4000",
+    "L40",
+    "L4",
+    "RTX 30",
+    "RTX 40",
+    "RTX 50",
+)
 
 # A model pays for bfloat16 on a CPU when its widest products are at least this wide: the mixed policy's casts
 # and the oneDNN graph's per-op dispatch are paid per op, the savings per multiply-add.
@@ -45,7 +65,7 @@ class ExecutionPlan:
 
 
 def cpu_bf16_kind(flags: set[str] | None = None) -> str | None:
-    """"AMX-BF16" or "AVX-512 BF16" when the CPU has bfloat16 matrix instructions, else None."""
+    """ "AMX-BF16" or "AVX-512 BF16" when the CPU has bfloat16 matrix instructions, else None."""
     flags = cpu_flags() if flags is None else flags
     if "amx_bf16" in flags:
         return "AMX-BF16"
@@ -54,8 +74,9 @@ def cpu_bf16_kind(flags: set[str] | None = None) -> str | None:
     return None
 
 
-def plan_execution(train: TrainConfig, model: ModelConfig, backend: str, device_kind: str,
-                   flags: set[str] | None = None) -> ExecutionPlan:
+def plan_execution(
+    train: TrainConfig, model: ModelConfig, backend: str, device_kind: str, flags: set[str] | None = None
+) -> ExecutionPlan:
     """The precision and compiler a training run uses (see the module's docstring)."""
     on_cpu = device_kind == "cpu"
     precision: str = train.precision
@@ -79,6 +100,8 @@ def _auto_precision(model: ModelConfig, backend: str, device_kind: str, flags: s
     if backend != "tensorflow":
         return "float32", f"auto: the CPU has {kind}, but only TensorFlow's oneDNN kernels use it (backend {backend})"
     if model.arch not in ("gpt", "llama") or model.dim < _CPU_BF16_MIN_DIM:
-        return "float32", (f"auto: {kind} CPU, but a {model.dim}-wide {model.arch} is too small for bfloat16 to pay "
-                           f"(from {_CPU_BF16_MIN_DIM} wide, transformers)")
+        return "float32", (
+            f"auto: {kind} CPU, but a {model.dim}-wide {model.arch} is too small for bfloat16 to pay "
+            f"(from {_CPU_BF16_MIN_DIM} wide, transformers)"
+        )
     return "mixed_bfloat16", f"auto: {kind} CPU and a {model.dim}-wide {model.arch}"

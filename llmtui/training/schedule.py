@@ -26,8 +26,15 @@ def decay_factor(kind: str, step: float, total_steps: int, warmup_steps: int, de
     return 1.0 - progress  # linear
 
 
-def lr_at(step: int, peak: float, total_steps: int, warmup_steps: int, kind: str, min_ratio: float,
-          decay_fraction: float = 0.2) -> float:
+def lr_at(
+    step: int,
+    peak: float,
+    total_steps: int,
+    warmup_steps: int,
+    kind: str,
+    min_ratio: float,
+    decay_fraction: float = 0.2,
+) -> float:
     """The learning rate used for optimizer step `step` (0-based)."""
     if warmup_steps and step < warmup_steps:
         return peak * (step + 1) / warmup_steps
@@ -43,5 +50,12 @@ def make_schedule(config, micro_steps_per_update: int = 1):
         return float(config.lr)  # a plain variable the training loop lowers
     from llmtui.training.keras_schedule import WarmupDecay
 
-    return WarmupDecay(config.lr, config.steps, config.warmup_steps, config.schedule, config.min_lr_ratio,
-                       config.decay_fraction, micro_steps_per_update)
+    return WarmupDecay(
+        config.lr,
+        config.steps,
+        config.warmup_steps,
+        config.schedule,
+        config.min_lr_ratio,
+        config.decay_fraction,
+        micro_steps_per_update,
+    )

@@ -29,9 +29,12 @@ class TrainStep:
         self.model = model
         # Under a keras.distribution (JAX data parallel) the batch must be laid out over the devices the
         # way `train_on_batch` does it; that path keeps `train_on_batch`.
-        self._holds_state = (keras.backend.backend() == "jax" and not model.run_eagerly
-                             and getattr(model, "steps_per_execution", 1) == 1
-                             and keras.distribution.distribution() is None)
+        self._holds_state = (
+            keras.backend.backend() == "jax"
+            and not model.run_eagerly
+            and getattr(model, "steps_per_execution", 1) == 1
+            and keras.distribution.distribution() is None
+        )
         self._state = None  # (trainable, non_trainable, optimizer) values while the step holds them
         self._metric_zeros: list[np.ndarray] = []
         self._multi_worker = _MultiWorkerStep.for_model(model)
@@ -102,8 +105,10 @@ class _MultiWorkerStep:
         import tensorflow as tf
 
         strategy = model.distribute_strategy
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
-                strategy.extended._in_multi_worker_mode():
+        if (
+            isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()
+        ):
             return cls(model, strategy)
         return None
 

@@ -29,8 +29,11 @@ class ScalarWriter:
         from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
 
         metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
-        tensor = TensorProto(dtype=7, string_val=[text.encode("utf-8")],  # 7 = DT_STRING
-                             tensor_shape=TensorShapeProto(dim=[]))
+        tensor = TensorProto(
+            dtype=7,
+            string_val=[text.encode("utf-8")],  # 7 = DT_STRING
+            tensor_shape=TensorShapeProto(dim=[]),
+        )
         summary = Summary(value=[Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
         self._writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
 

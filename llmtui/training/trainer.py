@@ -83,8 +83,9 @@ class LanguageModelingTask:
         self.inputs, self.context, self.config = inputs, context, config
         from llmtui.training import cluster
 
-        self.sampler = WindowSampler(inputs.train_tokens, context, config.batch_size, seed,
-                                     rows=cluster.current().batch_rows(config.batch_size))
+        self.sampler = WindowSampler(
+            inputs.train_tokens, context, config.batch_size, seed, rows=cluster.current().batch_rows(config.batch_size)
+        )
         self.tokens_per_batch = config.batch_size * context
         self._scorer = None
 
@@ -103,8 +104,13 @@ class LanguageModelingTask:
     def validate(self, model) -> dict:
         if self._scorer is None:
             self._scorer = make_scorer(model, self.config.jit_compile)
-        val = summarize(score_tokens(self._scorer, self.inputs.val_tokens, self.context, self.config.batch_size,
-                                     self.config.eval_batches), self.inputs.bytes_per_token, self.inputs.vocab_size)
+        val = summarize(
+            score_tokens(
+                self._scorer, self.inputs.val_tokens, self.context, self.config.batch_size, self.config.eval_batches
+            ),
+            self.inputs.bytes_per_token,
+            self.inputs.vocab_size,
+        )
         return {"loss": val["loss"], "perplexity": val["perplexity"], "accuracy": val["accuracy"]}
 
 
@@ -118,8 +124,10 @@ class StatefulLanguageModelingTask(LanguageModelingTask):
         try:
             self.sampler = StreamBatches(inputs.train_tokens, self.context, config.batch_size)
         except ValueError as exc:
-            raise TrainingError(f"train.stateful: the train split is too short: {exc}",
-                                hint="add data, or lower train.batch_size or model.context") from None
+            raise TrainingError(
+                f"train.stateful: the train split is too short: {exc}",
+                hint="add data, or lower train.batch_size or model.context",
+            ) from None
         self.tokens_per_batch = config.batch_size * self.context
         self._scorer = None
 
@@ -131,10 +139,16 @@ class StatefulLanguageModelingTask(LanguageModelingTask):
 
     def validate(self, model) -> dict:
         if self._scorer is None:
-            self._scorer = make_scorer(model, self.config.jit_compile, stateful_batch=self.config.batch_size,
-                                       model_config=self.model_config)
-        val = summarize(score_tokens(self._scorer, self.inputs.val_tokens, self.context, self.config.batch_size,
-                                     self.config.eval_batches), self.inputs.bytes_per_token, self.inputs.vocab_size)
+            self._scorer = make_scorer(
+                model, self.config.jit_compile, stateful_batch=self.config.batch_size, model_config=self.model_config
+            )
+        val = summarize(
+            score_tokens(
+                self._scorer, self.inputs.val_tokens, self.context, self.config.batch_size, self.config.eval_batches
+            ),
+            self.inputs.bytes_per_token,
+            self.inputs.vocab_size,
+        )
         return {"loss": val["loss"], "perplexity": val["perplexity"], "accuracy": val["accuracy"]}
 
 
@@ -159,8 +173,11 @@ class NextTokenLoss(keras.losses.Loss):
 
 
 def compile_model(model, config: TrainConfig, loss: keras.losses.Loss | None = None) -> None:
-    model.compile(optimizer=make_optimizer(config), loss=loss or NextTokenLoss(config.label_smoothing),
-                  jit_compile=config.jit_compile)
+    model.compile(
+        optimizer=make_optimizer(config),
+        loss=loss or NextTokenLoss(config.label_smoothing),
+        jit_compile=config.jit_compile,
+    )
     # Built now rather than inside the first traced step: TensorFlow would otherwise trace the whole training
     # step twice (once to create the optimizer's variables, then again to use them): 13.6 → 10.0 s to the first
     # step of the baby GPT.
@@ -229,9 +246,20 @@ class TrainSummary:
     best_val_loss: float = math.inf
 
 
-def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_config: ModelConfig, seed: int,
-          run: RunFolder, fingerprint: str, emit, sampler_fn=None, flops_per_token: float = 0.0,
-          peak_flops: float = 0.0, stop_requested: Callable[[], bool] | None = None) -> dict:
+def train(
+    model,
+    inputs: TrainInputs | TrainingTask,
+    config: TrainConfig,
+    model_config: ModelConfig,
+    seed: int,
+    run: RunFolder,
+    fingerprint: str,
+    emit,
+    sampler_fn=None,
+    flops_per_token: float = 0.0,
+    peak_flops: float = 0.0,
+    stop_requested: Callable[[], bool] | None = None,
+) -> dict:
     """Train `model` to `config.steps` optimizer steps, resuming from the newest matching checkpoint.
 
     `inputs` is a task, or token files for next-token prediction (wrapped in a `LanguageModelingTask`, or a
@@ -249,17 +277,34 @@ def train(model, inputs: TrainInputs | TrainingTask, config: TrainConfig, model_
     checkpoints = CheckpointManager(run.checkpoint_dir, config.keep_checkpoints, fingerprint, writes=leader)
     state = _resume(checkpoints, model, task, emit)
     tokens_per_step = task.tokens_per_batch * config.grad_accum_steps
-    emit(TrainingStarted(total_steps=config.steps, start_step=state.step, tokens_per_step=tokens_per_step,
-                         parameters=count_parameters(shown)))
-    loop = _TrainingLoop(model, shown, task, config, state, checkpoints, emit, _Writers(run, leader), sampler_fn,
-                         _Throughput(tokens_per_step, flops_per_token, peak_flops))
+    emit(
+        TrainingStarted(
+            total_steps=config.steps,
+            start_step=state.step,
+            tokens_per_step=tokens_per_step,
+            parameters=count_parameters(shown),
+        )
+    )
+    loop = _TrainingLoop(
+        model,
+        shown,
+        task,
+        config,
+        state,
+        checkpoints,
+        emit,
+        _Writers(run, leader),
+        sampler_fn,
+        _Throughput(tokens_per_step, flops_per_token, peak_flops),
+    )
     loop.run(stop_requested)
     loop.result.steps, loop.result.best_val_loss = state.step, state.best_val_loss
     return asdict(loop.result)
 
 
-def _task_for(inputs: TrainInputs | TrainingTask, config: TrainConfig, model_config: ModelConfig,
-              seed: int) -> TrainingTask:
+def _task_for(
+    inputs: TrainInputs | TrainingTask, config: TrainConfig, model_config: ModelConfig, seed: int
+) -> TrainingTask:
     """The task to train: `inputs` itself, or next-token prediction on token files."""
     if not isinstance(inputs, TrainInputs):
         return inputs
@@ -307,8 +352,19 @@ class _TrainingLoop:
     """The optimizer steps of one `train()` call and what happens between them: metrics, checkpoints,
     evaluation (best checkpoint, plateau, early stopping, samples) and stopping."""
 
-    def __init__(self, model, shown, task: TrainingTask, config: TrainConfig, state: TrainState,
-                 checkpoints: CheckpointManager, emit, writers: _Writers, sampler_fn, throughput: _Throughput):
+    def __init__(
+        self,
+        model,
+        shown,
+        task: TrainingTask,
+        config: TrainConfig,
+        state: TrainState,
+        checkpoints: CheckpointManager,
+        emit,
+        writers: _Writers,
+        sampler_fn,
+        throughput: _Throughput,
+    ):
         self.model, self.shown, self.task, self.config, self.state = model, shown, task, config, state
         self.checkpoints, self.emit, self.writers, self.sampler_fn = checkpoints, emit, writers, sampler_fn
         self.throughput = throughput
@@ -368,8 +424,10 @@ class _TrainingLoop:
             if not math.isfinite(loss):
                 latest = self.checkpoints.latest()
                 kept = f"; the last good checkpoint is {latest}" if latest else ""
-                raise TrainingError(f"the training loss became {loss} at step {at}{kept}",
-                                    hint="lower train.lr, keep train.grad_clip on, or check the data")
+                raise TrainingError(
+                    f"the training loss became {loss} at step {at}{kept}",
+                    hint="lower train.lr, keep train.grad_clip on, or check the data",
+                )
             self.window.loss += loss
             if self.result.first_loss is None:
                 self.result.first_loss = loss
@@ -415,8 +473,12 @@ class _TrainingLoop:
         self.window.start = time.perf_counter()  # evaluation time does not count against tokens/s
         patience = config.early_stopping_patience
         if patience and state.evals_since_best >= patience and step < config.steps:
-            self.emit(Message(f"early stopping at step {step}: no better validation loss in {patience} "
-                              f"evaluations (best {state.best_val_loss:.4f})"))
+            self.emit(
+                Message(
+                    f"early stopping at step {step}: no better validation loss in {patience} "
+                    f"evaluations (best {state.best_val_loss:.4f})"
+                )
+            )
             return True
         return False
 
@@ -445,14 +507,22 @@ def _tracking_optimizer(model):
     return getattr(model.optimizer, "inner_optimizer", model.optimizer)
 
 
-def _train_metrics(config: TrainConfig, window: MetricsWindow, throughput: _Throughput, step: int,
-                   grad_norm: float) -> dict:
+def _train_metrics(
+    config: TrainConfig, window: MetricsWindow, throughput: _Throughput, step: int, grad_norm: float
+) -> dict:
     elapsed = max(time.perf_counter() - window.start, 1e-9)
     tokens_per_sec = window.steps * throughput.tokens_per_step / elapsed
     values = {
         "loss": window.loss / window.steps,
-        "lr": lr_at(step - 1, config.lr, config.steps, config.warmup_steps, config.schedule, config.min_lr_ratio,
-                    config.decay_fraction),
+        "lr": lr_at(
+            step - 1,
+            config.lr,
+            config.steps,
+            config.warmup_steps,
+            config.schedule,
+            config.min_lr_ratio,
+            config.decay_fraction,
+        ),
         "tokens_per_sec": tokens_per_sec,
         "grad_norm": grad_norm,
         # Time a step spent waiting for its batch (the feed draws batches ahead, so normally ~0).
@@ -488,8 +558,11 @@ class CheckpointManager:
     def _all(self) -> list[Path]:
         if not self.folder.exists():
             return []
-        return sorted(p for p in self.folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
-                      and (p / "state.json").exists())
+        return sorted(
+            p
+            for p in self.folder.glob("step_*")
+            if p.is_dir() and not p.name.endswith(".tmp") and (p / "state.json").exists()
+        )
 
     def _mine(self, path: Path) -> bool:
         try:
@@ -513,16 +586,21 @@ class CheckpointManager:
         np.savez(tmp / "model.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(model.variables)})
         np.savez(tmp / "optimizer.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
         best = state.best_val_loss
-        write_json_atomic(tmp / "state.json", {
-            "step": state.step, "best_val_loss": best if math.isfinite(best) else None,
-            "evals_since_best": state.evals_since_best, "fingerprint": self.fingerprint,
-            "sampler": sampler.state(),
-        })
+        write_json_atomic(
+            tmp / "state.json",
+            {
+                "step": state.step,
+                "best_val_loss": best if math.isfinite(best) else None,
+                "evals_since_best": state.evals_since_best,
+                "fingerprint": self.fingerprint,
+                "sampler": sampler.state(),
+            },
+        )
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         # Keep the newest K of this setup; checkpoints of an earlier, different setup can never resume.
         mine = [path for path in self._all() if self._mine(path)]
-        for old in mine[:-self.keep] + [path for path in self._all() if path not in mine]:
+        for old in mine[: -self.keep] + [path for path in self._all() if path not in mine]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
@@ -548,5 +626,8 @@ class CheckpointManager:
                 variable.assign(values[f"v{i}"])
         sampler.set_state(state["sampler"])
         best = state.get("best_val_loss")
-        return TrainState(step=int(state["step"]), best_val_loss=best if best is not None else math.inf,
-                          evals_since_best=int(state.get("evals_since_best", 0)))
+        return TrainState(
+            step=int(state["step"]),
+            best_val_loss=best if best is not None else math.inf,
+            evals_since_best=int(state.get("evals_since_best", 0)),
+        )

@@ -42,16 +42,23 @@ class WizardApp(App):
     CSS_PATH = "wizard.tcss"
     TITLE = "llmtui"
     SCREENS = SCREEN_CLASSES
-    BINDINGS = [Binding(f"f{index}", f"goto_step('{name}')", label, show=False)
-                for index, (name, label) in enumerate(STEPS, start=1)]
+    BINDINGS = [
+        Binding(f"f{index}", f"goto_step('{name}')", label, show=False)
+        for index, (name, label) in enumerate(STEPS, start=1)
+    ]
 
     # What the step screens watch (counters that only go up) to redraw themselves.
     recipe_generation = var(0)  # another recipe replaced the one edited: every form shows the new one
     run_version = var(0)  # the run or the search shown moved on (events, a start, an end, a pause)
     runs_ended = var(0)  # a run ended: the reports, vocabulary and model it wrote may be new
 
-    def __init__(self, recipe: Path | None = None, run: Path | None = None, base_dir: Path | None = None,
-                 start: str | None = None):
+    def __init__(
+        self,
+        recipe: Path | None = None,
+        run: Path | None = None,
+        base_dir: Path | None = None,
+        start: str | None = None,
+    ):
         super().__init__()
         self.document = RecipeDocument(base_dir or Path.cwd())
         self.state = self.document.state  # what the screens read: the recipe, its file, its run folder
@@ -112,7 +119,11 @@ class WizardApp(App):
         current = self.screen
         if isinstance(current, WelcomeScreen) and step == "welcome":
             return
-        if step in STEP_NAMES and current.name in STEP_NAMES and STEP_NAMES.index(step) > STEP_NAMES.index(current.name):
+        if (
+            step in STEP_NAMES
+            and current.name in STEP_NAMES
+            and STEP_NAMES.index(step) > STEP_NAMES.index(current.name)
+        ):
             problems = current.problems()
             if problems:
                 self.notify("Fix this first:\n" + "\n".join(problems[:4]), severity="error", title="Invalid field")
@@ -126,8 +137,11 @@ class WizardApp(App):
 
     def visited_steps(self) -> list[StepScreen]:
         """The screens with recipe fields shown so far: their fields are what the recipe is."""
-        return [self.get_screen(name) for name in FORM_SCREENS
-                if self.is_screen_installed(name) and self.get_screen(name).is_mounted]
+        return [
+            self.get_screen(name)
+            for name in FORM_SCREENS
+            if self.is_screen_installed(name) and self.get_screen(name).is_mounted
+        ]
 
     def all_problems(self) -> list[str]:
         """Invalid fields on any step visited so far."""
@@ -163,8 +177,10 @@ class WizardApp(App):
         self.switch_screen("finetune")
 
     def action_open_recipe(self) -> None:
-        self.push_screen(PathDialog("Open a recipe (TOML)", "recipes/quickstart.toml"),
-                         lambda path: self.open_recipe_file(Path(path)) if path else None)
+        self.push_screen(
+            PathDialog("Open a recipe (TOML)", "recipes/quickstart.toml"),
+            lambda path: self.open_recipe_file(Path(path)) if path else None,
+        )
 
     def open_recipe_file(self, path: Path) -> None:
         if self._opened(lambda: self.document.open_recipe(path), "recipe"):
@@ -172,13 +188,17 @@ class WizardApp(App):
             self.goto_step("data")
 
     def action_open_run(self) -> None:
-        self.push_screen(PathDialog("Open a run folder", "runs/quickstart"),
-                         lambda path: self.open_run_folder(Path(path)) if path else None)
+        self.push_screen(
+            PathDialog("Open a run folder", "runs/quickstart"),
+            lambda path: self.open_run_folder(Path(path)) if path else None,
+        )
 
     def open_run_folder(self, path: Path) -> None:
         if self._opened(lambda: self.document.open_run(path), "run"):
-            self.notify(f"Opened run {self.state.shown(path)}"
-                        + (" (running: following it)." if self.controller.running else "."))
+            self.notify(
+                f"Opened run {self.state.shown(path)}"
+                + (" (running: following it)." if self.controller.running else ".")
+            )
             self.goto_step(self.step_for_run())
 
     def _opened(self, open_it, what: str) -> bool:

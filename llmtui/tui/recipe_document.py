@@ -35,8 +35,9 @@ class RecipeDocument:
             return ""
         path = quickstart_path()
         # A template: saving writes a new file, and its run gets a folder of its own.
-        self.state.new_recipe({"run": {"name": "quickstart"}} if path is None else
-                              load_recipe(path).model_dump(mode="json"))
+        self.state.new_recipe(
+            {"run": {"name": "quickstart"}} if path is None else load_recipe(path).model_dump(mode="json")
+        )
         return "" if path is not None else "recipes/quickstart.toml is not here; starting from the recipe defaults."
 
     def new_finetune(self, base: str = "") -> None:

@@ -109,12 +109,22 @@ class RunController:
             command = [sys.executable, "-m", "llmtui", "run", str(recipe_file.resolve())]
             if until:
                 command += ["--until", until]
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
-                   "PYTHONUNBUFFERED": "1"}
+            env = {
+                **os.environ,
+                "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+                "PYTHONUNBUFFERED": "1",
+            }
             with open(run.log_file, "ab") as log:
                 # Its own session: closing the terminal or the browser tab does not end the run.
-                self.process = subprocess.Popen(command, cwd=base_dir, stdin=subprocess.DEVNULL, stdout=log,
-                                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                self.process = subprocess.Popen(
+                    command,
+                    cwd=base_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
         except OSError as exc:
             return f"cannot start the run: {exc.strerror or exc}"
         self.pid = self.process.pid
@@ -149,8 +159,12 @@ class RunController:
     def _follow(self, reader: EventLogReader, until: str | None) -> None:
         self._token += 1
         token, process, root = self._token, self.process, self.root
-        self.app.run_worker(lambda: self._follow_log(token, reader, process, root, until), thread=True,
-                            group="run-follower", exit_on_error=False)
+        self.app.run_worker(
+            lambda: self._follow_log(token, reader, process, root, until),
+            thread=True,
+            group="run-follower",
+            exit_on_error=False,
+        )
 
     def _follow_log(self, token: int, reader: EventLogReader, process, root: Path, until: str | None) -> None:
         ending = None

@@ -75,8 +75,10 @@ class RunMonitor:
         if isinstance(event, RunStarted):  # a new session: its own stages; curves carry on (resumed training)
             self.started = event.time
             self.stages = {stage: "waiting" for stage in event.stages}
-            self.log.append(f"{time.strftime('%H:%M:%S', time.localtime(event.time))} run folder {event.run_dir} "
-                            f"· backend {event.backend}")
+            self.log.append(
+                f"{time.strftime('%H:%M:%S', time.localtime(event.time))} run folder {event.run_dir} "
+                f"· backend {event.backend}"
+            )
         elif isinstance(event, StageStarted):
             self.stages[event.stage] = "running"
             if event.reason:

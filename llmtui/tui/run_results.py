@@ -45,6 +45,8 @@ class RunResults:
             from llmtui.tokenizers import TextTokenizer
 
             model = load_final_model(run)
-            self._generator = (key, Generator(model, TextTokenizer.load(run.tokenizer_dir),
-                                              self.state.recipe.model.context))
+            self._generator = (
+                key,
+                Generator(model, TextTokenizer.load(run.tokenizer_dir), self.state.recipe.model.context),
+            )
         return self._generator[1]

@@ -22,8 +22,16 @@ def tiny_template() -> dict[str, Any]:
         "data": {"sources": ["builtin:python-docs"], "val_fraction": 0.05, "max_documents": 400},
         "tokenizer": {"kind": "char"},
         "model": {"arch": "gpt", "layers": 2, "dim": 64, "heads": 2, "context": 64},
-        "train": {"steps": 200, "batch_size": 16, "lr": 3e-3, "warmup_steps": 20, "eval_every": 50,
-                  "eval_batches": 5, "checkpoint_every": 100, "log_every": 10},
+        "train": {
+            "steps": 200,
+            "batch_size": 16,
+            "lr": 3e-3,
+            "warmup_steps": 20,
+            "eval_every": 50,
+            "eval_batches": 5,
+            "checkpoint_every": 100,
+            "log_every": 10,
+        },
         "eval": {"max_batches": 20},
         "generate": {"prompts": ["The "], "max_tokens": 100},
     }
@@ -77,8 +85,13 @@ class WizardState:
         run = RunFolder(folder)
         self.recipe = load_recipe(run.require(run.recipe_path, "recipe", "give the folder of a run made by llmtui"))
         # The run's own folder decides where it lives, whatever out_dir was when it ran.
-        self.recipe = self.recipe.model_copy(update={"run": self.recipe.run.model_copy(
-            update={"name": folder.resolve().name, "out_dir": _relative(folder.resolve().parent, self.base_dir)})})
+        self.recipe = self.recipe.model_copy(
+            update={
+                "run": self.recipe.run.model_copy(
+                    update={"name": folder.resolve().name, "out_dir": _relative(folder.resolve().parent, self.base_dir)}
+                )
+            }
+        )
         self.recipe_path = None
 
     def try_update(self, section: str, values: dict[str, Any]) -> dict[str, str]:

@@ -24,9 +24,13 @@ class TensorBoardServer:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         with open(run_root / "tensorboard.log", "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "llmtui", "tensorboard", str(run_root.resolve()),
-                                             "--port", str(port)], stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, cwd=cwd)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "llmtui", "tensorboard", str(run_root.resolve()), "--port", str(port)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+            )
         self.root, self.address = run_root, f"http://127.0.0.1:{port}/"
         return self.address
 

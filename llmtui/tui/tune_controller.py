@@ -53,8 +53,11 @@ def read_study(storage_url: str, study_name: str) -> tuple[list[dict], dict[int,
     except KeyError:
         return [], {}
     trials = study.get_trials(deepcopy=False)
-    curves = {t.number: sorted((float(k), float(v)) for k, v in t.intermediate_values.items())
-              for t in trials if t.state == TrialState.RUNNING and t.intermediate_values}
+    curves = {
+        t.number: sorted((float(k), float(v)) for k, v in t.intermediate_values.items())
+        for t in trials
+        if t.state == TrialState.RUNNING and t.intermediate_values
+    }
     return [trial_row(t) for t in trials], curves
 
 
@@ -120,12 +123,21 @@ class TuneController:
             self.root.mkdir(parents=True, exist_ok=True)
             recipe_file = self.root / "recipe.toml"
             recipe_file.write_text(recipe_to_toml(recipe), encoding="utf-8")
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
-                   "PYTHONUNBUFFERED": "1"}
+            env = {
+                **os.environ,
+                "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+                "PYTHONUNBUFFERED": "1",
+            }
             with open(self.root / TUNE_LOG, "ab") as log:
                 self.process = subprocess.Popen(
-                    [sys.executable, "-m", "llmtui", "tune", str(recipe_file.resolve())], cwd=base_dir,
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                    [sys.executable, "-m", "llmtui", "tune", str(recipe_file.resolve())],
+                    cwd=base_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
         except OSError as exc:
             return f"cannot start the search: {exc.strerror or exc}"
         self.running, self.outcome, self.message = True, "", ""
@@ -148,8 +160,9 @@ class TuneController:
 
     def _follow(self) -> None:
         token, process, root = self._token, self.process, self.root
-        self.app.run_worker(lambda: self._poll(token, process, root), thread=True, group="tune-follower",
-                            exit_on_error=False)
+        self.app.run_worker(
+            lambda: self._poll(token, process, root), thread=True, group="tune-follower", exit_on_error=False
+        )
 
     def _poll(self, token: int, process, root: Path) -> None:
         while token == self._token:

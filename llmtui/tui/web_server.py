@@ -45,29 +45,43 @@ def is_loopback(host: str) -> bool:
 def check_listen_address(host: str, port: int, allow_remote: bool) -> None:
     """Refuse a non-loopback host without `allow_remote`, an unknown host and a busy port, each in one line."""
     if not allow_remote and not is_loopback(host):
-        raise LlmtuiError(f"--host {host} would let other machines start wizard sessions on this one",
-                          hint="keep the default 127.0.0.1 (reach it from elsewhere through an SSH tunnel), or add "
-                               "--allow-remote if you mean it")
+        raise LlmtuiError(
+            f"--host {host} would let other machines start wizard sessions on this one",
+            hint="keep the default 127.0.0.1 (reach it from elsewhere through an SSH tunnel), or add "
+            "--allow-remote if you mean it",
+        )
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise LlmtuiError(f"cannot listen on --host {host}: {exc.strerror or exc}",
-                          hint="give an address of this machine, e.g. 127.0.0.1") from None
+        raise LlmtuiError(
+            f"cannot listen on --host {host}: {exc.strerror or exc}",
+            hint="give an address of this machine, e.g. 127.0.0.1",
+        ) from None
     family, _, _, _, address = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
         try:
             probe.bind(address)
         except OSError as exc:
-            raise LlmtuiError(f"cannot listen on {host} port {port}: {exc.strerror or exc}",
-                              hint="choose another --port (is another llmtui web running?)") from None
+            raise LlmtuiError(
+                f"cannot listen on {host} port {port}: {exc.strerror or exc}",
+                hint="choose another --port (is another llmtui web running?)",
+            ) from None
 
 
 class GuardedServer(Server):
     """textual-serve's Server behind a token, an Origin/Host check and a cap on wizard processes."""
 
-    def __init__(self, command: str, host: str, port: int, max_sessions: int, allow_remote: bool,
-                 token: str | None = None, **kwargs):
+    def __init__(
+        self,
+        command: str,
+        host: str,
+        port: int,
+        max_sessions: int,
+        allow_remote: bool,
+        token: str | None = None,
+        **kwargs,
+    ):
         super().__init__(command, host=host, port=port, **kwargs)
         self.token = token or secrets.token_urlsafe(24)
         self.max_sessions = max_sessions
@@ -116,7 +130,8 @@ class GuardedServer(Server):
         if self.sessions >= self.max_sessions:
             raise web.HTTPServiceUnavailable(
                 text=f"llmtui web: {self.sessions} wizard sessions are open (the most is {self.max_sessions}); "
-                     "close one, or start llmtui web with a larger --max-sessions\n")
+                "close one, or start llmtui web with a larger --max-sessions\n"
+            )
         self.sessions += 1
         try:
             return await super().handle_websocket(request)

@@ -38,8 +38,20 @@ class Rung:
     bits_per_byte: float | None = None
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("arch", "dim", "parameters", "flops_per_token", "steps", "seconds",
-                                               "val_loss", "bits_per_byte", "curve")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "arch",
+                "dim",
+                "parameters",
+                "flops_per_token",
+                "steps",
+                "seconds",
+                "val_loss",
+                "bits_per_byte",
+                "curve",
+            )
+        }
 
 
 def matched_dim(model: ModelConfig, arch: str, target: float, match: str, vocab_size: int, train) -> int:
@@ -80,8 +92,14 @@ class _Curve:
                 self.done = True
 
 
-def run_ladder(recipe: Recipe, base_dir: Path | str = ".", archs: tuple[str, ...] = ARCHS, match: str = "params",
-               seconds: float = 0.0, on_rung=None) -> dict:
+def run_ladder(
+    recipe: Recipe,
+    base_dir: Path | str = ".",
+    archs: tuple[str, ...] = ARCHS,
+    match: str = "params",
+    seconds: float = 0.0,
+    on_rung=None,
+) -> dict:
     """Train each architecture of `archs` at the matched budget; returns the report (also ladder/report.json)."""
     from llmtui.models.cost import estimate_cost
     from llmtui.pipeline import Pipeline
@@ -104,7 +122,9 @@ def run_ladder(recipe: Recipe, base_dir: Path | str = ".", archs: tuple[str, ...
     target = reference.parameters if match == "params" else reference.flops_per_token
     rungs = []
     for arch in archs:
-        dim = matched_dim(recipe.model, arch, target, match, vocab, recipe.train) if match != "time" else recipe.model.dim
+        dim = (
+            matched_dim(recipe.model, arch, target, match, vocab, recipe.train) if match != "time" else recipe.model.dim
+        )
         data = recipe_to_dict(recipe)
         data["model"].update(arch=arch, dim=dim)
         if arch not in RECURRENT:  # stateful training stays with the recurrent rungs
@@ -134,9 +154,15 @@ def run_ladder(recipe: Recipe, base_dir: Path | str = ".", archs: tuple[str, ...
         rungs.append(rung)
         if on_rung is not None:
             on_rung(rung)
-    report = {"match": match, "target": target, "seconds": seconds if match == "time" else None,
-              "reference": {"arch": recipe.model.arch, "dim": recipe.model.dim},
-              "rungs": [r.as_dict() for r in sorted(rungs, key=lambda r: math.inf if r.bits_per_byte is None else r.bits_per_byte)]}
+    report = {
+        "match": match,
+        "target": target,
+        "seconds": seconds if match == "time" else None,
+        "reference": {"arch": recipe.model.arch, "dim": recipe.model.dim},
+        "rungs": [
+            r.as_dict() for r in sorted(rungs, key=lambda r: math.inf if r.bits_per_byte is None else r.bits_per_byte)
+        ],
+    }
     folder = root / "ladder"
     write_json_atomic(folder / "report.json", report)
     write_curves_png(rungs, folder / "curves.png", bytes_per_token)
@@ -165,8 +191,10 @@ def write_curves_png(rungs: list[Rung], path: Path, bytes_per_token: float, size
     y0, y1 = y0 - pad, y1 + pad
 
     def point(step: float, value: float) -> tuple[float, float]:
-        return (left + (step - x0) / (x1 - x0) * (width - left - right),
-                top + (y1 - value) / (y1 - y0) * (height - top - bottom))
+        return (
+            left + (step - x0) / (x1 - x0) * (width - left - right),
+            top + (y1 - value) / (y1 - y0) * (height - top - bottom),
+        )
 
     draw.rectangle([left, top, width - right, height - bottom], outline="black")
     for i in range(5):

@@ -60,18 +60,24 @@ def search_space(recipe: Recipe, where: str = "recipe") -> list[Param]:
     """The recipe's `[tune.space]` as checked parameters; any problem is one `RecipeError` naming the key."""
     tune = recipe.tune
     if not tune.space:
-        raise RecipeError(f"{where}: tune.space is empty; nothing to search",
-                          hint='add a table per searched field, e.g. [tune.space."train.lr"] with low, high and log')
+        raise RecipeError(
+            f"{where}: tune.space is empty; nothing to search",
+            hint='add a table per searched field, e.g. [tune.space."train.lr"] with low, high and log',
+        )
     params = [_param(recipe, path, spec, where) for path, spec in tune.space.items()]
     if tune.method == "grid":
         for param in params:
             if param.kind == "float" and param.step is None:
-                raise RecipeError(f"{where}: tune.space.{param.path}: a grid needs a step (or choices) for a float "
-                                  f"range", hint="add step = ..., or give choices = [...]")
+                raise RecipeError(
+                    f"{where}: tune.space.{param.path}: a grid needs a step (or choices) for a float range",
+                    hint="add step = ..., or give choices = [...]",
+                )
         size = grid_size(params)
         if size > tune.trials:
-            raise RecipeError(f"{where}: the grid has {size} points but tune.trials is {tune.trials}",
-                              hint=f"set tune.trials = {size}, or search fewer values")
+            raise RecipeError(
+                f"{where}: the grid has {size} points but tune.trials is {tune.trials}",
+                hint=f"set tune.trials = {size}, or search fewer values",
+            )
     return params
 
 
@@ -109,12 +115,16 @@ def _param(recipe: Recipe, path: str, spec: SpaceParam, where: str) -> Param:
     section_name, key = parts
     finetune = bool(recipe.finetune.base)
     if finetune and section_name == "model":
-        raise RecipeError(f"{label}: a fine-tune keeps its base run's architecture",
-                          hint=f"search train.* or finetune.{', finetune.'.join(SEARCHABLE_FINETUNE)}")
+        raise RecipeError(
+            f"{label}: a fine-tune keeps its base run's architecture",
+            hint=f"search train.* or finetune.{', finetune.'.join(SEARCHABLE_FINETUNE)}",
+        )
     if not (section_name in SEARCHABLE or (finetune and section_name == "finetune" and key in SEARCHABLE_FINETUNE)):
         also = f", or finetune.{', finetune.'.join(SEARCHABLE_FINETUNE)}" if finetune else ""
-        raise RecipeError(f"{label}: only model.* and train.* fields{also} can be searched "
-                          f"(every trial shares the run's data and tokenizer)")
+        raise RecipeError(
+            f"{label}: only model.* and train.* fields{also} can be searched "
+            f"(every trial shares the run's data and tokenizer)"
+        )
     section = getattr(recipe, section_name)
     fields = type(section).model_fields
     if key not in fields:
@@ -153,5 +163,6 @@ def _check_value(section, key: str, value: Any, label: str) -> None:
         type(section).model_validate({**section.model_dump(mode="json"), key: value})
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise RecipeError(f"{label}: the value {value!r} is rejected: {_describe_one(err, [str(p) for p in err['loc']])}"
-                          ) from None
+        raise RecipeError(
+            f"{label}: the value {value!r} is rejected: {_describe_one(err, [str(p) for p in err['loc']])}"
+        ) from None

@@ -70,7 +70,9 @@ class PruningSink:
         self.trial = trial
         # Pruning compares evaluations during training, in the objective's direction: task objectives (higher is
         # better) are followed through the validation accuracy, the others through loss or perplexity.
-        self.metric = {"perplexity": "perplexity", "val_loss": "loss", "bits_per_byte": "loss"}.get(objective, "accuracy")
+        self.metric = {"perplexity": "perplexity", "val_loss": "loss", "bits_per_byte": "loss"}.get(
+            objective, "accuracy"
+        )
         self.last: float | None = None
         self.last_step = 0
 
@@ -118,8 +120,14 @@ def study_paths(recipe: Recipe, base_dir: Path) -> tuple[Path, str]:
 class Tuner:
     """Runs a recipe's `[tune]` search in its run folder."""
 
-    def __init__(self, recipe: Recipe, base_dir: Path | str = ".", storage: str | None = None,
-                 where: str = "recipe", worker_index: int = 0):
+    def __init__(
+        self,
+        recipe: Recipe,
+        base_dir: Path | str = ".",
+        storage: str | None = None,
+        where: str = "recipe",
+        worker_index: int = 0,
+    ):
         self.recipe = recipe
         self.worker_index = worker_index  # each worker process samples with its own seed
         self.base_dir = Path(base_dir)
@@ -147,9 +155,16 @@ class Tuner:
 
     def space_fingerprint(self) -> str:
         tune = self.recipe.tune
-        return fingerprint(tune.method, tune.objective, tune.direction, tune.steps, tune.seconds,
-                           {k: v.model_dump(mode="json") for k, v in tune.space.items()},
-                           self.recipe.model_dump(mode="json", exclude={"tune", "run"}), self.recipe.run.seed)
+        return fingerprint(
+            tune.method,
+            tune.objective,
+            tune.direction,
+            tune.steps,
+            tune.seconds,
+            {k: v.model_dump(mode="json") for k, v in tune.space.items()},
+            self.recipe.model_dump(mode="json", exclude={"tune", "run"}),
+            self.recipe.run.seed,
+        )
 
     def study(self):
         """Create or load the study; refuse one made for another search. `self.created` says whether this
@@ -160,25 +175,32 @@ class Tuner:
         tune = self.recipe.tune
         if self.local_storage:
             self.root.mkdir(parents=True, exist_ok=True)
-        options = dict(storage=self.storage(), study_name=self.study_name, direction=tune.direction,
-                       sampler=self._sampler(), pruner=self._pruner())
+        options = dict(
+            storage=self.storage(),
+            study_name=self.study_name,
+            direction=tune.direction,
+            sampler=self._sampler(),
+            pruner=self._pruner(),
+        )
         try:
             try:  # creation is atomic in every storage: exactly one process learns that it created the study
                 study, self.created = optuna.create_study(**options), True
             except optuna.exceptions.DuplicatedStudyError:
                 study, self.created = optuna.create_study(**options, load_if_exists=True), False
         except Exception as exc:  # SQLAlchemy's errors (server gone, tables of another Optuna version)
-            raise LlmtuiError(f"cannot open the study storage {self.storage_url}: {type(exc).__name__}: "
-                              f"{_first_line(exc)}") from None
+            raise LlmtuiError(
+                f"cannot open the study storage {self.storage_url}: {type(exc).__name__}: {_first_line(exc)}"
+            ) from None
         if study.trials:  # a resumed study: a sampler seeded as before would propose the same values again
             study.sampler = self._sampler(resumed_at=len(study.trials))
         made_for = study.user_attrs.get("search")
         if made_for is None:
             study.set_user_attr("search", self.space_fingerprint())
         elif made_for != self.space_fingerprint():
-            raise RecipeError(f"the study {self.study_name} in {self.storage_url} was made for another recipe "
-                              f"or [tune] section",
-                              hint="give the run another name (--set run.name=...), or delete study.db to start over")
+            raise RecipeError(
+                f"the study {self.study_name} in {self.storage_url} was made for another recipe or [tune] section",
+                hint="give the run another name (--set run.name=...), or delete study.db to start over",
+            )
         return study
 
     def _sampler(self, resumed_at: int = 0):
@@ -305,8 +327,11 @@ class Tuner:
         from optuna.trial import TrialState
 
         trials = study.get_trials(deepcopy=False)
-        counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
-                                                    TrialState.WAITING)]
+        counted = [
+            t
+            for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+        ]
         missing = max(0, self.recipe.tune.trials - len(counted))
         if self.recipe.tune.method == "grid":
             taken = {json.dumps(t.params, sort_keys=True) for t in counted}
@@ -324,10 +349,12 @@ class Tuner:
         deadline = time.monotonic() + PLAN_WAIT_SECONDS
         while "planned" not in study.user_attrs:
             if time.monotonic() > deadline:
-                raise LlmtuiError(f"the study {self.study_name} in {self.storage_url} has no planned trials "
-                                  f"after {PLAN_WAIT_SECONDS} s",
-                                  hint="the process that created it stopped before queueing them; run llmtui tune "
-                                       "with this storage once more")
+                raise LlmtuiError(
+                    f"the study {self.study_name} in {self.storage_url} has no planned trials "
+                    f"after {PLAN_WAIT_SECONDS} s",
+                    hint="the process that created it stopped before queueing them; run llmtui tune "
+                    "with this storage once more",
+                )
             time.sleep(1.0)
 
     def optimize(self, study) -> int:
@@ -393,16 +420,19 @@ class Tuner:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise RunFolderError(f"a search is already running in {self.root}",
-                                 hint="wait for it, or add workers to it with --storage from another machine") from None
+            raise RunFolderError(
+                f"a search is already running in {self.root}",
+                hint="wait for it, or add workers to it with --storage from another machine",
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")  # who to interrupt, for the wizard following the search
         handle.flush()
         return handle
 
-    def run(self, workers: int = 1, on_prepared: Callable[[Any], None] | None = None,
-            prepare_sinks: list | None = None) -> TuneResult:
+    def run(
+        self, workers: int = 1, on_prepared: Callable[[Any], None] | None = None, prepare_sinks: list | None = None
+    ) -> TuneResult:
         """Prepare shared artifacts, then run the remaining trials in `workers` processes (1 = this one)."""
         handle = self.lock()
         try:
@@ -437,8 +467,9 @@ class Tuner:
         rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
         sign = 1 if self.recipe.tune.direction == "minimize" else -1
         result.trials = sorted(rows, key=lambda r: (r["value"] is None, sign * (r["value"] or 0.0), r["number"]))
-        complete = [t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None
-                    and math.isfinite(t.value)]
+        complete = [
+            t for t in study.trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+        ]
         if not complete:
             return result
         best = min(complete, key=lambda t: sign * t.value)
@@ -471,11 +502,18 @@ def trial_row(trial) -> dict:
         seconds = (end - trial.datetime_start).total_seconds()
     value = trial.value if trial.value is not None and math.isfinite(trial.value) else None
     intermediate = trial.intermediate_values
-    return {"number": trial.number, "state": trial.state.name.lower(), "params": dict(trial.params),
-            "value": value, "step": trial.user_attrs.get("step", max(intermediate) if intermediate else None),
-            "last_intermediate": intermediate[max(intermediate)] if intermediate else None,
-            "seconds": seconds, "error": trial.user_attrs.get("error"), "folder": trial.user_attrs.get("folder"),
-            "worker": trial.user_attrs.get("worker")}
+    return {
+        "number": trial.number,
+        "state": trial.state.name.lower(),
+        "params": dict(trial.params),
+        "value": value,
+        "step": trial.user_attrs.get("step", max(intermediate) if intermediate else None),
+        "last_intermediate": intermediate[max(intermediate)] if intermediate else None,
+        "seconds": seconds,
+        "error": trial.user_attrs.get("error"),
+        "folder": trial.user_attrs.get("folder"),
+        "worker": trial.user_attrs.get("worker"),
+    }
 
 
 def objective_value(summary: dict, objective: str) -> float:
@@ -484,10 +522,12 @@ def objective_value(summary: dict, objective: str) -> float:
         return summary[objective]
     task = summary.get("task") or {}
     if objective not in task:
-        raise RecipeError(f"tune.objective = '{objective}' is not among this run's results"
-                          + (f" (a {task['kind']} task)" if task else " (a language model)"),
-                          hint="language models: val_loss, perplexity, bits_per_byte; classification: accuracy, "
-                               "macro_f1; qa: f1, exact_match; translation: bleu, chrf")
+        raise RecipeError(
+            f"tune.objective = '{objective}' is not among this run's results"
+            + (f" (a {task['kind']} task)" if task else " (a language model)"),
+            hint="language models: val_loss, perplexity, bits_per_byte; classification: accuracy, "
+            "macro_f1; qa: f1, exact_match; translation: bleu, chrf",
+        )
     return task[objective]
 
 
@@ -497,8 +537,10 @@ def share_artifacts(run_root: Path, trial_root: Path) -> None:
     manifest = RunFolder(run_root).read_manifest()
     missing = [s for s in SHARED_STAGES if s not in manifest["stages"]]
     if missing:
-        raise RunFolderError(f"{run_root} has no {' or '.join(missing)} stage to share with the trials",
-                             hint="they are prepared first; run the command again")
+        raise RunFolderError(
+            f"{run_root} has no {' or '.join(missing)} stage to share with the trials",
+            hint="they are prepared first; run the command again",
+        )
     trial = RunFolder(trial_root)
     trial_root.mkdir(parents=True, exist_ok=True)
     trial_manifest = trial.read_manifest()
@@ -530,9 +572,12 @@ def run_workers(tuner: Tuner, workers: int) -> None:
     context = multiprocessing.get_context("spawn")
     recipe = recipe_to_dict(tuner.recipe)
     storage = None if tuner.local_storage else tuner.storage_url
-    processes = [context.Process(target=_worker, args=(recipe, str(tuner.base_dir.resolve()), storage, i + 1),
-                                 name=f"llmtui-tune-{i}")
-                 for i in range(workers)]
+    processes = [
+        context.Process(
+            target=_worker, args=(recipe, str(tuner.base_dir.resolve()), storage, i + 1), name=f"llmtui-tune-{i}"
+        )
+        for i in range(workers)
+    ]
     for process in processes:
         process.start()
     try:
@@ -545,8 +590,10 @@ def run_workers(tuner: Tuner, workers: int) -> None:
         raise
     failed = [p.name for p in processes if p.exitcode not in (0, None)]
     if failed:
-        raise LlmtuiError(f"{len(failed)} of {len(processes)} tuning workers stopped with an error",
-                          hint=f"see the trial folders' run.log under {tuner.trials_dir}")
+        raise LlmtuiError(
+            f"{len(failed)} of {len(processes)} tuning workers stopped with an error",
+            hint=f"see the trial folders' run.log under {tuner.trials_dir}",
+        )
 
 
 def _worker(recipe_data: dict, base_dir: str, storage: str | None, index: int) -> None:
@@ -568,18 +615,22 @@ def open_storage(url: str):
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        path = Path(url[len("journal:"):].removeprefix("//")).expanduser()
+        path = Path(url[len("journal:") :].removeprefix("//")).expanduser()
         if not str(path) or str(path) == ".":
             raise LlmtuiError(f"the storage {url} names no file", hint="journal:/shared/folder/study.journal")
         if not path.parent.is_dir():
-            raise LlmtuiError(f"the journal storage's folder {path.parent} does not exist",
-                              hint="create it on the shared filesystem first")
+            raise LlmtuiError(
+                f"the journal storage's folder {path.parent} does not exist",
+                hint="create it on the shared filesystem first",
+            )
         return JournalStorage(JournalFileBackend(str(path)))
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme not in ("sqlite", "postgresql", "mysql"):
-        raise LlmtuiError(f"unknown study storage {url}",
-                          hint="sqlite:///path/study.db, postgresql://user:password@host/database, "
-                               "mysql://user:password@host/database or journal:/shared/folder/study.journal")
+        raise LlmtuiError(
+            f"unknown study storage {url}",
+            hint="sqlite:///path/study.db, postgresql://user:password@host/database, "
+            "mysql://user:password@host/database or journal:/shared/folder/study.journal",
+        )
     import warnings
 
     for attempt in range(3):
@@ -587,21 +638,26 @@ def open_storage(url: str):
             with warnings.catch_warnings():  # heartbeats are marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+                    url,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+                )
         except ImportError as exc:
-            raise LlmtuiError(f"cannot open the study storage {url}: the database driver is missing ({exc})",
-                              hint="pip install 'llmtui[postgres]' for PostgreSQL (psycopg); mysqlclient or pymysql "
-                                   "for MySQL") from None
+            raise LlmtuiError(
+                f"cannot open the study storage {url}: the database driver is missing ({exc})",
+                hint="pip install 'llmtui[postgres]' for PostgreSQL (psycopg); mysqlclient or pymysql for MySQL",
+            ) from None
         except Exception as exc:  # SQLAlchemy's errors: bad URL, server unreachable, wrong password
             # Workers starting together on an empty database race to create Optuna's tables: the loser's
             # CREATE fails on a name the winner just took, and a second look finds the tables.
             if type(exc).__name__ in ("IntegrityError", "ProgrammingError") and attempt < 2:
                 time.sleep(0.5 + attempt)
                 continue
-            raise LlmtuiError(f"cannot open the study storage {url}: {type(exc).__name__}: {_first_line(exc)}",
-                              hint="check that the server runs and that the URL's user, password and database "
-                                   "exist") from None
+            raise LlmtuiError(
+                f"cannot open the study storage {url}: {type(exc).__name__}: {_first_line(exc)}",
+                hint="check that the server runs and that the URL's user, password and database exist",
+            ) from None
 
 
 def _first_line(exc: Exception) -> str:

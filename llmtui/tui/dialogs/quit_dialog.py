@@ -12,4 +12,5 @@ def quit_dialog(what: str, folder: str) -> ChoiceDialog:
         f"The {what} in {folder} is going.\n"
         "Stop it (training leaves a checkpoint: running it again resumes), or leave it running and quit? "
         f"Reopen it later with: llmtui wizard {folder}",
-        [("stop", "Stop and quit", "s"), ("leave", "Leave running, quit", "l"), ("cancel", "Cancel", "c")])
+        [("stop", "Stop and quit", "s"), ("leave", "Leave running, quit", "l"), ("cancel", "Cancel", "c")],
+    )

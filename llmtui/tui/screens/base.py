@@ -97,8 +97,11 @@ class StepScreen(Screen):
 
     def problems(self) -> list[str]:
         """Messages of fields that hold the wizard on this step."""
-        return [text if key == form.section else f"{key}: {text}"
-                for form in self.forms for key, text in form.errors.items()]
+        return [
+            text if key == form.section else f"{key}: {text}"
+            for form in self.forms
+            for key, text in form.errors.items()
+        ]
 
     def action_next(self) -> None:
         index = STEP_NAMES.index(self.STEP)

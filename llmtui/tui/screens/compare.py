@@ -24,8 +24,10 @@ class CompareScreen(Screen):
         yield Header()
         yield StepBar(None)
         with VerticalScroll(id="body"):
-            yield Static("[b]Compare runs[/b]  the evaluated runs in the runs folder; space ticks one in or out",
-                         id="compare-intro")
+            yield Static(
+                "[b]Compare runs[/b]  the evaluated runs in the runs folder; space ticks one in or out",
+                id="compare-intro",
+            )
             yield SelectionList(id="compare-runs")
             yield Static("", id="compare-table")
             yield LineChart("validation loss", id="compare-chart")
@@ -36,8 +38,11 @@ class CompareScreen(Screen):
         from llmtui.runs import list_runs
 
         state = self.app.state
-        evaluated = [r for r in list_runs(state.base_dir / state.recipe.run.out_dir)
-                     if RunFolder(r.path).eval_report_path.is_file()]
+        evaluated = [
+            r
+            for r in list_runs(state.base_dir / state.recipe.run.out_dir)
+            if RunFolder(r.path).eval_report_path.is_file()
+        ]
         choices = self.query_one("#compare-runs", SelectionList)
         before = set(choices.selected) if choices.option_count else None
         choices.clear_options()
@@ -72,5 +77,8 @@ class CompareScreen(Screen):
             out.update(f"[red]{escape(str(exc))}[/]")
             return
         for index, path in enumerate(chosen):
-            chart.set_series(Path(path).name, COLOURS[index % len(COLOURS)],
-                             [(float(step), loss) for step, loss in validation_curve(Path(path))])
+            chart.set_series(
+                Path(path).name,
+                COLOURS[index % len(COLOURS)],
+                [(float(step), loss) for step, loss in validation_curve(Path(path))],
+            )

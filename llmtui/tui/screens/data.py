@@ -19,8 +19,9 @@ class DataScreen(StepScreen):
     BINDINGS = [Binding("ctrl+e", "preview", "Preview")]
 
     def body(self) -> ComposeResult:
-        yield Static("[b]Sources[/b]  a file, folder, glob, http(s) URL, hf:<dataset> or builtin:python-docs",
-                     classes="heading")
+        yield Static(
+            "[b]Sources[/b]  a file, folder, glob, http(s) URL, hf:<dataset> or builtin:python-docs", classes="heading"
+        )
         yield ListView(id="sources")
         with Horizontal(classes="buttons"):
             yield Input(placeholder="add a path or URL, then Enter", id="new-source", compact=True)
@@ -28,8 +29,11 @@ class DataScreen(StepScreen):
             yield Button("Built-in corpus", id="builtin", compact=True)
             yield Button("Remove", id="remove", compact=True)
         yield Static("", classes="form-error", id="sources-error")
-        yield SectionForm("data", primary=("val_fraction", "test_fraction", "lowercase", "dedup", "max_documents",
-                                           "chunk_chars"), skip=("sources",))
+        yield SectionForm(
+            "data",
+            primary=("val_fraction", "test_fraction", "lowercase", "dedup", "max_documents", "chunk_chars"),
+            skip=("sources",),
+        )
         with Horizontal(classes="buttons"):
             yield Button("Preview cleaned samples (ctrl+e)", id="preview", compact=True)
         yield Static("", id="preview-out")
@@ -102,11 +106,15 @@ class DataScreen(StepScreen):
         lines = []
         for sample in result["samples"]:
             text = escape(sample["text"][:300])
-            lines.append(f"[b]{sample['characters']:,} characters[/b] · {sample['source']}\n{text}"
-                         + (" …" if sample["characters"] > 300 else ""))
+            lines.append(
+                f"[b]{sample['characters']:,} characters[/b] · {sample['source']}\n{text}"
+                + (" …" if sample["characters"] > 300 else "")
+            )
         dropped = ", ".join(f"{k} {v}" for k, v in result["dropped_by_filter"].items()) or "none"
-        lines.append(f"[dim]{result['documents_read']} documents read, {len(result['samples'])} shown; "
-                     f"dropped by filters: {dropped}; exact duplicates: {result['exact_duplicates']}[/]")
+        lines.append(
+            f"[dim]{result['documents_read']} documents read, {len(result['samples'])} shown; "
+            f"dropped by filters: {dropped}; exact duplicates: {result['exact_duplicates']}[/]"
+        )
         lines += [f"[yellow]skipped {escape(s['path'])}: {escape(s['reason'])}[/]" for s in result["skipped"][:5]]
         from llmtui.data.prepare import ignored_line
 
@@ -125,11 +133,14 @@ class DataScreen(StepScreen):
         try:
             report = self.app.state.run.data_report()
         except RunFolderError:  # not prepared yet (or damaged: the next run redoes it)
-            report_view.update("[dim]The data report appears here once the data stage has run "
-                               "(Vocabulary → Train vocabulary, or Train).[/]")
+            report_view.update(
+                "[dim]The data report appears here once the data stage has run "
+                "(Vocabulary → Train vocabulary, or Train).[/]"
+            )
             return
         splits = ", ".join(f"{name} {counts.chunks:,} chunks" for name, counts in report.splits.items())
         report_view.update(
             f"[b]Data report[/b]  {report.documents_kept:,} of {report.documents_read:,} documents kept, "
             f"{report.characters_kept:,} characters; exact duplicates {report.exact_duplicates:,}, "
-            f"near {report.near_duplicates:,}; {splits}")
+            f"near {report.near_duplicates:,}; {splits}"
+        )

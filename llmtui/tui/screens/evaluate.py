@@ -11,8 +11,19 @@ from textual.widgets import Static
 from llmtui.tui.screens.base import StepScreen
 
 # Shown first, in this order, when present; any other scalar in report.json follows.
-_KNOWN = ("loss", "perplexity", "bits_per_byte", "accuracy", "top5_accuracy", "uniform_loss", "vocab_size",
-          "parameters", "train_steps", "train_tokens_per_sec", "split")
+_KNOWN = (
+    "loss",
+    "perplexity",
+    "bits_per_byte",
+    "accuracy",
+    "top5_accuracy",
+    "uniform_loss",
+    "vocab_size",
+    "parameters",
+    "train_steps",
+    "train_tokens_per_sec",
+    "split",
+)
 
 
 def _format(value) -> str:
@@ -28,14 +39,14 @@ def confusion_table(task: dict) -> Table | None:
     matrix, labels = task.get("confusion_matrix"), task.get("labels")
     if not (isinstance(matrix, list) and isinstance(labels, list) and len(matrix) == len(labels)):
         return None
-    table = Table(title="Confusion matrix", title_justify="left",
-                  title_style="bold")
+    table = Table(title="Confusion matrix", title_justify="left", title_style="bold")
     table.add_column("true \\ predicted", style="bold")
     for label in labels:
         table.add_column(str(label), justify="right")
     for i, (label, row) in enumerate(zip(labels, matrix)):
-        table.add_row(str(label), *(f"[green]{n}[/]" if i == j else (f"[red]{n}[/]" if n else "0")
-                                    for j, n in enumerate(row)))
+        table.add_row(
+            str(label), *(f"[green]{n}[/]" if i == j else (f"[red]{n}[/]" if n else "0") for j, n in enumerate(row))
+        )
     return table
 
 
@@ -82,7 +93,8 @@ class EvaluateScreen(StepScreen):
         address = self.app.tensorboard.serve(run.root, run.logs_dir, self.app.state.base_dir)
         self.notify(f"TensorBoard at {address}", title="TensorBoard", timeout=15)
         self.query_one("#tensorboard-line", Static).update(
-            f"TensorBoard for this run at [b]{address}[/b] (stops when the wizard quits)")
+            f"TensorBoard for this run at [b]{address}[/b] (stops when the wizard quits)"
+        )
 
     def refresh_view(self) -> None:
         state = self.app.state
@@ -92,8 +104,10 @@ class EvaluateScreen(StepScreen):
         paths = self.query_one("#report-paths", Static)
         report = run.eval_report()
         if report is None:
-            metrics.update(f"No evaluation yet for [b]{escape(state.shown(run.root))}[/b]: train the run (Train step) and "
-                           "its held-out evaluation is written when training ends.")
+            metrics.update(
+                f"No evaluation yet for [b]{escape(state.shown(run.root))}[/b]: train the run (Train step) and "
+                "its held-out evaluation is written when training ends."
+            )
             paths.update("")
             return
         task = report.get("task")
@@ -109,6 +123,8 @@ class EvaluateScreen(StepScreen):
         lines = ["[b]Reports[/b]"] + [f"  {escape(state.shown(p))}" for p in found]
         if samples.is_file():
             lines.append(f"  {escape(state.shown(samples))}  (samples after training)")
-        lines.append(f"[b]o[/b] opens report.html in the browser · [b]b[/b] starts TensorBoard "
-                     f"(or: llmtui tensorboard {escape(state.shown(run.root))})")
+        lines.append(
+            f"[b]o[/b] opens report.html in the browser · [b]b[/b] starts TensorBoard "
+            f"(or: llmtui tensorboard {escape(state.shown(run.root))})"
+        )
         paths.update("\n".join(lines))

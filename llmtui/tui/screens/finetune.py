@@ -29,8 +29,12 @@ architecture are kept; this recipe sets the task, the examples and how much of t
 continues next-token training on the Data step's sources; [b]classification[/b], [b]qa[/b] and \
 [b]translation[/b] read examples from train_file (.csv, .tsv, .jsonl); [b]chat[/b] reads conversations (.jsonl)."""
 # The example fields each task previews (chat: the conversations' messages field).
-TASK_FIELDS = {"classification": ("text_field", "label_field"), "qa": ("input_field", "target_field"),
-               "translation": ("input_field", "target_field"), "chat": ("messages_field",)}
+TASK_FIELDS = {
+    "classification": ("text_field", "label_field"),
+    "qa": ("input_field", "target_field"),
+    "translation": ("input_field", "target_field"),
+    "chat": ("messages_field",),
+}
 PREVIEW_ROWS = 5
 
 
@@ -50,25 +54,27 @@ def preview_examples(recipe, base_dir: Path) -> tuple[list[str], list[dict], int
         from llmtui.finetune.examples import read_conversations
 
         conversations = read_conversations(path, config.messages_field)
-        rows = [{fields[0]: " | ".join(f"{m['role']}: {m['content']}" for m in c[config.messages_field])}
-                for c in conversations[:PREVIEW_ROWS]]
+        rows = [
+            {fields[0]: " | ".join(f"{m['role']}: {m['content']}" for m in c[config.messages_field])}
+            for c in conversations[:PREVIEW_ROWS]
+        ]
         return fields, rows, len(conversations), None
     examples = read_examples(path, fields)
-    labels = Counter(example[config.label_field] for example in examples) \
-        if config.task == "classification" else None
+    labels = Counter(example[config.label_field] for example in examples) if config.task == "classification" else None
     return fields, examples[:PREVIEW_ROWS], len(examples), labels
 
 
 class FinetuneScreen(StepScreen):
     STEP = "finetune"
-    BINDINGS = [Binding("ctrl+r", "preview", "Preview examples"),
-                Binding("ctrl+g", "count", "Count parameters")]
+    BINDINGS = [Binding("ctrl+r", "preview", "Preview examples"), Binding("ctrl+g", "count", "Count parameters")]
 
     def body(self) -> ComposeResult:
         yield Static(INTRO, id="ft-intro")
         yield Static("", id="ft-bases")
-        yield SectionForm("finetune", primary=("base", "task", "train_file", "val_file", "method", "lora_rank",
-                                               "lora_alpha", "freeze_layers"))
+        yield SectionForm(
+            "finetune",
+            primary=("base", "task", "train_file", "val_file", "method", "lora_rank", "lora_alpha", "freeze_layers"),
+        )
         with Horizontal(classes="buttons"):
             yield Button("Preview examples (ctrl+r)", id="ft-preview-button", compact=True)
             yield Button("Count parameters (ctrl+g)", id="ft-count-button", compact=True)
@@ -79,13 +85,22 @@ class FinetuneScreen(StepScreen):
         from llmtui.runs import list_runs
 
         state = self.app.state
-        finished = [r.name for r in list_runs(state.base_dir / state.recipe.run.out_dir)
-                    if r.status == "finished" and RunFolder(r.path).final_model_path.is_file()
-                    and r.name != state.recipe.run.name]
+        finished = [
+            r.name
+            for r in list_runs(state.base_dir / state.recipe.run.out_dir)
+            if r.status == "finished"
+            and RunFolder(r.path).final_model_path.is_file()
+            and r.name != state.recipe.run.name
+        ]
         self.query_one("#ft-bases", Static).update(
-            "Trained runs to start from: " + (", ".join(f"[b]{escape(n)}[/b]" for n in finished) if finished
-                                              else "[yellow]none yet: train one first (Welcome → t)[/]")
-            + " · or a pretrained model's folder")
+            "Trained runs to start from: "
+            + (
+                ", ".join(f"[b]{escape(n)}[/b]" for n in finished)
+                if finished
+                else "[yellow]none yet: train one first (Welcome → t)[/]"
+            )
+            + " · or a pretrained model's folder"
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "ft-preview-button":
@@ -107,8 +122,11 @@ class FinetuneScreen(StepScreen):
         except Exception as exc:  # a bad file is the person's to fix: its message, not a traceback
             out.update(f"[red]{escape(describe_error(exc))}[/]")
             return
-        table = Table(title=f"{count:,} examples in {recipe.finetune.train_file} (first {len(examples)})",
-                      title_justify="left", expand=True)
+        table = Table(
+            title=f"{count:,} examples in {recipe.finetune.train_file} (first {len(examples)})",
+            title_justify="left",
+            expand=True,
+        )
         for field in fields:
             table.add_column(field, overflow="ellipsis", no_wrap=True, ratio=3 if field != fields[-1] else 1)
         for example in examples:
@@ -116,8 +134,10 @@ class FinetuneScreen(StepScreen):
         parts: list = [table]
         if labels is not None:
             widest = max(labels.values())
-            lines = [f"{escape(label):<16} {n:6,} {'█' * max(1, round(24 * n / widest))}"
-                     for label, n in sorted(labels.items(), key=lambda item: (-item[1], item[0]))]
+            lines = [
+                f"{escape(label):<16} {n:6,} {'█' * max(1, round(24 * n / widest))}"
+                for label, n in sorted(labels.items(), key=lambda item: (-item[1], item[0]))
+            ]
             parts.append(f"[b]labels[/b] ({len(labels)})\n" + "\n".join(lines))
         from rich.console import Group
 
@@ -144,21 +164,32 @@ class FinetuneScreen(StepScreen):
             base = base_folder(recipe, self.app.state.base_dir)  # a pretrained base is imported the first time
             base_recipe = load_recipe(base.recipe_path)
             configure_backend(recipe.run.backend)
-            model, adapted = adapt_model(load_final_model(base), recipe.finetune, base_recipe.model.arch,
-                                         base_recipe.model.layers, labels, recipe.run.seed)
+            model, adapted = adapt_model(
+                load_final_model(base),
+                recipe.finetune,
+                base_recipe.model.arch,
+                base_recipe.model.layers,
+                labels,
+                recipe.run.seed,
+            )
             counts = parameter_counts(model)
         except Exception as exc:
             self.app.call_from_thread(self._show_count, f"[red]{escape(describe_error(exc))}[/]")
             return
         share = counts["trainable"] / max(counts["total"], 1)
         method = recipe.finetune.method
-        what = {"lora": f"LoRA rank {recipe.finetune.lora_rank} on {len(adapted)} layers",
-                "freeze": f"{len(adapted)} lower layers frozen", "full": "every weight"}[method]
-        text = (f"[b]{counts['trainable']:,}[/b] of {counts['total']:,} parameters trainable ({share:.1%}): {what}"
-                f"{'; a head over ' + str(labels) + ' labels' if recipe.finetune.task == 'classification' else ''}\n"
-                f"memory: about {_mib(training_memory_bytes(counts))} for weights, gradients and Adam state "
-                f"(float32; activations come on top) · base {escape(self.app.state.shown(base.root))} "
-                f"({base_recipe.model.arch}, {base_recipe.model.layers} layers, {base_recipe.model.dim} wide)")
+        what = {
+            "lora": f"LoRA rank {recipe.finetune.lora_rank} on {len(adapted)} layers",
+            "freeze": f"{len(adapted)} lower layers frozen",
+            "full": "every weight",
+        }[method]
+        text = (
+            f"[b]{counts['trainable']:,}[/b] of {counts['total']:,} parameters trainable ({share:.1%}): {what}"
+            f"{'; a head over ' + str(labels) + ' labels' if recipe.finetune.task == 'classification' else ''}\n"
+            f"memory: about {_mib(training_memory_bytes(counts))} for weights, gradients and Adam state "
+            f"(float32; activations come on top) · base {escape(self.app.state.shown(base.root))} "
+            f"({base_recipe.model.arch}, {base_recipe.model.layers} layers, {base_recipe.model.dim} wide)"
+        )
         self.app.call_from_thread(self._show_count, text)
 
     def _show_count(self, markup: str) -> None:

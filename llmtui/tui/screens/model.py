@@ -16,8 +16,11 @@ class ModelScreen(StepScreen):
     def body(self) -> ComposeResult:
         with Horizontal(classes="with-side"):
             with Vertical(classes="main"):
-                yield SectionForm("model", primary=("arch", "layers", "dim", "heads", "context", "dropout",
-                                                    "embedding"), more_title="More: attention, encoding, dropouts")
+                yield SectionForm(
+                    "model",
+                    primary=("arch", "layers", "dim", "heads", "context", "dropout", "embedding"),
+                    more_title="More: attention, encoding, dropouts",
+                )
             yield CostPanel(with_duration=False, classes="side")
 
     def refresh_view(self) -> None:

@@ -33,8 +33,11 @@ def classification_task(run_root) -> dict | None:
 
 
 # What the task box does for each task kind (a chat run talks in the chat box above).
-TASK_ACTIONS = {"classification": ("Classify", "text to classify"), "qa": ("Answer", "question"),
-                "translation": ("Translate", "text to translate")}
+TASK_ACTIONS = {
+    "classification": ("Classify", "text to classify"),
+    "qa": ("Answer", "question"),
+    "translation": ("Translate", "text to translate"),
+}
 
 
 class PlaygroundScreen(StepScreen):
@@ -48,10 +51,15 @@ class PlaygroundScreen(StepScreen):
             yield Input(placeholder="prompt, then Enter", id="prompt", compact=True)
             yield Button("Generate (ctrl+g)", id="generate", variant="primary", compact=True)
         yield Static("", id="output")
-        yield SectionForm("generate", primary=("max_tokens", "temperature", "top_k", "top_p", "seed"),
-                          more_title="Recipe only: prompts, beams, stop and cache of the samples written after training")
-        yield Static("[b]Chat[/b]  each message continues the conversation; the reply streams in · /reset starts over",
-                     classes="heading")
+        yield SectionForm(
+            "generate",
+            primary=("max_tokens", "temperature", "top_k", "top_p", "seed"),
+            more_title="Recipe only: prompts, beams, stop and cache of the samples written after training",
+        )
+        yield Static(
+            "[b]Chat[/b]  each message continues the conversation; the reply streams in · /reset starts over",
+            classes="heading",
+        )
         yield Static("", id="chat-log")
         yield Input(placeholder="message, then Enter", id="chat-input", compact=True)
         with Vertical(id="classify-box"):
@@ -72,16 +80,21 @@ class PlaygroundScreen(StepScreen):
         if run.final_model_path.is_file():
             line.update(f"Model: [b]{escape(state.shown(run.final_model_path))}[/b]")
         else:
-            line.update(f"[yellow]No trained model in {escape(state.shown(run.root))} yet: train it on the Train step.[/]")
+            line.update(
+                f"[yellow]No trained model in {escape(state.shown(run.root))} yet: train it on the Train step.[/]"
+            )
         task = run_task(run.root)
         self.query_one("#classify-row").display = task is not None
         if task is None:
-            line_text = ("[dim]Classify, answer, translate: for runs fine-tuned on a classification, qa or "
-                         "translation task (Welcome → f); this run is a language model.[/]")
+            line_text = (
+                "[dim]Classify, answer, translate: for runs fine-tuned on a classification, qa or "
+                "translation task (Welcome → f); this run is a language model.[/]"
+            )
         else:
             verb, placeholder = TASK_ACTIONS.get(task["kind"], ("Use", "text"))
-            labels = f"  labels: {', '.join(map(str, task.get('labels', [])))}" if task["kind"] == "classification" \
-                else ""
+            labels = (
+                f"  labels: {', '.join(map(str, task.get('labels', [])))}" if task["kind"] == "classification" else ""
+            )
             line_text = f"[b]{verb}[/b] ({task['kind']}){labels}"
             self.query_one("#classify", Button).label = verb
             self.query_one("#classify-text", Input).placeholder = f"{placeholder}, then Enter"
@@ -115,8 +128,9 @@ class PlaygroundScreen(StepScreen):
         g = self.app.state.recipe.generate
         try:
             generator = self.app.results.generator()
-            text = generator.generate(prompt, max_tokens=g.max_tokens, temperature=g.temperature, top_k=g.top_k,
-                                      top_p=g.top_p, seed=g.seed)
+            text = generator.generate(
+                prompt, max_tokens=g.max_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=g.seed
+            )
         except Exception as exc:  # shown in the app; the details go to the error log
             self.app.call_from_thread(self._show_output, f"[red]{escape(describe_error(exc))}[/]")
             return
@@ -173,8 +187,7 @@ class PlaygroundScreen(StepScreen):
             generator = self.app.results.generator()
             if self.chat is None or self.chat.generator is not generator:  # a new model: a new conversation
                 self.chat = ChatSession.for_run(generator, self.app.state.run.tokenizer_dir)
-            self.chat.reply(message, g.max_tokens, g.temperature, g.top_k, g.top_p, g.seed, stop=g.stop,
-                            on_text=piece)
+            self.chat.reply(message, g.max_tokens, g.temperature, g.top_k, g.top_p, g.seed, stop=g.stop, on_text=piece)
         except Exception as exc:
             self.app.call_from_thread(self._show_chat, f"[red]{escape(describe_error(exc))}[/]")
             return
@@ -185,8 +198,7 @@ class PlaygroundScreen(StepScreen):
         messages = list(self.chat.messages) if self.chat is not None else []
         if pending:
             messages.append({"role": "user", "content": pending})
-        shown = [f"[b]> {escape(m['content'])}[/b]" if m["role"] == "user" else escape(m["content"])
-                 for m in messages]
+        shown = [f"[b]> {escape(m['content'])}[/b]" if m["role"] == "user" else escape(m["content"]) for m in messages]
         if partial:
             shown.append(partial if partial.startswith("[") and partial.endswith("[/]") else escape(partial) + "▌")
         self.query_one("#chat-log", Static).update("\n".join(shown[-20:]))
@@ -222,8 +234,9 @@ class PlaygroundScreen(StepScreen):
         try:
             from llmtui.finetune.use import load_classifier
         except ImportError:
-            self.app.call_from_thread(self._show_classes, "[yellow]Classification is not available in this "
-                                                          "installation.[/]")
+            self.app.call_from_thread(
+                self._show_classes, "[yellow]Classification is not available in this installation.[/]"
+            )
             return
         try:
             probabilities = load_classifier(self.app.state.run.root).predict([text])[0]

@@ -16,8 +16,18 @@ from llmtui.tui.screens.vocabulary import VocabularyScreen
 from llmtui.tui.screens.welcome import WelcomeScreen
 from llmtui.tui.steps import STEP_NAMES
 
-SCREEN_CLASSES = {"welcome": WelcomeScreen, "finetune": FinetuneScreen, "compare": CompareScreen,
-                  "data": DataScreen, "vocabulary": VocabularyScreen, "model": ModelScreen,
-                  "training": TrainingScreen, "tuning": TuningScreen, "review": ReviewScreen, "train": TrainScreen,
-                  "evaluate": EvaluateScreen, "playground": PlaygroundScreen}
+SCREEN_CLASSES = {
+    "welcome": WelcomeScreen,
+    "finetune": FinetuneScreen,
+    "compare": CompareScreen,
+    "data": DataScreen,
+    "vocabulary": VocabularyScreen,
+    "model": ModelScreen,
+    "training": TrainingScreen,
+    "tuning": TuningScreen,
+    "review": ReviewScreen,
+    "train": TrainScreen,
+    "evaluate": EvaluateScreen,
+    "playground": PlaygroundScreen,
+}
 FORM_SCREENS = ("finetune", *STEP_NAMES)  # every screen with recipe fields (a StepScreen)

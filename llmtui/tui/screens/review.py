@@ -33,7 +33,8 @@ class ReviewScreen(StepScreen):
 
     def refresh_view(self) -> None:
         self.query_one("#toml", Static).update(
-            Syntax(self.app.state.toml(), "toml", theme="ansi_dark", line_numbers=True, word_wrap=True))
+            Syntax(self.app.state.toml(), "toml", theme="ansi_dark", line_numbers=True, word_wrap=True)
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":

@@ -11,16 +11,24 @@ from textual.widgets import Button, ProgressBar, RichLog, Static
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.line_chart import LineChart
 
-_MARK = {"waiting": "[dim]·[/]", "running": "[yellow]▶[/]", "done": "[green]✓[/]", "skipped": "[green]✓[/]",
-         "failed": "[red]✗[/]"}
+_MARK = {
+    "waiting": "[dim]·[/]",
+    "running": "[yellow]▶[/]",
+    "done": "[green]✓[/]",
+    "skipped": "[green]✓[/]",
+    "failed": "[red]✗[/]",
+}
 
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
 
 
 class TrainScreen(StepScreen):
@@ -56,8 +64,11 @@ class TrainScreen(StepScreen):
         self.show_monitor()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        action = {"run": self.app.action_run_pipeline, "pause": self.app.action_toggle_pause,
-                  "stop": self.app.action_stop_training}[event.button.id]
+        action = {
+            "run": self.app.action_run_pipeline,
+            "pause": self.app.action_toggle_pause,
+            "stop": self.app.action_stop_training,
+        }[event.button.id]
         action()
 
     def refresh_view(self) -> None:
@@ -70,7 +81,8 @@ class TrainScreen(StepScreen):
         controller = self.app.controller
         monitor = controller.monitor
         self.query_one("#stages", Static).update(
-            "  ".join(f"{_MARK[status]} {stage}" for stage, status in monitor.stages.items()))
+            "  ".join(f"{_MARK[status]} {stage}" for stage, status in monitor.stages.items())
+        )
         bar = self.query_one("#progress", ProgressBar)
         bar.update(total=monitor.total_steps or 1, progress=monitor.step if monitor.total_steps else 0)
         latest = monitor.latest
@@ -99,14 +111,14 @@ class TrainScreen(StepScreen):
         if self._shown_log > len(monitor.log):  # a new run reset the monitor
             messages.clear()
             self._shown_log = 0
-        for line in monitor.log[self._shown_log:]:
+        for line in monitor.log[self._shown_log :]:
             messages.write(line)
         self._shown_log = len(monitor.log)
         samples = self.query_one("#samples", RichLog)
         if self._shown_samples > len(monitor.samples):
             samples.clear()
             self._shown_samples = 0
-        for step, prompt, text in monitor.samples[self._shown_samples:]:
+        for step, prompt, text in monitor.samples[self._shown_samples :]:
             where = f"step {step}" if step >= 0 else "final"
             samples.write(f"[dim]{where}[/] [b]{escape(prompt)}[/b]{escape(text)}")
         self._shown_samples = len(monitor.samples)

@@ -16,11 +16,27 @@ class TrainingScreen(StepScreen):
     def body(self) -> ComposeResult:
         with Horizontal(classes="with-side"):
             with Vertical(classes="main"):
-                yield SectionForm("train", primary=("steps", "batch_size", "optimizer", "lr", "schedule",
-                                                    "warmup_steps", "weight_decay", "grad_clip", "precision",
-                                                    "eval_every", "checkpoint_every"))
-                yield SectionForm("eval", primary=("max_batches", "batch_size"),
-                                  title="[b]Evaluation[/b] after training, on the validation split")
+                yield SectionForm(
+                    "train",
+                    primary=(
+                        "steps",
+                        "batch_size",
+                        "optimizer",
+                        "lr",
+                        "schedule",
+                        "warmup_steps",
+                        "weight_decay",
+                        "grad_clip",
+                        "precision",
+                        "eval_every",
+                        "checkpoint_every",
+                    ),
+                )
+                yield SectionForm(
+                    "eval",
+                    primary=("max_batches", "batch_size"),
+                    title="[b]Evaluation[/b] after training, on the validation split",
+                )
             yield CostPanel(classes="side")
 
     def refresh_view(self) -> None:

@@ -45,8 +45,11 @@ class TuningScreen(StepScreen):
     ]
 
     def body(self) -> ComposeResult:
-        yield SectionForm("tune", primary=("method", "trials", "objective", "direction", "steps", "seconds",
-                                           "pruner"), skip=("space",))
+        yield SectionForm(
+            "tune",
+            primary=("method", "trials", "objective", "direction", "steps", "seconds", "pruner"),
+            skip=("space",),
+        )
         yield Static(SPACE_HELP, classes="heading")
         yield TextArea("", id="space", compact=True, soft_wrap=False)
         yield Static("", classes="form-error", id="space-error")
@@ -62,8 +65,11 @@ class TuningScreen(StepScreen):
             yield LineChart("running trials", id="trial-curves")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        action = {"start-search": self.action_start_search, "stop-search": self.action_stop_search,
-                  "use-best": self.action_use_best}.get(event.button.id)
+        action = {
+            "start-search": self.action_start_search,
+            "stop-search": self.action_stop_search,
+            "use-best": self.action_use_best,
+        }.get(event.button.id)
         if action is not None:
             action()
 
@@ -73,8 +79,7 @@ class TuningScreen(StepScreen):
         if app.held_by_problems():
             return
         if app.controller.running:
-            self.notify("A training run is going in this run folder: wait for it or stop it first.",
-                        severity="warning")
+            self.notify("A training run is going in this run folder: wait for it or stop it first.", severity="warning")
             return
         why = app.tuner.start(app.state.recipe, app.state.base_dir)
         if why:
@@ -98,8 +103,10 @@ class TuningScreen(StepScreen):
             self.notify(str(exc), severity="error", title="Cannot use these values")
             return
         self.app.recipe_replaced(same_run=True)
-        values = ", ".join(f"{key} = {value:.4g}" if isinstance(value, float) else f"{key} = {value}"
-                           for key, value in best["params"].items())
+        values = ", ".join(
+            f"{key} = {value:.4g}" if isinstance(value, float) else f"{key} = {value}"
+            for key, value in best["params"].items()
+        )
         self.notify(f"Recipe updated from trial {best['number']}: {values}", title="Best trial used")
 
     def refresh_view(self) -> None:
@@ -112,7 +119,10 @@ class TuningScreen(StepScreen):
         best = best_row(tuner.rows, tune.direction)
         self.query_one("#best-line", Static).update(
             f"[b]best[/b] trial {best['number']}: {tune.objective} {best['value']:.4f}  "
-            + "  ".join(f"{k} = {escape(_value(v))}" for k, v in best["params"].items()) if best else "")
+            + "  ".join(f"{k} = {escape(_value(v))}" for k, v in best["params"].items())
+            if best
+            else ""
+        )
         self.query_one("#start-search", Button).disabled = tuner.running
         self.query_one("#stop-search", Button).disabled = not tuner.running
         self.query_one("#use-best", Button).disabled = best is None
@@ -122,17 +132,25 @@ class TuningScreen(StepScreen):
         chart.set_series(tune.objective, "orange1", best_so_far(tuner.rows, tune.direction))
         curves = self.query_one("#trial-curves", LineChart)
         curves.clear()
-        for index, (number, points) in enumerate(sorted(tuner.curves.items())[-len(_CURVE_COLOURS):]):
+        for index, (number, points) in enumerate(sorted(tuner.curves.items())[-len(_CURVE_COLOURS) :]):
             curves.set_series(f"trial {number}", _CURVE_COLOURS[index], points)
 
     def _show_trials(self, rows: list[dict], params: list[str]) -> None:
         table = self.query_one("#trials", DataTable)
         columns = ("#", *params, self.app.state.recipe.tune.objective, "state", "step", "time")
-        shown = [(str(r["number"]), *(_value(r["params"].get(p)) for p in params),
-                  _value(r["value"]) if r["value"] is not None else
-                  (f"({r['last_intermediate']:.4f})" if r["last_intermediate"] is not None else ""),
-                  r["state"], _value(r["step"]), f"{r['seconds']:.1f}s" if r["seconds"] is not None else "")
-                 for r in sorted(rows, key=lambda r: r["number"])]
+        shown = [
+            (
+                str(r["number"]),
+                *(_value(r["params"].get(p)) for p in params),
+                _value(r["value"])
+                if r["value"] is not None
+                else (f"({r['last_intermediate']:.4f})" if r["last_intermediate"] is not None else ""),
+                r["state"],
+                _value(r["step"]),
+                f"{r['seconds']:.1f}s" if r["seconds"] is not None else "",
+            )
+            for r in sorted(rows, key=lambda r: r["number"])
+        ]
         if getattr(self, "_shown", None) == (columns, shown):
             return
         if getattr(self, "_columns", None) != columns:

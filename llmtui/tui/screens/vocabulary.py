@@ -50,10 +50,14 @@ class VocabularyScreen(StepScreen):
         from llmtui.tokenizers.report import report_lines
 
         trained = self.app.results.trained_tokenizer_settings()
-        stale = "" if trained == self.app.state.recipe.tokenizer.model_dump(mode="json") else \
-            "\n[yellow]The settings above differ from the trained vocabulary: train it again to see theirs.[/]"
-        report_view.update("[b]Vocabulary report[/b]\n" + "\n".join(escape(line) for line in report_lines(report))
-                           + stale)
+        stale = (
+            ""
+            if trained == self.app.state.recipe.tokenizer.model_dump(mode="json")
+            else "\n[yellow]The settings above differ from the trained vocabulary: train it again to see theirs.[/]"
+        )
+        report_view.update(
+            "[b]Vocabulary report[/b]\n" + "\n".join(escape(line) for line in report_lines(report)) + stale
+        )
         self._show_tokens(self.query_one("#try-text", Input).value)
 
     def on_input_changed(self, event: Input.Changed) -> None:

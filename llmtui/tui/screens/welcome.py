@@ -41,8 +41,9 @@ class WelcomeScreen(Screen):
                 yield Button("Fine-tune a trained run (the one selected below)  (f)", id="finetune", compact=True)
                 yield Button("Compare evaluated runs  (c)", id="compare", compact=True)
             yield Static("", id="current")
-            yield Static("[b]Runs[/b]  enter opens one; a running run is followed live", classes="heading",
-                         id="runs-heading")
+            yield Static(
+                "[b]Runs[/b]  enter opens one; a running run is followed live", classes="heading", id="runs-heading"
+            )
             yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="help")
         yield Footer()
@@ -57,7 +58,8 @@ class WelcomeScreen(Screen):
         state = self.app.state
         where = f"from {state.recipe_path}" if state.recipe_path else "not saved yet"
         self.query_one("#current", Static).update(
-            f"Editing [b]{state.recipe.run.name}[/b] ({where}); its run folder is {state.shown(state.run.root)}.")
+            f"Editing [b]{state.recipe.run.name}[/b] ({where}); its run folder is {state.shown(state.run.root)}."
+        )
         self.show_runs()
 
     def runs_folder(self):

@@ -39,8 +39,14 @@ def cost_table(recipe: Recipe, base_dir, with_duration: bool = True) -> Table:
     vocab, vocab_source = vocab_size_for(recipe, base_dir)
     cost = estimate_cost(m, t, vocab)
     # Two columns, the note after each value (wrapping rather than cut) so the panel reads at 100×30 too.
-    table = Table(show_header=False, box=None, padding=(0, 1, 0, 0), title="What it costs", title_justify="left",
-                  title_style="bold")
+    table = Table(
+        show_header=False,
+        box=None,
+        padding=(0, 1, 0, 0),
+        title="What it costs",
+        title_justify="left",
+        title_style="bold",
+    )
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
 

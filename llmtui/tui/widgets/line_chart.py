@@ -50,8 +50,10 @@ class LineChart(Widget):
         for colour, pts in self.series.values():
             previous = None
             for x, y in pts:
-                dot = (round((x - x_low) / x_span * (cols * 2 - 1)),
-                       round((y_high - y) / (y_high - y_low) * (rows * 4 - 1)))
+                dot = (
+                    round((x - x_low) / x_span * (cols * 2 - 1)),
+                    round((y_high - y) / (y_high - y_low) * (rows * 4 - 1)),
+                )
                 for dx, dy in _segment(previous, dot):
                     cells[dy // 4][dx // 2] |= _DOT[dy % 4][dx % 2]
                     owner[dy // 4][dx // 2] = colour

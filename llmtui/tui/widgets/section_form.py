@@ -48,7 +48,9 @@ def _kind(annotation: Any) -> tuple[str, tuple[str, ...]] | None:
     return None
 
 
-def section_fields(model: type[BaseModel], prefix: str = "", skip: Iterable[str] = ()) -> tuple[list[FormField], dict[str, tuple[str, list[FormField]]]]:
+def section_fields(
+    model: type[BaseModel], prefix: str = "", skip: Iterable[str] = ()
+) -> tuple[list[FormField], dict[str, tuple[str, list[FormField]]]]:
     """Plain fields of `model`, and its nested sections as {name: (description, fields)}."""
     plain: list[FormField] = []
     nested: dict[str, tuple[str, list[FormField]]] = {}
@@ -91,8 +93,15 @@ class SectionForm(Widget):
         form: SectionForm
         valid: bool
 
-    def __init__(self, section: str, primary: Iterable[str] = (), skip: Iterable[str] = (),
-                 more_title: str = "More settings", title: str = "", **kwargs):
+    def __init__(
+        self,
+        section: str,
+        primary: Iterable[str] = (),
+        skip: Iterable[str] = (),
+        more_title: str = "More settings",
+        title: str = "",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.section = section
         self.title = title
@@ -138,7 +147,9 @@ class SectionForm(Widget):
             return Checkbox("", compact=True)
         if field.kind == "select":
             return Select([(c, c) for c in field.choices], allow_blank=False, compact=True)
-        placeholder = {"csv": ", ".join(field.choices), "list": '["a", "b"]  (a TOML list of strings)'}.get(field.kind, "")
+        placeholder = {"csv": ", ".join(field.choices), "list": '["a", "b"]  (a TOML list of strings)'}.get(
+            field.kind, ""
+        )
         return Input(placeholder=placeholder, compact=True)
 
     # Values ------------------------------------------------------------------------------------
