@@ -24,7 +24,10 @@ recipe before issue 18 (with the word vocabulary and the issue's SGD).
 Usage (PyTorch is needed only for the peer: `pip install torch`):
     python bench/bench_quality.py [--data ../shared/data/tinyshakespeare.txt] [--epochs 2]
                                   [--variants matched,random_windows,...] [--skip-peer]
-Writes bench/results/quality.json (figures, commands, load averages before and after each run).
+    python bench/bench_quality.py --lines 20000 --seeds 2222,3333 --variants ours   (more seeds of the peer and
+                                                                                 llmtui's defaults)
+Every process runs on one thread. Writes bench/results/quality.json (figures per seed, the median and spread
+over seeds, every invocation's command, load averages before and after each run).
 """
 
 from __future__ import annotations

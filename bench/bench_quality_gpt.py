@@ -43,11 +43,12 @@ import statistics
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
+import tomllib
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import NANOGPT, ROOT, TEXT, load, torch_python  # noqa: E402
+from bench_train import NANOGPT, ROOT, TEXT, load, torch_python
 
 RESULTS = ROOT / "bench" / "results" / "quality.json"
 RECIPE = ROOT / "recipes" / "nanogpt-baby.toml"
@@ -106,7 +107,7 @@ def run_nanogpt(work: Path, steps: int, seed: int) -> dict:
                f"--lr_decay_iters={steps}", "--dropout=0.0", f"--out_dir={out}", "--always_save_checkpoint=True"]
     env = {**os.environ, **ONE_THREAD, "NANOGPT_SEED": str(seed)}
     before, started = load(), time.perf_counter()
-    done = subprocess.run(command, cwd=copy, capture_output=True, text=True, env=env, timeout=3600)
+    done = subprocess.run(command, cwd=copy, capture_output=True, text=True, env=env, timeout=3600, check=False)
     wall = time.perf_counter() - started
     if done.returncode:
         raise RuntimeError(f"nanoGPT failed:\n{done.stderr[-3000:]}")
@@ -159,7 +160,7 @@ def run_llmtui(work: Path, arch: str, steps: int, seed: int, variant: str) -> di
     path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
     command = [sys.executable, "-m", "llmtui", "run", str(path), "--until", "train", "--fresh"]
     before, started = load(), time.perf_counter()
-    done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=3600,
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=3600, check=False,
                           env={**os.environ, **ONE_THREAD})
     wall = time.perf_counter() - started
     if done.returncode:

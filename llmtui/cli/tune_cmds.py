@@ -129,7 +129,7 @@ def ladder(
 ) -> None:
     """Train RNN, LSTM, GRU, GPT and Llama-style models on the same data and tokenizer at a matched budget.
 
-    Parameters or FLOPs are matched by choosing each architecture's model.dim; time gives every one the same training seconds. Writes runs/<name>/ladder/ (report.json, curves.png, one run folder per architecture with TensorBoard logs) and prints a report card in bits per byte.
+    Parameters or FLOPs are matched by choosing each architecture's model.dim; time gives every one the same training seconds. Writes runs/<name>/ladder/ (report.json, curves.png, one run folder per architecture with TensorBoard logs) and prints a report card in bits per byte. A rung that is a benchmarked configuration (recipes/nanogpt-baby.toml) is shown beside the peer's figure.
     """
     from llmtui.cli.app import user_errors
 
@@ -138,7 +138,7 @@ def ladder(
         from rich.table import Table
 
         from llmtui.config import load_recipe
-        from llmtui.tuning.ladder import run_ladder
+        from llmtui.tuning.ladder import peer_lines, run_ladder
         from llmtui.tuning.study import study_paths
 
         config = load_recipe(recipe, set_ or [])
@@ -158,5 +158,7 @@ def ladder(
                           f"{rung['flops_per_token'] / 1e6:.3f}", str(rung["steps"]), f"{rung['val_loss']:.4f}",
                           f"{rung['bits_per_byte']:.4f}")
         console.print(table)
+        for line in peer_lines(report):  # rungs that are a benchmarked configuration
+            console.print(line, highlight=False, soft_wrap=True)
         folder = study_paths(config, Path.cwd())[0] / "ladder"
         console.print(f"curves: {folder / 'curves.png'}  ·  tensorboard --logdir {folder}")
