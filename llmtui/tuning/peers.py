@@ -68,8 +68,8 @@ NANOGPT_BABY = PeerReference(
               "train.grad_clip": 1.0, "train.schedule": "cosine", "train.warmup_steps": 100,
               "train.min_lr_ratio": 0.1, "train.label_smoothing": 0.0},
     tokens={"train": 1002959, "val": 112399},
-    peer_val_losses=(1.9216, 1.8972),  # seeds 1337, 1338
-    llmtui_val_losses={"gpt": (1.8993, 1.9063), "llama": (1.6793, 1.6882)},  # run.seed 1, 2
+    peer_val_losses=(1.9216, 1.8972, 1.8985),  # seeds 1337, 1338, 1339
+    llmtui_val_losses={"gpt": (1.8993, 1.9063, 1.8972), "llama": (1.6793, 1.6882, 1.6928)},  # run.seed 1, 2, 3
     command="python bench/bench_quality_gpt.py --seeds 1,2,3",
 )
 
