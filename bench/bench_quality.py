@@ -24,7 +24,10 @@ recipe before issue 18 (with the word vocabulary and the issue's SGD).
 Usage (PyTorch is needed only for the peer: `pip install torch`):
     python bench/bench_quality.py [--data ../shared/data/tinyshakespeare.txt] [--epochs 2]
                                   [--variants matched,random_windows,...] [--skip-peer]
-Writes bench/results/quality.json (figures, commands, load averages before and after each run).
+    python bench/bench_quality.py --lines 20000 --seeds 2222,3333 --variants ours   (more seeds of the peer and
+                                                                                 llmtui's defaults)
+Every process runs on one thread. Writes bench/results/quality.json (figures per seed, the median and spread
+over seeds, every invocation's command, load averages before and after each run).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -46,6 +50,9 @@ SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared" / "yardsticks
 PEER = SHARED / "yardsticks" / "word_language_model"
 RESULTS = ROOT / "bench" / "results" / "quality.json"
 BATCH, BPTT, EVAL_LANES = 20, 35, 10  # the peer's batch_size, bptt and eval_batch_size
+# Every process on one thread: results do not depend on it, and PyTorch's threads stall on shared cores
+# (bench_train.py's WHY_WHOLE_PROCESSES: the peer's first run here took 2,999 s with two).
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 
 # Every choice the peer makes but its output bias ("base"); each variant changes one thing.
 MATCHED_MODEL = {
@@ -151,7 +158,7 @@ def run_peer(corpus: Path, epochs: int, seed: int, work: Path) -> dict:
         "--log-interval",
         "100",
     ]
-    env = {**os.environ, "PYTHONPATH": ""}
+    env = {**os.environ, "PYTHONPATH": "", **ONE_THREAD}
     before, started = load_average(), time.perf_counter()
     done = subprocess.run(command, cwd=PEER, capture_output=True, text=True, env=env, timeout=7200)
     wall = time.perf_counter() - started
@@ -162,6 +169,7 @@ def run_peer(corpus: Path, epochs: int, seed: int, work: Path) -> dict:
     return {
         "command": " ".join(command),
         "cwd": str(PEER),
+        "threads": 1,
         "wall_s": round(wall, 1),
         "load_average_1min": {"before": before, "after": load_average()},
         "test_loss_nats": math.log(test_ppl),
@@ -251,17 +259,32 @@ def run_llmtui(corpus: Path, variant: str, steps: int, steps_per_epoch: int, see
 
 
 def summarize(results: dict) -> dict:
-    """Test bits per byte of the peer and of each variant (mean over seeds), and each variant's change from base."""
+    """Test bits per byte of the peer and of each variant (median over seeds, and the spread), and each
+    variant's change from base."""
 
-    def mean(runs: dict) -> float | None:
-        values = [run["test_bits_per_byte"] for run in runs.values() if "test_bits_per_byte" in run]
-        return round(sum(values) / len(values), 4) if values else None
+    def values(runs: dict) -> list[float]:
+        return [run["test_bits_per_byte"] for run in runs.values() if "test_bits_per_byte" in run]
 
-    peer = mean(results.get("peer", {}))
-    variants = {name: mean(runs) for name, runs in results.get("llmtui", {}).items()}
+    def median(runs: dict) -> float | None:
+        found = values(runs)
+        return round(statistics.median(found), 4) if found else None
+
+    def spread(runs: dict) -> dict:
+        found = values(runs)
+        return {
+            "median": round(statistics.median(found), 4),
+            "min": round(min(found), 4),
+            "max": round(max(found), 4),
+            "seeds": len(found),
+        }
+
+    everything = {"peer": results.get("peer", {}), **results.get("llmtui", {})}
+    peer = median(results.get("peer", {}))
+    variants = {name: median(runs) for name, runs in results.get("llmtui", {}).items()}
     base = variants.get("base")
     return {
         "test_bits_per_byte": {"peer": peer, **variants},
+        "spread_over_seeds": {name: spread(runs) for name, runs in everything.items() if values(runs)},
         "change_from_base": {
             name: round(value - base, 4)
             for name, value in variants.items()
@@ -316,7 +339,10 @@ def main() -> None:
     def save() -> None:
         # Merged into what is on disk: a peer-only and a variants-only run may share the file.
         on_disk = json.loads(args.out.read_text()) if args.out.exists() else {}
-        merged = {**on_disk, **{k: v for k, v in results.items() if k not in ("peer", "llmtui")}}
+        merged = {**on_disk, **{k: v for k, v in results.items() if k not in ("peer", "llmtui", "command")}}
+        earlier = on_disk.get("commands") or ([on_disk["command"]] if "command" in on_disk else [])
+        merged.pop("command", None)
+        merged["commands"] = list(dict.fromkeys([*earlier, results["command"]]))  # every invocation, in order
         merged["peer"] = {**on_disk.get("peer", {}), **results["peer"]}
         merged["llmtui"] = dict(on_disk.get("llmtui", {}))
         for variant, by_seed in results["llmtui"].items():
@@ -352,12 +378,14 @@ def main() -> None:
                 "--steps-per-epoch",
                 str(per_epoch),
             ]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=7200)
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=7200, env={**os.environ, **ONE_THREAD}
+            )
             line = next((line for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
             if line is None:
                 raise RuntimeError(f"llmtui variant {variant} failed:\n{done.stderr[-3000:]}")
             result = json.loads(line[len("RESULT ") :])
-            result["command"] = " ".join(command)
+            result["command"] = " ".join(command) + "  (one thread)"
             results["llmtui"].setdefault(variant, {})[seed] = result
             print(f"  test {result['test_bits_per_byte']:.4f} bits/byte, {result['wall_s']} s", flush=True)
             save()

@@ -163,14 +163,14 @@ def ladder(
 ) -> None:
     """Train RNN, LSTM, GRU, GPT and Llama-style models on the same data and tokenizer at a matched budget.
 
-    Parameters or FLOPs are matched by choosing each architecture's model.dim; time gives every one the same training seconds. Writes runs/<name>/ladder/ (report.json, curves.png, one run folder per architecture with TensorBoard logs) and prints a report card in bits per byte.
+    Parameters or FLOPs are matched by choosing each architecture's model.dim; time gives every one the same training seconds. Writes runs/<name>/ladder/ (report.json, curves.png, one run folder per architecture with TensorBoard logs) and prints a report card in bits per byte. A rung that is a benchmarked configuration (recipes/nanogpt-baby.toml) is shown beside the peer's figure.
     """  # noqa: E501  (Typer's rich help keeps a docstring's line breaks: one paragraph, one line)
     with user_errors():
         from rich.console import Console
         from rich.table import Table
 
         from llmtui.config import load_recipe
-        from llmtui.tuning.ladder import run_ladder
+        from llmtui.tuning.ladder import peer_lines, run_ladder
         from llmtui.tuning.study import study_paths
 
         config = load_recipe(recipe, set_ or [])
@@ -199,5 +199,7 @@ def ladder(
                 f"{rung['bits_per_byte']:.4f}",
             )
         console.print(table)
+        for line in peer_lines(report):  # rungs that are a benchmarked configuration
+            console.print(line, highlight=False, soft_wrap=True)
         folder = study_paths(config, Path.cwd())[0] / "ladder"
         console.print(f"curves: {folder / 'curves.png'}  ·  tensorboard --logdir {folder}")

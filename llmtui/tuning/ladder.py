@@ -4,7 +4,8 @@ tokenizer at a matched budget, compared in bits per byte.
 Each rung is a real pipeline run in `runs/<name>/ladder/<arch>/` sharing the run's data and tokenizer (hard
 links, as tuning trials do). The budget is matched by parameters or by training FLOPs per token (each
 architecture's `model.dim` is chosen to come closest to the recipe's own model), or by wall time (every rung
-keeps the recipe's sizes and trains for the same number of seconds).
+keeps the recipe's sizes and trains for the same number of seconds). A rung whose recipe is a benchmarked
+configuration (`llmtui.tuning.peers`) carries the peer's figure and llmtui's from that benchmark.
 """
 
 from __future__ import annotations
@@ -36,22 +37,21 @@ class Rung:
     seconds: float = 0.0
     val_loss: float | None = None
     bits_per_byte: float | None = None
+    peer: dict | None = None  # the benchmark's figures, when this rung is a benchmarked configuration
 
     def as_dict(self) -> dict:
-        return {
-            k: getattr(self, k)
-            for k in (
-                "arch",
-                "dim",
-                "parameters",
-                "flops_per_token",
-                "steps",
-                "seconds",
-                "val_loss",
-                "bits_per_byte",
-                "curve",
-            )
-        }
+        keys = (
+            "arch",
+            "dim",
+            "parameters",
+            "flops_per_token",
+            "steps",
+            "seconds",
+            "val_loss",
+            "bits_per_byte",
+            "curve",
+        ) + (("peer",) if self.peer else ())
+        return {k: getattr(self, k) for k in keys}
 
 
 def matched_dim(model: ModelConfig, arch: str, target: float, match: str, vocab_size: int, train) -> int:
@@ -99,11 +99,15 @@ def run_ladder(
     match: str = "params",
     seconds: float = 0.0,
     on_rung=None,
+    references: tuple | None = None,
 ) -> dict:
-    """Train each architecture of `archs` at the matched budget; returns the report (also ladder/report.json)."""
+    """Train each architecture of `archs` at the matched budget; returns the report (also ladder/report.json).
+
+    `references`: the benchmarked configurations a rung is looked up in (default: `peers.REFERENCES`)."""
     from llmtui.models.cost import estimate_cost
     from llmtui.pipeline import Pipeline
     from llmtui.runcontrol import StopWhen
+    from llmtui.tuning.peers import REFERENCES, reference_for
     from llmtui.tuning.study import _interrupted, share_artifacts, study_paths
 
     unknown = [a for a in archs if a not in ARCHS]
@@ -151,6 +155,9 @@ def run_ladder(
         rung.seconds = round(time.perf_counter() - started, 2)
         rung.curve = curve.points
         rung.steps = curve.points[-1][0] if curve.points else 0
+        peer = reference_for(rung_recipe, tokens, REFERENCES if references is None else references)
+        if peer is not None:
+            rung.peer = peer.describe(arch, rung.val_loss)
         rungs.append(rung)
         if on_rung is not None:
             on_rung(rung)
@@ -167,6 +174,30 @@ def run_ladder(
     write_json_atomic(folder / "report.json", report)
     write_curves_png(rungs, folder / "curves.png", bytes_per_token)
     return report
+
+
+def peer_lines(report: dict) -> list[str]:
+    """One line per rung that is a benchmarked configuration: the peer's figure, llmtui's, this rung's."""
+    lines = []
+    for rung in report["rungs"]:
+        peer = rung.get("peer")
+        if not peer:
+            continue
+        spread = peer["peer_val_loss"]
+        line = (
+            f"{rung['arch']} is {peer['name']} at {peer['steps']} steps: {peer['peer']} validation loss "
+            f"{spread['median']:.4f} ({spread['min']:.4f}-{spread['max']:.4f}, {spread['seeds']} seeds)"
+        )
+        ours = peer.get("llmtui_val_loss")
+        if ours:
+            line += (
+                f", llmtui's {rung['arch']} {ours['median']:.4f} ({ours['min']:.4f}-{ours['max']:.4f}, "
+                f"{ours['seeds']} seeds)"
+            )
+        if rung["val_loss"] is not None:
+            line += f"; this rung {rung['val_loss']:.4f}"
+        lines.append(f"{line}  [{peer['command']}]")
+    return lines
 
 
 def write_curves_png(rungs: list[Rung], path: Path, bytes_per_token: float, size: tuple[int, int] = (800, 500)) -> None:
