@@ -16,7 +16,7 @@ from llmtui.tui.error_text import describe_error
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
 
-if TYPE_CHECKING:  # the worker imports it when a chat starts (it is heavy: keep it off import time)
+if TYPE_CHECKING:  # the chat worker imports it (and the tokenizers) only when a chat starts
     from llmtui.generation.chat import ChatSession
 
 
