@@ -121,6 +121,7 @@ class WizardApp(App):
             return
         if (
             step in STEP_NAMES
+            and isinstance(current, StepScreen)
             and current.name in STEP_NAMES
             and STEP_NAMES.index(step) > STEP_NAMES.index(current.name)
         ):
@@ -137,11 +138,14 @@ class WizardApp(App):
 
     def visited_steps(self) -> list[StepScreen]:
         """The screens with recipe fields shown so far: their fields are what the recipe is."""
-        return [
-            self.get_screen(name)
-            for name in FORM_SCREENS
-            if self.is_screen_installed(name) and self.get_screen(name).is_mounted
-        ]
+        steps: list[StepScreen] = []
+        for name in FORM_SCREENS:
+            if self.is_screen_installed(name):
+                screen = self.get_screen(name)
+                assert isinstance(screen, StepScreen), f"{name} is in FORM_SCREENS but not a StepScreen"
+                if screen.is_mounted:
+                    steps.append(screen)
+        return steps
 
     def all_problems(self) -> list[str]:
         """Invalid fields on any step visited so far."""
@@ -279,6 +283,7 @@ class WizardApp(App):
                 self.exit()
 
         going = self.controller.root if self.controller.running else self.tuner.root
+        assert going is not None  # what is going is shown
         what = "training run" if self.controller.running else "search"
         self.push_screen(quit_dialog(what, self.state.shown(going)), answer)
 

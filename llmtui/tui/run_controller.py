@@ -145,6 +145,7 @@ class RunController:
 
     def toggle_pause(self) -> bool:
         """Pause after the current step, or resume; returns whether it is now paused."""
+        assert self.root is not None, "toggle_pause without a run shown"
         pause = not self.paused
         write_control(self.root, pause=pause)
         return pause
@@ -152,6 +153,7 @@ class RunController:
     def stop(self) -> None:
         """Ask the run to stop at its next training step (it writes a checkpoint first)."""
         if self.running:
+            assert self.root is not None  # a run going is a run shown
             request_stop(self.root, self.pid)
             self.app.notify("Stopping at the next training step, with a checkpoint…")
 
@@ -159,6 +161,7 @@ class RunController:
     def _follow(self, reader: EventLogReader, until: str | None) -> None:
         self._token += 1
         token, process, root = self._token, self.process, self.root
+        assert root is not None  # only a run shown is followed
         self.app.run_worker(
             lambda: self._follow_log(token, reader, process, root, until),
             thread=True,

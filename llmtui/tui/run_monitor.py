@@ -43,8 +43,8 @@ class RunMonitor:
     started: float = 0.0
 
     def reset(self, stages: tuple[str, ...] = ()) -> None:
-        self.__init__()
-        self.stages = {stage: "waiting" for stage in stages}
+        """Forget everything shown: a fresh monitor, its `stages` waiting."""
+        vars(self).update(vars(RunMonitor(stages={stage: "waiting" for stage in stages})))
 
     def load_history(self, run_root: Path, total_steps: int = 0) -> None:
         """Curves, latest values and samples from a run folder's TensorBoard logs (an earlier or stopped run)."""

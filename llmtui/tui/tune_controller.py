@@ -115,20 +115,22 @@ class TuneController:
         if not recipe.tune.space:
             return "the search space is empty: add at least one field to search (tune.space)"
         self.show(recipe, base_dir)
+        root = self.root
+        assert root is not None  # show() just set it
         if self.running:
-            return f"a search is already running in {self.root}"
-        if run_lock_holder(self.root) is not None:
-            return f"{self.root} is busy with a training run: stop it or wait for it first"
+            return f"a search is already running in {root}"
+        if run_lock_holder(root) is not None:
+            return f"{root} is busy with a training run: stop it or wait for it first"
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            recipe_file = self.root / "recipe.toml"
+            root.mkdir(parents=True, exist_ok=True)
+            recipe_file = root / "recipe.toml"
             recipe_file.write_text(recipe_to_toml(recipe), encoding="utf-8")
             env = {
                 **os.environ,
                 "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
                 "PYTHONUNBUFFERED": "1",
             }
-            with open(self.root / TUNE_LOG, "ab") as log:
+            with open(root / TUNE_LOG, "ab") as log:
                 self.process = subprocess.Popen(
                     [sys.executable, "-m", "llmtui", "tune", str(recipe_file.resolve())],
                     cwd=base_dir,
@@ -150,6 +152,7 @@ class TuneController:
         from llmtui.tuning.study import STOP_FILE
 
         if self.running:
+            assert self.root is not None  # a search going is a search shown
             (self.root / STOP_FILE).touch()
             self.app.notify("Stopping the search (the running trial is queued again for a resume)…")
 
@@ -160,6 +163,7 @@ class TuneController:
 
     def _follow(self) -> None:
         token, process, root = self._token, self.process, self.root
+        assert root is not None  # only a study shown is followed
         self.app.run_worker(
             lambda: self._poll(token, process, root), thread=True, group="tune-follower", exit_on_error=False
         )
@@ -167,7 +171,8 @@ class TuneController:
     def _poll(self, token: int, process, root: Path) -> None:
         while token == self._token:
             alive = process.poll() is None if process is not None else lock_holder(root, TUNE_LOCK) is not None
-            rows, curves = None, {}
+            rows: list[dict] | None = None
+            curves: dict[int, list[tuple[float, float]]] = {}
             for _attempt in range(1 if alive else 3):  # the last read, once the search is over, must succeed
                 if not (root / "study.db").is_file():
                     break

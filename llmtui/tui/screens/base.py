@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,6 +13,10 @@ from textual.widgets import Footer, Header, Static
 from llmtui.tui.steps import STEP_NAMES
 from llmtui.tui.widgets.section_form import SectionForm
 from llmtui.tui.widgets.step_bar import StepBar
+from llmtui.tui.wizard_access import wizard_of
+
+if TYPE_CHECKING:
+    from llmtui.tui.app import WizardApp
 
 
 class StepScreen(Screen):
@@ -38,6 +42,11 @@ class StepScreen(Screen):
         yield from ()
 
     @property
+    def wizard(self) -> WizardApp:
+        """The app, typed as the wizard it is (Textual's `self.app` is a plain `App`)."""
+        return wizard_of(self)
+
+    @property
     def forms(self) -> list[SectionForm]:
         return list(self.query(SectionForm))
 
@@ -53,10 +62,10 @@ class StepScreen(Screen):
     def show_recipe(self) -> None:
         """Show the recipe: its values in the forms when it was replaced since they were loaded, and what
         depends on it."""
-        if self._generation != self.app.recipe_generation:
-            self._generation = self.app.recipe_generation
+        if self._generation != self.wizard.recipe_generation:
+            self._generation = self.wizard.recipe_generation
             for form in self.forms:
-                form.load(self.app.state.recipe)
+                form.load(self.wizard.state.recipe)
             self.recipe_loaded()
         self.refresh_view()
 
@@ -79,7 +88,7 @@ class StepScreen(Screen):
 
     def on_section_form_changed(self, event: SectionForm.Changed) -> None:
         if event.valid:
-            self.app.recipe_edited()
+            self.wizard.recipe_edited()
             self.refresh_view()
 
     def on_section_form_field_focused(self, event: SectionForm.FieldFocused) -> None:
@@ -106,8 +115,8 @@ class StepScreen(Screen):
     def action_next(self) -> None:
         index = STEP_NAMES.index(self.STEP)
         if index + 1 < len(STEP_NAMES):
-            self.app.goto_step(STEP_NAMES[index + 1])
+            self.wizard.goto_step(STEP_NAMES[index + 1])
 
     def action_back(self) -> None:
         index = STEP_NAMES.index(self.STEP)
-        self.app.goto_step(STEP_NAMES[index - 1] if index else "welcome")
+        self.wizard.goto_step(STEP_NAMES[index - 1] if index else "welcome")

@@ -13,6 +13,7 @@ from textual.widgets import Footer, Header, SelectionList, Static
 from llmtui.runfolder import RunFolder
 from llmtui.tui.widgets.line_chart import LineChart
 from llmtui.tui.widgets.step_bar import StepBar
+from llmtui.tui.wizard_access import wizard_of
 
 COLOURS = ("dodger_blue2", "orange1", "green3", "magenta", "cyan", "yellow", "orchid", "red")
 
@@ -37,7 +38,7 @@ class CompareScreen(Screen):
     def on_screen_resume(self) -> None:
         from llmtui.runs import list_runs
 
-        state = self.app.state
+        state = wizard_of(self).state
         evaluated = [
             r
             for r in list_runs(state.base_dir / state.recipe.run.out_dir)

@@ -46,21 +46,21 @@ class DataScreen(StepScreen):
     def _show_sources(self) -> None:
         view = self.query_one("#sources", ListView)
         view.clear()
-        for source in self.app.state.recipe.data.sources:
+        for source in self.wizard.state.recipe.data.sources:
             view.append(ListItem(Label(source.path, markup=False)))
 
     def _set_sources(self, sources: list) -> None:
-        errors = self.app.state.try_update("data", {"sources": sources})
+        errors = self.wizard.state.try_update("data", {"sources": sources})
         message = self.query_one("#sources-error", Static)
         message.update("\n".join(f"{k}: {v}" for k, v in errors.items()))
         message.display = bool(errors)
         if not errors:
-            self.app.recipe_edited()
+            self.wizard.recipe_edited()
             self._show_sources()
 
-    def _add_source(self, path: str) -> None:
+    def _add_source(self, path: str | None) -> None:
         if path:
-            current = [s.model_dump(mode="json") for s in self.app.state.recipe.data.sources]
+            current = [s.model_dump(mode="json") for s in self.wizard.state.recipe.data.sources]
             self._set_sources(current + [path])
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -76,7 +76,7 @@ class DataScreen(StepScreen):
             self._add_source("builtin:python-docs")
         elif button == "remove":
             index = self.query_one("#sources", ListView).index
-            current = [s.model_dump(mode="json") for s in self.app.state.recipe.data.sources]
+            current = [s.model_dump(mode="json") for s in self.wizard.state.recipe.data.sources]
             if index is None or not 0 <= index < len(current):
                 self.notify("Select a source first (↑/↓ in the list).", severity="warning")
             elif len(current) == 1:
@@ -97,7 +97,7 @@ class DataScreen(StepScreen):
         from llmtui.data.prepare import preview_data
         from llmtui.errors import LlmtuiError
 
-        state = self.app.state
+        state = self.wizard.state
         try:
             result = preview_data(state.recipe.data, state.base_dir, 3)
         except LlmtuiError as exc:
@@ -131,7 +131,7 @@ class DataScreen(StepScreen):
 
         report_view = self.query_one("#report", Static)
         try:
-            report = self.app.state.run.data_report()
+            report = self.wizard.state.run.data_report()
         except RunFolderError:  # not prepared yet (or damaged: the next run redoes it)
             report_view.update(
                 "[dim]The data report appears here once the data stage has run "

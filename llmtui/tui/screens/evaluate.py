@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rich.markup import escape
 from rich.table import Table
 from textual.app import ComposeResult
@@ -50,7 +53,7 @@ def confusion_table(task: dict) -> Table | None:
     return table
 
 
-def metrics_table(report: dict) -> Table:
+def metrics_table(report: Mapping[str, Any]) -> Table:
     table = Table(title="Held-out evaluation", title_justify="left", title_style="bold")
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
@@ -77,27 +80,27 @@ class EvaluateScreen(StepScreen):
         yield Static("", id="tensorboard-line")
 
     def action_open_report(self) -> None:
-        page = self.app.state.run.eval_dir / "report.html"
+        page = self.wizard.state.run.eval_dir / "report.html"
         if not page.is_file():
             self.notify("No HTML report yet: it is written when the run's evaluation ends.", severity="warning")
             return
         self.app.open_url(page.resolve().as_uri())  # the browser of this machine (or of `llmtui web`'s page)
-        self.notify(f"Opened {self.app.state.shown(page)}.")
+        self.notify(f"Opened {self.wizard.state.shown(page)}.")
 
     def action_tensorboard(self) -> None:
         """Serve this run's logs (one TensorBoard at a time, stopped with the wizard)."""
-        run = self.app.state.run
+        run = self.wizard.state.run
         if not run.logs_dir.is_dir():
             self.notify("This run has no TensorBoard logs yet: train it first.", severity="warning")
             return
-        address = self.app.tensorboard.serve(run.root, run.logs_dir, self.app.state.base_dir)
+        address = self.wizard.tensorboard.serve(run.root, run.logs_dir, self.wizard.state.base_dir)
         self.notify(f"TensorBoard at {address}", title="TensorBoard", timeout=15)
         self.query_one("#tensorboard-line", Static).update(
             f"TensorBoard for this run at [b]{address}[/b] (stops when the wizard quits)"
         )
 
     def refresh_view(self) -> None:
-        state = self.app.state
+        state = self.wizard.state
         run = state.run
         path = run.eval_report_path
         metrics = self.query_one("#metrics", Static)

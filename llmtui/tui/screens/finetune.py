@@ -84,7 +84,7 @@ class FinetuneScreen(StepScreen):
     def refresh_view(self) -> None:
         from llmtui.runs import list_runs
 
-        state = self.app.state
+        state = self.wizard.state
         finished = [
             r.name
             for r in list_runs(state.base_dir / state.recipe.run.out_dir)
@@ -110,7 +110,7 @@ class FinetuneScreen(StepScreen):
 
     def action_preview(self) -> None:
         out = self.query_one("#ft-preview", Static)
-        recipe = self.app.state.recipe
+        recipe = self.wizard.state.recipe
         if recipe.finetune.task not in TASK_FIELDS:
             out.update("[dim]The domain task reads the Data step's sources: preview them there (ctrl+e).[/]")
             return
@@ -118,7 +118,7 @@ class FinetuneScreen(StepScreen):
             out.update("[yellow]Set train_file: a .csv, .tsv or .jsonl file of examples.[/]")
             return
         try:
-            fields, examples, count, labels = preview_examples(recipe, self.app.state.base_dir)
+            fields, examples, count, labels = preview_examples(recipe, self.wizard.state.base_dir)
         except Exception as exc:  # a bad file is the person's to fix: its message, not a traceback
             out.update(f"[red]{escape(describe_error(exc))}[/]")
             return
@@ -145,7 +145,7 @@ class FinetuneScreen(StepScreen):
         self.labels = len(labels) if labels is not None else 0
 
     def action_count(self) -> None:
-        recipe = self.app.state.recipe
+        recipe = self.wizard.state.recipe
         if recipe.finetune.task == "classification" and not getattr(self, "labels", 0) and not recipe.finetune.labels:
             self.action_preview()  # the head's size needs the label count
         self.query_one("#ft-params", Static).update("[dim]loading the base model…[/]")
@@ -161,7 +161,7 @@ class FinetuneScreen(StepScreen):
             from llmtui.finetune.adapt import adapt_model, parameter_counts, training_memory_bytes
             from llmtui.finetune.pipeline import base_folder
 
-            base = base_folder(recipe, self.app.state.base_dir)  # a pretrained base is imported the first time
+            base = base_folder(recipe, self.wizard.state.base_dir)  # a pretrained base is imported the first time
             base_recipe = load_recipe(base.recipe_path)
             configure_backend(recipe.run.backend)
             model, adapted = adapt_model(
@@ -187,7 +187,7 @@ class FinetuneScreen(StepScreen):
             f"[b]{counts['trainable']:,}[/b] of {counts['total']:,} parameters trainable ({share:.1%}): {what}"
             f"{'; a head over ' + str(labels) + ' labels' if recipe.finetune.task == 'classification' else ''}\n"
             f"memory: about {_mib(training_memory_bytes(counts))} for weights, gradients and Adam state "
-            f"(float32; activations come on top) · base {escape(self.app.state.shown(base.root))} "
+            f"(float32; activations come on top) · base {escape(self.wizard.state.shown(base.root))} "
             f"({base_recipe.model.arch}, {base_recipe.model.layers} layers, {base_recipe.model.dim} wide)"
         )
         self.app.call_from_thread(self._show_count, text)
@@ -196,11 +196,11 @@ class FinetuneScreen(StepScreen):
         self.query_one("#ft-params", Static).update(markup)
 
     def on_section_form_changed(self, event: SectionForm.Changed) -> None:  # StepScreen's handler runs too
-        base = self.app.state.recipe.finetune.base
+        base = self.wizard.state.recipe.finetune.base
         if event.valid and base != getattr(self, "_base", None):
             self._base = base
-            if self.app.document.adopt_base_architecture():  # a new base: the Model step shows its architecture
-                self.app.recipe_replaced(same_run=True)
+            if self.wizard.document.adopt_base_architecture():  # a new base: the Model step shows its architecture
+                self.wizard.recipe_replaced(same_run=True)
         self.query_one("#ft-params", Static).update("[dim]ctrl+g counts the trainable parameters[/]")
 
     def action_next(self) -> None:
@@ -208,10 +208,10 @@ class FinetuneScreen(StepScreen):
         if problems:
             self.notify("Fix this first:\n" + "\n".join(problems[:4]), severity="error", title="Invalid field")
             return
-        if not self.app.state.recipe.finetune.base:
+        if not self.wizard.state.recipe.finetune.base:
             self.notify("Choose the trained run or pretrained model to start from (base).", severity="error")
             return
-        self.app.goto_step("training")
+        self.wizard.goto_step("training")
 
     def action_back(self) -> None:
-        self.app.goto_step("welcome")
+        self.wizard.goto_step("welcome")

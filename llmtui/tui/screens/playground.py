@@ -3,6 +3,8 @@ streamed as it is generated, /reset), and for fine-tuned task runs classify, ans
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
@@ -13,6 +15,9 @@ from textual.widgets import Button, Input, Static
 from llmtui.tui.error_text import describe_error
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
+
+if TYPE_CHECKING:  # the chat worker imports it (and the tokenizers) only when a chat starts
+    from llmtui.generation.chat import ChatSession
 
 
 def run_task(run_root) -> dict | None:
@@ -43,7 +48,7 @@ TASK_ACTIONS = {
 class PlaygroundScreen(StepScreen):
     STEP = "playground"
     BINDINGS = [Binding("ctrl+g", "generate", "Generate")]
-    chat = None  # the ChatSession: the conversation so far, rendered by the run's chat template
+    chat: ChatSession | None = None  # the ChatSession: the conversation so far, rendered by the run's chat template
 
     def body(self) -> ComposeResult:
         yield Static("", id="model-line")
@@ -70,11 +75,11 @@ class PlaygroundScreen(StepScreen):
             yield Static("", id="classify-out")
 
     def recipe_loaded(self) -> None:
-        prompts = self.app.state.recipe.generate.prompts
+        prompts = self.wizard.state.recipe.generate.prompts
         self.query_one("#prompt", Input).value = prompts[0] if prompts else ""
 
     def refresh_view(self) -> None:
-        state = self.app.state
+        state = self.wizard.state
         run = state.run
         line = self.query_one("#model-line", Static)
         if run.final_model_path.is_file():
@@ -117,7 +122,7 @@ class PlaygroundScreen(StepScreen):
     def action_generate(self) -> None:
         if not self._ready_to_generate():
             return
-        if classification_task(self.app.state.run.root) is not None:
+        if classification_task(self.wizard.state.run.root) is not None:
             self.notify("This run is a classifier: classify text below instead.", severity="warning")
             return
         self.query_one("#output", Static).update("[dim]generating…[/]")
@@ -125,9 +130,9 @@ class PlaygroundScreen(StepScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="playground")
     def _generate(self, prompt: str) -> None:
-        g = self.app.state.recipe.generate
+        g = self.wizard.state.recipe.generate
         try:
-            generator = self.app.results.generator()
+            generator = self.wizard.results.generator()
             text = generator.generate(
                 prompt, max_tokens=g.max_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=g.seed
             )
@@ -141,13 +146,13 @@ class PlaygroundScreen(StepScreen):
         self.query_one("#output", Static).update(markup)
 
     def _ready_to_generate(self) -> bool:
-        if self.app.controller.running:
+        if self.wizard.controller.running:
             self.notify("Training is running: use the model when it has finished.", severity="warning")
             return False
         if self.problems():
             self.notify("Fix the highlighted sampling settings first.", severity="error")
             return False
-        if not self.app.state.run.final_model_path.is_file():
+        if not self.wizard.state.run.final_model_path.is_file():
             self.notify("No trained model yet: train it on the Train step.", severity="warning")
             return False
         return True
@@ -163,7 +168,7 @@ class PlaygroundScreen(StepScreen):
             return
         if not message.strip() or not self._ready_to_generate():
             return
-        task = run_task(self.app.state.run.root)
+        task = run_task(self.wizard.state.run.root)
         if task is not None and task.get("kind") != "chat":
             self.notify("This run is fine-tuned for a task: use the box below.", severity="warning")
             return
@@ -175,7 +180,7 @@ class PlaygroundScreen(StepScreen):
     def _chat_reply(self, message: str) -> None:
         from llmtui.generation.chat import ChatSession
 
-        g = self.app.state.recipe.generate
+        g = self.wizard.state.recipe.generate
         reply: list[str] = []
 
         def piece(text: str) -> None:  # each decoded piece as it comes: the reply grows on screen
@@ -184,9 +189,9 @@ class PlaygroundScreen(StepScreen):
             self.app.call_from_thread(self._show_chat, "".join(reply), message)
 
         try:
-            generator = self.app.results.generator()
+            generator = self.wizard.results.generator()
             if self.chat is None or self.chat.generator is not generator:  # a new model: a new conversation
-                self.chat = ChatSession.for_run(generator, self.app.state.run.tokenizer_dir)
+                self.chat = ChatSession.for_run(generator, self.wizard.state.run.tokenizer_dir)
             self.chat.reply(message, g.max_tokens, g.temperature, g.top_k, g.top_p, g.seed, stop=g.stop, on_text=piece)
         except Exception as exc:
             self.app.call_from_thread(self._show_chat, f"[red]{escape(describe_error(exc))}[/]")
@@ -205,7 +210,7 @@ class PlaygroundScreen(StepScreen):
 
     # Tasks ------------------------------------------------------------------------------------------
     def _use_task(self, text: str) -> None:
-        task = run_task(self.app.state.run.root)
+        task = run_task(self.wizard.state.run.root)
         if task is None or not text.strip():
             return
         if task["kind"] == "classification":
@@ -219,9 +224,9 @@ class PlaygroundScreen(StepScreen):
         from llmtui.finetune.use import Answerer
 
         try:
-            key = (self.app.state.run.root, self.app.state.run.final_model_path.stat().st_mtime_ns)
+            key = (self.wizard.state.run.root, self.wizard.state.run.final_model_path.stat().st_mtime_ns)
             if getattr(self, "_answerer", (None,))[0] != key:
-                self._answerer = (key, Answerer(self.app.state.run.root))
+                self._answerer = (key, Answerer(self.wizard.state.run.root))
             answer = self._answerer[1].answer(text)
         except Exception as exc:
             self.app.call_from_thread(self._show_classes, f"[red]{escape(describe_error(exc))}[/]")
@@ -239,7 +244,7 @@ class PlaygroundScreen(StepScreen):
             )
             return
         try:
-            probabilities = load_classifier(self.app.state.run.root).predict([text])[0]
+            probabilities = load_classifier(self.wizard.state.run.root).predict([text])[0]
         except Exception as exc:
             self.app.call_from_thread(self._show_classes, f"[red]{escape(describe_error(exc))}[/]")
             return

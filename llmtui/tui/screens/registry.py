@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from textual.screen import Screen
+
 from llmtui.tui.screens.compare import CompareScreen
 from llmtui.tui.screens.data import DataScreen
 from llmtui.tui.screens.evaluate import EvaluateScreen
@@ -16,7 +20,7 @@ from llmtui.tui.screens.vocabulary import VocabularyScreen
 from llmtui.tui.screens.welcome import WelcomeScreen
 from llmtui.tui.steps import STEP_NAMES
 
-SCREEN_CLASSES = {
+SCREEN_CLASSES: dict[str, Callable[[], Screen]] = {  # as `App.SCREENS` takes them
     "welcome": WelcomeScreen,
     "finetune": FinetuneScreen,
     "compare": CompareScreen,

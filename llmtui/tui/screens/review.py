@@ -29,11 +29,11 @@ class ReviewScreen(StepScreen):
         yield Static("", id="toml")
 
     def recipe_loaded(self) -> None:
-        self.query_one("#save-path", Input).value = self.app.document.default_save_path()
+        self.query_one("#save-path", Input).value = self.wizard.document.default_save_path()
 
     def refresh_view(self) -> None:
         self.query_one("#toml", Static).update(
-            Syntax(self.app.state.toml(), "toml", theme="ansi_dark", line_numbers=True, word_wrap=True)
+            Syntax(self.wizard.state.toml(), "toml", theme="ansi_dark", line_numbers=True, word_wrap=True)
         )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -43,10 +43,10 @@ class ReviewScreen(StepScreen):
             self.action_run()
 
     def action_save(self) -> bool:
-        if self.app.held_by_problems(limit=5):
+        if self.wizard.held_by_problems(limit=5):
             return False
         try:
-            path = self.app.document.save(self.query_one("#save-path", Input).value.strip())
+            path = self.wizard.document.save(self.query_one("#save-path", Input).value.strip())
         except LlmtuiError as exc:
             self.notify(str(exc), severity="error")
             return False
@@ -54,5 +54,5 @@ class ReviewScreen(StepScreen):
         return True
 
     def action_run(self) -> None:
-        if self.action_save() and self.app.start_pipeline():
-            self.app.goto_step("train")
+        if self.action_save() and self.wizard.start_pipeline():
+            self.wizard.goto_step("train")

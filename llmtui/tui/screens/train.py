@@ -65,11 +65,12 @@ class TrainScreen(StepScreen):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         action = {
-            "run": self.app.action_run_pipeline,
-            "pause": self.app.action_toggle_pause,
-            "stop": self.app.action_stop_training,
-        }[event.button.id]
-        action()
+            "run": self.wizard.action_run_pipeline,
+            "pause": self.wizard.action_toggle_pause,
+            "stop": self.wizard.action_stop_training,
+        }.get(event.button.id or "")
+        if action is not None:
+            action()
 
     def refresh_view(self) -> None:
         self.show_monitor()
@@ -78,7 +79,7 @@ class TrainScreen(StepScreen):
         self.show_monitor()
 
     def show_monitor(self) -> None:
-        controller = self.app.controller
+        controller = self.wizard.controller
         monitor = controller.monitor
         self.query_one("#stages", Static).update(
             "  ".join(f"{_MARK[status]} {stage}" for stage, status in monitor.stages.items())

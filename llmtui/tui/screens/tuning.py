@@ -69,13 +69,13 @@ class TuningScreen(StepScreen):
             "start-search": self.action_start_search,
             "stop-search": self.action_stop_search,
             "use-best": self.action_use_best,
-        }.get(event.button.id)
+        }.get(event.button.id or "")
         if action is not None:
             action()
 
     def action_start_search(self) -> None:
         """Start (or resume) the search of the recipe as it stands, unless a field or a training run holds it."""
-        app = self.app
+        app = self.wizard
         if app.held_by_problems():
             return
         if app.controller.running:
@@ -85,24 +85,26 @@ class TuningScreen(StepScreen):
         if why:
             self.notify(why, severity="error", title="Cannot start the search")
             return
-        self.notify("Search started (its output: " + app.state.shown(app.tuner.root / "tune.log") + ").")
+        root = app.tuner.root
+        assert root is not None  # a search started is a search shown
+        self.notify("Search started (its output: " + app.state.shown(root / "tune.log") + ").")
         self.run_changed()
 
     def action_stop_search(self) -> None:
-        self.app.tuner.stop()
+        self.wizard.tuner.stop()
 
     def action_use_best(self) -> None:
         """Write the best trial's values into the recipe being edited (every step's fields show them)."""
-        best = best_row(self.app.tuner.rows, self.app.state.recipe.tune.direction)
+        best = best_row(self.wizard.tuner.rows, self.wizard.state.recipe.tune.direction)
         if best is None:
             self.notify("No finished trial yet.", severity="warning")
             return
         try:
-            self.app.document.use_trial(best)
+            self.wizard.document.use_trial(best)
         except LlmtuiError as exc:
             self.notify(str(exc), severity="error", title="Cannot use these values")
             return
-        self.app.recipe_replaced(same_run=True)
+        self.wizard.recipe_replaced(same_run=True)
         values = ", ".join(
             f"{key} = {value:.4g}" if isinstance(value, float) else f"{key} = {value}"
             for key, value in best["params"].items()
@@ -113,8 +115,8 @@ class TuningScreen(StepScreen):
         self.run_changed()
 
     def run_changed(self) -> None:
-        tuner = self.app.tuner
-        tune = self.app.state.recipe.tune
+        tuner = self.wizard.tuner
+        tune = self.wizard.state.recipe.tune
         self.query_one("#search-status", Static).update(tuner.status_line())
         best = best_row(tuner.rows, tune.direction)
         self.query_one("#best-line", Static).update(
@@ -137,7 +139,7 @@ class TuningScreen(StepScreen):
 
     def _show_trials(self, rows: list[dict], params: list[str]) -> None:
         table = self.query_one("#trials", DataTable)
-        columns = ("#", *params, self.app.state.recipe.tune.objective, "state", "step", "time")
+        columns = ("#", *params, self.wizard.state.recipe.tune.objective, "state", "step", "time")
         shown = [
             (
                 str(r["number"]),
@@ -165,7 +167,7 @@ class TuningScreen(StepScreen):
         table.display = bool(shown)
 
     def recipe_loaded(self) -> None:
-        space = self.app.state.recipe.tune.model_dump(mode="json")["space"]
+        space = self.wizard.state.recipe.tune.model_dump(mode="json")["space"]
         area = self.query_one("#space", TextArea)
         with area.prevent(TextArea.Changed):
             area.load_text(space_to_text(space))
@@ -183,10 +185,10 @@ class TuningScreen(StepScreen):
         except tomllib.TOMLDecodeError as exc:
             self._space_error(f"tune.space: not valid TOML: {exc}")
             return
-        errors = self.app.state.try_update("tune", {"space": space})
+        errors = self.wizard.state.try_update("tune", {"space": space})
         self._space_error("\n".join(f"{k}: {v}" for k, v in errors.items()))
         if not errors:
-            self.app.recipe_edited()
+            self.wizard.recipe_edited()
 
     def _space_error(self, text: str) -> None:
         label = self.query_one("#space-error", Static)

@@ -37,22 +37,22 @@ class VocabularyScreen(StepScreen):
         if self.problems():
             self.notify("Fix the highlighted fields first.", severity="error")
             return
-        if self.app.start_pipeline(until="tokenizer"):
+        if self.wizard.start_pipeline(until="tokenizer"):
             self.query_one("#vocab-status", Static).update("[dim]preparing the data and training the vocabulary…[/]")
 
     def refresh_view(self) -> None:
         report_view = self.query_one("#vocab-report", Static)
-        report = self.app.state.run.vocabulary_report()
+        report = self.wizard.state.run.vocabulary_report()
         if report is None:
             report_view.update("[dim]No vocabulary trained for this run yet.[/]")
             self._tokenizer = None
             return
         from llmtui.tokenizers.report import report_lines
 
-        trained = self.app.results.trained_tokenizer_settings()
+        trained = self.wizard.results.trained_tokenizer_settings()
         stale = (
             ""
-            if trained == self.app.state.recipe.tokenizer.model_dump(mode="json")
+            if trained == self.wizard.state.recipe.tokenizer.model_dump(mode="json")
             else "\n[yellow]The settings above differ from the trained vocabulary: train it again to see theirs.[/]"
         )
         report_view.update(
@@ -66,7 +66,7 @@ class VocabularyScreen(StepScreen):
 
     def _show_tokens(self, text: str) -> None:
         out = self.query_one("#tokens", Static)
-        tokenizer = self.app.results.tokenizer()
+        tokenizer = self.wizard.results.tokenizer()
         if tokenizer is None:
             out.update("[dim]Train the vocabulary first.[/]")
             return
@@ -85,4 +85,4 @@ class VocabularyScreen(StepScreen):
         self.run_changed()
 
     def run_changed(self) -> None:
-        self.query_one("#vocab-status", Static).update(self.app.controller.status_line())
+        self.query_one("#vocab-status", Static).update(self.wizard.controller.status_line())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -10,6 +13,10 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from llmtui.runfolder import RunFolder
 from llmtui.tui.widgets.step_bar import StepBar
+from llmtui.tui.wizard_access import wizard_of
+
+if TYPE_CHECKING:
+    from llmtui.tui.app import WizardApp
 
 INTRO = """[b]From raw text to a language model you can use.[/b]
 Each step edits one part of a recipe (a TOML file `llmtui run` also reads); the Review step shows it whole.
@@ -27,6 +34,10 @@ class WelcomeScreen(Screen):
         Binding("c", "app.goto_step('compare')", "Compare"),
         Binding("ctrl+n", "app.goto_step('data')", "Next"),
     ]
+
+    @property
+    def wizard(self) -> WizardApp:
+        return wizard_of(self)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -55,15 +66,15 @@ class WelcomeScreen(Screen):
         self.set_interval(2.0, self.show_runs)  # statuses change while runs go on in other processes
 
     def on_screen_resume(self) -> None:
-        state = self.app.state
+        state = self.wizard.state
         where = f"from {state.recipe_path}" if state.recipe_path else "not saved yet"
         self.query_one("#current", Static).update(
             f"Editing [b]{state.recipe.run.name}[/b] ({where}); its run folder is {state.shown(state.run.root)}."
         )
         self.show_runs()
 
-    def runs_folder(self):
-        return self.app.state.base_dir / self.app.state.recipe.run.out_dir
+    def runs_folder(self) -> Path:
+        return self.wizard.state.base_dir / self.wizard.state.recipe.run.out_dir
 
     def show_runs(self) -> None:
         from llmtui.runs import list_runs, table_rows
@@ -85,37 +96,36 @@ class WelcomeScreen(Screen):
         self.query_one("#runs-heading").display = table.display = bool(rows)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        from pathlib import Path
-
-        self.app.open_run_folder(Path(event.row_key.value))
+        path = event.row_key.value
+        assert path is not None  # every row is added with its run folder as key
+        self.wizard.open_run_folder(Path(path))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         button = event.button.id
         if button in ("tiny", "quickstart"):
             self.action_template(button)
         elif button == "open-recipe":
-            self.app.action_open_recipe()
+            self.wizard.action_open_recipe()
         elif button == "open-run":
-            self.app.action_open_run()
+            self.wizard.action_open_run()
         elif button == "finetune":
             self.action_finetune()
         elif button == "compare":
-            self.app.goto_step("compare")
+            self.wizard.goto_step("compare")
 
     def action_finetune(self) -> None:
         """Fine-tune the run selected in the list when it is finished, else choose the base on the next screen."""
-        from pathlib import Path
-
         from llmtui.runs import run_info
 
         table = self.query_one("#runs", DataTable)
         base = ""
         if table.row_count:
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            assert key is not None  # every row is added with its run folder as key
             info = run_info(Path(key))
             if info.status == "finished" and RunFolder(info.path).final_model_path.is_file():
                 base = info.name
-        self.app.new_finetune(base)
+        self.wizard.new_finetune(base)
 
     def action_template(self, name: str) -> None:
-        self.app.new_from_template(name)
+        self.wizard.new_from_template(name)

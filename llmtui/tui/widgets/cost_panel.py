@@ -6,6 +6,7 @@ from rich.table import Table
 from textual.widgets import Static
 
 from llmtui.config.recipe import Recipe
+from llmtui.tui.wizard_access import wizard_of
 
 # Share of the device's peak FLOP/s a small model reaches (measured here: ~20% for the quickstart on 2 CPU cores),
 # plus what every step costs whatever its size, and the first step's compilation.
@@ -98,5 +99,5 @@ class CostPanel(Static):
         self.update_cost()
 
     def update_cost(self) -> None:
-        state = self.app.state
+        state = wizard_of(self).state
         self.update(cost_table(state.recipe, state.base_dir, self.with_duration))

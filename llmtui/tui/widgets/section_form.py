@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
@@ -21,6 +22,7 @@ from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
 from llmtui.config.loader import parse_toml_value
 from llmtui.config.recipe import Recipe, Section
+from llmtui.tui.wizard_access import wizard_of
 
 
 @dataclass
@@ -83,6 +85,10 @@ def _toml_value(value: Any) -> str:
     return "[" + ", ".join(json.dumps(item, ensure_ascii=False) for item in value) + "]"
 
 
+# The control `_control` makes for each kind: a checkbox, a select, else a line of text.
+FieldControl = Checkbox | Select[str] | Input
+
+
 class SectionForm(Widget):
     """Every editable field of one recipe section; `primary` fields first, the rest folded away."""
 
@@ -106,10 +112,12 @@ class SectionForm(Widget):
         self.section = section
         self.title = title
         self.primary = list(primary)
-        self.model: type[BaseModel] = Recipe.model_fields[section].annotation
+        model = Recipe.model_fields[section].annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel), f"{section} is not a recipe section"
+        self.model = model
         self.plain, self.nested = section_fields(self.model, skip=skip)
         self.more_title = more_title
-        self.controls: dict[str, Widget] = {}
+        self.controls: dict[str, FieldControl] = {}
         self.errors: dict[str, str] = {}
         self._fields = {f.key: f for f in self.plain}
         for _, inner in self.nested.values():
@@ -133,7 +141,6 @@ class SectionForm(Widget):
     def _rows(self, fields: list[FormField]) -> ComposeResult:
         for field in fields:
             control = self._control(field)
-            control.field_key = field.key  # type: ignore[attr-defined]
             control.tooltip = field.info.description
             self.controls[field.key] = control
             with Vertical(classes="field-row"):
@@ -142,7 +149,7 @@ class SectionForm(Widget):
                     yield control
                 yield Static("", classes="field-error", id=f"err-{self.section}-{field.key.replace('.', '-')}")
 
-    def _control(self, field: FormField) -> Widget:
+    def _control(self, field: FormField) -> FieldControl:
         if field.kind == "checkbox":
             return Checkbox("", compact=True)
         if field.kind == "select":
@@ -159,9 +166,9 @@ class SectionForm(Widget):
             value = section_value(recipe, self.section, key)
             field = self._fields[key]
             with control.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
-                if field.kind == "checkbox":
+                if isinstance(control, Checkbox):
                     control.value = bool(value)
-                elif field.kind == "select":
+                elif isinstance(control, Select):
                     control.value = value
                 elif field.kind == "list":
                     control.value = _toml_value(value)
@@ -176,7 +183,7 @@ class SectionForm(Widget):
         values: dict[str, Any] = {}
         for key, control in self.controls.items():
             kind = self._fields[key].kind
-            if kind in ("checkbox", "select"):
+            if isinstance(control, (Checkbox, Select)):
                 values[key] = control.value
             elif kind == "list":
                 values[key] = parse_toml_value(control.value)
@@ -191,7 +198,7 @@ class SectionForm(Widget):
         return not self.errors
 
     def validate_now(self) -> bool:
-        errors = self.app.state.try_update(self.section, self.values())
+        errors = wizard_of(self).state.try_update(self.section, self.values())
         self._show_errors(errors)
         self.post_message(self.Changed(self, not errors))
         return not errors
@@ -227,8 +234,8 @@ class SectionForm(Widget):
         event.stop()
         self.validate_now()
 
-    def on_descendant_focus(self, event) -> None:
-        key = getattr(event.widget, "field_key", None)
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        key = next((key for key, control in self.controls.items() if control is event.widget), None)
         if key is not None:  # the screen shows it on its help line
             self.post_message(self.FieldFocused(f"[b]{self.section}.{key}[/b]  {self._fields[key].info.description}"))
 

@@ -7,6 +7,7 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from llmtui.tui.steps import STEPS
+from llmtui.tui.wizard_access import wizard_of
 
 
 class StepLink(Static):
@@ -17,7 +18,7 @@ class StepLink(Static):
         self.step = step
 
     def on_click(self) -> None:
-        self.app.goto_step(self.step)
+        wizard_of(self).goto_step(self.step)
 
 
 class StepBar(Horizontal):
