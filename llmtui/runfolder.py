@@ -159,6 +159,13 @@ class EvalReport(TypedDict, total=False):
     files: dict[str, dict[str, Any]]  # llmtui eval RUN --data FILE, by path
     task: dict[str, Any]  # a fine-tuned task's metrics
     harness: dict[str, Any]  # llmtui eval RUN --harness
+    # A fine-tune's evaluation (llmtui.finetune.stages) adds what the base and the examples were:
+    finetune: dict[str, Any]  # a domain fine-tune: perplexity before and after, on the domain and the base's text
+    answers: list[dict[str, str]]  # a QA or translation task: {"input", "target", "prediction"} of the first 50
+    task_kind: str
+    examples: int
+    base: str
+    method: str
 
 
 @dataclass(frozen=True)
