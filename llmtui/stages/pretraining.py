@@ -244,8 +244,8 @@ def token_inputs(context: StageContext):
     return TrainInputs(
         train_tokens=load_tokens(folder, "train"),
         val_tokens=load_tokens(folder, "val"),
-        bytes_per_token=meta["val"]["bytes"] / meta["val"]["tokens"],
-        vocab_size=meta["vocab_size"],
+        bytes_per_token=meta.bytes_per_token,
+        vocab_size=meta.vocab_size,
     )
 
 
