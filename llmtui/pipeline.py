@@ -33,6 +33,7 @@ from llmtui.events import (
 from llmtui.runfolder import (
     STAGE_FOLDERS,
     STAGES,  # noqa: F401  (the stage names of training from scratch, for callers)
+    Manifest,
     RunFolder,
     StageTransaction,
     clear_staging,
@@ -173,7 +174,7 @@ class Pipeline:
         self.context.fingerprints[stage.name] = fingerprint(*stage.inputs(self.context, upstream))
         return self.context.fingerprints[stage.name]
 
-    def _run_stage(self, stage: Stage, manifest: dict) -> None:
+    def _run_stage(self, stage: Stage, manifest: Manifest) -> None:
         name, context = stage.name, self.context
         fp = self._fingerprint(stage)
         previous = manifest["stages"].get(name, {})

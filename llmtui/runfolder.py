@@ -136,6 +136,7 @@ class Manifest(TypedDict, total=False):
     stages: dict[str, StageEntry]
     updated: str
     versions: dict[str, str]
+    imported: dict[str, Any]  # a run folder `llmtui import` made: where the model came from (interop.base)
 
 
 class EvalReport(TypedDict, total=False):
@@ -158,6 +159,13 @@ class EvalReport(TypedDict, total=False):
     files: dict[str, dict[str, Any]]  # llmtui eval RUN --data FILE, by path
     task: dict[str, Any]  # a fine-tuned task's metrics
     harness: dict[str, Any]  # llmtui eval RUN --harness
+    # A fine-tune's evaluation (llmtui.finetune.stages) adds what the base and the examples were:
+    finetune: dict[str, Any]  # a domain fine-tune: perplexity before and after, on the domain and the base's text
+    answers: list[dict[str, str]]  # a QA or translation task: {"input", "target", "prediction"} of the first 50
+    task_kind: str
+    examples: int
+    base: str
+    method: str
 
 
 @dataclass(frozen=True)
@@ -499,7 +507,7 @@ class RunFolder:
         return self.logs_dir / name
 
     @classmethod
-    def of_recipe(cls, recipe: Any, base_dir: str | Path = ".") -> RunFolder:
+    def of_recipe(cls, recipe: Any, base_dir: str | os.PathLike[str] = ".") -> RunFolder:
         """The run folder a recipe's run writes: <base_dir>/<run.out_dir>/<run.name>."""
         return cls(run_root(base_dir, recipe.run.out_dir, recipe.run.name))
 
@@ -622,7 +630,7 @@ class RunFolder:
             for entry in manifest["stages"].values():
                 _migrate_entry(entry, self.root)
             manifest["format"] = MANIFEST_FORMAT
-        return manifest
+        return cast(Manifest, manifest)  # JSON from disk: its shape was checked above
 
     def check_outputs(self, entry: StageEntry) -> str | None:
         """Why a finished stage's outputs can no longer be trusted (None when they all exist and match)."""
@@ -824,6 +832,6 @@ def resolve_run_dir(run: str | Path, out_dir: str | Path = "runs") -> Path:
     )
 
 
-def run_root(base_dir: str | Path, out_dir: str | Path, name: str) -> Path:
+def run_root(base_dir: str | os.PathLike[str], out_dir: str | Path, name: str) -> Path:
     """Where a run named `name` lives: <base_dir>/<out_dir>/<name> (the recipe's run.out_dir and run.name)."""
     return Path(base_dir) / out_dir / name

@@ -131,6 +131,28 @@ def test_a_fine_tune_named_like_its_base_is_refused(tmp_path, corpus, base_run):
         pipeline_for(recipe, base_dir=tmp_path)
 
 
+def test_the_stages_read_the_token_meta_through_the_typed_reader(tmp_path, tiny_recipe):
+    """The vocabulary and token counts the stages use come from `TokenMeta`: a damaged tokenizer/tokens.json
+    is one RunFolderError naming the file, not a KeyError or ValueError from inside a stage."""
+    from llmtui.errors import RunFolderError
+    from llmtui.runfolder import SplitTokens, TokenMeta, write_token_meta
+    from llmtui.stages.pretraining import token_inputs
+
+    context = Pipeline(tiny_recipe, base_dir=tmp_path).context
+    folder = context.run.tokenizer_dir
+    folder.mkdir(parents=True)
+    write_token_meta(folder, TokenMeta(40, "char", SplitTokens(300, 330, "uint16"), SplitTokens(60, 90, "uint16")))
+    for split, count in (("train", 300), ("val", 60)):
+        (folder / f"{split}.bin").write_bytes(bytes(2 * count))
+    assert context.vocab_size() == 40
+    inputs = token_inputs(context)
+    assert inputs.vocab_size == 40 and inputs.bytes_per_token == pytest.approx(1.5) and len(inputs.val_tokens) == 60
+    context.run.token_meta_path.write_text('{"vocab_size": "many"}', encoding="utf-8")
+    with pytest.raises(RunFolderError, match="damaged") as caught:
+        context.vocab_size()
+    assert str(context.run.token_meta_path) in caught.value.message
+
+
 def test_the_control_given_at_construction_is_asked_between_steps_and_stops_training(tmp_path, corpus):
     """What the wizard's control file and the tuner's time budget use: asked after every optimizer step, told
     where to report (a pause says so), and True stops training with a checkpoint."""

@@ -145,8 +145,8 @@ def _print_report(report: DataReport, where: str) -> None:
     sources.add_column("source", overflow="fold")
     for key in present:
         sources.add_column(columns[key], justify="right")
-    for name, counts in per_source.items():
-        sources.add_row(name, *(f"{counts.get(k, 0):,}" for k in present))
+    for name, source_counts in per_source.items():
+        sources.add_row(name, *(f"{source_counts.get(k, 0):,}" for k in present))
     console.print(sources)
 
     histogram = report.document_length_histogram or {}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -136,7 +137,7 @@ def compare(
         Console().print(comparison_table(result))
 
 
-def _print_metrics(console, result: dict) -> None:
+def _print_metrics(console, result: Mapping[str, Any]) -> None:
     from rich.table import Table
 
     from llmtui.evaluation.report import metric_table, task_rows

@@ -29,14 +29,17 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from llmtui.config.recipe import DataConfig
 from llmtui.data.dedup import band_keys, lsh_shape, similar
 from llmtui.errors import DataError
+
+if TYPE_CHECKING:
+    import distributed
 
 EXACT, NEAR = "exact_duplicates", "near_duplicates"
 CONNECT_SECONDS = 10  # a running scheduler answers at once; an unreachable one fails this fast
@@ -49,8 +52,8 @@ class DaskEngine:
     def __init__(self, config: DataConfig):
         self.config = config
         self.partition_bytes = max(1, int(config.engine_partition_mb * 1_000_000))
-        self.client = None
-        self._cluster = None
+        self.client: distributed.Client | None = None
+        self._cluster: distributed.LocalCluster | None = None
         self.workers = 1
 
     def __enter__(self) -> DaskEngine:
@@ -84,7 +87,7 @@ class DaskEngine:
                 hint="start one (dask scheduler; dask worker ADDRESS on each machine), or leave "
                 "data.engine_address empty to start a cluster on this machine",
             ) from None
-        self.workers = max(1, sum(self.client.nthreads().values()))
+        self.workers = max(1, sum(self.connected.nthreads().values()))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -93,6 +96,12 @@ class DaskEngine:
         if self._cluster is not None:
             self._cluster.close()
         self.client = self._cluster = None
+
+    @property
+    def connected(self) -> distributed.Client:
+        """The client, inside the `with` block (the only place the engine's work runs)."""
+        assert self.client is not None, "DaskEngine is used inside `with DaskEngine(config) as engine:`"
+        return self.client
 
     # A plain ordered map (the boilerplate pass) ---------------------------------------------------------
     def ordered_map(
@@ -106,7 +115,7 @@ class DaskEngine:
     ) -> Iterator[tuple[Any, Any, float]]:
         """`parallel.ordered_map` on the cluster: results in input order, at most 2 x workers tasks in flight."""
         submitted = (
-            (meta, self.client.submit(_run, factory, args, method, self._send(payload), pure=False))
+            (meta, self.connected.submit(_run, factory, args, method, self._send(payload), pure=False))
             for meta, payload, _ in batches
         )
         for meta, future in self._in_order(submitted):
@@ -118,9 +127,9 @@ class DaskEngine:
         (it pickles: a `tokenizers.Tokenizer` travels as its JSON) goes to every worker once, not per task."""
         from llmtui.data.tokens import encode_documents
 
-        [shared] = self.client.scatter([tokenizer], broadcast=True, hash=False)
+        [shared] = self.connected.scatter([tokenizer], broadcast=True, hash=False)
         submitted = (
-            (None, self.client.submit(encode_documents, shared, dtype, self._send(batch), pure=False))
+            (None, self.connected.submit(encode_documents, shared, dtype, self._send(batch), pure=False))
             for batch in batches
         )
         try:
@@ -150,7 +159,7 @@ class DaskEngine:
         factory: Callable[..., Any],
         args: tuple,
         batches: Iterable[tuple[list, list, int]],
-        seconds: collections.Counter,
+        seconds: MutableMapping[str, float],
     ) -> Iterator[tuple[list, list, float, list]]:
         """For each partition, in order: (metas, outcomes of `factory(*args).process`, CPU seconds, verdicts),
         a verdict per document: None (kept), EXACT or NEAR (the order of `_take`'s checks)."""
@@ -161,13 +170,13 @@ class DaskEngine:
         unfinished: collections.deque = collections.deque()
         first = 0
         for metas, payload, _ in batches:
-            future = self.client.submit(_run, factory, args, "process", self._send(payload), pure=False)
+            future = self.connected.submit(_run, factory, args, "process", self._send(payload), pure=False)
             parts.append((metas, future, first))
             first += len(payload)
             unfinished.append(future)
             # Read no further ahead of the cluster than its workers can take (the text waits here, not there).
             while len(unfinished) > 2 * self.workers:
-                with self.client.as_current():
+                with self.connected.as_current():
                     distributed.wait(unfinished.popleft())
         began = time.perf_counter()
         exact, near = (
@@ -186,7 +195,7 @@ class DaskEngine:
 
     def _duplicates(self, parts: list[tuple[Any, int]]) -> tuple[set[int], set[int]]:
         """The global numbers of the exact and of the near duplicates."""
-        config, submit = self.config, self.client.submit
+        config, submit = self.config, self.connected.submit
         if not parts:
             return set(), set()
         routes = max(1, min(2 * self.workers, len(parts)))
@@ -197,14 +206,14 @@ class DaskEngine:
             submit(_exact_duplicates, [submit(_piece, p, r, 0, pure=False) for p in pieces], pure=False)
             for r in range(routes)
         ]
-        exact = set(np.concatenate(self.client.gather(exact_reducers)).tolist())
+        exact = set(np.concatenate(self.connected.gather(exact_reducers)).tolist())
         if shape is None:
             return exact, set()
         band_reducers = [
             submit(_shared_bands, [submit(_piece, p, r, 1, pure=False) for p in pieces], exact_reducers, pure=False)
             for r in range(routes)
         ]
-        buckets = self.client.gather(band_reducers)
+        buckets = self.connected.gather(band_reducers)
         keys = np.concatenate([b[0] for b in buckets])
         members = np.concatenate([b[1] for b in buckets])
         if not len(keys):
@@ -216,12 +225,12 @@ class DaskEngine:
             submit(_signatures, parts[p][0], parts[p][1], candidates[owner == p], pure=False)
             for p in np.unique(owner).tolist()
         ]
-        signatures = dict(zip(candidates.tolist(), np.concatenate(self.client.gather(requests))))
+        signatures = dict(zip(candidates.tolist(), np.concatenate(self.connected.gather(requests))))
         return exact, _near_duplicates(keys, members, signatures, config.near_threshold)
 
     def _send(self, payload):
         """The partition's text straight to a worker (not inside the task graph, through the scheduler)."""
-        [sent] = self.client.scatter([payload], hash=False)
+        [sent] = self.connected.scatter([payload], hash=False)
         return sent
 
     def _result(self, future, stage: str = "data"):

@@ -16,11 +16,11 @@ import hashlib
 import json
 import os
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ BATCH_BYTES = 1 << 20
 BATCH_DOCS = 512
 LONG_DOCUMENT_CHUNKS = 64  # in split_by = "document", longer documents are split chunk by chunk
 SPLITS = ("train", "val", "test")
+T = TypeVar("T")
 
 
 def clean_text(text: str, lowercase: bool = False) -> str:
@@ -49,7 +50,9 @@ def chunk_text(text: str, chunk_chars: int) -> list[str]:
     """Split at line breaks into pieces of about `chunk_chars` (a longer line is cut at spaces, else hard)."""
     if len(text) <= chunk_chars:
         return [text]
-    chunks, current, size = [], [], 0
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
     for line in _short_lines(text.split("\n"), chunk_chars):
         if size and size + len(line) + 1 > chunk_chars:
             chunks.append("\n".join(current).strip())
@@ -91,7 +94,7 @@ class DocumentOutcome:
     pii: dict[str, int]  # PII kind → matches scrubbed
     lines_removed: dict[str, int]  # line filter → lines removed
     exact_key: bytes | None = None  # the exact-duplicate key of a kept document
-    signature: object = None  # its MinHash signature (numpy array), for near dedup
+    signature: np.ndarray | None = None  # its MinHash signature, for near dedup
 
 
 class DocumentWorker:
@@ -165,21 +168,21 @@ class _Counts:
     lines_removed: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)
     histogram: Counter = field(default_factory=Counter)
-    seconds: Counter = field(default_factory=Counter)
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))  # phase → seconds
 
 
-class _Timed:
+class _Timed(Generic[T]):
     """Wraps an iterator, adding the time spent inside `next()` to `seconds[name]`."""
 
-    def __init__(self, iterator: Iterable, seconds: Counter, name: str):
+    def __init__(self, iterator: Iterable[T], seconds: MutableMapping[str, float], name: str):
         self.iterator = iter(iterator)
         self.seconds = seconds
         self.name = name
 
-    def __iter__(self):
+    def __iter__(self) -> _Timed[T]:
         return self
 
-    def __next__(self):
+    def __next__(self) -> T:
         started = time.perf_counter()
         try:
             return next(self.iterator)
@@ -208,7 +211,7 @@ def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_
     reader = SourceReader(config, base)
     tally = _Counts()
     eval_paths = [_eval_path(p, base) for p in config.eval_files]
-    docs = _Timed(_count_read(reader.documents(), tally), tally.seconds, "read")
+    docs: Iterator[Document] = _Timed(_count_read(reader.documents(), tally), tally.seconds, "read")
 
     sketch_path = None
     spool = out_dir / "clean.spool.jsonl"
@@ -292,7 +295,9 @@ def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_
     contamination = None
     if config.contamination_ngram:
         began = time.perf_counter()
-        targets = {name: read_split(splits.path(name)) for name in ("val", "test") if splits.chunks[name]}
+        targets: dict[str, Iterable[str]] = {
+            name: read_split(splits.path(name)) for name in ("val", "test") if splits.chunks[name]
+        }
         for path in eval_paths:
             from llmtui.data.contamination import read_eval_file
 
@@ -449,8 +454,10 @@ def _take(
             duplicate = "exact_duplicates"
         else:
             exact_seen.add(key)
-            if near_index is not None and near_index.seen_similar(outcome.signature):
-                duplicate = "near_duplicates"
+            if near_index is not None:
+                assert outcome.signature is not None  # the worker signs every kept document when dedup is near
+                if near_index.seen_similar(outcome.signature):
+                    duplicate = "near_duplicates"
     tally.seconds["dedup"] += time.perf_counter() - began
     if duplicate:
         counts[duplicate] += 1
@@ -657,7 +664,9 @@ def preview_data(config: DataConfig, base: Path, count: int = 5) -> dict:
     """Clean and filter the first documents of the sources until `count` are kept (no split, no files)."""
     reader = SourceReader(config, base)
     worker = DocumentWorker(config, None)
-    samples, dropped, duplicates, read = [], Counter(), 0, 0
+    samples: list[dict[str, object]] = []
+    dropped: Counter[str] = Counter()
+    duplicates = read = 0
     seen: set[bytes] = set()
     for doc in reader.documents():
         read += 1

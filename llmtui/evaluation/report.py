@@ -15,8 +15,10 @@ import base64
 import html
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llmtui.evaluation.run_facts import require_eval_report, run_facts
 from llmtui.evaluation.tensorboard_logs import read_log_folder
@@ -76,7 +78,7 @@ TASK_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {  # kind -> (key, l
 }
 
 
-def metric_table(report: dict) -> tuple[list[str], list[tuple[str, list[str]]]]:
+def metric_table(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """Column names (validation, then each --data file) and rows (label, formatted values) of a report."""
     columns = [("validation", report)] + [(name, values) for name, values in (report.get("files") or {}).items()]
     if len(columns) == 1 and all(report.get(k) is None for k in ("perplexity", "bits_per_byte", "top5_accuracy")):
@@ -146,7 +148,7 @@ def facts_rows(facts: dict) -> list[tuple[str, str]]:
 
 
 # Report data ------------------------------------------------------------------------------------
-def _figures(run: RunFolder, report: dict) -> list[Figure]:
+def _figures(run: RunFolder, report: Mapping[str, Any]) -> list[Figure]:
     from llmtui.evaluation import plots
 
     train, val = read_log_folder(run.scalar_log_dir("train")), read_log_folder(run.scalar_log_dir("val"))
@@ -206,7 +208,11 @@ def _md_fence(text: str) -> list[str]:
 
 
 def render_markdown(
-    facts: dict, report: dict, figures: list[Figure], samples: list[dict], training_samples: list[tuple[int, str]]
+    facts: dict,
+    report: Mapping[str, Any],
+    figures: list[Figure],
+    samples: list[dict],
+    training_samples: list[tuple[int, str]],
 ) -> str:
     lines = [
         f"# Evaluation report: {facts['name']}",
@@ -302,7 +308,11 @@ def _html_table(header: list[str] | None, rows: list[list[str]], numeric_from: i
 
 
 def render_html(
-    facts: dict, report: dict, figures: list[Figure], samples: list[dict], training_samples: list[tuple[int, str]]
+    facts: dict,
+    report: Mapping[str, Any],
+    figures: list[Figure],
+    samples: list[dict],
+    training_samples: list[tuple[int, str]],
 ) -> str:
     e = html.escape
     parts = [

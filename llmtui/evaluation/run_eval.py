@@ -8,9 +8,9 @@ Those two sections survive a new evaluation only while the final model is the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -115,18 +115,18 @@ def file_metrics(
     return report
 
 
-def save_eval_report(run: RunFolder, report: dict) -> EvalReport:
+def save_eval_report(run: RunFolder, report: Mapping[str, Any]) -> EvalReport:
     """Write `report` as eval/report.json, keeping the files and task sections of a report of the same model."""
     digest = model_digest(run)
-    previous = run.eval_report() or {}
-    report = dict(report)
-    report["model_digest"] = digest
+    previous: Mapping[str, Any] = run.eval_report() or {}
+    merged = dict(report)
+    merged["model_digest"] = digest
     if digest is not None and previous.get("model_digest") == digest:
         for key in KEPT_SECTIONS:
-            if key in previous and key not in report:
-                report[key] = previous[key]
-    run.write_eval_report(report)
-    return cast(EvalReport, report)
+            if key in previous and key not in merged:
+                merged[key] = previous[key]
+    run.write_eval_report(merged)
+    return cast(EvalReport, merged)
 
 
 def evaluate_run(
@@ -135,7 +135,7 @@ def evaluate_run(
     max_batches: int | None = None,
     text_field: str = "text",
     say: Callable[[str], None] = lambda line: None,
-) -> dict:
+) -> EvalReport:
     """Evaluate the final model of `run` (Keras configured by the caller) and update eval/report.json.
 
     Without `data_files`, the validation split is scored and becomes the report's top level. With them,
@@ -159,7 +159,7 @@ def evaluate_run(
     context = recipe.model.context
     scorer = scorer_for(load_final_model(run), recipe.model, recipe.train, batch_size)
 
-    previous = run.eval_report() or {}
+    previous: Mapping[str, Any] = run.eval_report() or {}
     same_model = previous.get("model_digest") is not None and previous.get("model_digest") == model_digest(run)
     has_validation = run.token_path("val").is_file()
     if not has_validation and not paths:
@@ -169,6 +169,7 @@ def evaluate_run(
             f"{run.root} has no validation text of its own (an imported pretrained model)",
             hint=f"score text files: llmtui eval {run.root} --data FILE, or benchmarks: --harness",
         )
+    report: dict[str, Any]
     if not has_validation:
         report = (
             {k: v for k, v in previous.items() if k not in KEPT_SECTIONS and k != "model_digest"} if same_model else {}
@@ -178,12 +179,12 @@ def evaluate_run(
         report = validation_metrics(scorer, run, context, batch_size, batches)
     else:
         report = {k: v for k, v in previous.items() if k not in KEPT_SECTIONS and k != "model_digest"}
-    report = save_eval_report(run, report)
+    saved = save_eval_report(run, report)
     if paths:
-        files = dict(report.get("files") or {})
+        files = dict(saved.get("files") or {})
         for path in paths:
             say(f"scoring {path}")
             files[str(path)] = file_metrics(scorer, tokenizer, path, texts[path], context, batch_size, batches)
-        report["files"] = files
-        report = save_eval_report(run, report)
-    return report
+        saved["files"] = files
+        saved = save_eval_report(run, saved)
+    return saved

@@ -77,6 +77,7 @@ def pretrained_base_folder(recipe: Recipe, base_dir: Path) -> RunFolder:
             "train.precision = 'mixed_bfloat16', a smaller train.batch_size with "
             "train.grad_accum_steps, or a shorter model.context; see llmtui model summary RECIPE",
         )
+    assert spec.path is not None  # read_base_spec resolved the source to a local folder (downloading a hub handle)
     config_digest = file_digest(spec.path / "config.json")
     digest = fingerprint(str(spec.path.resolve()), config_digest, config.context, spec.norm_epsilon)[:10]
     root = base_dir / recipe.run.out_dir / "imported" / f"{spec.path.name}-{digest}"

@@ -17,12 +17,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from llmtui.errors import RecipeError
 from llmtui.events import Message
 from llmtui.runfolder import RunFolder, file_digest, fingerprint, read_json, write_json_atomic
 from llmtui.stages.base import Stage, StageContext, StageResult
 from llmtui.stages.pretraining import DataStage, EvalStage, GenerateStage, TrainStage, encode_splits
+
+if TYPE_CHECKING:
+    from llmtui.finetune.tasks import EncodedClassification, EncodedPromptAnswer
 
 TASK_FILE = "task.json"  # in the data folder: what the examples are (kind, labels, prompt template)
 # The [finetune] fields that shape the examples; the others (method, rank, ...) only matter from the model on.
@@ -136,7 +140,7 @@ class ExamplesStage:
             val = read(context.resolve(config.val_file))
         else:
             train, val = split_examples(train, config.val_fraction, context.recipe.run.seed)
-        task = {
+        task: dict[str, Any] = {
             "kind": kind,
             "base": str(self.base.root),
             "method": config.method,
@@ -144,7 +148,7 @@ class ExamplesStage:
             "prompt_template": config.prompt_template,
             "max_answer_tokens": config.max_answer_tokens,
         }
-        summary = {"train_examples": len(train), "val_examples": len(val)}
+        summary: dict[str, Any] = {"train_examples": len(train), "val_examples": len(val)}
         if kind == "classification":
             labels = label_set(config, train)
             check_labels(val, labels, config.label_field, config.val_file or "the held-out examples")
@@ -259,13 +263,13 @@ class ExampleTokenizerStage(_BaseTokenizerStage):
         )
 
 
-def encode_examples(context: StageContext, tokenizer) -> dict:
+def encode_examples(context: StageContext, tokenizer) -> dict[str, EncodedClassification | EncodedPromptAnswer]:
     from llmtui.finetune.tasks import encode_chat, encode_classification, encode_prompt_answer
     from llmtui.tokenizers.chat import TEMPLATE_FILE
 
     config, model_context = context.recipe.finetune, context.recipe.model.context
     task = task_info(context)
-    out = {}
+    out: dict[str, EncodedClassification | EncodedPromptAnswer] = {}
     for split in ("train", "val"):
         rows = _read_rows(context.run.data_dir / f"{split}.jsonl")
         if config.task == "chat":
@@ -334,18 +338,18 @@ def example_inputs(context: StageContext):
 
     from llmtui.finetune.tasks import ClassificationTask, EncodedClassification, EncodedPromptAnswer, PromptAnswerTask
 
-    encoded_type, task_type = (
-        (EncodedClassification, ClassificationTask)
-        if context.recipe.finetune.task == "classification"
-        else (EncodedPromptAnswer, PromptAnswerTask)
-    )
-    splits = {}
-    for split in ("train", "val"):
+    def fields(split: str) -> dict[str, Any]:
+        """The encoded examples' arrays (and counts, stored as 0-d arrays) of one split, by field name."""
         with np.load(context.run.tokenizer_dir / f"{split}_examples.npz") as values:
-            splits[split] = encoded_type(**{k: (values[k] if values[k].ndim else int(values[k])) for k in values})
-    return task_type(
-        splits["train"], splits["val"], context.recipe.train, context.recipe.run.seed, context.vocab_size()
-    )
+            return {k: (values[k] if values[k].ndim else int(values[k])) for k in values}
+
+    train, val = fields("train"), fields("val")
+    config, seed, vocab_size = context.recipe.train, context.recipe.run.seed, context.vocab_size()
+    if context.recipe.finetune.task == "classification":
+        return ClassificationTask(
+            EncodedClassification(**train), EncodedClassification(**val), config, seed, vocab_size
+        )
+    return PromptAnswerTask(EncodedPromptAnswer(**train), EncodedPromptAnswer(**val), config, seed, vocab_size)
 
 
 class DomainEvalStage(EvalStage):
@@ -428,7 +432,7 @@ class TaskEvalStage:
         context.setup_backend()
         model = context.final_model()
         inputs = example_inputs(context)
-        report = {
+        report: dict[str, Any] = {
             "split": "val",
             "task_kind": kind,
             "examples": len(inputs.val.lengths if kind == "classification" else inputs.val.inputs),

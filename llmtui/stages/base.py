@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from llmtui.config.recipe import Recipe
 from llmtui.events import Event
-from llmtui.runfolder import RunFolder, read_json
+from llmtui.runfolder import RunFolder, TokenMeta
 from llmtui.training.cluster import Cluster
 
 if TYPE_CHECKING:
@@ -86,12 +86,12 @@ class StageContext:
             return None
         return lambda: control.stop_requested(self.emit)
 
-    def token_meta(self) -> dict:
+    def token_meta(self) -> TokenMeta:
         """tokenizer/tokens.json: the vocabulary's size and kind, and each split's token and byte counts."""
-        return read_json(self.run.token_meta_path, "token meta")
+        return self.run.token_meta()
 
     def vocab_size(self) -> int:
-        return int(self.token_meta()["vocab_size"])
+        return self.token_meta().vocab_size
 
     def final_model(self):
         if self.model is None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmtui.errors import LlmtuiError
 from llmtui.events import Message, Sample
 from llmtui.runfolder import fingerprint, write_json_atomic, write_text_atomic
 from llmtui.stages.base import Stage, StageContext, StageResult
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class ModelSource(Protocol):
@@ -36,7 +39,7 @@ class NewModel:
     vectors when `model.embedding = "pretrained"`)."""
 
     def __init__(self) -> None:
-        self._table = None  # the pretrained embedding table, read once per run
+        self._table: np.ndarray | None = None  # the pretrained embedding table, read once per run
 
     def stage_inputs(
         self, context: StageContext, stage: str, section: dict, upstream: str | None, seeded: bool
@@ -241,8 +244,8 @@ def token_inputs(context: StageContext):
     return TrainInputs(
         train_tokens=load_tokens(folder, "train"),
         val_tokens=load_tokens(folder, "val"),
-        bytes_per_token=meta["val"]["bytes"] / meta["val"]["tokens"],
-        vocab_size=meta["vocab_size"],
+        bytes_per_token=meta.bytes_per_token,
+        vocab_size=meta.vocab_size,
     )
 
 

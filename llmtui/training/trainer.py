@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from types import FrameType
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -76,6 +77,12 @@ class TrainingTask(Protocol):
     def validate(self, model) -> dict: ...
 
 
+class Resumable(Protocol):
+    """What a checkpoint saves of the batches: a task, or the `BatchFeed` prefetching for it."""
+
+    def state(self) -> dict: ...
+
+
 class LanguageModelingTask:
     """Next-token prediction on random windows of a token file; validated on the validation tokens."""
 
@@ -83,7 +90,7 @@ class LanguageModelingTask:
         self.inputs, self.context, self.config = inputs, context, config
         from llmtui.training import cluster
 
-        self.sampler = WindowSampler(
+        self.sampler: WindowSampler | StreamBatches = WindowSampler(
             inputs.train_tokens, context, config.batch_size, seed, rows=cluster.current().batch_rows(config.batch_size)
         )
         self.tokens_per_batch = config.batch_size * context
@@ -190,7 +197,7 @@ class _StopFlag:
     def __init__(self, external: Callable[[], bool] | None):
         self.external = external
         self.requested = False
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -375,7 +382,7 @@ class _TrainingLoop:
         # Losses not yet read: on JAX each is a device scalar, and reading it waits for its step, so the loop
         # reads them only where it needs them (metrics, checkpoints, evaluation, stopping) and the device is
         # never left idle waiting for the host in between.
-        self.pending: list[tuple[int, object]] = []
+        self.pending: list[tuple[int, Any]] = []  # (step, its loss: a backend scalar, read later)
 
     def run(self, stop_requested: Callable[[], bool] | None) -> None:
         config = self.config
@@ -542,6 +549,12 @@ class _NoWriter:
     def close(self) -> None: ...
 
 
+def _save_variables(path: Path, variables) -> None:
+    """The variables' values as v0, v1, ... of one .npz (what `CheckpointManager.restore` reads back)."""
+    arrays = {f"v{i}": np.asarray(v) for i, v in enumerate(variables)}
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types any ** key as allow_pickle: bool
+
+
 class CheckpointManager:
     """Atomic checkpoints (written to a temporary folder, then renamed): the newest K, and the best.
 
@@ -574,7 +587,7 @@ class CheckpointManager:
         """The newest checkpoint written for this same training setup (a changed recipe starts afresh)."""
         return next((path for path in reversed(self._all()) if self._mine(path)), None)
 
-    def save(self, state: TrainState, model, sampler: TrainingTask) -> Path:
+    def save(self, state: TrainState, model, sampler: Resumable) -> Path:
         final = self.folder / f"step_{state.step:07d}"
         if not self.writes:
             return final
@@ -583,8 +596,8 @@ class CheckpointManager:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         # Every model variable, trainable or not (dropout seed-generator states included).
-        np.savez(tmp / "model.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(model.variables)})
-        np.savez(tmp / "optimizer.npz", **{f"v{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
+        _save_variables(tmp / "model.npz", model.variables)
+        _save_variables(tmp / "optimizer.npz", model.optimizer.variables)
         best = state.best_val_loss
         write_json_atomic(
             tmp / "state.json",

@@ -91,6 +91,10 @@ class _Curve:
             if self.seconds and self.started is not None and time.perf_counter() - self.started > self.seconds:
                 self.done = True
 
+    def finished(self) -> bool:
+        """Whether the time budget has ended this rung (what its `StopWhen` asks)."""
+        return self.done
+
 
 def run_ladder(
     recipe: Recipe,
@@ -142,7 +146,7 @@ def run_ladder(
         RunFolder(root / "ladder" / arch).clear()  # every rung trains afresh: its curve is this run's
         share_artifacts(root, root / "ladder" / arch)
         curve = _Curve(seconds if match == "time" else 0.0)
-        pipeline = Pipeline(rung_recipe, base_dir, [curve], StopWhen(lambda curve=curve: curve.done))
+        pipeline = Pipeline(rung_recipe, base_dir, [curve], StopWhen(curve.finished))
         started = time.perf_counter()
         try:
             summary = pipeline.execute(until="eval")
