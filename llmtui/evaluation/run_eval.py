@@ -17,7 +17,8 @@ import numpy as np
 from llmtui.errors import DataError
 from llmtui.runfolder import EvalReport, RunFolder, file_digest, load_final_model
 
-KEPT_SECTIONS = ("files", "task", "harness", "finetune")  # what other commands and stages add to a report of the same model
+# What other commands and stages add to a report of the same model (kept when the model is rescored).
+KEPT_SECTIONS = ("files", "task", "harness", "finetune")
 
 
 def model_digest(run: RunFolder) -> str | None:
