@@ -17,7 +17,10 @@ def test_tests_run_in_a_temporary_folder(tmp_path):
 def test_a_test_that_leaves_a_file_in_the_checkout_fails(pytester, monkeypatch, tmp_path_factory):
     """Our conftest, in a checkout of its own: the test writing into the checkout fails, its neighbour not."""
     (pytester.path / "tests").mkdir()
-    (pytester.path / "tests" / "conftest.py").write_text(CONFTEST.read_text(encoding="utf-8"), encoding="utf-8")
+    for name in ("conftest.py", "helpers.py"):  # the conftest and the helpers it imports
+        (pytester.path / "tests" / name).write_text(
+            CONFTEST.with_name(name).read_text(encoding="utf-8"), encoding="utf-8"
+        )
     (pytester.path / "tests" / "test_inner.py").write_text(
         "from tests.conftest import REPOSITORY\n"
         "def test_writes_into_the_checkout():\n"
