@@ -704,6 +704,15 @@ class RunFolder:
                 else:
                     child.unlink()
 
+    def final_path(self, path: Path) -> Path:
+        """Where `path` will be once the running stage commits: a staged file's place in the run folder (what
+        a message should name, since the staging copy is gone by the time anyone reads it)."""
+        try:
+            rest = Path(path).relative_to(self.root / STAGING)
+        except ValueError:
+            return Path(path)
+        return self.root.joinpath(*rest.parts[1:])  # without .staging/<stage>/
+
     def require(self, path: Path, what: str, how: str) -> Path:
         if not path.exists():
             raise RunFolderError(f"{self.root} has no {what} ({path} is missing)", hint=how)

@@ -240,3 +240,21 @@ def test_widgets_do_not_import_commands_and_the_run_folder_imports_no_ui():
     assert not {
         m for m in _imports(PACKAGE / "runfolder.py") if m.startswith(("llmtui.tui", "llmtui.cli", "llmtui.pipeline"))
     }
+
+
+def test_a_staged_path_is_named_where_the_commit_puts_it(tmp_path):
+    """Messages name a stage's outputs where they will be: not in .staging/, which the commit empties."""
+    from llmtui.runfolder import StageTransaction
+
+    run = RunFolder(tmp_path / "run")
+    run.root.mkdir()
+    manifest = run.read_manifest()
+    with StageTransaction(run, manifest, "eval", [], ["eval"]) as transaction:
+        page = run.eval_dir / "report.html"
+        assert ".staging" in page.parts
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text("<html></html>", encoding="utf-8")
+        assert run.final_path(page) == run.root / "eval" / "report.html"
+        transaction.commit([page], [], {})
+    assert (run.root / "eval" / "report.html").is_file()
+    assert run.final_path(run.root / "eval" / "report.html") == run.root / "eval" / "report.html"

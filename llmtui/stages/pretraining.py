@@ -396,7 +396,7 @@ class EvalStage:
         context.emit(
             Message(
                 f"eval: loss {report['loss']:.4f}, perplexity {report['perplexity']:.3f}, "
-                f"top-5 accuracy {report['top5_accuracy']:.3f}; report {pages['report.html']}"
+                f"top-5 accuracy {report['top5_accuracy']:.3f}; report {run.final_path(pages['report.html'])}"
             )
         )
         return StageResult(
