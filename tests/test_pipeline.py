@@ -286,6 +286,10 @@ def test_shakespeare_fast_recipe_runs_from_the_shipped_text_and_validates_on_its
         isinstance(e, Message) and e.text.startswith("precision float32 (auto:") and "XLA" in e.text
         for e in recorder.events
     )
+    # The eval message names the report where it stays, not the stage's staging copy.
+    report_line = next(e.text for e in recorder.events if isinstance(e, Message) and e.text.startswith("eval: "))
+    assert report_line.endswith(str(pipeline.run.root / "eval" / "report.html"))
+    assert (pipeline.run.root / "eval" / "report.html").is_file()
     # eval_samples = false: no sample during training (the generate stage's own samples have step -1).
     samples = [e.step for e in recorder.events if isinstance(e, Sample)]
     assert samples and all(step == -1 for step in samples)
