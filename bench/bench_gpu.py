@@ -13,9 +13,14 @@ included, plus the attention scores and weighted sums) x tokens/s / the card's b
 through JAX (the rate this card reaches on matrix work; MFU against it is reported too), and Keras' own
 `train_on_batch` on the same compiled step (the loss read every step), the path the engine used before.
 
+`--variants` runs named variants one process each (an XLA flag set changes the whole process) and writes
+them into one file: the engine as it is, the loss Keras' own sparse cross-entropy computes (the engine's
+before), and XLA's GEMM options (`VARIANTS` below).
+
 Usage, on a GPU machine with JAX:
     KERAS_BACKEND=jax python bench/bench_gpu.py [--arch gpt|llama] [--batches 16,32] [--float16-batch 16] [--windows 4]
-        [--out FILE] [--profile-dir DIR]
+        [--out FILE] [--profile-dir DIR] [--loss engine|keras]
+    KERAS_BACKEND=jax python bench/bench_gpu.py --variants engine,keras-loss,no-triton-gemm [--batches 16]
     KERAS_BACKEND=jax python bench/bench_gpu.py --smoke     # a tiny model on the CPU: checks the script only
 Results are written after each batch size, so a run cut short still leaves what it measured.
 """
@@ -38,6 +43,37 @@ sys.path.insert(0, str(ROOT))  # the checkout's llmtui, installed or not
 
 GPT2_SMALL = {"arch": "gpt", "layers": 12, "heads": 12, "dim": 768, "context": 1024, "vocab": 50304}
 SMOKE = {"arch": "gpt", "layers": 2, "heads": 2, "dim": 64, "context": 64, "vocab": 512}
+
+# name: (loss, XLA_FLAGS, extra arguments)
+VARIANTS = {
+    "engine": ("engine", "", []),
+    "keras-loss": ("keras", "", []),
+    "no-triton-gemm": ("engine", "--xla_gpu_enable_triton_gemm=false", []),
+    "cublaslt": ("engine", "--xla_gpu_enable_cublaslt=true", []),
+    "no-triton-gemm-cublaslt": ("engine", "--xla_gpu_enable_triton_gemm=false --xla_gpu_enable_cublaslt=true", []),
+    "llama": ("engine", "", ["--arch", "llama"]),
+    "log-every-50": ("engine", "", ["--log-every", "50", "--windows", "2"]),
+    "batch-32": ("engine", "", ["--batches", "32"]),
+}
+
+
+def keras_loss_task(inputs, context: int, config):
+    """The engine's next-token task with the loss it had before, Keras' sparse categorical cross-entropy (a
+    float32 log-softmax of the whole logits tensor times a one-hot): the A/B of `--loss keras`."""
+    import keras
+    from keras import ops
+
+    from llmtui.training.trainer import LanguageModelingTask
+
+    class KerasSparseCrossEntropy(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return ops.sparse_categorical_crossentropy(y_true, ops.cast(y_pred, "float32"), from_logits=True)
+
+    class KerasLossTask(LanguageModelingTask):
+        def loss(self, config):
+            return KerasSparseCrossEntropy()
+
+    return KerasLossTask(inputs, context, config, 0)
 
 
 def matmul_rate(n: int, repeats: int) -> float:
@@ -90,6 +126,7 @@ def measure(
     log_every: int,
     profile_dir: Path | None = None,
     precision: str = "mixed_bfloat16",
+    loss: str = "engine",
 ) -> dict:
     """Our engine's training loop (`train`) for GPT config `cfg` at `batch` sequences, then Keras' own
     `train_on_batch` on the same compiled step: step times, tokens/s, FLOPs."""
@@ -142,12 +179,13 @@ def measure(
     cost = estimate_cost(recipe.model, recipe.train, vocab)
     tokens = np.random.default_rng(0).integers(0, vocab, size=4_000_000, dtype=np.int32)
     inputs = TrainInputs(tokens[:3_800_000], tokens[3_800_000:], 1.0, vocab)
+    task = inputs if loss == "engine" else keras_loss_task(inputs, cfg["context"], recipe.train)
     events = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         summary = train(
             model,
-            inputs,
+            task,
             recipe.train,
             recipe.model,
             0,
@@ -186,6 +224,7 @@ def measure(
     return {
         "batch": batch,
         "precision": precision,
+        "loss": loss,
         "tokens_per_step": per_step,
         "parameters": cost.parameters,
         "flops_per_token": cost.flops_per_token,
@@ -226,9 +265,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile-dir", type=Path, help="write a JAX profiler trace of the first batch size here")
     parser.add_argument("--smoke", action="store_true", help="tiny model, small matrices: check the script on CPU")
     parser.add_argument("--out", type=Path, help="default: bench/results/gpu.json (gpt) or gpu_llama.json (llama)")
+    parser.add_argument(
+        "--loss", choices=["engine", "keras"], default="engine", help="keras: Keras' sparse cross-entropy (before)"
+    )
+    parser.add_argument(
+        "--variants", help=f"run these variants, one process each, into one file: {', '.join(VARIANTS)}"
+    )
+    parser.add_argument("--variant-timeout", type=float, default=240, help="seconds allowed to each variant")
     args = parser.parse_args(argv)
 
     args.out = args.out or ROOT / "bench" / "results" / ("gpu.json" if args.arch == "gpt" else "gpu_llama.json")
+    if args.variants:
+        run_variants(args, argv or sys.argv[1:])
+        return
     os.environ.setdefault("KERAS_BACKEND", "jax")
     if os.environ["KERAS_BACKEND"] != "jax":
         raise SystemExit("this benchmark measures the JAX backend: run it with KERAS_BACKEND=jax")
@@ -258,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         "peak_flops": peak,
         "peak_source": peak_source,
         "measured_bf16_matmul_flops": ceiling,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "runs": [],
     }
@@ -279,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
                 3 if args.smoke else args.log_every,
                 args.profile_dir if not result["runs"] else None,
                 precision,
+                args.loss,
             )
         except Exception as exc:  # e.g. out of device memory at the larger batch: keep what was measured
             run = {"batch": batch, "precision": precision, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
@@ -305,6 +356,51 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['achieved_tflops']:>8.1f} {r['mfu']:>6.1%} {r['mfu_of_measured_matmul']:>9.1%} "
             f"{r['keras_train_on_batch_step_ms']:>8.1f} {r['train_call_s']:>9.1f} {peak_gb:>7.1f}"
         )
+
+
+def run_variants(args, argv: list[str]) -> None:
+    """Each named variant in its own process (XLA reads its flags once per process), all into `args.out`."""
+    import subprocess
+    import tempfile
+
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    passed, skip = [], False  # the parent's arguments, less its own
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--variants", "--out", "--variant-timeout", "--profile-dir"):
+            skip = True
+        elif not arg.startswith(("--variants=", "--out=", "--variant-timeout=", "--profile-dir=")):
+            passed.append(arg)
+    combined: dict = {"command": "bench/bench_gpu.py " + " ".join(argv), "variants": {}}
+    for name in names:
+        loss, flags, extra = VARIANTS[name]
+        env = {**os.environ, "XLA_FLAGS": " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), flags) if f)}
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "variant.json"
+            command = [sys.executable, __file__, *passed, *extra, "--loss", loss, "--out", str(out)]
+            if args.profile_dir and name == names[0]:  # its device trace and its optimised HLO, to read
+                command += ["--profile-dir", str(args.profile_dir)]
+                env["XLA_FLAGS"] += f" --xla_dump_to={args.profile_dir / 'hlo'} --xla_dump_hlo_as_text"
+            print(f"== {name}: XLA_FLAGS={env['XLA_FLAGS']!r} {' '.join(command[2:])}", flush=True)
+            try:
+                subprocess.run(command, env=env, timeout=args.variant_timeout, check=False)
+            except subprocess.TimeoutExpired:
+                print(f"== {name}: stopped after {args.variant_timeout:.0f} s", flush=True)
+            combined["variants"][name] = json.loads(out.read_text()) if out.exists() else {"error": "no result"}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(combined, indent=2) + "\n")
+    print(f"\n{'variant':<26} {'batch':>5} {'step ms':>8} {'MFU':>6} {'matmul TFLOP/s':>14}")
+    for name, result in combined["variants"].items():
+        for r in result.get("runs", [{"batch": "-", "error": result.get("error")}]):
+            if "error" in r:
+                print(f"{name:<26} {r['batch']:>5} error: {str(r['error'])[:80]}")
+            else:
+                rate = result["measured_bf16_matmul_flops"] / 1e12
+                print(f"{name:<26} {r['batch']:>5} {r['step_ms']:>8.1f} {r['mfu']:>6.1%} {rate:>14.0f}")
 
 
 if __name__ == "__main__":

@@ -529,3 +529,31 @@ def test_precision_and_compiler_follow_device_backend_and_model_size():
     assert cpu_flops_per_cycle({"avx2", "avx512f", "avx512_bf16"}, False)[0] == 64
     assert cpu_flops_per_cycle({"avx512f", "avx512_bf16"}, True)[0] == 128
     assert cpu_flops_per_cycle({"avx512f", "amx_bf16", "avx512_bf16"}, True)[0] == 1024
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_next_token_loss_and_its_gradient_equal_keras_sparse_cross_entropy(dtype):
+    """The hand-written gradient (softmax minus one-hot) is the derivative of the loss Keras computes."""
+    import tensorflow as tf
+    from keras import ops
+
+    from llmtui.training.trainer import next_token_nll
+
+    rng = np.random.default_rng(3)
+    logits = tf.constant(rng.normal(size=(3, 7, 29)) * 4, dtype=dtype)
+    targets = rng.integers(0, 29, size=(3, 7)).astype("int32")
+    weights = tf.constant(rng.normal(size=(3, 7)), dtype="float32")
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = next_token_nll(targets, logits)
+        ours_shaped = next_token_nll(targets[..., None], logits)  # (B, T, 1) targets
+        keras_own = ops.sparse_categorical_crossentropy(targets, ops.cast(logits, "float32"), from_logits=True)
+        weighted_ours, weighted_keras = tf.reduce_sum(ours * weights), tf.reduce_sum(keras_own * weights)
+    np.testing.assert_allclose(ours.numpy(), keras_own.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(ours.numpy(), ours_shaped.numpy())
+    ours_grad, keras_grad = tape.gradient(weighted_ours, logits), tape.gradient(weighted_keras, logits)
+    assert ours_grad.dtype == logits.dtype
+    tolerance = 1e-6 if dtype == "float32" else 1e-2  # bfloat16 gradients round to 8 significant bits
+    np.testing.assert_allclose(
+        tf.cast(ours_grad, "float32").numpy(), tf.cast(keras_grad, "float32").numpy(), atol=tolerance
+    )

@@ -159,6 +159,36 @@ class StatefulLanguageModelingTask(LanguageModelingTask):
         return {"loss": val["loss"], "perplexity": val["perplexity"], "accuracy": val["accuracy"]}
 
 
+def next_token_nll(targets, logits):
+    """-log softmax(logits)[target] per position, computed in float32: logsumexp minus the target's logit.
+
+    Keras' sparse cross-entropy takes a float32 log-softmax of the whole (B, T, V) tensor and keeps it for
+    the backward pass, then multiplies it by a one-hot of the targets: at GPT-2's vocabulary and batch 16,
+    3.3 GB written and read back each step. Here the forward keeps only the logsumexp per position, and
+    the gradient, softmax minus one-hot, is formed in one pass over the logits (bench/README.md,
+    "The next-token loss").
+    """
+    if len(targets.shape) == len(logits.shape):  # (B, T, 1) targets
+        targets = ops.squeeze(targets, axis=-1)
+    targets = ops.cast(targets, "int32")
+
+    @ops.custom_gradient
+    def nll(scores):
+        wide = ops.cast(scores, "float32")
+        normaliser = ops.logsumexp(wide, axis=-1)
+        picked = ops.squeeze(ops.take_along_axis(wide, ops.expand_dims(targets, -1), axis=-1), axis=-1)
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            softmax = ops.exp(ops.cast(scores, "float32") - ops.expand_dims(normaliser, -1))
+            hot = ops.one_hot(targets, ops.shape(scores)[-1], dtype="float32")
+            return ops.cast((softmax - hot) * ops.expand_dims(upstream, -1), scores.dtype)
+
+        return normaliser - picked, grad
+
+    return nll(logits)
+
+
 @keras.saving.register_keras_serializable(package="llmtui")
 class NextTokenLoss(keras.losses.Loss):
     """Cross-entropy of next-token logits against integer targets, with optional label smoothing."""
@@ -168,10 +198,10 @@ class NextTokenLoss(keras.losses.Loss):
         self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
+        if not self.label_smoothing:
+            return next_token_nll(y_true, y_pred)
         logits = ops.cast(y_pred, "float32")
         nll = ops.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
-        if not self.label_smoothing:
-            return nll
         uniform = -ops.mean(ops.log_softmax(logits, axis=-1), axis=-1)  # cross-entropy against uniform targets
         return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
 
