@@ -189,7 +189,9 @@ def _read_text(
     yield from text_pieces(path, stream, encoding)
 
 
-def text_pieces(path: Path, stream: BinaryIO, encoding: str, start: int = 0, end: int | None = None) -> Iterator[Record]:
+def text_pieces(
+    path: Path, stream: BinaryIO, encoding: str, start: int = 0, end: int | None = None
+) -> Iterator[Record]:
     """The documents of a text file: the whole file when it holds at most `TEXT_PIECE_BYTES`, else pieces cut
     at the first blank line (else line break, else a character boundary) within half a piece after each
     multiple of `TEXT_PIECE_BYTES`. Where a cut falls depends only on the bytes near it, so a byte range
