@@ -157,7 +157,7 @@ class DaskEngine:
         pass: "clean_only"): (metas, results, CPU seconds) per task, in reading order, reading counted into
         `reader` and `tally` as `SourceReader.documents` and the local engine count them."""
         for task, (_, _, results, read_s, cpu), _keys, upto in self._run_tasks(
-            factory, args, method, self._plan(reader), _Accounts(reader, tally), None
+            factory, args, method, self.read_tasks(reader), _Accounts(reader, tally), None
         ):
             tally.seconds["read"] += read_s
             yield [(task.source, "")] * upto, results[:upto], cpu
@@ -178,7 +178,7 @@ class DaskEngine:
         config = self.config
         shape = lsh_shape(config.near_threshold, config.minhash_perms) if config.dedup == "near" else None
         if isinstance(documents, SourceReader):
-            plan, accounts = self._plan(documents), _Accounts(documents, tally)
+            plan, accounts = self.read_tasks(documents), _Accounts(documents, tally)
         else:
             plan, accounts = self._payloads(documents, already_clean=True), None
         parts: list[tuple[Any, int, int]] = []  # (future of a task's dedup keys, its first number, documents)
@@ -212,7 +212,7 @@ class DaskEngine:
                 number += len(outcomes)
                 yield [(source, "")] * len(outcomes), outcomes, cpu, verdicts
 
-    def _plan(self, reader: SourceReader) -> Iterator[Any]:
+    def read_tasks(self, reader: SourceReader) -> Iterator[Any]:
         """The read tasks of the sources, in reading order: runs of small files, or a byte range of a large
         uncompressed text or JSON Lines file, read by a worker; documents of the sources only this process
         can read (URLs, Hugging Face datasets, the builtin corpus), read here and sent. `_BARRIER`: let every
@@ -651,7 +651,10 @@ class _Accounts:
         for part, info in zip(task.parts or [None], infos):
             if self.stopped or source in self.done:
                 break
-            if part is not None and part.end is not None and self.files.get(part.path, (None, 0, False))[2]:
+            ranged = part is not None and part.end is not None
+            if ranged and part.start == 0:  # a file's first range (the file may be read again by a later source)
+                self.files[part.path] = (readers.RecordProblems(), 0, False)
+            if ranged and self.files[part.path][2]:
                 break  # an earlier range of this file ended it
             if info.unreadable:
                 worker, reason = info.unreadable
@@ -690,7 +693,7 @@ class _Accounts:
                 for reason in info.problems:
                     self.reader._skip(self.sources[source], part.path, reason)
                 continue
-            merged, lines, _ = self.files.get(part.path, (readers.RecordProblems(), 0, False))
+            merged, lines, _ = self.files[part.path]
             merged.merge(info.record, lines)
             self.files[part.path] = (merged, lines + info.record.lines, info.ended)
             for reason in info.problems if info.ended else merged.reasons() if part.last else []:
