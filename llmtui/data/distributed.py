@@ -4,24 +4,38 @@ Why Dask (`distributed`) rather than Ray: it is a pip-installable pure-Python sc
 second with a few small processes (a 2-core CI machine can host a `LocalCluster`), it runs our own functions
 as tasks without an actor layer, and the same code reaches a real cluster by the scheduler's address.
 
-What runs where. This process (the client) reads the sources in order (`SourceReader`, as locally) and cuts
-the documents into partitions of about `data.engine_partition_mb`. On the workers:
-  1. each partition is cleaned, filtered, hashed, MinHashed and chunked by `DocumentWorker.process`, the very
-     code the local engine's process pool runs; the results stay on the workers;
-  2. exact dedup: every kept document's (hash, global number) is routed by hash to one of R reducers, which
-     mark every document but the first of each hash as an exact duplicate;
-  3. near dedup: the LSH band keys of the remaining documents (`dedup.band_keys`, from the signatures the
-     workers computed) are routed by band key to R reducers, which return the band keys that two or more
-     documents share, with their members: the candidate pairs, found across all partitions;
-then this process fetches the signatures of those candidates only, and applies the local engine's keep rule
-(`NearDuplicateIndex`: a document is a near duplicate when it is similar to the first kept document that had
-one of its band keys) in reading order, and writes the splits from the partitions, in order, as the local
-engine does. The report is therefore the same, number for number (`tests/test_data_engine.py`).
+What runs where.
+  1. This process (the client) lists the sources' files (`resolve_files`: names and sizes, nothing is read) and
+     cuts them into read tasks (`read_tasks`) of about `data.engine_partition_mb`: a run of small files of one
+     source, or a byte range of a large uncompressed text or JSON Lines file (`readers.read_range`: whole
+     text pieces, or the lines that begin in the range); a compressed file is one task.
+  2. A worker reads its task's files with the local readers (`readers.read_file` / `read_range`) and, in the
+     same task, cleans, filters, hashes, MinHashes and chunks the documents (`DocumentWorker.process`, the
+     code the local process pool runs). It keeps each kept document's dedup keys (`_dedup_keys`: hash, LSH
+     band keys, 16-bit signature) and sends back what the client needs: per file, the documents, bytes and
+     problems; per document, the outcome without its signature (the chunks as JSON lines, counts).
+  3. The client takes the tasks' results in reading order (at most 2 x workers tasks in flight), counts the
+     reading as `SourceReader.documents` does (`_Accounts`: limits, skips in order, a ranged file's record
+     problems merged into the file's), numbers documents by (task, position in task), and appends each task's
+     outcomes to a spool file on its disk: nobody holds the corpus in memory.
+  4. Exact dedup: every counted document's (hash, number) is routed by hash to one of R reducers, which mark
+     every document but the first of each hash. Near dedup: the band keys of the rest are routed by key to R
+     reducers, which return the keys two or more documents share, with their members: the candidates, found
+     across all tasks. The client fetches the candidates' signatures and applies the local index's keep rule
+     (`NearDuplicateIndex`: a near duplicate is similar to the first kept document that had one of its band
+     keys) in reading order.
+  5. The client replays the spool task by task with the verdicts and writes the splits as the local engine
+     does. The report and the files are therefore the same, number for number (`tests/test_data_engine.py`).
 
-Not on the cluster: reading (this process reads and sends the text, so the files need not be visible to the
-workers), writing the splits and the contamination check. In the tokenizer stage, training the vocabulary
-stays here; encoding the splits into token ids runs on the cluster (`encode`, from `tokens.encode_split`).
-Dask is imported only here, only when the engine is used.
+Rule: every file must be at the same path on every worker (a shared filesystem). A worker that cannot open a
+file the client can read is an error naming the file and the worker; a file neither can read is skipped, as
+locally. Read by the client and sent to the workers: URL sources (the fetcher's cache and politeness live in
+one process), `hf:` datasets and the `builtin:` corpus (the client's Python installation); the client lets the
+earlier tasks finish before reading one, so counts and skips keep their order. With boilerplate removal the
+first pass (`run`, "clean_only") reads on the workers too, and its spool of cleaned documents (the client's,
+as locally) is sent back for the second. Not on the cluster: writing the splits and the contamination check;
+in the tokenizer stage, training the vocabulary (encoding the splits runs here, `encode`). Dask is imported
+only here, only when the engine is used.
 """
 
 from __future__ import annotations

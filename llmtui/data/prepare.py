@@ -6,8 +6,8 @@ processes clean, filter and hash them (`parallel.ordered_map`, bounded work in f
 sources, removes duplicates (a set of 16-byte hashes, and for near dedup an LSH index of signatures), and
 writes the splits. With `filters.boilerplate_min_docs` the cleaned documents are first spooled to disk
 while a fixed-size sketch counts their lines, then read back through the filters. With `data.engine = "dask"`
-the workers are a Dask cluster's and duplicates are found there too (`llmtui.data.distributed`); the rest of
-this module is the same for both engines.
+the workers are a Dask cluster's: they read the files themselves, and duplicates are found there too
+(`llmtui.data.distributed`); the counting and writing in this module are the same for both engines.
 """
 
 from __future__ import annotations
