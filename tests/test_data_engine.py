@@ -339,6 +339,25 @@ def test_workers_stop_at_the_limits_as_the_local_engine(tmp_path, dask_cluster, 
     assert len(local.skipped) == (0 if max_documents else 2)  # only a file read to its end reports problems
 
 
+def test_a_range_that_is_not_text_ends_its_file_as_locally(tmp_path, dask_cluster):
+    """A large text file whose middle piece is binary: the local reader keeps the pieces before it, reports the
+    file and reads no further; the workers' ranges give the same (the range after it is left out)."""
+    rng = random.Random(9)
+    (tmp_path / "src").mkdir()
+    paragraphs = [" ".join(_words(rng, 12)) for _ in range(2000)]
+    with open(tmp_path / "src" / "big.txt", "wb") as out:
+        while out.tell() < 5_000_000:
+            out.write(("\n\n".join(rng.sample(paragraphs, 200)) + "\n\n").encode())
+        out.write(bytes([0x81, 1, 2, 3, 4, 5, 6, 7]) * 20_000)  # the second piece is binary
+        while out.tell() < 8_600_000:
+            out.write(("\n\n".join(rng.sample(paragraphs, 200)) + "\n\n").encode())
+    (tmp_path / "src" / "small.txt").write_text(" ".join(_words(rng, 100)) + "\n")
+    local, _ = _same_as_local(tmp_path, _data(tmp_path / "src", contamination_ngram=0), dask_cluster, 0.02)
+    assert local.documents_read == 2  # the first piece of big.txt, and small.txt
+    [skip] = local.skipped
+    assert skip["path"].endswith("big.txt") and "binary or unknown encoding" in skip["reason"]
+
+
 def test_a_worker_that_cannot_open_a_file_is_one_clear_error(tmp_path, dask_cluster):
     """The client can read a file the workers cannot (not on a shared filesystem): `llmtui run` stops with
     one message naming the file and the worker, exit 1, no traceback, and leaves no data a later run trusts.
