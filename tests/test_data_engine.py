@@ -330,11 +330,12 @@ def test_workers_stop_at_the_limits_as_the_local_engine(tmp_path, dask_cluster, 
     data["sources"] = [
         {"path": str(folder / "b_records.jsonl"), "limit": 60},
         {"path": "builtin:python-docs", "limit": 25},
+        {"path": str(folder / "b_records.jsonl"), "limit": 30},  # the same file again: a limit of its own
         {"path": str(folder)},
     ]
     local, _ = _same_as_local(tmp_path, data, dask_cluster, 0.02)
-    assert local.documents_read == (max_documents or 60 + 25 + 179)
-    assert local.per_source[str(folder / "b_records.jsonl")]["documents_read"] == 60
+    assert local.documents_read == (max_documents or 60 + 25 + 30 + 179)
+    assert local.per_source[str(folder / "b_records.jsonl")]["documents_read"] == (60 if max_documents == 85 else 90)
     assert local.per_source["builtin:python-docs"]["documents_read"] == 25
     assert len(local.skipped) == (0 if max_documents else 2)  # only a file read to its end reports problems
 

@@ -233,7 +233,7 @@ class DaskEngine:
         earlier task be counted first (before reading here, so skips keep their order; and before every
         source when data.max_documents may stop the reading)."""
         config = self.config
-        for source in config.sources:
+        for index, source in enumerate(config.sources):
             kind = source_kind(source.path)
             if kind != "files" or config.max_documents:
                 yield _BARRIER
@@ -241,12 +241,12 @@ class DaskEngine:
                     return
             stats = reader.per_source.setdefault(source.path, collections.Counter())
             if kind != "files":
-                yield from self._driver_read(reader, source, stats)
+                yield from self._driver_read(reader, source, index, stats)
                 continue
             group: list[FilePart] = []
             group_bytes = 0
             for path in resolve_files(source, reader.base, reader.ignored):
-                if self._accounts is not None and source.path in self._accounts.done:
+                if self._accounts is not None and index in self._accounts.done:
                     break
                 fmt, compression = detect(path, source.format)
                 try:
@@ -260,23 +260,24 @@ class DaskEngine:
                     step = -(-step // readers.TEXT_PIECE_BYTES) * readers.TEXT_PIECE_BYTES
                 if not (visible and compression is None and fmt in readers.RANGE_FORMATS and size > step):
                     if group and group_bytes + size > self.partition_bytes:
-                        yield ReadTask(source.path, group)
+                        yield ReadTask(source.path, group, index)
                         group, group_bytes = [], 0
                     group.append(whole)
                     group_bytes += size
                     continue
                 if group:
-                    yield ReadTask(source.path, group)
+                    yield ReadTask(source.path, group, index)
                     group, group_bytes = [], 0
                 for begin in range(0, size, step):
                     last = begin + step >= size
-                    yield ReadTask(
-                        source.path, [replace(whole, start=begin, end=sys.maxsize if last else begin + step, last=last)]
-                    )
+                    ranged = replace(whole, start=begin, end=sys.maxsize if last else begin + step, last=last)
+                    yield ReadTask(source.path, [ranged], index)
             if group:
-                yield ReadTask(source.path, group)
+                yield ReadTask(source.path, group, index)
 
-    def _driver_read(self, reader: SourceReader, source: Any, stats: collections.Counter) -> Iterator[ReadTask]:
+    def _driver_read(
+        self, reader: SourceReader, source: Any, index: int, stats: collections.Counter
+    ) -> Iterator[ReadTask]:
         """A source only this process reads (as `SourceReader.documents` does, to the same limits)."""
         config = self.config
         left = [n for n in (source.limit, config.max_documents and config.max_documents - self._accounts.total) if n]
@@ -290,25 +291,25 @@ class DaskEngine:
             if left and count >= min(left):
                 break
             if size >= self.partition_bytes:
-                yield from self._payloads(batch, already_clean=False)
+                yield from self._payloads(batch, already_clean=False, index=index)
                 batch, size = [], 0
         documents.close()
-        yield from self._payloads(batch, already_clean=False)
+        yield from self._payloads(batch, already_clean=False, index=index)
 
-    def _payloads(self, documents: Iterable[Document], already_clean: bool) -> Iterator[ReadTask]:
+    def _payloads(self, documents: Iterable[Document], already_clean: bool, index: int = -1) -> Iterator[ReadTask]:
         """Tasks for documents read in this process, about `partition_bytes` of text each."""
         batch: list[tuple] = []
         size = 0
         source = None
         for doc in documents:
             if batch and (size >= self.partition_bytes or doc.source != source):
-                yield ReadTask(source, None, self._send(batch))
+                yield ReadTask(source, None, index, self._send(batch))
                 batch, size = [], 0
             source = doc.source
             batch.append((doc.text, doc.repaired, already_clean))
             size += len(doc.text)
         if batch:
-            yield ReadTask(source, None, self._send(batch))
+            yield ReadTask(source, None, index, self._send(batch))
 
     def _run_tasks(
         self,
@@ -624,6 +625,7 @@ class ReadTask:
 
     source: str
     parts: list[FilePart] | None
+    index: int = -1  # the source's place in data.sources (a path may be named twice)
     payload: Any = None  # with no parts: the documents, (text, repaired, already_clean), sent to a worker
 
 
@@ -650,20 +652,19 @@ class _Accounts:
     def __init__(self, reader: SourceReader, tally: Any):
         self.reader, self.tally = reader, tally
         self.config = reader.config
-        self.sources = {s.path: s for s in self.config.sources}
-        self.limits = {s.path: s.limit for s in self.config.sources}
-        self.read: collections.Counter = collections.Counter()  # per source
+        self.read: collections.Counter = collections.Counter()  # per source (its index)
         self.total = 0
         self.stopped = False  # data.max_documents reached
-        self.done: set[str] = set()  # sources whose limit is reached
+        self.done: set[int] = set()  # sources whose limit is reached
         self.files: dict[str, tuple[readers.RecordProblems, int, bool]] = {}  # ranged file: (problems, lines, ended)
 
     def count(self, task: ReadTask, infos: list[PartRead], sizes: np.ndarray) -> int:
-        source = task.source
+        source, index = task.source, task.index
+        limit = self.config.sources[index].limit
         stats = self.reader.per_source.setdefault(source, collections.Counter())
         counted = 0
         for part, info in zip(task.parts or [None], infos):
-            if self.stopped or source in self.done:
+            if self.stopped or index in self.done:
                 break
             ranged = part is not None and part.end is not None
             if ranged and part.start == 0:  # a file's first range (the file may be read again by a later source)
@@ -682,7 +683,7 @@ class _Accounts:
                 (
                     n
                     for n in (
-                        self.limits.get(source, 0) and self.limits[source] - self.read[source],
+                        limit and limit - self.read[index],
                         self.config.max_documents and self.config.max_documents - self.total,
                     )
                     if n
@@ -693,23 +694,23 @@ class _Accounts:
             stats["documents_read"] += taken
             self.tally.counts["documents_read"] += taken
             self.tally.counts["bytes_read"] += int(sizes[counted : counted + taken].sum())
-            self.read[source] += taken
+            self.read[index] += taken
             self.total += taken
             counted += taken
             if room is not None and taken == room:  # reading stops at this document: its file reports nothing
                 if self.config.max_documents and self.total >= self.config.max_documents:
                     self.stopped = True
-                self.done.add(source)
+                self.done.add(index)
                 break
             if part is None:
                 continue
             if part.end is None:
                 for reason in info.problems:
-                    self.reader._skip(self.sources[source], part.path, reason)
+                    self.reader._skip(self.config.sources[index], part.path, reason)
                 continue
             merged, lines, _ = self.files[part.path]
             merged.merge(info.record, lines)
             self.files[part.path] = (merged, lines + info.record.lines, info.ended)
             for reason in info.problems if info.ended else merged.reasons() if part.last else []:
-                self.reader._skip(self.sources[source], part.path, reason)
+                self.reader._skip(self.config.sources[index], part.path, reason)
         return counted
