@@ -1,5 +1,7 @@
 """The data stage on a Dask cluster (data.engine = "dask") gives the local engine's report and files, with
-duplicates planted across partitions; the local index's keep rule does not depend on when it merges."""
+duplicates planted across partitions, the workers reading the files (runs of small files, byte ranges of large
+ones) and stopping at the limits as the local reader does; a worker that cannot open a file is one clear error;
+the local index's keep rule does not depend on when it merges."""
 
 from __future__ import annotations
 
