@@ -46,10 +46,10 @@ import pickle
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -171,7 +171,7 @@ class DaskEngine:
         pass: "clean_only"): (metas, results, CPU seconds) per task, in reading order, reading counted into
         `reader` and `tally` as `SourceReader.documents` and the local engine count them."""
         for task, (_, _, results, read_s, cpu), _keys, upto in self._run_tasks(
-            factory, args, method, self.read_tasks(reader), _Accounts(reader, tally), None
+            factory, args, method, self.read_tasks(reader), _Accounts(reader, tally), None, keep_keys=False
         ):
             tally.seconds["read"] += read_s
             yield [(task.source, "")] * upto, results[:upto], cpu
@@ -199,7 +199,7 @@ class DaskEngine:
         first = 0
         with open(spool, "wb") as out:
             for task, (_, _, outcomes, read_s, cpu), keys, upto in self._run_tasks(
-                factory, args, "process", plan, accounts, shape if config.dedup != "none" else False
+                factory, args, "process", plan, accounts, shape, keep_keys=config.dedup != "none"
             ):
                 tally.seconds["read"] += read_s
                 pickle.dump((task.source, outcomes[:upto], cpu), out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -280,8 +280,9 @@ class DaskEngine:
     ) -> Iterator[ReadTask]:
         """A source only this process reads (as `SourceReader.documents` does, to the same limits)."""
         config = self.config
-        left = [n for n in (source.limit, config.max_documents and config.max_documents - self._accounts.total) if n]
-        documents = reader._iter_source(source, stats)
+        total = self._accounts.total if self._accounts is not None else 0
+        left = [n for n in (source.limit, config.max_documents and config.max_documents - total) if n]
+        documents = cast(Generator[Document, None, None], reader._iter_source(source, stats))
         batch: list[Document] = []
         size = count = 0
         for doc in documents:
@@ -300,7 +301,7 @@ class DaskEngine:
         """Tasks for documents read in this process, about `partition_bytes` of text each."""
         batch: list[tuple] = []
         size = 0
-        source = None
+        source = ""
         for doc in documents:
             if batch and (size >= self.partition_bytes or doc.source != source):
                 yield ReadTask(source, None, index, self._send(batch))
@@ -318,7 +319,8 @@ class DaskEngine:
         method: str,
         plan: Iterator[Any],
         accounts: _Accounts | None,
-        shape: tuple[int, int] | None | bool,
+        shape: tuple[int, int] | None,
+        keep_keys: bool,
     ) -> Iterator[tuple[ReadTask, tuple, Any, int]]:
         """Submit each planned task (at most 2 x workers in flight) and, in order, bring back what this process
         needs; yields (task, that, the future of its dedup keys or None, its documents counted in)."""
@@ -342,10 +344,18 @@ class DaskEngine:
                     continue
                 # the documents sent with a task go as their own argument (Dask finds futures there, not in a dataclass)
                 done = submit(
-                    _read_task, factory, args, method, replace(task, payload=None), task.payload, shape, pure=False
+                    _read_task,
+                    factory,
+                    args,
+                    method,
+                    replace(task, payload=None),
+                    task.payload,
+                    shape,
+                    keep_keys,
+                    pure=False,
                 )
                 here = submit(_pick, done, 0, pure=False)
-                keys = submit(_pick, done, 1, pure=False) if shape is not False and method == "process" else None
+                keys = submit(_pick, done, 1, pure=False) if keep_keys else None
                 del done  # its text goes when both parts are taken
                 pending.append((task, here, keys))
                 while len(pending) >= 2 * self.workers:
@@ -458,7 +468,8 @@ def _read_task(
     method: str,
     task: ReadTask,
     payload: list | None,
-    shape: tuple[int, int] | None | bool,
+    shape: tuple[int, int] | None,
+    keep_keys: bool,
 ) -> tuple[tuple, Any]:
     """Read a task's files (or take the documents sent with it), run `method` of `factory(*args)` on them, and
     split the result: (for the client: what each file gave, each document's bytes, the results without the
@@ -468,6 +479,7 @@ def _read_task(
     texts: list[tuple[str, bool]] = []
     items: list[tuple]
     if task.parts is None:
+        assert payload is not None  # a task without files carries its documents
         items = payload if method == "process" else [(text, repaired) for text, repaired, _ in payload]
         infos.append(PartRead(len(items)))
         sizes = [len(item[0].encode("utf-8", errors="surrogatepass")) for item in items]
@@ -485,7 +497,7 @@ def _read_task(
     read_s = time.thread_time() - started
     results = getattr(_instance(factory, args), method)(items)
     del items
-    keys = _dedup_keys(results, shape) if method == "process" and shape is not False else None
+    keys = _dedup_keys(results, shape) if keep_keys else None
     return (infos, np.array(sizes, dtype=np.int64), results, read_s, time.thread_time() - started - read_s), keys
 
 
@@ -663,18 +675,20 @@ class _Accounts:
         limit = self.config.sources[index].limit
         stats = self.reader.per_source.setdefault(source, collections.Counter())
         counted = 0
-        for part, info in zip(task.parts or [None], infos):
+        parts: list[FilePart | None] = list(task.parts) if task.parts is not None else [None]
+        for part, info in zip(parts, infos):
             if self.stopped or index in self.done:
                 break
-            ranged = part is not None and part.end is not None
-            if ranged and part.start == 0:  # a file's first range (the file may be read again by a later source)
-                self.files[part.path] = (readers.RecordProblems(), 0, False)
-            if ranged and self.files[part.path][2]:
-                break  # an earlier range of this file ended it
+            path = part.path if part is not None else ""
+            if part is not None and part.end is not None:
+                if part.start == 0:  # a file's first range (the file may be read again by a later source)
+                    self.files[path] = (readers.RecordProblems(), 0, False)
+                if self.files[path][2]:
+                    break  # an earlier range of this file ended it
             if info.unreadable:
                 worker, reason = info.unreadable
                 raise DataError(
-                    f"data source {source!r}: the Dask worker {worker} cannot open {part.path} ({reason}), "
+                    f"data source {source!r}: the Dask worker {worker} cannot open {path} ({reason}), "
                     "which this process can read",
                     hint="with data.engine = 'dask' the workers read the files themselves: every file must be at "
                     "the same path on every worker (a shared filesystem)",
@@ -708,9 +722,10 @@ class _Accounts:
                 for reason in info.problems:
                     self.reader._skip(self.config.sources[index], part.path, reason)
                 continue
-            merged, lines, _ = self.files[part.path]
+            assert info.record is not None  # a range always brings its record problems
+            merged, lines, _ = self.files[path]
             merged.merge(info.record, lines)
-            self.files[part.path] = (merged, lines + info.record.lines, info.ended)
+            self.files[path] = (merged, lines + info.record.lines, info.ended)
             for reason in info.problems if info.ended else merged.reasons() if part.last else []:
                 self.reader._skip(self.config.sources[index], part.path, reason)
         return counted
