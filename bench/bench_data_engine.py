@@ -115,10 +115,10 @@ def main() -> None:
         result["setup"] = {
             "workers": workers,
             "dask": f"LocalCluster of {workers} worker processes x 1 thread, "
-            "started and stopped inside each run (counted)",
+            "started and stopped inside each run (counted); the workers read the files",
             "local": f"process pool of {workers} workers",
             "data": _config("local", workers).model_dump(
-                mode="json", include={"dedup", "filters", "contamination_ngram"}
+                mode="json", include={"dedup", "filters", "contamination_ngram", "engine_partition_mb"}
             ),
         }
         rows, reports = [], {}
