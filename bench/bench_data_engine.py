@@ -61,7 +61,7 @@ def run_engine(work: Path, engine: str, workers: int, round_: int) -> tuple[dict
     load_before = _loadavg()
     with TreeMonitor() as monitor:
         began_cpu, began = monitor.cpu_seconds(), time.perf_counter()
-        report = prepare_data(_config(engine, workers), 0, out, work / "corpus")
+        report = prepare_data(_config(engine, workers), 0, out, work / "corpus").to_json()
         wall = time.perf_counter() - began
         time.sleep(0.6)  # one more sample after the workers end
         cpu = monitor.cpu_seconds() - began_cpu
@@ -115,10 +115,10 @@ def main() -> None:
         result["setup"] = {
             "workers": workers,
             "dask": f"LocalCluster of {workers} worker processes x 1 thread, "
-            "started and stopped inside each run (counted)",
+            "started and stopped inside each run (counted); the workers read the files",
             "local": f"process pool of {workers} workers",
             "data": _config("local", workers).model_dump(
-                mode="json", include={"dedup", "filters", "contamination_ngram"}
+                mode="json", include={"dedup", "filters", "contamination_ngram", "engine_partition_mb"}
             ),
         }
         rows, reports = [], {}

@@ -1,5 +1,7 @@
 """The data stage on a Dask cluster (data.engine = "dask") gives the local engine's report and files, with
-duplicates planted across partitions; the local index's keep rule does not depend on when it merges."""
+duplicates planted across partitions, the workers reading the files (runs of small files, byte ranges of large
+ones) and stopping at the limits as the local reader does; a worker that cannot open a file is one clear error;
+the local index's keep rule does not depend on when it merges."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,3 +243,171 @@ def test_tokenizer_stage_on_dask_through_the_cli(tmp_path, dask_cluster):
         assert (dask / name).read_bytes() == (local / name).read_bytes(), name
     meta = json.loads((dask / "tokens.json").read_text())
     assert meta["train"]["tokens"] > 1000 and meta["val"]["tokens"] > 100
+
+
+# The workers read the files themselves ------------------------------------------------------------------------
+def _record(words: list[str], **extra) -> str:
+    return json.dumps({"text": " ".join(words), **extra}) + "\n"
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus(tmp_path_factory) -> dict:
+    """Small text files (the planted corpus), a JSON Lines file of ~120 kB with bad lines in different ranges
+    and near copies of its first records at its end, a text file of ~8.5 MB (three ranges of the 4 MB text
+    pieces), and a .jsonl.gz with copies of documents read before it (in reading order: a*, b, m, p, z*)."""
+    import gzip
+
+    folder = tmp_path_factory.mktemp("mixed") / "corpus"
+    copies = _planted_corpus(folder)
+    rng = random.Random(17)
+    records = [_words(rng, 150) for _ in range(110)]
+    lines = [_record(r) for r in records]
+    lines[29] = "{not json\n"
+    lines[49] = json.dumps({"body": "no text field"}) + "\n"
+    lines[89] = "[also not json\n"
+    lines += [_record(_edited(rng, records[i], 1)) for i in range(10)]  # near copies, ~100 kB later
+    (folder / "b_records.jsonl").write_text("".join(lines))
+    paragraphs = ["\n".join(" ".join(_words(rng, 12)) for _ in range(rng.randrange(1, 6))) for _ in range(4000)]
+    with open(folder / "m_big.txt", "w") as out:
+        while out.tell() < 8_500_000:
+            out.write("\n\n".join(rng.sample(paragraphs, 200)) + "\n\n")
+    a_texts = [(folder / f"a{i:03d}.txt").read_text() for i in (1, 2)]
+    with gzip.open(folder / "p_part.jsonl.gz", "wt") as out:
+        out.write(_record(records[3]))  # an exact copy of a record in another file
+        out.write(_record(a_texts[0].split()))  # an exact copy (up to spaces) of a text file
+        out.write(_record(_edited(rng, a_texts[1].split(), 1)))  # a near copy of one
+        for _ in range(5):
+            out.write(_record(_words(rng, 150)))
+    return {"folder": folder, "copies": copies}
+
+
+def _same_as_local(tmp_path, data: dict, dask_cluster, partition_mb: float) -> tuple:
+    local_config = recipe_from_dict({"data": data}).data
+    local = prepare_data(local_config, 0, tmp_path / "local", tmp_path)
+    dask_config = local_config.model_copy(
+        update={"engine": "dask", "engine_address": dask_cluster, "engine_partition_mb": partition_mb}
+    )
+    distributed = prepare_data(dask_config, 0, tmp_path / "dask", tmp_path)
+    assert _without_timings(distributed) == _without_timings(local)
+    for name in ("train.jsonl", "val.jsonl"):
+        assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "dask").iterdir()) == ["report.json", "train.jsonl", "val.jsonl"]
+    return local, dask_config
+
+
+def test_workers_read_files_and_ranges_as_the_local_engine(tmp_path, dask_cluster, mixed_corpus):
+    """Files read on the workers, the big ones in byte ranges, give the local engine's report and split files:
+    the same documents in the same order, the JSON Lines problems merged into one skip for the file (with
+    the first bad line's number in the whole file), duplicates found across tasks."""
+    from llmtui.data.distributed import DaskEngine, ReadTask
+    from llmtui.data.sources import SourceReader
+
+    folder = mixed_corpus["folder"]
+    local, dask_config = _same_as_local(
+        tmp_path, _data(folder, dedup="near", contamination_ngram=0), dask_cluster, 0.02
+    )
+    tasks = [
+        t for t in DaskEngine(dask_config).read_tasks(SourceReader(dask_config, tmp_path)) if isinstance(t, ReadTask)
+    ]
+    ranges = [(Path(p.path).name, p.start) for t in tasks for p in t.parts if p.end is not None]
+    assert [start for name, start in ranges if name == "m_big.txt"] == [0, 4 << 20, 8 << 20]
+    assert len([name for name, _ in ranges if name == "b_records.jsonl"]) >= 5  # ~120 kB in 20 kB ranges
+    assert len(tasks) < 25  # the small files go together
+    assert local.documents_read == 40 + 3 + 4 + 3 + 1 + 117 + 3 + 8  # m_big.txt: 3 pieces of 4 MB
+    assert {s["path"].rsplit("/", 1)[-1] for s in local.skipped} == {"b_records.jsonl"}
+    reasons = [s["reason"] for s in local.skipped]
+    assert reasons[0].startswith("2 lines that are not valid JSON (first: line 30: ")
+    assert reasons[1:] == ["1 records without a text at 'text' (first: line 50)"]
+    assert local.exact_duplicates == len(mixed_corpus["copies"]["exact"]) + 2
+    assert local.near_duplicates >= len(mixed_corpus["copies"]["near"]) + 1 + 10 + 1
+
+
+@pytest.mark.parametrize("max_documents", [85, 140, 0])
+def test_workers_stop_at_the_limits_as_the_local_engine(tmp_path, dask_cluster, mixed_corpus, max_documents):
+    """A source's limit and data.max_documents end the reading inside a range or a run of small files, as the
+    local reader does: the documents past them, and the problems of a file left unfinished, are not counted.
+    A source only the client reads (the builtin corpus) goes between the workers' sources in reading order."""
+    folder = mixed_corpus["folder"]
+    data = _data(folder, dedup="exact", contamination_ngram=0, max_documents=max_documents)
+    data["sources"] = [
+        {"path": str(folder / "b_records.jsonl"), "limit": 60},
+        {"path": "builtin:python-docs", "limit": 25},
+        {"path": str(folder / "b_records.jsonl"), "limit": 30},  # the same file again: a limit of its own
+        {"path": str(folder)},
+    ]
+    local, _ = _same_as_local(tmp_path, data, dask_cluster, 0.02)
+    assert local.documents_read == (max_documents or 60 + 25 + 30 + 179)
+    assert local.per_source[str(folder / "b_records.jsonl")]["documents_read"] == (60 if max_documents == 85 else 90)
+    assert local.per_source["builtin:python-docs"]["documents_read"] == 25
+    assert len(local.skipped) == (0 if max_documents else 2)  # only a file read to its end reports problems
+
+
+def test_a_range_that_is_not_text_ends_its_file_as_locally(tmp_path, dask_cluster):
+    """A large text file whose middle piece is binary: the local reader keeps the pieces before it, reports the
+    file and reads no further; the workers' ranges give the same (the range after it is left out)."""
+    rng = random.Random(9)
+    (tmp_path / "src").mkdir()
+    paragraphs = [" ".join(_words(rng, 12)) for _ in range(2000)]
+    with open(tmp_path / "src" / "big.txt", "wb") as out:
+        while out.tell() < 5_000_000:
+            out.write(("\n\n".join(rng.sample(paragraphs, 200)) + "\n\n").encode())
+        out.write(bytes([0x81, 1, 2, 3, 4, 5, 6, 7]) * 20_000)  # the second piece is binary
+        while out.tell() < 8_600_000:
+            out.write(("\n\n".join(rng.sample(paragraphs, 200)) + "\n\n").encode())
+    (tmp_path / "src" / "small.txt").write_text(" ".join(_words(rng, 100)) + "\n")
+    local, _ = _same_as_local(tmp_path, _data(tmp_path / "src", contamination_ngram=0), dask_cluster, 0.02)
+    assert local.documents_read == 2  # the first piece of big.txt, and small.txt
+    [skip] = local.skipped
+    assert skip["path"].endswith("big.txt") and "binary or unknown encoding" in skip["reason"]
+
+
+def test_a_worker_that_cannot_open_a_file_is_one_clear_error(tmp_path, dask_cluster):
+    """The client can read a file the workers cannot (not on a shared filesystem): `llmtui run` stops with
+    one message naming the file and the worker, exit 1, no traceback, and leaves no data a later run trusts.
+    Here the file is the `llmtui` process's own open descriptor 1000 (/proc/self/fd/1000): the workers (threads
+    of this test's process, which closed its copy) do not have it."""
+    import tomli_w
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd (Linux) to give the client a file the workers do not have")
+    (tmp_path / "src").mkdir()
+    rng = random.Random(2)
+    for i in range(3):
+        (tmp_path / "src" / f"d{i}.txt").write_text(" ".join(_words(rng, 80)) + "\n")
+    hidden = tmp_path / "only_the_client.txt"
+    hidden.write_text(" ".join(_words(rng, 80)) + "\n")
+    recipe = {"run": {"name": "d"}, "data": _data("src", dedup="exact")}
+    recipe["data"]["sources"] = ["src", "/proc/self/fd/1000"]
+    (tmp_path / "r.toml").write_text(tomli_w.dumps(recipe), encoding="utf-8")
+    sets = ["data.engine=dask", f"data.engine_address={dask_cluster}"]
+    args = [
+        sys.executable,
+        "-m",
+        "llmtui",
+        "run",
+        "r.toml",
+        "--until",
+        "data",
+        *[a for s in sets for a in ("--set", s)],
+    ]
+    with open(hidden, "rb") as handle:
+        os.dup2(handle.fileno(), 1000)
+        try:
+            process = subprocess.Popen(
+                args,
+                cwd=tmp_path,
+                env={**os.environ, "COLUMNS": "200"},
+                pass_fds=(1000,),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        finally:
+            os.close(1000)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 1, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err
+    assert "the Dask worker tcp://127.0.0.1:" in err and "cannot open /proc/self/fd/1000 (not found)" in err
+    assert "same path on every worker" in err
+    data = tmp_path / "runs" / "d" / "data"
+    assert not [p.name for p in data.iterdir() if p.suffix in (".json", ".jsonl")] if data.exists() else True

@@ -158,3 +158,60 @@ def test_hf_source_without_datasets_is_a_clear_error(tmp_path):
         pass
     with pytest.raises(DataError, match="needs the 'datasets' package"):
         run(tmp_path, ["hf:wikitext"])
+
+
+def test_byte_ranges_read_what_the_whole_file_gives(tmp_path, monkeypatch):
+    """A file read range by range (as the Dask engine's workers read it) gives the documents of a whole read,
+    in order: text pieces cut near each multiple of TEXT_PIECE_BYTES at a blank line, a line break, or inside
+    a line without either (never inside a UTF-8 character); JSON Lines by the range a line begins in, with
+    the ranges' record problems merged into the file's, line numbers counted over the whole file."""
+    import random
+
+    import llmtui.data.readers as readers
+
+    monkeypatch.setattr(readers, "TEXT_PIECE_BYTES", 1000)
+    rng = random.Random(4)
+    parts = []
+    for _ in range(300):
+        words = " ".join(f"wörd{rng.randrange(100)}" for _ in range(rng.randrange(1, 60)))
+        parts.append(words + rng.choice(["\n\n", "\n", " "]))
+    text_file = tmp_path / "a.txt"
+    text_file.write_text("".join(parts) + "é" * 1500 + "x" * 1200 + "\n\n\n\n" + "tail")  # a run with no break
+
+    def whole(path, fmt):
+        problems: list[str] = []
+        got = [
+            (text, repaired)
+            for _, text, repaired in readers.read_file(path, fmt, None, "text", "auto", problems.append)
+        ]
+        return got, problems
+
+    def by_ranges(path, fmt, step):
+        size, got, merged, lines = path.stat().st_size, [], readers.RecordProblems(), 0
+        for start in range(0, size, step):
+            problems = readers.RecordProblems()
+            got += readers.read_range(path, fmt, "text", "auto", start, start + step, problems)
+            merged.merge(problems, lines)
+            lines += problems.lines
+        return got, merged.reasons()
+
+    expected, _ = whole(text_file, "text")
+    assert len(expected) > 10
+    assert "".join(t for t, _ in expected).replace("\n", "").replace(" ", "") == text_file.read_text().replace(
+        "\n", ""
+    ).replace(" ", "")
+    for step in (1000, 3000):
+        assert by_ranges(text_file, "text", step)[0] == expected
+
+    jsonl = tmp_path / "b.jsonl"
+    with open(jsonl, "w", encoding="utf-8") as out:
+        for i in range(400):
+            out.write(
+                "{broken\n" if i in (70, 300) else json.dumps({"text": f"döc {i} " * rng.randrange(1, 20)}) + "\n"
+            )
+            if i % 50 == 0:
+                out.write("\n")
+    expected, problems = whole(jsonl, "jsonl")
+    assert problems and problems[0].startswith("2 lines that are not valid JSON (first: line 73: ")
+    for step in (97, 1000, 7000):
+        assert by_ranges(jsonl, "jsonl", step) == (expected, problems)

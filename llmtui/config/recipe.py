@@ -284,7 +284,11 @@ class DataConfig(Section):
         "data.workers processes.",
     )
     engine_partition_mb: float = Field(
-        16.0, gt=0.0, le=4096.0, description="dask: megabytes of text per task (documents are never split)."
+        4.0,
+        gt=0.0,
+        le=4096.0,
+        description="dask: megabytes of text per task (small files go together, larger text and JSON Lines "
+        "files are read in ranges of this size; a worker holds a few tasks at a time).",
     )
     clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning steps.")
     filters: FilterConfig = Field(default_factory=FilterConfig, description="Line and document filters.")

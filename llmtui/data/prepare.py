@@ -6,8 +6,8 @@ processes clean, filter and hash them (`parallel.ordered_map`, bounded work in f
 sources, removes duplicates (a set of 16-byte hashes, and for near dedup an LSH index of signatures), and
 writes the splits. With `filters.boilerplate_min_docs` the cleaned documents are first spooled to disk
 while a fixed-size sketch counts their lines, then read back through the filters. With `data.engine = "dask"`
-the workers are a Dask cluster's and duplicates are found there too (`llmtui.data.distributed`); the rest of
-this module is the same for both engines.
+the workers are a Dask cluster's: they read the files themselves, and duplicates are found there too
+(`llmtui.data.distributed`); the counting and writing in this module are the same for both engines.
 """
 
 from __future__ import annotations
@@ -211,22 +211,24 @@ def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_
     reader = SourceReader(config, base)
     tally = _Counts()
     eval_paths = [_eval_path(p, base) for p in config.eval_files]
+    # The local engine reads here; the Dask engine's workers read the files themselves (`engine.run`/`process`).
     docs: Iterator[Document] = _Timed(_count_read(reader.documents(), tally), tally.seconds, "read")
 
     sketch_path = None
     spool = out_dir / "clean.spool.jsonl"
+    dedup_spool = out_dir / "outcomes.spool"
     if config.filters.boilerplate_min_docs:
         sketch_path = str(out_dir / "boilerplate.sketch.npy")
         try:
             docs = _spool_cleaned(
-                config,
-                docs,
+                engine.run(DocumentWorker, (config, None), "clean_only", reader, tally)
+                if engine
+                else ordered_map(
+                    DocumentWorker, (config, None), "clean_only", _clean_batches(docs), workers, parallel_after_bytes
+                ),
                 spool,
                 sketch_path,
                 tally,
-                workers,
-                parallel_after_bytes,
-                engine.ordered_map if engine else ordered_map,
             )
         except BaseException:
             spool.unlink(missing_ok=True)
@@ -244,12 +246,7 @@ def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_
     try:
         if engine:  # duplicates are found on the cluster: each outcome comes with its verdict
             results = engine.process(
-                DocumentWorker,
-                (config, sketch_path, seed),
-                _batches(
-                    docs, already_clean=sketch_path is not None, batch_bytes=engine.partition_bytes, batch_docs=None
-                ),
-                tally.seconds,
+                DocumentWorker, (config, sketch_path, seed), docs if sketch_path else reader, tally, dedup_spool
             )
         else:
             results = (
@@ -283,6 +280,7 @@ def _prepare(config: DataConfig, seed: int, out_dir: Path, base: Path, parallel_
         raise
     finally:
         spool.unlink(missing_ok=True)
+        dedup_spool.unlink(missing_ok=True)
         if sketch_path:
             Path(sketch_path).unlink(missing_ok=True)
     del exact_seen, near_index  # the contamination index gets their memory
@@ -380,27 +378,19 @@ def _batches(
         yield metas, payload, size
 
 
+def _clean_batches(docs: Iterable[Document]) -> Iterator[tuple[list, list, int]]:
+    for metas, payload, size in _batches(docs):
+        yield metas, [(text, repaired) for text, repaired, _ in payload], size
+
+
 def _spool_cleaned(
-    config: DataConfig,
-    docs: Iterable[Document],
-    spool: Path,
-    sketch_path: str,
-    tally: _Counts,
-    workers: int,
-    parallel_after_bytes: int,
-    mapper=ordered_map,
+    cleaned: Iterable[tuple[list, list, float]], spool: Path, sketch_path: str, tally: _Counts
 ) -> Iterator[Document]:
-    """Pass 1 of boilerplate removal: clean everything to a spool file while counting lines in a sketch."""
+    """Pass 1 of boilerplate removal: write the cleaned documents (`DocumentWorker.clean_only`'s, in reading
+    order) to a spool file while counting their lines in a sketch."""
     sketch = new_sketch()
-
-    def clean_batches():
-        for metas, payload, size in _batches(docs):
-            yield metas, [(text, repaired) for text, repaired, _ in payload], size
-
     with open(spool, "w", encoding="utf-8") as out:
-        for metas, outcomes, cpu in mapper(
-            DocumentWorker, (config, None), "clean_only", clean_batches(), workers, parallel_after_bytes
-        ):
+        for metas, outcomes, cpu in cleaned:
             tally.seconds["clean"] += cpu
             for (source, origin), (text, repaired, pii, hashes) in zip(metas, outcomes):
                 sketch_add(sketch, hashes)

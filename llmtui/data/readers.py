@@ -21,7 +21,7 @@ import lzma
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -186,33 +186,71 @@ def _sniff(head: bytes) -> None:
 def _read_text(
     path: Path, stream: BinaryIO, fmt: str, text_field: str, encoding: str, problem: Callable[[str], None]
 ) -> Iterator[Record]:
-    buffer = stream.read(TEXT_PIECE_BYTES)
-    _sniff(buffer)
-    piece = 0
-    while True:
-        more = stream.read(TEXT_PIECE_BYTES) if buffer else b""
-        if not more and piece == 0:  # the common case: the whole file is one document
+    yield from text_pieces(path, stream, encoding)
+
+
+def text_pieces(
+    path: Path, stream: BinaryIO, encoding: str, start: int = 0, end: int | None = None
+) -> Iterator[Record]:
+    """The documents of a text file: the whole file when it holds at most `TEXT_PIECE_BYTES`, else pieces cut
+    at the first blank line (else line break, else a character boundary) within half a piece after each
+    multiple of `TEXT_PIECE_BYTES`. Where a cut falls depends only on the bytes near it, so a byte range
+    `[start, end)` of the file (multiples of `TEXT_PIECE_BYTES`; `stream` placed at `start`) yields exactly
+    the pieces a whole read yields there: piece k begins at the cut near k x TEXT_PIECE_BYTES."""
+    size = TEXT_PIECE_BYTES
+    window = size // 2 + 4
+    buffer, base, ended = b"", start, False  # buffer holds the file's bytes from offset `base`
+
+    def fill(upto: int) -> None:
+        nonlocal buffer, ended
+        while not ended and base + len(buffer) < upto:
+            more = stream.read(upto - base - len(buffer))
+            ended = not more
+            buffer += more
+
+    piece = start // size
+    if start == 0:
+        fill(size + 1)
+        _sniff(buffer)
+        if ended and len(buffer) <= size:  # the common case: the whole file is one document
             text, repaired = decode(buffer, encoding)
             yield str(path), text, repaired
             return
-        buffer += more
-        if not more:
-            if buffer.strip():
-                text, repaired = decode(buffer, encoding)
-                yield f"{path}#{piece}", text, repaired
+        at = 0
+    else:
+        fill(start + window)
+        if not buffer:
             return
-        # Cut at the last blank line (else line break) in the buffer: never inside a character.
-        cut = buffer.rfind(b"\n\n", 0, TEXT_PIECE_BYTES * 2)
-        if cut < TEXT_PIECE_BYTES // 2:
-            cut = buffer.rfind(b"\n", 0, TEXT_PIECE_BYTES * 2)
-        if cut <= 0:
-            cut = TEXT_PIECE_BYTES
-            while cut < len(buffer) and (buffer[cut] & 0xC0) == 0x80:  # not inside a UTF-8 sequence
-                cut += 1
-        head, buffer = buffer[:cut], buffer[cut:].lstrip(b"\n")
-        text, repaired = decode(head, encoding)
-        yield f"{path}#{piece}", text, repaired
+        at = start + _cut(buffer, 0)
+    while True:
+        boundary = (piece + 1) * size
+        fill(boundary + window)
+        last = base + len(buffer) <= boundary or (end is not None and boundary >= end)
+        until = base + len(buffer) if base + len(buffer) <= boundary else boundary + _cut(buffer, boundary - base)
+        head = buffer[at - base : until - base]
+        if piece:
+            head = head.lstrip(b"\n")
+        if head.strip():
+            text, repaired = decode(head, encoding)
+            yield f"{path}#{piece}", text, repaired
+        if last:
+            return
+        buffer, base, at = buffer[until - base :], until, until
         piece += 1
+
+
+def _cut(buffer: bytes, at: int) -> int:
+    """Where the piece boundary near `buffer[at]` falls (relative to `at`): the first blank line within half a
+    piece, else the first line break, else `at` moved past any UTF-8 continuation bytes."""
+    limit = at + TEXT_PIECE_BYTES // 2
+    for mark in (b"\n\n", b"\n"):
+        found = buffer.find(mark, at, limit)
+        if found >= 0:
+            return found - at
+    cut = at
+    while cut < len(buffer) and cut < at + 4 and (buffer[cut] & 0xC0) == 0x80:
+        cut += 1
+    return cut - at
 
 
 def find_texts(value: Any, parts: list[str]) -> list[str]:
@@ -235,21 +273,36 @@ def find_texts(value: Any, parts: list[str]) -> list[str]:
     return []
 
 
-class _RecordProblems:
-    """Counts record-level problems of one file and reports each kind once, with its first example."""
+class RecordProblems:
+    """Counts record-level problems of one file and reports each kind once, with its first example. The
+    problems of a file's byte ranges (read apart) merge into the file's (`merge`, line numbers shifted)."""
 
-    def __init__(self, problem: Callable[[str], None]):
+    def __init__(self, problem: Callable[[str], None] = lambda reason: None):
         self.problem = problem
         self.counts: Counter = Counter()
-        self.first: dict[str, str] = {}
+        self.first: dict[str, tuple[str, int, str]] = {}  # kind -> (unit, number, detail) of its first example
+        self.lines = 0  # lines read (by `read_range`)
 
-    def add(self, kind: str, example: str) -> None:
+    def add(self, kind: str, unit: str, number: int, detail: str = "") -> None:
         self.counts[kind] += 1
-        self.first.setdefault(kind, example)
+        self.first.setdefault(kind, (unit, number, detail))
+
+    def merge(self, other: RecordProblems, lines_before: int) -> None:
+        for kind, count in other.counts.items():
+            unit, number, detail = other.first[kind]
+            self.counts[kind] += count
+            self.first.setdefault(kind, (unit, number + lines_before, detail))
+
+    def reasons(self) -> list[str]:
+        out = []
+        for kind, count in self.counts.items():
+            unit, number, detail = self.first[kind]
+            out.append(f"{count} {kind} (first: {unit} {number}{': ' + detail if detail else ''})")
+        return out
 
     def flush(self) -> None:
-        for kind, count in self.counts.items():
-            self.problem(f"{count} {kind} (first: {self.first[kind]})")
+        for reason in self.reasons():
+            self.problem(reason)
 
 
 def _record_text(record: Any, parts: list[str]) -> str | None:
@@ -260,31 +313,35 @@ def _record_text(record: Any, parts: list[str]) -> str | None:
 def _read_jsonl(
     path: Path, stream: Any, fmt: str, text_field: str, encoding: str, problem: Callable[[str], None]
 ) -> Iterator[Record]:
-    parts = text_field.split(".")
-    problems = _RecordProblems(problem)
+    problems = RecordProblems(problem)
     _sniff(stream.peek(SNIFF_BYTES)[:SNIFF_BYTES])
-    seen_any = False
-    for number, line in enumerate(stream, start=1):
-        seen_any = True
+    for number, text, repaired in jsonl_records(stream, text_field, encoding, problems):
+        yield f"{path}:{number}", text, repaired
+    problems.flush()
+
+
+def jsonl_records(
+    lines: Iterable[bytes], text_field: str, encoding: str, problems: RecordProblems
+) -> Iterator[tuple[int, str, bool]]:
+    """(line number, text, repaired) of each JSON line's record; lines that fail go to `problems`."""
+    parts = text_field.split(".")
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             raw_text, repaired = decode(line, encoding)
             record = json.loads(raw_text)
         except FileProblem as exc:
-            problems.add("lines that are not text", f"line {number}: {exc}")
+            problems.add("lines that are not text", "line", number, str(exc))
             continue
         except json.JSONDecodeError as exc:
-            problems.add("lines that are not valid JSON", f"line {number}: {exc.msg}")
+            problems.add("lines that are not valid JSON", "line", number, exc.msg)
             continue
         text = _record_text(record, parts)
         if text is None:
-            problems.add(f"records without a text at '{text_field}'", f"line {number}")
+            problems.add(f"records without a text at '{text_field}'", "line", number)
             continue
-        yield f"{path}:{number}", text, repaired
-    if not seen_any:
-        raise FileProblem("empty file")
-    problems.flush()
+        yield number, text, repaired
 
 
 def _read_whole(stream: BinaryIO, encoding: str, what: str, advice: str = "") -> tuple[str, bool]:
@@ -315,11 +372,11 @@ def _read_json(
         )
     else:
         records = value if isinstance(value, list) else [value]
-    problems = _RecordProblems(problem)
+    problems = RecordProblems(problem)
     for index, record in enumerate(records):
         found = _record_text(record, parts)
         if found is None:
-            problems.add(f"records without a text at '{text_field}'", f"record {index}")
+            problems.add(f"records without a text at '{text_field}'", "record", index)
             continue
         yield f"{path}:{index}", found, repaired
     problems.flush()
@@ -362,10 +419,10 @@ def _read_csv(
             column = int(text_field)
         else:
             raise FileProblem(f"no column '{text_field}' (columns: {', '.join(header[:20])}); set text_field")
-        problems = _RecordProblems(problem)
+        problems = RecordProblems(problem)
         for number, row in enumerate(reader, start=2):
             if column >= len(row):
-                problems.add("rows too short for the text column", f"line {number}")
+                problems.add("rows too short for the text column", "line", number)
                 continue
             if row[column]:
                 yield f"{path}:{number}", row[column], repaired
@@ -419,3 +476,47 @@ def html_main_text(html: str, url: str | None = None) -> str:
         html, url=url, include_comments=False, include_tables=True, favor_recall=True, deduplicate=False
     )
     return text or ""
+
+
+RANGE_FORMATS = ("text", "markdown", "jsonl")  # uncompressed files of these formats can be read in byte ranges
+
+
+def read_range(
+    path: Path, fmt: str, text_field: str, encoding: str, start: int, end: int, problems: RecordProblems
+) -> Iterator[tuple[str, bool]]:
+    """(text, repaired) of the documents whose bytes begin in `[start, end)` of an uncompressed file of a
+    `RANGE_FORMATS` format: exactly what `read_file` yields there, so a file read range by range, ranges in
+    order, gives the documents a whole read gives. JSON Lines: a line belongs to the range it begins in;
+    `problems` gets the range's record problems numbered from its first line, and `problems.lines` the number
+    of lines it holds. Text: `start` and `end` are multiples of `TEXT_PIECE_BYTES` (see `text_pieces`).
+    A file-level problem raises FileProblem (or OSError), in the range where it lies; a problem of the file's
+    head is reported by its first range only (later ranges yield nothing)."""
+    with open(path, "rb") as handle:
+        if start:
+            try:
+                _sniff(handle.read(SNIFF_BYTES))
+            except FileProblem:
+                return  # the first range reports it
+            handle.seek(start)
+        if fmt != "jsonl":
+            for _, text, repaired in text_pieces(path, handle, encoding, start, end):
+                yield text, repaired
+            return
+        if start:
+            handle.seek(start - 1)
+            handle.readline()  # the line that began before the range is the previous range's
+        else:
+            _sniff(handle.peek(SNIFF_BYTES)[:SNIFF_BYTES])
+
+        def lines() -> Iterator[bytes]:
+            position = handle.tell()
+            while position < end:
+                line = handle.readline()
+                if not line:
+                    return
+                position += len(line)
+                problems.lines += 1
+                yield line
+
+        for _, text, repaired in jsonl_records(lines(), text_field, encoding, problems):
+            yield text, repaired
