@@ -139,6 +139,31 @@ async def test_invalid_field_shows_the_loader_message_and_holds_the_step(tmp_pat
         assert app.screen.name == "model"
 
 
+async def test_keys_typed_in_one_burst_apply_in_the_order_typed(tmp_path, monkeypatch):
+    """Editing keys (bindings) and typed characters arriving together, as from a fast typist or tmux: Textual
+    alone runs the bindings after the characters, which left "" here instead of "60" (Textual issue #6605)."""
+    from textual import events
+
+    monkeypatch.chdir(tmp_path)
+    app = WizardApp(recipe=write_tiny_recipe(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.goto_step("training")
+        await pilot.pause()
+        form = app.screen.query_one("SectionForm")
+        steps = form.controls["steps"]
+        steps.focus()  # focus selects the whole value
+        await pilot.pause()
+        assert steps.value == "40"
+        burst = ["end", "backspace", "backspace", "backspace", "6", "0", "left", "backspace", "7", "end", "5"]
+        for key in burst:  # queued together, before the app reads the first
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+        await pilot.pause()
+        assert steps.value == "705"
+        assert form.errors == {}
+        assert app.state.recipe.train.steps == 705
+
+
 async def test_walk_the_wizard_train_evaluate_and_generate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write_tiny_recipe(tmp_path)

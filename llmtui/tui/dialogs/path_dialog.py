@@ -10,6 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Static
 
+from llmtui.tui.widgets.text_entry import InTurnInput
+
 
 class PathDialog(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
@@ -21,7 +23,7 @@ class PathDialog(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-tall"):
             yield Static(self.title_text, classes="dialog-text")
-            yield Input(placeholder=self.placeholder, id="path")
+            yield InTurnInput(placeholder=self.placeholder, id="path")
             yield DirectoryTree(self.root, id="tree")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Open", variant="primary", id="ok")

@@ -12,6 +12,7 @@ from textual.widgets import Button, Input, Label, ListItem, ListView, Static
 from llmtui.tui.dialogs.path_dialog import PathDialog
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
+from llmtui.tui.widgets.text_entry import InTurnInput
 
 
 class DataScreen(StepScreen):
@@ -24,7 +25,7 @@ class DataScreen(StepScreen):
         )
         yield ListView(id="sources")
         with Horizontal(classes="buttons"):
-            yield Input(placeholder="add a path or URL, then Enter", id="new-source", compact=True)
+            yield InTurnInput(placeholder="add a path or URL, then Enter", id="new-source", compact=True)
             yield Button("Browse…", id="browse", compact=True)
             yield Button("Built-in corpus", id="builtin", compact=True)
             yield Button("Remove", id="remove", compact=True)

@@ -15,6 +15,7 @@ from textual.widgets import Button, Input, Static
 from llmtui.tui.error_text import describe_error
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
+from llmtui.tui.widgets.text_entry import InTurnInput
 
 if TYPE_CHECKING:  # the chat worker imports it (and the tokenizers) only when a chat starts
     from llmtui.generation.chat import ChatSession
@@ -53,7 +54,7 @@ class PlaygroundScreen(StepScreen):
     def body(self) -> ComposeResult:
         yield Static("", id="model-line")
         with Horizontal(classes="field"):
-            yield Input(placeholder="prompt, then Enter", id="prompt", compact=True)
+            yield InTurnInput(placeholder="prompt, then Enter", id="prompt", compact=True)
             yield Button("Generate (ctrl+g)", id="generate", variant="primary", compact=True)
         yield Static("", id="output")
         yield SectionForm(
@@ -66,11 +67,11 @@ class PlaygroundScreen(StepScreen):
             classes="heading",
         )
         yield Static("", id="chat-log")
-        yield Input(placeholder="message, then Enter", id="chat-input", compact=True)
+        yield InTurnInput(placeholder="message, then Enter", id="chat-input", compact=True)
         with Vertical(id="classify-box"):
             yield Static("", id="classify-line")
             with Horizontal(classes="field", id="classify-row"):
-                yield Input(placeholder="text to classify, then Enter", id="classify-text", compact=True)
+                yield InTurnInput(placeholder="text to classify, then Enter", id="classify-text", compact=True)
                 yield Button("Classify", id="classify", compact=True)
             yield Static("", id="classify-out")
 

@@ -11,6 +11,7 @@ from textual.widgets import Button, Input, Label, Static
 from llmtui.errors import LlmtuiError
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
+from llmtui.tui.widgets.text_entry import InTurnInput
 
 
 class ReviewScreen(StepScreen):
@@ -21,7 +22,7 @@ class ReviewScreen(StepScreen):
         yield SectionForm("run", primary=("name", "out_dir", "seed", "backend"))
         with Horizontal(classes="field"):
             yield Label("save as", classes="field-label")
-            yield Input(id="save-path", compact=True)
+            yield InTurnInput(id="save-path", compact=True)
         with Horizontal(classes="buttons"):
             yield Button("Save (ctrl+s)", id="save", compact=True)
             yield Button("Save and run (ctrl+r)", id="run", variant="primary", compact=True)

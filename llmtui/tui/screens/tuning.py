@@ -16,6 +16,7 @@ from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.tune_controller import best_row, best_so_far
 from llmtui.tui.widgets.line_chart import LineChart
 from llmtui.tui.widgets.section_form import SectionForm
+from llmtui.tui.widgets.text_entry import InTurnTextArea
 
 _CURVE_COLOURS = ("green3", "magenta", "cyan", "yellow", "orchid")
 
@@ -51,7 +52,7 @@ class TuningScreen(StepScreen):
             skip=("space",),
         )
         yield Static(SPACE_HELP, classes="heading")
-        yield TextArea("", id="space", compact=True, soft_wrap=False)
+        yield InTurnTextArea("", id="space", compact=True, soft_wrap=False)
         yield Static("", classes="form-error", id="space-error")
         with Horizontal(classes="buttons"):
             yield Button("Search / resume (ctrl+t)", id="start-search", variant="primary", compact=True)

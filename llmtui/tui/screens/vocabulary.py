@@ -11,6 +11,7 @@ from textual.widgets import Button, Input, Static
 
 from llmtui.tui.screens.base import StepScreen
 from llmtui.tui.widgets.section_form import SectionForm
+from llmtui.tui.widgets.text_entry import InTurnInput
 
 _PALETTE = ("on dark_blue", "on dark_green", "on dark_red", "on purple4")
 
@@ -26,7 +27,7 @@ class VocabularyScreen(StepScreen):
         yield Static("", id="vocab-status")
         yield Static("", id="vocab-report")
         yield Static("[b]Try it[/b]  type text to see its tokens", classes="heading")
-        yield Input(placeholder="text to split into tokens", id="try-text", compact=True)
+        yield InTurnInput(placeholder="text to split into tokens", id="try-text", compact=True)
         yield Static("", id="tokens")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -22,6 +22,7 @@ from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
 from llmtui.config.loader import parse_toml_value
 from llmtui.config.recipe import Recipe, Section
+from llmtui.tui.widgets.text_entry import InTurnInput
 from llmtui.tui.wizard_access import wizard_of
 
 
@@ -157,7 +158,7 @@ class SectionForm(Widget):
         placeholder = {"csv": ", ".join(field.choices), "list": '["a", "b"]  (a TOML list of strings)'}.get(
             field.kind, ""
         )
-        return Input(placeholder=placeholder, compact=True)
+        return InTurnInput(placeholder=placeholder, compact=True)
 
     # Values ------------------------------------------------------------------------------------
     def load(self, recipe: Recipe) -> None:
