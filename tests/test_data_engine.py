@@ -281,11 +281,11 @@ def mixed_corpus(tmp_path_factory) -> dict:
     return {"folder": folder, "copies": copies}
 
 
-def _same_as_local(tmp_path, data: dict, dask_cluster, partition_mb: float) -> tuple:
+def _same_as_local(tmp_path, data: dict, dask_cluster, partition_mb: float, **dask_changes) -> tuple:
     local_config = recipe_from_dict({"data": data}).data
     local = prepare_data(local_config, 0, tmp_path / "local", tmp_path)
     dask_config = local_config.model_copy(
-        update={"engine": "dask", "engine_address": dask_cluster, "engine_partition_mb": partition_mb}
+        update={"engine": "dask", "engine_address": dask_cluster, "engine_partition_mb": partition_mb, **dask_changes}
     )
     distributed = prepare_data(dask_config, 0, tmp_path / "dask", tmp_path)
     assert _without_timings(distributed) == _without_timings(local)
@@ -411,3 +411,26 @@ def test_a_worker_that_cannot_open_a_file_is_one_clear_error(tmp_path, dask_clus
     assert "same path on every worker" in err
     data = tmp_path / "runs" / "d" / "data"
     assert not [p.name for p in data.iterdir() if p.suffix in (".json", ".jsonl")] if data.exists() else True
+
+
+def test_web_sources_read_by_the_client_keep_their_place_in_reading_order(tmp_path, dask_cluster):
+    """URL sources are fetched by the client (the fetcher's cache and politeness live in one process) and sent
+    to the workers, between the sources the workers read themselves: the local report and files still."""
+    from tests.test_data_web import Site
+
+    site = Site()
+    try:
+        copies = _planted_corpus(tmp_path / "src")
+        pages = [f"{site.base}/a.html", f"{site.base}/notes.txt"]
+        data = _data(tmp_path / "src", dedup="exact", min_chars=20)
+        data["sources"] = [pages[0], str(tmp_path / "src"), pages[1]]
+        data["web"] = {"cache_dir": str(tmp_path / "cache"), "rate_limit_s": 0.0, "timeout_s": 5, "retries": 0}
+        web = recipe_from_dict({"data": data}).data.web
+        own_cache = web.model_copy(update={"cache_dir": str(tmp_path / "dask-cache")})  # so both fetch
+        local, _ = _same_as_local(tmp_path, data, dask_cluster, 0.002, web=own_cache)
+    finally:
+        site.server.shutdown()
+        site.server.server_close()
+    assert [local.per_source[page]["documents_read"] for page in pages] == [1, 1]
+    assert local.exact_duplicates == len(copies["exact"])
+    assert site.paths().count("/a.html") == 2  # each engine fetched it, the Dask one through its client
