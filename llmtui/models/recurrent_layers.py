@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -255,37 +256,47 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
     gradient is one product over the whole sequence afterwards. For the 2×256 LSTM's two recurrences alone
     (forward and backward) this measured 67–71 → 56–58 ms on TensorFlow and no change on JAX; in the whole
     training step, 98 → 77 ms on TensorFlow and 104 → 83 ms on JAX.
+
+    The loop bodies are shaped for XLA's CPU code generator, which emits scalar code for an elementwise kernel
+    that reads a slice of the step's input (the loop's dynamic slice) and vectorizes one that reads it whole:
+    the gates are activated in one kernel over all 4U columns (`_gate_activations`), and the backward loop reads
+    each saved quantity as a sequence of its own rather than slices of one (B, T, 8U) block. Measured on one
+    layer's forward loop body: 28–33 → 7–8 µs a step (bench/README.md, "Recurrent layers").
     """
-    if keep is not None:
-        return _lstm_sequence_kept(projected, h0, c0, kernel, keep)
+    kept = keep is not None
 
     @ops.custom_gradient
-    def run(projected, h0, c0, kernel):
-        units = ops.shape(h0)[-1]
+    def run(projected, h0, c0, kernel, keep):
+        units = kernel.shape[0]
+        activation_constants = _gate_constants(units, projected.dtype)
 
-        def forward_step(z_input, states):
+        def forward_step(inputs, states):
             h, c = states
-            i, f, g, o = ops.split(z_input + ops.matmul(h, kernel), 4, axis=-1)
-            i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
+            if kept:
+                h, c = h * inputs[1], c * inputs[1]
+            act = _gate_activations(inputs[0] + ops.matmul(h, kernel), *activation_constants)
+            i, f, g, o = ops.split(act, 4, axis=-1)
             c = f * c + i * g
             h = o * ops.tanh(c)
-            return ops.concatenate([h, c, i, f, g, o], axis=-1), [h, c]
+            return ops.concatenate([h, c, act], axis=-1), [h, c]
 
-        # Each step's h, c and gate activations, kept for the backward pass: (B, T, 6U).
-        _, saved, (_, c_last) = keras.src.backend.rnn(
-            forward_step, projected, [h0, c0], input_length=projected.shape[1]
-        )
+        # Each step's h, c and gate activations (i, f, g, o), kept for the backward pass: (B, T, 6U).
+        _, saved, (_, c_last) = _time_loop(forward_step, (projected, keep) if kept else (projected,), [h0, c0])
         hs = saved[..., :units]
 
         def grad(*upstream, **kwargs):
             # TensorFlow passes one gradient per output; JAX one tuple of them.
             d_hs, d_c_last = upstream[0] if len(upstream) == 1 else upstream
+            # The state each step started from (after its keep factor).
             c_before = ops.concatenate([c0[:, None], saved[:, :-1, units : 2 * units]], axis=1)
+            h_before = ops.concatenate([h0[:, None], hs[:, :-1]], axis=1)
+            if kept:
+                c_before, h_before = c_before * keep, h_before * keep
             kernel_t = ops.transpose(kernel)
 
-            def backward_step(step_inputs, states):
+            def backward_step(inputs, states):
                 dh, dc = states
-                d_h_out, h, c, i, f, g, o, c_prev = ops.split(step_inputs, 8, axis=-1)
+                d_h_out, c, i, f, g, o, c_prev = inputs[:7]
                 dh = dh + d_h_out
                 tanh_c = ops.tanh(c)
                 dc = dc + dh * o * (1 - tanh_c * tanh_c)
@@ -293,215 +304,53 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
                     [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)],
                     axis=-1,
                 )
-                return dz, [ops.matmul(dz, kernel_t), dc * f]
+                dh, dc = ops.matmul(dz, kernel_t), dc * f
+                if kept:  # the gradient reaching a step's incoming state passes through its keep factor
+                    dh, dc = dh * inputs[7], dc * inputs[7]
+                return dz, [dh, dc]
 
-            step_inputs = ops.concatenate([d_hs, saved, c_before], axis=-1)  # (B, T, 8U)
-            _, dz, (dh0, dc0) = keras.src.backend.rnn(
-                backward_step,
-                step_inputs,
-                [ops.zeros_like(h0), d_c_last],
-                go_backwards=True,
-                input_length=step_inputs.shape[1],
+            # One sequence per saved quantity (see the docstring): d_out, c, i, f, g, o, c_prev [, keep].
+            sequences = (d_hs, *(saved[..., k * units : (k + 1) * units] for k in range(1, 6)), c_before)
+            _, dz, (dh0, dc0) = _time_loop(
+                backward_step, (*sequences, keep) if kept else sequences, [ops.zeros_like(h0), d_c_last], True
             )
             dz = ops.flip(dz, axis=1)  # produced last step first
-            h_before = ops.concatenate([h0[:, None], hs[:, :-1]], axis=1)
-            d_kernel = ops.einsum("btu,btg->ug", h_before, dz)
-            return dz, dh0, dc0, d_kernel
-
-        return (hs, c_last), grad
-
-    return run(projected, h0, c0, kernel)
-
-
-def _lstm_sequence_kept(projected, h0, c0, kernel, keep):
-    """`lstm_sequence` with the state multiplied by `keep` (B, T, 1) before each step; the same backward pass,
-    where the gradients reaching a step's incoming state pass through the same factor."""
-
-    @ops.custom_gradient
-    def run(projected, h0, c0, kernel, keep):
-        units = ops.shape(h0)[-1]
-
-        def forward_step(z_and_keep, states):
-            kept = z_and_keep[..., -1:]
-            h, c = states[0] * kept, states[1] * kept
-            i, f, g, o = ops.split(z_and_keep[..., :-1] + ops.matmul(h, kernel), 4, axis=-1)
-            i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
-            c = f * c + i * g
-            h = o * ops.tanh(c)
-            return ops.concatenate([h, c, i, f, g, o], axis=-1), [h, c]
-
-        _, saved, (_, c_last) = keras.src.backend.rnn(
-            forward_step, ops.concatenate([projected, keep], axis=-1), [h0, c0], input_length=projected.shape[1]
-        )
-        hs = saved[..., :units]
-
-        def grad(*upstream, **kwargs):
-            d_hs, d_c_last = upstream[0] if len(upstream) == 1 else upstream
-            # The state each step started from, after its keep factor.
-            c_before = ops.concatenate([c0[:, None], saved[:, :-1, units : 2 * units]], axis=1) * keep
-            h_before = ops.concatenate([h0[:, None], hs[:, :-1]], axis=1) * keep
-            kernel_t = ops.transpose(kernel)
-
-            def backward_step(step_inputs, states):
-                dh, dc = states
-                d_h_out, h, c, i, f, g, o, c_prev = ops.split(step_inputs[..., :-1], 8, axis=-1)
-                kept = step_inputs[..., -1:]
-                dh = dh + d_h_out
-                tanh_c = ops.tanh(c)
-                dc = dc + dh * o * (1 - tanh_c * tanh_c)
-                dz = ops.concatenate(
-                    [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)],
-                    axis=-1,
-                )
-                return dz, [ops.matmul(dz, kernel_t) * kept, dc * f * kept]
-
-            step_inputs = ops.concatenate([d_hs, saved, c_before, keep], axis=-1)  # (B, T, 8U + 1)
-            _, dz, (dh0, dc0) = keras.src.backend.rnn(
-                backward_step,
-                step_inputs,
-                [ops.zeros_like(h0), d_c_last],
-                go_backwards=True,
-                input_length=step_inputs.shape[1],
-            )
-            dz = ops.flip(dz, axis=1)
             d_kernel = ops.einsum("btu,btg->ug", h_before, dz)
             return dz, dh0, dc0, d_kernel, ops.zeros_like(keep)
 
         return (hs, c_last), grad
 
-    return run(projected, h0, c0, kernel, keep)
+    # Without `keep` a (B, 1, 1) stand-in keeps one signature; the loops never read it.
+    return run(projected, h0, c0, kernel, keep if kept else ops.ones_like(projected[:, :1, :1]))
+
+
+def _time_loop(step, sequences: tuple, initial_states: list, go_backwards: bool = False):
+    """Keras' time loop (`keras.src.backend.rnn`) over several (B, T, ...) sequences; `step` gets a tuple of
+    their slices at one step. With a static length each is a sequence of its own (why: `lstm_sequence`); with a
+    dynamic one (TensorFlow tracing `None` steps) Keras' loop takes no nested inputs, so they are joined along
+    the last axis and split again in the step."""
+    steps = sequences[0].shape[1]
+    if steps is not None:
+        return keras.src.backend.rnn(step, sequences, initial_states, go_backwards=go_backwards, input_length=steps)
+    ends = [int(end) for end in np.cumsum([sequence.shape[-1] for sequence in sequences])[:-1]]
+
+    def joined_step(inputs, states):
+        return step(tuple(ops.split(inputs, ends, axis=-1)) if ends else (inputs,), states)
+
+    return keras.src.backend.rnn(joined_step, ops.concatenate(sequences, -1), initial_states, go_backwards=go_backwards)
+
+
+def _gate_constants(units: int, dtype) -> tuple:
+    """Per-column factors of `_gate_activations` over the gates i, f, g, o: (scale, offset)."""
+    scale = [1.0] * (2 * units) + [2.0] * units + [1.0] * units
+    offset = [0.0] * (2 * units) + [-1.0] * units + [0.0] * units
+    return ops.convert_to_tensor(scale, dtype), ops.convert_to_tensor(offset, dtype)
+
+
+def _gate_activations(z, scale, offset):
+    """sigmoid of the i, f and o columns of z (B, 4U) and tanh of the g columns, as one elementwise kernel:
+    tanh(x) = 2·sigmoid(2x) - 1, so all four are sigmoid(z·scale)·scale + offset (i, f, o exactly sigmoid)."""
+    return ops.sigmoid(z * scale) * scale + offset
 
 
 RECURRENT_LAYERS: dict[str, Any] = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}  # name -> Keras layer class
-
-
-def lstm_pair_sequence(projected, kernel_a, input_kernel_b, bias_b, kernel_b, between=None):
-    """Two stacked LSTM layers (sigmoid gates, tanh activations, zero initial states) over a whole sequence,
-    run as a wavefront, with a hand-written backward pass. Returns the upper layer's h at every step (B, T, U).
-
-    `projected` is the lower layer's input projection plus bias (B, T, 4U, Keras' gate order i, f, g, o);
-    `kernel_a` its recurrent kernel (U, 4U); the upper layer reads the lower one's h through `input_kernel_b`
-    (U, 4U) and `bias_b` (4U,), and has recurrent kernel `kernel_b`. `between` (B, T, U), when given,
-    multiplies the lower layer's h before the upper layer reads it (an inter-layer dropout mask, drawn up front).
-
-    Why a wavefront: a stacked LSTM's step is bound by its 2·T sequential steps, each a small product
-    (B×U by U×4U) and a few small elementwise kernels whose fixed cost is as large as their work. Iteration j
-    of one loop runs the lower layer's step j and the upper layer's step j-1, which do not depend on each
-    other: T+1 iterations instead of 2·T, each with one product of the lower h by both layers' kernels, one
-    gate kernel over both layers' gates and one cell-state kernel over both layers' states. The backward loop
-    runs the same iterations in reverse. The upper layer's state is held at zero in iteration 0 (its step -1)
-    by `live`, and the lower layer's step T reads a zero input and reaches nothing, so its gradient is zero.
-    Gate activations are one tanh per gate: sigmoid(x) = (1 + tanh(x/2)) / 2, the same function (differences
-    of float32 rounding) as one kernel instead of separate sigmoid and tanh kernels.
-    The math is that of two `lstm_sequence` calls (gradients within 3e-7, TensorFlow and JAX).
-
-    PROTOTYPE, NOT WIRED IN: measured slower than two `lstm_sequence` calls on TensorFlow/XLA CPU (2×256,
-    B 12, T 64, forward and backward, one thread, CPU time: 36.2 against 33.8 ms): XLA's CPU backend runs
-    every concatenate and most slices in a loop body as separate kernels, so the combined gate and state
-    kernels became 26 and 33 kernels per iteration against 11 and 13 per layer-step (bench/README.md).
-    """
-    units = kernel_a.shape[0]
-    dropout = between is not None
-    # Per-column constants of the gate activation act = tanh(z * scale) * scale + offset over [lower | upper]:
-    # scale 0.5 and offset 0.5 for the sigmoid gates (i, f, o), 1 and 0 for the candidate g.
-    gate_scale = ops.convert_to_tensor(([0.5] * (2 * units) + [1.0] * units + [0.5] * units) * 2, projected.dtype)
-    gate_offset = ops.convert_to_tensor(([0.5] * (2 * units) + [0.0] * units + [0.5] * units) * 2, projected.dtype)
-
-    def per_gate(act):
-        """(B, 8U) activations of both layers -> i, f, g, o, each (B, 2U) as [lower | upper]."""
-        lower, upper = ops.split(act, 2, axis=-1)
-        return [ops.concatenate(pair, axis=-1) for pair in zip(ops.split(lower, 4, -1), ops.split(upper, 4, -1))]
-
-    @ops.custom_gradient
-    def run(projected, kernel_a, input_kernel_b, bias_b, kernel_b, between):
-        batch, steps = ops.shape(projected)[0], projected.shape[1]
-        zeros_state = ops.zeros((batch, 2 * units), projected.dtype)
-        # Iteration j reads the lower layer's input of step j (zero for the step T that is not there), the
-        # factor on the lower h that the upper layer's step j-1 reads, and `live` (0 on the upper half at j=0).
-        inputs_a = ops.pad(projected, [[0, 0], [0, 1], [0, 0]])
-        scales = ops.pad(between, [[0, 0], [1, 0], [0, 0]], constant_values=1.0)
-        live = ops.concatenate(
-            [ops.ones((batch, steps + 1, units), projected.dtype), ops.pad(ops.ones_like(between), [[0, 0], [1, 0], [0, 0]])],
-            axis=-1,
-        )
-        lower_kernels = ops.concatenate([kernel_a, input_kernel_b], axis=-1)  # (U, 8U): h_a -> z_a, z_b
-        upper_bias = ops.concatenate([ops.zeros_like(bias_b), bias_b], axis=-1)
-
-        def forward_step(step_inputs, states):
-            h, c = states
-            z_input, scale, alive = ops.split(step_inputs, [4 * units, 5 * units], axis=-1)
-            h_a, h_b = h[:, :units], h[:, units:]
-            from_a = ops.matmul(h_a, kernel_a if dropout else lower_kernels)
-            if dropout:
-                from_a = ops.concatenate([from_a, ops.matmul(h_a * scale, input_kernel_b)], axis=-1)
-            z = from_a + ops.concatenate([z_input, ops.matmul(h_b, kernel_b)], axis=-1) + upper_bias
-            act = ops.tanh(z * gate_scale) * gate_scale + gate_offset
-            i, f, g, o = per_gate(act)
-            c = (f * c + i * g) * alive
-            h = o * ops.tanh(c)
-            return ops.concatenate([act, c, h], axis=-1), [h, c]
-
-        _, saved, _ = keras.src.backend.rnn(
-            forward_step,
-            ops.concatenate([inputs_a, scales, live], axis=-1),
-            [zeros_state, zeros_state],
-            input_length=steps + 1,
-        )
-        # saved[:, j]: iteration j's gate activations (8U), cell states (2U) and h (2U), each [lower | upper].
-        hs = saved[..., 10 * units :]
-        outputs = hs[:, 1:, units:]  # upper layer's h of steps 0..T-1
-
-        def grad(*upstream, **kwargs):
-            d_out = ops.pad(upstream[0], [[0, 0], [1, 0], [0, 0]])  # iteration j holds the upper step j-1
-            cs = saved[..., 8 * units : 10 * units]
-            c_before = ops.pad(cs[:, :-1], [[0, 0], [1, 0], [0, 0]])
-            back_lower = ops.transpose(kernel_a if dropout else lower_kernels)  # (4U or 8U, U)
-            input_kernel_b_t, kernel_b_t = ops.transpose(input_kernel_b), ops.transpose(kernel_b)
-
-            def backward_step(step_inputs, states):
-                dh, dc = states
-                act, c, c_prev, d_h_out, alive, scale = ops.split(
-                    step_inputs, [8 * units, 10 * units, 12 * units, 13 * units, 15 * units], axis=-1
-                )
-                i, f, g, o = per_gate(act)
-                dh = (dh + ops.concatenate([ops.zeros_like(d_h_out), d_h_out], axis=-1)) * alive
-                tanh_c = ops.tanh(c)
-                dc = (dc * alive + dh * o * (1 - tanh_c * tanh_c)) * alive
-                parts = [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)]
-                halves = [ops.split(part, 2, axis=-1) for part in parts]
-                dz = ops.concatenate([half[0] for half in halves] + [half[1] for half in halves], axis=-1)
-                dz_a, dz_b = dz[:, : 4 * units], dz[:, 4 * units :]
-                if dropout:
-                    dh_a = ops.matmul(dz_a, back_lower) + ops.matmul(dz_b, input_kernel_b_t) * scale
-                else:
-                    dh_a = ops.matmul(dz, back_lower)
-                return dz, [ops.concatenate([dh_a, ops.matmul(dz_b, kernel_b_t)], axis=-1), dc * f]
-
-            step_inputs = ops.concatenate([saved[..., : 10 * units], c_before, d_out, live, scales], axis=-1)
-            _, dz, _ = keras.src.backend.rnn(
-                backward_step,
-                step_inputs,
-                [zeros_state, zeros_state],
-                go_backwards=True,
-                input_length=steps + 1,
-            )
-            dz = ops.flip(dz, axis=1)  # produced last iteration first
-            dz_a = dz[:, :-1, : 4 * units]  # lower steps 0..T-1
-            dz_b = dz[:, 1:, 4 * units :]  # upper steps 0..T-1
-            hs_a, hs_b = hs[:, :-1, :units], hs[:, 1:, units:]
-            h_before_a = ops.pad(hs_a[:, :-1], [[0, 0], [1, 0], [0, 0]])
-            h_before_b = ops.pad(hs_b[:, :-1], [[0, 0], [1, 0], [0, 0]])
-            return (
-                dz_a,
-                ops.einsum("btu,btg->ug", h_before_a, dz_a),
-                ops.einsum("btu,btg->ug", hs_a * between, dz_b),
-                ops.sum(dz_b, axis=(0, 1)),
-                ops.einsum("btu,btg->ug", h_before_b, dz_b),
-                ops.zeros_like(between),
-            )
-
-        return outputs, grad
-
-    if between is None:
-        between = ops.ones_like(projected[..., :units])
-    return run(projected, kernel_a, input_kernel_b, bias_b, kernel_b, between)
