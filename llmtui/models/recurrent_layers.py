@@ -105,9 +105,8 @@ class LSTM(_HoistedInputProjection, keras.layers.LSTM):
         ):
             return super().inner_loop(sequences, initial_state, mask, training=training)
         h0, c0 = initial_state
-        outputs, c_last = lstm_sequence(self._project(sequences), h0, c0, ops.copy(cell.recurrent_kernel))
-        h_last = outputs[:, -1]
-        return h_last, outputs, [h_last, c_last]
+        hs, c_last = lstm_sequence(self._project(_time_major(sequences)), h0, c0, ops.copy(cell.recurrent_kernel))
+        return hs[-1], _time_major(hs), [hs[-1], c_last]
 
     def run_carried(self, sequences, initial_state: list, keep):
         cell = self.cell
@@ -120,11 +119,11 @@ class LSTM(_HoistedInputProjection, keras.layers.LSTM):
         if cell.dropout or cell.recurrent_dropout or self.go_backwards:
             raise ValueError("a carried state needs a forward recurrent layer without cell dropout")
         h0, c0 = initial_state
-        projected = self._project(sequences)
-        outputs, c_last = lstm_sequence(
-            projected, h0, c0, ops.copy(cell.recurrent_kernel), ops.cast(keep, projected.dtype)
+        projected = self._project(_time_major(sequences))
+        hs, c_last = lstm_sequence(
+            projected, h0, c0, ops.copy(cell.recurrent_kernel), _time_major(ops.cast(keep, projected.dtype))
         )
-        return outputs, [outputs[:, -1], c_last]
+        return _time_major(hs), [hs[-1], c_last]
 
     def _recurrence(self, projected, states, kernel):
         cell = self.cell
@@ -247,9 +246,9 @@ class CarriedStates(keras.layers.Layer):
 def lstm_sequence(projected, h0, c0, kernel, keep=None):
     """An LSTM with sigmoid gates and tanh activations over a whole sequence, with its own backward pass.
 
-    `projected` is the input projection plus bias (B, T, 4U) in Keras' gate order (input, forget, candidate,
-    output); `kernel` the recurrent kernel (U, 4U). Returns every step's h (B, T, U) and the last cell state.
-    With `keep` (B, T, 1), h and c are multiplied by keep[:, t] before step t (0 = start afresh there).
+    Time-major: `projected` is the input projection plus bias (T, B, 4U) in Keras' gate order (input, forget,
+    candidate, output); `kernel` the recurrent kernel (U, 4U). Returns every step's h (T, B, U) and the last
+    cell state. With `keep` (T, B, 1), h and c are multiplied by keep[t] before step t (0 = start afresh there).
 
     Autodiff through the time loop multiplies out the recurrent kernel's gradient one step at a time, a small
     product and a (U, 4U) sum per step. Here the backward loop only carries dh and dc back, and the kernel's
@@ -261,7 +260,9 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
     that reads a slice of the step's input (the loop's dynamic slice) and vectorizes one that reads it whole:
     the gates are activated in one kernel over all 4U columns (`_gate_activations`), and the backward loop reads
     each saved quantity as a sequence of its own rather than slices of one (B, T, 8U) block. Measured on one
-    layer's forward loop body: 28–33 → 7–8 µs a step (bench/README.md, "Recurrent layers").
+    layer's forward loop body: 28–33 → 7–8 µs a step (bench/README.md, "Recurrent layers"). Time-major from
+    end to end (the caller transposes the layer's (B, T, C) input before projecting it, 4× smaller than the
+    projection), so no (B, T, 4U) or (B, T, 6U) array is transposed on the way into or out of either loop.
     """
     kept = keep is not None
 
@@ -288,8 +289,8 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
             # TensorFlow passes one gradient per output; JAX one tuple of them.
             d_hs, d_c_last = upstream[0] if len(upstream) == 1 else upstream
             # The state each step started from (after its keep factor).
-            c_before = ops.concatenate([c0[:, None], saved[:, :-1, units : 2 * units]], axis=1)
-            h_before = ops.concatenate([h0[:, None], hs[:, :-1]], axis=1)
+            c_before = ops.concatenate([c0[None], saved[:-1, :, units : 2 * units]], axis=0)
+            h_before = ops.concatenate([h0[None], hs[:-1]], axis=0)
             if kept:
                 c_before, h_before = c_before * keep, h_before * keep
             kernel_t = ops.transpose(kernel)
@@ -314,30 +315,41 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
             _, dz, (dh0, dc0) = _time_loop(
                 backward_step, (*sequences, keep) if kept else sequences, [ops.zeros_like(h0), d_c_last], True
             )
-            dz = ops.flip(dz, axis=1)  # produced last step first
-            d_kernel = ops.einsum("btu,btg->ug", h_before, dz)
+            dz = ops.flip(dz, axis=0)  # produced last step first
+            d_kernel = ops.einsum("tbu,tbg->ug", h_before, dz)
             return dz, dh0, dc0, d_kernel, ops.zeros_like(keep)
 
         return (hs, c_last), grad
 
-    # Without `keep` a (B, 1, 1) stand-in keeps one signature; the loops never read it.
-    return run(projected, h0, c0, kernel, keep if kept else ops.ones_like(projected[:, :1, :1]))
+    # Without `keep` a (1, B, 1) stand-in keeps one signature; the loops never read it.
+    return run(projected, h0, c0, kernel, keep if kept else ops.ones_like(projected[:1, :, :1]))
+
+
+def _time_major(x):
+    """(B, T, ...) <-> (T, B, ...)."""
+    return ops.transpose(x, (1, 0, *range(2, len(x.shape))))
 
 
 def _time_loop(step, sequences: tuple, initial_states: list, go_backwards: bool = False):
-    """Keras' time loop (`keras.src.backend.rnn`) over several (B, T, ...) sequences; `step` gets a tuple of
-    their slices at one step. With a static length each is a sequence of its own (why: `lstm_sequence`); with a
-    dynamic one (TensorFlow tracing `None` steps) Keras' loop takes no nested inputs, so they are joined along
-    the last axis and split again in the step."""
-    steps = sequences[0].shape[1]
+    """Keras' time loop (`keras.src.backend.rnn`) over several time-major (T, B, ...) sequences; `step` gets a tuple of
+    their slices at one step, and the outputs are time-major too. With a static length each is a sequence of
+    its own (why: `lstm_sequence`); with a dynamic one (TensorFlow tracing `None` steps) Keras' loop takes no
+    nested inputs, so they are joined along the last axis and split again in the step."""
+    steps = sequences[0].shape[0]
     if steps is not None:
-        return keras.src.backend.rnn(step, sequences, initial_states, go_backwards=go_backwards, input_length=steps)
+        return keras.src.backend.rnn(
+            step, sequences, initial_states, go_backwards=go_backwards, input_length=steps, time_major=True
+        )
     ends = [int(end) for end in np.cumsum([sequence.shape[-1] for sequence in sequences])[:-1]]
 
     def joined_step(inputs, states):
         return step(tuple(ops.split(inputs, ends, axis=-1)) if ends else (inputs,), states)
 
-    return keras.src.backend.rnn(joined_step, ops.concatenate(sequences, -1), initial_states, go_backwards=go_backwards)
+    # Batch-major here: with time_major Keras' TensorFlow loop takes the batch size for the length.
+    last, outputs, states = keras.src.backend.rnn(
+        joined_step, _time_major(ops.concatenate(sequences, -1)), initial_states, go_backwards=go_backwards
+    )
+    return last, _time_major(outputs), states
 
 
 def _gate_constants(units: int, dtype) -> tuple:
