@@ -282,7 +282,7 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
             return ops.concatenate([h, c, act], axis=-1), [h, c]
 
         # Each step's h, c and gate activations (i, f, g, o), kept for the backward pass: (B, T, 6U).
-        _, saved, (_, c_last) = _time_loop(forward_step, (projected, keep) if kept else (projected,), [h0, c0])
+        saved, (_, c_last) = _scan(forward_step, (projected, keep) if kept else (projected,), [h0, c0])
         hs = saved[..., :units]
 
         def grad(*upstream, **kwargs):
@@ -312,10 +312,9 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
 
             # One sequence per saved quantity (see the docstring): d_out, c, i, f, g, o, c_prev [, keep].
             sequences = (d_hs, *(saved[..., k * units : (k + 1) * units] for k in range(1, 6)), c_before)
-            _, dz, (dh0, dc0) = _time_loop(
+            dz, (dh0, dc0) = _scan(
                 backward_step, (*sequences, keep) if kept else sequences, [ops.zeros_like(h0), d_c_last], True
             )
-            dz = ops.flip(dz, axis=0)  # produced last step first
             d_kernel = ops.einsum("tbu,tbg->ug", h_before, dz)
             return dz, dh0, dc0, d_kernel, ops.zeros_like(keep)
 
@@ -330,11 +329,54 @@ def _time_major(x):
     return ops.transpose(x, (1, 0, *range(2, len(x.shape))))
 
 
+def _scan(step, sequences: tuple, initial_states: list, reverse: bool = False):
+    """A loop over time-major sequences (T, B, ...), last step first with `reverse`: `step(inputs, states)` gets
+    a tuple of the sequences' slices at one step and returns (output, new states). Returns the outputs in time
+    order (T, B, ...), whichever way the loop ran, and the final states.
+
+    Why not Keras' loop alone: run backwards it reverses every input sequence and its outputs (copies of the
+    whole (T, B, 4U) gradient and the 6 saved (T, B, U) sequences per layer), and on TensorFlow it copies its
+    inputs into TensorArrays first. Here TensorFlow's loop reads step t of each sequence in place and JAX's
+    `lax.scan` runs in reverse itself. Other backends, and a length TensorFlow traces as unknown, use Keras'."""
+    steps = sequences[0].shape[0]
+    backend = keras.backend.backend()
+    if steps is not None and backend == "jax":
+        from jax import lax
+
+        def scan_step(carry, inputs):
+            output, new_states = step(inputs, list(carry))
+            return tuple(new_states), output
+
+        carry, outputs = lax.scan(scan_step, tuple(initial_states), tuple(sequences), reverse=reverse)
+        return outputs, list(carry)
+    if steps is not None and backend == "tensorflow":
+        import tensorflow as tf
+
+        def at(index):
+            return tuple(sequence[index] for sequence in sequences)
+
+        probe, _ = step(at(0), list(initial_states))  # the output's shape and type (dead code once traced)
+
+        def body(t, outputs, *states):
+            index = steps - 1 - t if reverse else t
+            output, new_states = step(at(index), list(states))
+            return (t + 1, outputs.write(index, output), *new_states)
+
+        written = tf.TensorArray(probe.dtype, size=steps, element_shape=probe.shape)
+        _, written, *states = tf.while_loop(
+            lambda t, *_: t < steps, body, (tf.constant(0), written, *initial_states), maximum_iterations=steps
+        )
+        return written.stack(), states
+    _, outputs, states = _time_loop(step, sequences, initial_states, reverse)
+    return (ops.flip(outputs, axis=0) if reverse else outputs), list(states)
+
+
 def _time_loop(step, sequences: tuple, initial_states: list, go_backwards: bool = False):
-    """Keras' time loop (`keras.src.backend.rnn`) over several time-major (T, B, ...) sequences; `step` gets a tuple of
-    their slices at one step, and the outputs are time-major too. With a static length each is a sequence of
-    its own (why: `lstm_sequence`); with a dynamic one (TensorFlow tracing `None` steps) Keras' loop takes no
-    nested inputs, so they are joined along the last axis and split again in the step."""
+    """Keras' time loop (`keras.src.backend.rnn`) over several time-major (T, B, ...) sequences; `step` gets a
+    tuple of their slices at one step, and the outputs are time-major too (last step first with go_backwards).
+    With a static length each is a sequence of its own (why: `lstm_sequence`); with a dynamic one (TensorFlow
+    tracing `None` steps) Keras' loop takes no nested inputs, so they are joined along the last axis and split
+    again in the step."""
     steps = sequences[0].shape[0]
     if steps is not None:
         return keras.src.backend.rnn(
