@@ -281,7 +281,7 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
             h = o * ops.tanh(c)
             return ops.concatenate([h, c, act], axis=-1), [h, c]
 
-        # Each step's h, c and gate activations (i, f, g, o), kept for the backward pass: (B, T, 6U).
+        # Each step's h, c and gate activations (i, f, g, o), kept for the backward pass: (T, B, 6U).
         saved, (_, c_last) = _scan(forward_step, (projected, keep) if kept else (projected,), [h0, c0])
         hs = saved[..., :units]
 
