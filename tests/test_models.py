@@ -220,6 +220,71 @@ def test_lstm_hand_written_backward_matches_keras_through_carried_states():
     assert_trains_alike(model(LSTM), model(keras.layers.LSTM), x, y)
 
 
+@pytest.mark.parametrize("restarts", [False, True])
+def test_lstm_sequence_gradients_match_autodiff_with_static_and_dynamic_length(restarts):
+    """`lstm_sequence`'s own backward pass (time-major; one loop sequence per saved quantity when the length is
+    static, joined along the last axis when TensorFlow traces an unknown length) against autodiff of a plain
+    LSTM loop, with and without restarts (`keep`)."""
+    from keras import ops
+
+    from llmtui.models.recurrent_layers import lstm_sequence
+
+    rng = np.random.default_rng(0)
+    steps, batch, units = 6, 3, 4
+    projected = rng.normal(size=(steps, batch, 4 * units)).astype("float32")
+    kernel = rng.normal(size=(units, 4 * units)).astype("float32") * 0.7
+    h0, c0 = (rng.normal(size=(batch, units)).astype("float32") for _ in range(2))
+    keep = (rng.random((steps, batch, 1)) > 0.3).astype("float32") if restarts else np.ones((steps, batch, 1), "f4")
+    w_h, w_c = rng.normal(size=(steps, batch, units)).astype("float32"), rng.normal(size=(batch, units)).astype("f4")
+
+    def ours(p, r, h, c, k):
+        hs, c_last = lstm_sequence(p, h, c, r, k if restarts else None)
+        return ops.sum(hs * w_h) + ops.sum(c_last * w_c)
+
+    def plain(p, r, h, c, k):
+        hs = []
+        for t in range(steps):
+            h, c = h * k[t], c * k[t]
+            i, f, g, o = ops.split(p[t] + ops.matmul(h, r), 4, axis=-1)
+            c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+            h = ops.sigmoid(o) * ops.tanh(c)
+            hs.append(h)
+        return ops.sum(ops.stack(hs) * w_h) + ops.sum(c * w_c)
+
+    inputs = (projected, kernel, h0, c0, keep)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        def gradients(fn, length):
+            @tf.function(
+                input_signature=[
+                    tf.TensorSpec((length, *x.shape[1:])) if x.ndim == 3 else tf.TensorSpec(x.shape) for x in inputs
+                ]
+            )
+            def run(*args):
+                with tf.GradientTape() as tape:
+                    tape.watch(args[:4])
+                    value = fn(*args)
+                return value, tape.gradient(value, args[:4])
+
+            value, grads = run(*inputs)
+            return [np.asarray(value)] + [np.asarray(g) for g in grads]
+
+        expected = gradients(plain, steps)
+        found = {"static": gradients(ours, steps), "dynamic": gradients(ours, None)}
+    else:
+        import jax
+
+        def gradients(fn):
+            value, grads = jax.value_and_grad(fn, argnums=(0, 1, 2, 3))(*inputs)
+            return [np.asarray(value)] + [np.asarray(g) for g in grads]
+
+        expected, found = gradients(plain), {"static": gradients(ours)}
+    for case, values in found.items():
+        for name, a, b in zip(["loss", "projected", "kernel", "h0", "c0"], values, expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f"{case} length: {name}")
+
+
 def test_cost_estimate_and_preflight():
     recipe = recipe_from_dict(
         {"model": {"arch": "gpt", "layers": 12, "dim": 768, "heads": 12, "context": 1024}, "train": {"batch_size": 8}}
