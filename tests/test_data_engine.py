@@ -254,7 +254,8 @@ def _record(words: list[str], **extra) -> str:
 def mixed_corpus(tmp_path_factory) -> dict:
     """Small text files (the planted corpus), a JSON Lines file of ~120 kB with bad lines in different ranges
     and near copies of its first records at its end, a text file of ~8.5 MB (three ranges of the 4 MB text
-    pieces), and a .jsonl.gz with copies of documents read before it (in reading order: a*, b, m, p, z*)."""
+    pieces), and a .jsonl.gz of ~60 kB (ranges of its decompressed bytes) with copies of documents read before
+    it (in reading order: a*, b, m, p, z*)."""
     import gzip
 
     folder = tmp_path_factory.mktemp("mixed") / "corpus"
@@ -276,8 +277,9 @@ def mixed_corpus(tmp_path_factory) -> dict:
         out.write(_record(records[3]))  # an exact copy of a record in another file
         out.write(_record(a_texts[0].split()))  # an exact copy (up to spaces) of a text file
         out.write(_record(_edited(rng, a_texts[1].split(), 1)))  # a near copy of one
-        for _ in range(5):
+        for _ in range(60):  # ~60 kB: ranges of its decompressed bytes
             out.write(_record(_words(rng, 150)))
+        out.write(_record(records[5]))  # an exact copy, in the file's last range
     return {"folder": folder, "copies": copies}
 
 
@@ -312,13 +314,14 @@ def test_workers_read_files_and_ranges_as_the_local_engine(tmp_path, dask_cluste
     ranges = [(Path(p.path).name, p.start) for t in tasks for p in t.parts if p.end is not None]
     assert [start for name, start in ranges if name == "m_big.txt"] == [0, 4 << 20, 8 << 20]
     assert len([name for name, _ in ranges if name == "b_records.jsonl"]) >= 5  # ~120 kB in 20 kB ranges
-    assert len(tasks) < 25  # the small files go together
-    assert local.documents_read == 40 + 3 + 4 + 3 + 1 + 117 + 3 + 8  # m_big.txt: 3 pieces of 4 MB
+    assert len([name for name, _ in ranges if name == "p_part.jsonl.gz"]) >= 3  # ~60 kB decompressed
+    assert len(tasks) < 30  # the small files go together
+    assert local.documents_read == 40 + 3 + 4 + 3 + 1 + 117 + 3 + 64  # m_big.txt: 3 pieces of 4 MB
     assert {s["path"].rsplit("/", 1)[-1] for s in local.skipped} == {"b_records.jsonl"}
     reasons = [s["reason"] for s in local.skipped]
     assert reasons[0].startswith("2 lines that are not valid JSON (first: line 30: ")
     assert reasons[1:] == ["1 records without a text at 'text' (first: line 50)"]
-    assert local.exact_duplicates == len(mixed_corpus["copies"]["exact"]) + 2
+    assert local.exact_duplicates == len(mixed_corpus["copies"]["exact"]) + 3
     assert local.near_duplicates >= len(mixed_corpus["copies"]["near"]) + 1 + 10 + 1
 
 
@@ -336,7 +339,7 @@ def test_workers_stop_at_the_limits_as_the_local_engine(tmp_path, dask_cluster, 
         {"path": str(folder)},
     ]
     local, _ = _same_as_local(tmp_path, data, dask_cluster, 0.02)
-    assert local.documents_read == (max_documents or 60 + 25 + 30 + 179)
+    assert local.documents_read == (max_documents or 60 + 25 + 30 + 235)
     assert local.per_source[str(folder / "b_records.jsonl")]["documents_read"] == (60 if max_documents == 85 else 90)
     assert local.per_source["builtin:python-docs"]["documents_read"] == 25
     assert len(local.skipped) == (0 if max_documents else 2)  # only a file read to its end reports problems

@@ -178,19 +178,20 @@ def test_byte_ranges_read_what_the_whole_file_gives(tmp_path, monkeypatch):
     text_file = tmp_path / "a.txt"
     text_file.write_text("".join(parts) + "é" * 1500 + "x" * 1200 + "\n\n\n\n" + "tail")  # a run with no break
 
-    def whole(path, fmt):
+    def whole(path, fmt, compression=None):
         problems: list[str] = []
         got = [
             (text, repaired)
-            for _, text, repaired in readers.read_file(path, fmt, None, "text", "auto", problems.append)
+            for _, text, repaired in readers.read_file(path, fmt, compression, "text", "auto", problems.append)
         ]
         return got, problems
 
-    def by_ranges(path, fmt, step):
-        size, got, merged, lines = path.stat().st_size, [], readers.RecordProblems(), 0
+    def by_ranges(path, fmt, step, compression=None):
+        size = readers.gzip_size(path) if compression else path.stat().st_size
+        got, merged, lines = [], readers.RecordProblems(), 0
         for start in range(0, size, step):
             problems = readers.RecordProblems()
-            got += readers.read_range(path, fmt, "text", "auto", start, start + step, problems)
+            got += readers.read_range(path, fmt, "text", "auto", start, start + step, problems, compression)
             merged.merge(problems, lines)
             lines += problems.lines
         return got, merged.reasons()
@@ -215,3 +216,11 @@ def test_byte_ranges_read_what_the_whole_file_gives(tmp_path, monkeypatch):
     assert problems and problems[0].startswith("2 lines that are not valid JSON (first: line 73: ")
     for step in (97, 1000, 7000):
         assert by_ranges(jsonl, "jsonl", step) == (expected, problems)
+
+    # gzip: ranges of the decompressed bytes (their size from the file's trailer) read the same documents
+    for path, fmt, step in ((text_file, "text", 3000), (jsonl, "jsonl", 1000)):
+        packed = tmp_path / f"{path.name}.gz"
+        packed.write_bytes(gzip.compress(path.read_bytes()))
+        assert readers.gzip_size(packed) == path.stat().st_size
+        assert whole(packed, fmt, "gzip") == whole(path, fmt)
+        assert by_ranges(packed, fmt, step, "gzip") == by_ranges(path, fmt, step)

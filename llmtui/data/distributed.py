@@ -7,8 +7,9 @@ as tasks without an actor layer, and the same code reaches a real cluster by the
 What runs where.
   1. This process (the client) lists the sources' files (`resolve_files`: names and sizes, nothing is read) and
      cuts them into read tasks (`read_tasks`) of about `data.engine_partition_mb`: a run of small files of one
-     source, or a byte range of a large uncompressed text or JSON Lines file (`readers.read_range`: whole
-     text pieces, or the lines that begin in the range); a compressed file is one task.
+     source, or a byte range of a large text or JSON Lines file, plain or gzipped (`readers.read_range`:
+     whole text pieces, or the lines that begin in the range; a gzip file's ranges are of its decompressed
+     bytes); a file of another compression is one task.
   2. A worker reads its task's files with the local readers (`readers.read_file` / `read_range`) and, in the
      same task, cleans, filters, hashes, MinHashes and chunks the documents (`DocumentWorker.process`, the
      code the local process pool runs). It keeps each kept document's dedup keys (`_dedup_keys`: hash, LSH
@@ -228,7 +229,7 @@ class DaskEngine:
 
     def read_tasks(self, reader: SourceReader) -> Iterator[Any]:
         """The read tasks of the sources, in reading order: runs of small files, or a byte range of a large
-        uncompressed text or JSON Lines file, read by a worker; documents of the sources only this process
+        text or JSON Lines file (plain or gzip), read by a worker; documents of the sources only this process
         can read (URLs, Hugging Face datasets, the builtin corpus), read here and sent. `_BARRIER`: let every
         earlier task be counted first (before reading here, so skips keep their order; and before every
         source when data.max_documents may stop the reading)."""
@@ -258,7 +259,16 @@ class DaskEngine:
                 step = self.partition_bytes
                 if fmt != "jsonl":
                     step = -(-step // readers.TEXT_PIECE_BYTES) * readers.TEXT_PIECE_BYTES
-                if not (visible and compression is None and fmt in readers.RANGE_FORMATS and size > step):
+                span = size  # the bytes that ranges cut
+                if compression == "gzip" and visible:
+                    # Ranges of the decompressed bytes. Each range decompresses from the file's start, so a big
+                    # file gets at most _GZIP_RANGES of them; one task of it all would hold the whole file's
+                    # documents in one worker (4 GB for a 96 MB JSON Lines file in bench_data_engine.py).
+                    span = readers.gzip_size(path)
+                    step = max(step, -(-span // (_GZIP_RANGES * step)) * step)
+                elif compression is not None:
+                    span = 0  # no size to cut by: one task
+                if not (visible and fmt in readers.RANGE_FORMATS and span > step):
                     if group and group_bytes + size > self.partition_bytes:
                         yield ReadTask(source.path, group, index)
                         group, group_bytes = [], 0
@@ -268,8 +278,8 @@ class DaskEngine:
                 if group:
                     yield ReadTask(source.path, group, index)
                     group, group_bytes = [], 0
-                for begin in range(0, size, step):
-                    last = begin + step >= size
+                for begin in range(0, span, step):
+                    last = begin + step >= span
                     ranged = replace(whole, start=begin, end=sys.maxsize if last else begin + step, last=last)
                     yield ReadTask(source.path, [ranged], index)
             if group:
@@ -524,7 +534,11 @@ def _read_part(part: FilePart, texts: list[tuple[str, bool]]) -> PartRead:
     record = readers.RecordProblems()
     failure = None
     try:
-        texts.extend(readers.read_range(path, part.fmt, part.text_field, part.encoding, part.start, part.end, record))
+        texts.extend(
+            readers.read_range(
+                path, part.fmt, part.text_field, part.encoding, part.start, part.end, record, part.compression
+            )
+        )
     except readers.FileProblem as exc:
         failure = str(exc)
     except OSError as exc:
@@ -653,6 +667,7 @@ class PartRead:
 
 
 _BARRIER = object()
+_GZIP_RANGES = 16  # the most ranges a gzip file is cut into (each decompresses the file up to its start)
 
 
 class _Accounts:

@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import lzma
+import os
 import sys
 import zlib
 from collections import Counter
@@ -481,17 +482,36 @@ def html_main_text(html: str, url: str | None = None) -> str:
 RANGE_FORMATS = ("text", "markdown", "jsonl")  # uncompressed files of these formats can be read in byte ranges
 
 
+def gzip_size(path: Path) -> int:
+    """The decompressed size a gzip file's trailer records (modulo 4 GiB, its last member's only), 0 when
+    unreadable: an estimate to cut ranges by, never a bound (the last range of a file reads to its end)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-4, os.SEEK_END)
+            return int.from_bytes(handle.read(4), "little")
+    except OSError:
+        return 0
+
+
 def read_range(
-    path: Path, fmt: str, text_field: str, encoding: str, start: int, end: int, problems: RecordProblems
+    path: Path,
+    fmt: str,
+    text_field: str,
+    encoding: str,
+    start: int,
+    end: int,
+    problems: RecordProblems,
+    compression: str | None = None,
 ) -> Iterator[tuple[str, bool]]:
-    """(text, repaired) of the documents whose bytes begin in `[start, end)` of an uncompressed file of a
-    `RANGE_FORMATS` format: exactly what `read_file` yields there, so a file read range by range, ranges in
-    order, gives the documents a whole read gives. JSON Lines: a line belongs to the range it begins in;
+    """(text, repaired) of the documents whose bytes begin in `[start, end)` of a file of a `RANGE_FORMATS`
+    format, uncompressed or gzip (offsets then in the decompressed bytes, reached by decompressing from the
+    start): exactly what `read_file` yields there, so a file read range by range, ranges in order, gives the
+    documents a whole read gives. JSON Lines: a line belongs to the range it begins in;
     `problems` gets the range's record problems numbered from its first line, and `problems.lines` the number
     of lines it holds. Text: `start` and `end` are multiples of `TEXT_PIECE_BYTES` (see `text_pieces`).
     A file-level problem raises FileProblem (or OSError), in the range where it lies; a problem of the file's
     head is reported by its first range only (later ranges yield nothing)."""
-    with open(path, "rb") as handle:
+    with open_binary(path, compression) as handle:
         if start:
             try:
                 _sniff(handle.read(SNIFF_BYTES))
