@@ -437,3 +437,26 @@ def test_web_sources_read_by_the_client_keep_their_place_in_reading_order(tmp_pa
     assert [local.per_source[page]["documents_read"] for page in pages] == [1, 1]
     assert local.exact_duplicates == len(copies["exact"])
     assert site.paths().count("/a.html") == 2  # each engine fetched it, the Dask one through its client
+
+
+def test_a_file_gone_since_it_was_listed_is_skipped_as_locally(tmp_path):
+    """A worker that cannot open a file this process cannot open either any more (deleted after the listing) is
+    not a shared-filesystem problem: the file is skipped with the reason the local reader gives."""
+    from llmtui.data import readers
+    from llmtui.data.distributed import FilePart, PartRead, ReadTask, _Accounts
+    from llmtui.data.prepare import _Counts
+    from llmtui.data.sources import SourceReader
+
+    gone = tmp_path / "gone.txt"
+    config = recipe_from_dict({"data": _data(tmp_path)}).data
+    reader = SourceReader(config, tmp_path)
+    local_reasons: list[str] = []
+    list(readers.read_file(gone, "text", None, "text", "auto", local_reasons.append))
+    for part in (
+        FilePart(str(gone), "text", None, "text", "auto"),
+        FilePart(str(gone), "text", None, "text", "auto", 0, 99),
+    ):
+        task = ReadTask(str(tmp_path), [part], 0)
+        worker_saw = PartRead(unreadable=("tcp://127.0.0.1:1", "not found"))
+        assert _Accounts(reader, _Counts()).count(task, [worker_saw], np.zeros(0)) == 0
+    assert [skip.reason for skip in reader.skips] == local_reasons * 2 == ["not found", "not found"]

@@ -546,6 +546,27 @@ def _read_part(part: FilePart, texts: list[tuple[str, bool]]) -> PartRead:
     return PartRead(problems=[failure] if failure else [], record=record, ended=failure is not None)
 
 
+def _skip_or_fail(source: str, part: FilePart, unreadable: tuple[str, str]) -> PartRead:
+    """A worker could not open a file this process listed. If this process cannot open it now either (deleted
+    since), the file is skipped with the reason the local reader gives; else the workers do not see this
+    process's files, which the engine needs."""
+    try:
+        with open(part.path, "rb"):
+            pass
+    except OSError as exc:
+        ranged = part.end is not None
+        return PartRead(
+            problems=[readers._os_reason(exc)], record=readers.RecordProblems() if ranged else None, ended=ranged
+        )
+    worker, reason = unreadable
+    raise DataError(
+        f"data source {source!r}: the Dask worker {worker} cannot open {part.path} ({reason}), "
+        "which this process can read",
+        hint="with data.engine = 'dask' the workers read the files themselves: every file must be at "
+        "the same path on every worker (a shared filesystem)",
+    )
+
+
 def _pick(value: tuple, index: int) -> Any:
     return value[index]
 
@@ -700,14 +721,8 @@ class _Accounts:
                     self.files[path] = (readers.RecordProblems(), 0, False)
                 if self.files[path][2]:
                     break  # an earlier range of this file ended it
-            if info.unreadable:
-                worker, reason = info.unreadable
-                raise DataError(
-                    f"data source {source!r}: the Dask worker {worker} cannot open {path} ({reason}), "
-                    "which this process can read",
-                    hint="with data.engine = 'dask' the workers read the files themselves: every file must be at "
-                    "the same path on every worker (a shared filesystem)",
-                )
+            if info.unreadable and part is not None:
+                info = _skip_or_fail(source, part, info.unreadable)
             room = min(
                 (
                     n
