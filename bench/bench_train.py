@@ -174,16 +174,15 @@ def llmtui_command(recipe: Path, *extra: str) -> list[str]:
 
 
 # One side, one round --------------------------------------------------------------------------------
-def run_nanogpt(copy: Path, python: str, s: dict, iters: int, out: Path) -> list[float]:
-    command = [
+def nanogpt_command(python: str, s: dict, iters: int, out: Path, *logging: str) -> list[str]:
+    """nanoGPT's own `train.py` on the CPU at shape `s` for `iters` iterations; `logging`: its eval/log options."""
+    return [
         python,
         "train.py",
         "config/train_shakespeare_char.py",
         "--device=cpu",
         "--compile=False",
-        "--eval_iters=1",
-        "--eval_interval=100000",
-        "--log_interval=1",
+        *logging,
         f"--block_size={s['context']}",
         f"--batch_size={s['batch']}",
         f"--n_layer={s['layers']}",
@@ -195,6 +194,10 @@ def run_nanogpt(copy: Path, python: str, s: dict, iters: int, out: Path) -> list
         f"--out_dir={out}",
         "--always_save_checkpoint=False",
     ]
+
+
+def run_nanogpt(copy: Path, python: str, s: dict, iters: int, out: Path) -> list[float]:
+    command = nanogpt_command(python, s, iters, out, "--eval_iters=1", "--eval_interval=100000", "--log_interval=1")
     log = subprocess.run(
         command,
         cwd=copy,
@@ -284,25 +287,7 @@ def quality(recipe: Path, iters: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="llmtui-quality-") as tmp:
         work = Path(tmp)
         copy = prepare_nanogpt(work, python)
-        command = [
-            python,
-            "train.py",
-            "config/train_shakespeare_char.py",
-            "--device=cpu",
-            "--compile=False",
-            "--eval_iters=200",
-            "--log_interval=100",
-            f"--block_size={s['context']}",
-            f"--batch_size={s['batch']}",
-            f"--n_layer={s['layers']}",
-            f"--n_head={s['heads']}",
-            f"--n_embd={s['dim']}",
-            f"--max_iters={iters}",
-            f"--lr_decay_iters={iters}",
-            "--dropout=0.0",
-            f"--out_dir={work / 'ngout'}",
-            "--always_save_checkpoint=False",
-        ]
+        command = nanogpt_command(python, s, iters, work / "ngout", "--eval_iters=200", "--log_interval=100")
         load_nanogpt = load()
         started = time.time()
         log = subprocess.run(
