@@ -19,7 +19,7 @@ before), and XLA's GEMM options (`VARIANTS` below).
 
 Usage, on a GPU machine with JAX:
     KERAS_BACKEND=jax python bench/bench_gpu.py [--arch gpt|llama] [--batches 16,32] [--float16-batch 16] [--windows 4]
-        [--out FILE] [--profile-dir DIR] [--loss engine|keras]
+        [--out FILE] [--profile-dir DIR] [--loss engine|keras] [--no-bias]
     KERAS_BACKEND=jax python bench/bench_gpu.py --variants engine,keras-loss,no-triton-gemm [--batches 16]
     KERAS_BACKEND=jax python bench/bench_gpu.py --smoke     # a tiny model on the CPU: checks the script only
 Results are written after each batch size, so a run cut short still leaves what it measured.
@@ -54,6 +54,10 @@ VARIANTS = {
     "llama": ("engine", "", ["--arch", "llama"]),
     "log-every-50": ("engine", "", ["--log-every", "50", "--windows", "2"]),
     "batch-32": ("engine", "", ["--batches", "32"]),
+    # GPT-2 small as nanoGPT trains it (its train.py default bias = False): no bias gradients, no LayerNorm offsets.
+    "no-bias": ("engine", "", ["--no-bias"]),
+    "cudnn-layer-norm": ("engine", "--xla_gpu_enable_cudnn_layer_norm=true", []),
+    "no-bias-cudnn-layer-norm": ("engine", "--xla_gpu_enable_cudnn_layer_norm=true", ["--no-bias"]),
 }
 
 
@@ -154,6 +158,7 @@ def measure(
                 "heads": cfg["heads"],
                 "dim": cfg["dim"],
                 "kv_heads": cfg.get("kv_heads", 0),
+                "bias": cfg.get("bias", True),
                 "context": cfg["context"],
                 "dropout": 0.0,
             },
@@ -260,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="also train this batch size in mixed_float16 (loss scaling) to check it on the GPU",
     )
+    parser.add_argument(
+        "--no-bias", action="store_true", help="gpt without biases or LayerNorm offsets (model.bias = false)"
+    )
     parser.add_argument("--windows", type=int, default=4, help="timed logging windows per batch size")
     parser.add_argument("--log-every", type=int, default=10, help="steps per logging window")
     parser.add_argument("--profile-dir", type=Path, help="write a JAX profiler trace of the first batch size here")
@@ -293,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = dict(SMOKE if args.smoke else GPT2_SMALL)
     if args.arch == "llama":  # the same size as a Llama-style decoder: RoPE, RMSNorm, SwiGLU, 4 key/value heads
         cfg.update(arch="llama", kv_heads=2 if args.smoke else 4)
+    cfg["bias"] = not args.no_bias
     device = jax.devices()[0]
     peak, peak_source = peak_flops(recipe_from_dict({}).train, device.device_kind)
     ceiling = matmul_rate(512 if args.smoke else 8192, 5 if args.smoke else 30)

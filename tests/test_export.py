@@ -252,3 +252,37 @@ def test_safe_mode_scan_finds_lambdas():
     unsafe, ours = scan_config(config)
     assert "Lambda layer shift" in unsafe and any("lambda" in part for part in unsafe[1:])
     assert ours == ["llmtui>DecoderBlock"]
+
+
+def test_gpt_without_biases_exports_zeros_where_gpt2_has_biases(tmp_path):
+    """`model.bias = false` (nanoGPT's default): GPT-2's formats always hold biases and LayerNorm offsets,
+    so the export writes zeros there, and Transformers and keras-hub compute our logits from them."""
+    import json
+
+    import keras
+
+    from llmtui.config import recipe_from_dict
+    from llmtui.export.hf import cross_framework_atol, hf_config, hf_state_dict, transformers_logits, write_safetensors
+    from llmtui.export.preset import backbone_logits, gpt2_backbone
+    from llmtui.models import build_model
+    from llmtui.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer(recipe_from_dict({"tokenizer": {"kind": "char"}}).tokenizer, iter(["a bias-free gpt"]))
+    config = ModelConfig(arch="gpt", layers=2, dim=32, heads=4, context=16, bias=False)
+    model = build_model(config, vocab_size=tokenizer.vocab_size, seed=3)
+    assert not [v.path for v in model.weights if v.path.endswith(("bias", "beta"))]
+    for variable in model.weights:
+        if variable.path.endswith("gamma"):
+            variable.assign(keras.random.normal(variable.shape, seed=1) * 0.1 + variable)
+    ids = np.random.default_rng(0).integers(0, tokenizer.vocab_size, size=(2, 16)).astype("int32")
+    ours = np.asarray(model(ids))
+
+    weights = hf_state_dict(model, config)
+    offsets = [name for name in weights if name.endswith(".bias")]
+    assert len(offsets) == 2 * 6 + 1 and all(not weights[name].any() for name in offsets)
+    (tmp_path / "config.json").write_text(json.dumps(hf_config(model, config, tokenizer)))
+    write_safetensors(weights, tmp_path / "model.safetensors")
+    theirs = transformers_logits(tmp_path, ids)
+    if theirs is not None:  # torch and transformers are test dependencies; None only without them
+        np.testing.assert_allclose(theirs, ours, atol=cross_framework_atol(ours, 1e-5))
+    np.testing.assert_allclose(backbone_logits(gpt2_backbone(model, config), ids), ours, atol=1e-5)

@@ -40,6 +40,7 @@ def test_every_architecture_in_the_recipe_has_a_builder():
         ("gpt", {}),
         ("gpt", {"tie_embeddings": False, "mlp_ratio": 2.0}),
         ("gpt", {"embedding": "onehot"}),
+        ("gpt", {"bias": False}),
         ("llama", {}),
         ("llama", {"kv_heads": 1, "tie_embeddings": False}),
         ("llama", {"mlp_ratio": 3.0}),

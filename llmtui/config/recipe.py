@@ -407,6 +407,12 @@ class ModelConfig(Section):
         "(false: a size mismatch is an error).",
     )
     tie_embeddings: bool = Field(True, description="Share the input embedding with the output projection.")
+    bias: bool = Field(
+        True,
+        description="gpt: biases in the projections and LayerNorms, as GPT-2 has them; false = none, as "
+        "nanoGPT trains by default (fewer kernels per step; exports write zeros where the GPT-2 format has "
+        "biases). llama never has them; ignored by the recurrent models (see output_bias).",
+    )
     recurrent_init: Literal["auto", "keras", "uniform"] = Field(
         "auto",
         description="rnn, lstm, gru: keras = Glorot input kernels, orthogonal recurrent kernels, unit "

@@ -44,6 +44,16 @@ class ExportResult:
     max_logit_diff: float | None = None  # against the run's model on sample ids, after loading the export back
 
 
+def weight_or_zeros(layer, name: str, size: int):
+    """A layer's bias (Dense) or offset (LayerNorm `beta`) as a NumPy array, or float32 zeros when the model
+    has none (`model.bias = false`): GPT-2's formats always hold them, and zeros compute the same."""
+    import keras
+    import numpy as np
+
+    value = getattr(layer, name)
+    return np.zeros(size, "float32") if value is None else keras.ops.convert_to_numpy(value)
+
+
 def check_output_dir(out: Path, protected: list[Path], force: bool) -> None:
     """Refuse an output folder that holds something (unless `force`), or that is or holds a `protected` path
     (the run folder's own files: replacing the folder would delete them)."""

@@ -19,7 +19,7 @@ import json
 import shutil
 from pathlib import Path
 
-from llmtui.export.common import LOGITS_ATOL, ExportError, ExportResult, max_difference
+from llmtui.export.common import LOGITS_ATOL, ExportError, ExportResult, max_difference, weight_or_zeros
 
 HF_ARCHS = {"gpt": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
 WEIGHTS_FILE = "model.safetensors"
@@ -86,16 +86,19 @@ def hf_state_dict(model, model_config) -> dict:
             # GPT-2's Conv1D keeps (in, out) like a Keras Dense kernel, and c_attn's columns are query, key,
             # value, each head after head: exactly our fused qkv.
             for ours, theirs in ((block.attention_norm, "ln_1"), (block.mlp_norm, "ln_2")):
-                weights[p + theirs + ".weight"], weights[p + theirs + ".bias"] = _np(ours.gamma), _np(ours.beta)
+                weights[p + theirs + ".weight"] = _np(ours.gamma)
+                weights[p + theirs + ".bias"] = _np(weight_or_zeros(ours, "beta", ours.gamma.shape[0]))
             for ours, theirs in (
                 (block.attention.qkv, "attn.c_attn"),
                 (block.attention.out, "attn.c_proj"),
                 (block.mlp_in, "mlp.c_fc"),
                 (block.mlp_out, "mlp.c_proj"),
             ):
-                weights[p + theirs + ".weight"], weights[p + theirs + ".bias"] = _np(ours.kernel), _np(ours.bias)
+                weights[p + theirs + ".weight"] = _np(ours.kernel)
+                weights[p + theirs + ".bias"] = _np(weight_or_zeros(ours, "bias", ours.kernel.shape[1]))
         final = model.get_layer("final_norm")
-        weights["transformer.ln_f.weight"], weights["transformer.ln_f.bias"] = _np(final.gamma), _np(final.beta)
+        weights["transformer.ln_f.weight"] = _np(final.gamma)
+        weights["transformer.ln_f.bias"] = _np(weight_or_zeros(final, "beta", final.gamma.shape[0]))
     else:
         weights["model.embed_tokens.weight"] = table
         for i, block in enumerate(blocks):

@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from llmtui.export.common import LOGITS_ATOL, ExportError, ExportResult, max_difference
+from llmtui.export.common import LOGITS_ATOL, ExportError, ExportResult, max_difference, weight_or_zeros
 
 PRESET_ARCHS = ("gpt", "llama")
 HF_TOKENIZER = Path("hf_tokenizer") / "tokenizer.json"
@@ -102,12 +102,12 @@ def _copy_attention(ours, theirs, where: str) -> None:
     _assign(value.kernel, _split_heads(kernel[:, k_end:], kv_heads, head_dim), f"{where} value")
     out_kernel = _np(ours.out.kernel)  # (H * D, C)
     _assign(output.kernel, out_kernel.reshape(heads, head_dim, out_kernel.shape[-1]), f"{where} output")
-    if ours.use_bias:
-        bias = _np(ours.qkv.bias)
+    if query.bias is not None:  # keras-hub's GPT-2 has biases; zeros where ours has none (`model.bias = false`)
+        bias = weight_or_zeros(ours.qkv, "bias", kernel.shape[1])
         _assign(query.bias, bias[:q_end].reshape(heads, head_dim), f"{where} query bias")
         _assign(key.bias, bias[q_end:k_end].reshape(kv_heads, head_dim), f"{where} key bias")
         _assign(value.bias, bias[k_end:].reshape(kv_heads, head_dim), f"{where} value bias")
-        _assign(output.bias, _np(ours.out.bias), f"{where} output bias")
+        _assign(output.bias, weight_or_zeros(ours.out, "bias", out_kernel.shape[-1]), f"{where} output bias")
 
 
 def _copy_embedding(ours, theirs, tied: bool) -> None:
@@ -160,16 +160,19 @@ def gpt2_backbone(model, model_config):
             (ours.mlp_norm, theirs._feedforward_layer_norm),
         ):
             _assign(their_norm.gamma, _np(our_norm.gamma), f"{where} {our_norm.name} scale")
-            _assign(their_norm.beta, _np(our_norm.beta), f"{where} {our_norm.name} offset")
+            offset = weight_or_zeros(our_norm, "beta", model_config.dim)
+            _assign(their_norm.beta, offset, f"{where} {our_norm.name} offset")
         for our_dense, their_dense in (
             (ours.mlp_in, theirs._feedforward_intermediate_dense),
             (ours.mlp_out, theirs._feedforward_output_dense),
         ):
             _assign(their_dense.kernel, _np(our_dense.kernel), f"{where} {our_dense.name}")
-            _assign(their_dense.bias, _np(our_dense.bias), f"{where} {our_dense.name} bias")
+            _assign(
+                their_dense.bias, weight_or_zeros(our_dense, "bias", our_dense.units), f"{where} {our_dense.name} bias"
+            )
     final = model.get_layer("final_norm")
     _assign(backbone.layer_norm.gamma, _np(final.gamma), "final_norm scale")
-    _assign(backbone.layer_norm.beta, _np(final.beta), "final_norm offset")
+    _assign(backbone.layer_norm.beta, weight_or_zeros(final, "beta", model_config.dim), "final_norm offset")
     return backbone
 
 

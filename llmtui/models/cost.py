@@ -45,10 +45,11 @@ def count_model_parameters(config: ModelConfig, vocab_size: int) -> tuple[int, i
     head = 0 if config.tie_embeddings else vocab_size * d
     if config.arch == "gpt":
         mlp = int(d * config.mlp_ratio)
-        attention = d * 3 * d + 3 * d + d * d + d
-        block = attention + (d * mlp + mlp) + (mlp * d + d) + 4 * d  # two LayerNorms
+        bias = 1 if config.bias else 0
+        attention = d * 3 * d + d * d + bias * 4 * d
+        block = attention + d * mlp + mlp * d + bias * (mlp + d) + (2 + 2 * bias) * d  # two LayerNorms
         positions = config.context * d
-        body = layers * block + 2 * d  # final LayerNorm
+        body = layers * block + (1 + bias) * d  # final LayerNorm
         return embedding + positions + body + head, embedding + positions
     if config.arch == "llama":
         head_dim = d // config.heads
@@ -81,20 +82,27 @@ def weight_shapes(config: ModelConfig, vocab_size: int) -> dict[str, tuple[int, 
             shapes.update(
                 {
                     b + "attention_norm/gamma": (d,),
-                    b + "attention_norm/beta": (d,),
                     b + "attention/qkv/kernel": (d, 3 * d),
-                    b + "attention/qkv/bias": (3 * d,),
                     b + "attention/out/kernel": (d, d),
-                    b + "attention/out/bias": (d,),
                     b + "mlp_norm/gamma": (d,),
-                    b + "mlp_norm/beta": (d,),
                     b + "mlp_in/kernel": (d, mlp),
-                    b + "mlp_in/bias": (mlp,),
                     b + "mlp_out/kernel": (mlp, d),
-                    b + "mlp_out/bias": (d,),
                 }
             )
-        shapes.update({"final_norm/gamma": (d,), "final_norm/beta": (d,)})
+            if config.bias:
+                shapes.update(
+                    {
+                        b + "attention_norm/beta": (d,),
+                        b + "attention/qkv/bias": (3 * d,),
+                        b + "attention/out/bias": (d,),
+                        b + "mlp_norm/beta": (d,),
+                        b + "mlp_in/bias": (mlp,),
+                        b + "mlp_out/bias": (d,),
+                    }
+                )
+        shapes["final_norm/gamma"] = (d,)
+        if config.bias:
+            shapes["final_norm/beta"] = (d,)
     elif config.arch == "llama":
         head_dim, kv = d // config.heads, config.kv_heads or config.heads
         mlp = _swiglu_width(d, mlp_ratio)

@@ -1,4 +1,5 @@
-"""GPT-2 style decoder: learned positions, pre-LayerNorm blocks, GELU MLP, biases, tied output embedding."""
+"""GPT-2 style decoder: learned positions, pre-LayerNorm blocks, GELU MLP, biases (or none: `model.bias`), tied
+output embedding."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def build_gpt(config: ModelConfig, vocab_size: int, seed: int, norm_epsilon: flo
             mlp_dim=int(config.dim * config.mlp_ratio),
             norm="layer",
             mlp="gelu",
-            use_bias=True,
+            use_bias=config.bias,
             dropout=config.dropout,
             attention_dropout=config.attention_dropout,
             norm_epsilon=norm_epsilon,
@@ -38,6 +39,6 @@ def build_gpt(config: ModelConfig, vocab_size: int, seed: int, norm_epsilon: flo
             output_stddev=0.02 / math.sqrt(2 * config.layers),
             name=f"block_{i}",
         )(x)
-    x = keras.layers.LayerNormalization(epsilon=norm_epsilon, name="final_norm")(x)
+    x = keras.layers.LayerNormalization(epsilon=norm_epsilon, center=config.bias, name="final_norm")(x)
     logits = output_logits(x, embedding, config, vocab_size, seed)  # (B, T, V)
     return keras.Model(ids, logits, name="gpt")

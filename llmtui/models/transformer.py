@@ -172,7 +172,7 @@ class DecoderBlock(keras.layers.Layer):
         mlp_dim: hidden width of the MLP.
         norm: "layer" (LayerNorm) or "rms" (RMSNorm).
         mlp: "gelu" (two projections) or "swiglu" (gated, three projections).
-        use_bias: biases in every projection.
+        use_bias: biases in every projection and LayerNorm offsets (RMSNorm has none).
         dropout: residual dropout after attention and after the MLP.
         init_seed: seed of the block's initializers.
         output_stddev: initializer scale of the projections that write into the residual stream.
@@ -205,7 +205,9 @@ class DecoderBlock(keras.layers.Layer):
     def _make_norm(self, name: str):
         if self.norm == "rms":
             return keras.layers.RMSNormalization(epsilon=self.norm_epsilon, dtype=self.dtype_policy, name=name)
-        return keras.layers.LayerNormalization(epsilon=self.norm_epsilon, dtype=self.dtype_policy, name=name)
+        return keras.layers.LayerNormalization(
+            epsilon=self.norm_epsilon, center=self.use_bias, dtype=self.dtype_policy, name=name
+        )
 
     def build(self, input_shape):
         dim = input_shape[-1]
