@@ -64,6 +64,8 @@ VARIANTS = {
     "matched": {},
     "decay_embeddings": {"train": {"decay_embeddings": True}},
     "beta2_0.95": {"train": {"beta2": 0.95}},
+    # GPT-2's biases and LayerNorm offsets, which nanoGPT's baby config leaves out (the recipe's `bias = false`)
+    "gpt2_biases": {"model": {"bias": True}},
 }
 
 

@@ -2,7 +2,8 @@
 
 GPT: nanoGPT's own `train.py` (../shared/yardsticks/nanogpt, run from a temporary copy, never copied into
 the project) against `llmtui run`, on the "baby GPT" (4 layers, 4 heads, 128 wide, context 64, batch 12,
-AdamW, no dropout) over the characters of tinyshakespeare, split at 90% as nanoGPT splits it.
+AdamW, no dropout, no biases: nanoGPT's `train.py` default) over the characters of tinyshakespeare, split at
+90% as nanoGPT splits it.
 LSTM: a 2-layer, 256-wide `torch.nn.LSTM` language model (this file's `--torch-lstm` mode, same batch, context,
 AdamW, clip and embedding tie) against `llmtui run` with `model.arch = "lstm"`.
 
@@ -154,6 +155,7 @@ heads = {s["heads"] if arch == "gpt" else 1}
 dim = {s["dim"] if arch == "gpt" else 256}
 context = {s["context"]}
 dropout = 0.0
+bias = {"false" if arch == "gpt" else "true"}
 [train]
 batch_size = {s["batch"]}
 steps = {iters}

@@ -52,6 +52,8 @@ def device_time(folder: Path, steps: int) -> tuple[dict[str, float], dict[str, i
     processes = [e for e in events if e.get("ph") == "M" and e.get("name") == "process_name"]
     devices = {e["pid"] for e in processes if "GPU" in e["args"]["name"]}
     kernels = [e for e in events if e.get("ph") == "X" and e["pid"] in devices and not e["name"].startswith("Memcpy")]
+    if not kernels:
+        raise SystemExit(f"no GPU kernels in {trace_file}: the trace was taken on a machine without a GPU")
     total: collections.Counter[str] = collections.Counter()
     count: collections.Counter[str] = collections.Counter()
     for event in kernels:

@@ -87,6 +87,9 @@ def test_the_nanogpt_reference_is_the_benchmarked_recipe_with_its_figures():
     assert sorted(NANOGPT_BABY.peer_val_losses) == pytest.approx(nanogpt, abs=5e-5)
     # One setting, the architecture or the split different: not the benchmarked configuration.
     assert reference_for(recipe_from_dict(recipe_dict("gpt", 2000, 1, "beta2_0.95")), meta) is None
+    assert reference_for(recipe_from_dict(recipe_dict("gpt", 2000, 1, "gpt2_biases")), meta) is None
+    # model.bias is a gpt setting: a llama rung is the benchmarked llama whatever it says
+    assert reference_for(recipe_from_dict(recipe_dict("llama", 2000, 1, "gpt2_biases")), meta) is NANOGPT_BABY
     assert reference_for(recipe_from_dict(recipe_dict("gpt", 1000, 1, "matched")), meta) is None
     assert (
         reference_for(

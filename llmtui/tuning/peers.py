@@ -26,12 +26,14 @@ class PeerReference:
     peer_val_losses: tuple[float, ...]  # one per seed, nats per token
     llmtui_val_losses: dict[str, tuple[float, ...]] = field(default_factory=dict)  # arch -> one per seed
     command: str = ""
+    # arch -> more settings a rung of that arch must have (a setting other architectures ignore)
+    arch_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def matches(self, recipe, tokens: TokenMeta) -> bool:
         """Whether `recipe` (a rung's) with its split's token meta (tokens.json) is this configuration."""
         if recipe.model.arch not in self.archs:
             return False
-        for dotted, wanted in self.settings.items():
+        for dotted, wanted in {**self.settings, **self.arch_settings.get(recipe.model.arch, {})}.items():
             section, key = dotted.split(".")
             value = getattr(getattr(recipe, section), key)
             if isinstance(wanted, float) or isinstance(value, float):
@@ -100,8 +102,9 @@ NANOGPT_BABY = PeerReference(
     },
     tokens={"train": 1002959, "val": 112399},
     peer_val_losses=(1.9216, 1.8972, 1.8985),  # seeds 1337, 1338, 1339
-    llmtui_val_losses={"gpt": (1.8993, 1.9063, 1.8972), "llama": (1.6793, 1.6882, 1.6928)},  # run.seed 1, 2, 3
+    llmtui_val_losses={"gpt": (1.9152, 1.9141, 1.9135), "llama": (1.6793, 1.6882, 1.6928)},  # run.seed 1, 2, 3
     command="python bench/bench_quality_gpt.py --seeds 1,2,3",
+    arch_settings={"gpt": {"model.bias": False}},  # nanoGPT's default; llama never has biases
 )
 
 REFERENCES: tuple[PeerReference, ...] = (NANOGPT_BABY,)
