@@ -7,12 +7,13 @@ the same minutes of the machine:
     `SparseCategoricalCrossentropy`, `jit_compile=True`, `train_on_batch`;
   - ours_plainopt: llmtui's model (`build_model`) with that same plain optimizer and loss;
   - ours: llmtui's model, optimizer and loss as `llmtui run` compiles them (`compile_model`: clip, gradient
-    norm, schedule, weight-decay exclusions), stepped by `TrainStep`.
+    norm, schedule, weight-decay exclusions), stepped by `TrainStep`;
+  - ours_no_bias: the same without biases and LayerNorm offsets (`model.bias = false`, nanoGPT's default).
 Figures: each variant's median ms/step and the median over rounds of its ratio to the first.
 `--threads 1 --cpu-time` runs TensorFlow on one thread and counts process CPU time instead of wall time: a
 figure that other processes on the machine barely move (wall-clock ratios on a loaded 2-core machine do).
 
-Usage: python bench/bench_step.py [--variants plain,ours_plainopt,ours] [--rounds 6] [--window 40]
+Usage: python bench/bench_step.py [--variants plain,ours_plainopt,ours,ours_no_bias] [--rounds 6] [--window 40]
        [--threads 1 --cpu-time]      Writes bench/results/step.json.
 """
 
@@ -101,8 +102,9 @@ def main() -> None:
             model = build_model(recipe.model, vocab, seed=1)
             plain_compile(model)
             steps[name] = model.train_on_batch
-        elif name == "ours":
-            model = build_model(recipe.model, vocab, seed=1)
+        elif name in ("ours", "ours_no_bias"):
+            config = recipe.model.model_copy(update={"bias": name == "ours"})
+            model = build_model(config, vocab, seed=1)
             compile_model(model, recipe.train)
             steps[name] = TrainStep(model)
         else:
