@@ -8,7 +8,8 @@ the same minutes of the machine:
   - ours_plainopt: llmtui's model (`build_model`) with that same plain optimizer and loss;
   - ours: llmtui's model, optimizer and loss as `llmtui run` compiles them (`compile_model`: clip, gradient
     norm, schedule, weight-decay exclusions), stepped by `TrainStep`;
-  - ours_no_bias: the same without biases and LayerNorm offsets (`model.bias = false`, nanoGPT's default).
+  - ours_no_bias: the same without biases and LayerNorm offsets (`model.bias = false`, nanoGPT's default);
+  - ours_keras_loss: ours with Keras' sparse cross-entropy instead of the engine's `next_token_nll`.
 Figures: each variant's median ms/step and the median over rounds of its ratio to the first.
 `--threads 1 --cpu-time` runs TensorFlow on one thread and counts process CPU time instead of wall time: a
 figure that other processes on the machine barely move (wall-clock ratios on a loaded 2-core machine do).
@@ -102,10 +103,11 @@ def main() -> None:
             model = build_model(recipe.model, vocab, seed=1)
             plain_compile(model)
             steps[name] = model.train_on_batch
-        elif name in ("ours", "ours_no_bias"):
-            config = recipe.model.model_copy(update={"bias": name == "ours"})
+        elif name in ("ours", "ours_no_bias", "ours_keras_loss"):
+            config = recipe.model.model_copy(update={"bias": name != "ours_no_bias"})
             model = build_model(config, vocab, seed=1)
-            compile_model(model, recipe.train)
+            keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            compile_model(model, recipe.train, keras_loss if name == "ours_keras_loss" else None)
             steps[name] = TrainStep(model)
         else:
             raise SystemExit(f"unknown variant {name}")
