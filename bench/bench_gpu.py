@@ -20,7 +20,7 @@ before), and XLA's GEMM options (`VARIANTS` below).
 Usage, on a GPU machine with JAX:
     KERAS_BACKEND=jax python bench/bench_gpu.py [--arch gpt|llama] [--batches 16,32] [--float16-batch 16] [--windows 4]
         [--out FILE] [--profile-dir DIR] [--loss engine|keras] [--no-bias]
-        [--pallas-layer-norm]
+        [--pallas-layer-norm] [--pallas-loss]     (fused kernels: bench/gpu_kernels.py)
     KERAS_BACKEND=jax python bench/bench_gpu.py --variants engine,keras-loss,no-triton-gemm [--batches 16]
     KERAS_BACKEND=jax python bench/bench_gpu.py --smoke     # a tiny model on the CPU: checks the script only
 Results are written after each batch size, so a run cut short still leaves what it measured.
@@ -61,30 +61,9 @@ VARIANTS = {
     "no-bias-cudnn-layer-norm": ("engine", "--xla_gpu_enable_cudnn_layer_norm=true", ["--no-bias"]),
     "pallas-layer-norm": ("engine", "", ["--pallas-layer-norm"]),
     "no-bias-pallas-layer-norm": ("engine", "", ["--no-bias", "--pallas-layer-norm"]),
+    "no-bias-pallas-loss": ("engine", "", ["--no-bias", "--pallas-loss"]),
+    "no-bias-pallas-both": ("engine", "", ["--no-bias", "--pallas-layer-norm", "--pallas-loss"]),
 }
-
-
-def use_pallas_layer_norm() -> None:
-    """Every Keras LayerNormalization in this process through JAX's own fused Pallas (Triton) kernels,
-    forward and backward (`jax.experimental.pallas.ops.gpu.layer_norm`): a measurement of what fused
-    LayerNorm kernels would save, not an engine path. On a CPU the kernels run in Pallas' interpreter
-    (`--smoke` checks the wiring)."""
-    import jax
-    import keras
-    from jax.experimental.pallas.ops.gpu.layer_norm import layer_norm
-
-    interpret = jax.devices()[0].platform != "gpu"
-
-    def call(self, inputs):
-        x = keras.ops.convert_to_tensor(inputs)
-        gamma = keras.ops.convert_to_tensor(self.gamma)
-        beta = keras.ops.zeros_like(gamma) if self.beta is None else keras.ops.convert_to_tensor(self.beta)
-        rows = x.reshape(-1, x.shape[-2], x.shape[-1])  # the kernel takes (batch, time, features)
-        # layer_norm(x, weight, bias, num_warps, num_stages, eps, backward_pass_impl, interpret)
-        out = layer_norm(rows, gamma, beta, None, 3, self.epsilon, "triton", interpret)
-        return keras.ops.cast(out.reshape(x.shape), self.compute_dtype)
-
-    keras.layers.LayerNormalization.call = call
 
 
 def keras_loss_task(inputs, context: int, config):
@@ -297,6 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pallas-layer-norm", action="store_true", help="LayerNorm through JAX's fused Pallas kernels (a measurement)"
     )
+    parser.add_argument(
+        "--pallas-loss", action="store_true", help="the next-token loss through fused Pallas kernels (a measurement)"
+    )
     parser.add_argument("--windows", type=int, default=4, help="timed logging windows per batch size")
     parser.add_argument("--log-every", type=int, default=10, help="steps per logging window")
     parser.add_argument("--profile-dir", type=Path, help="write a JAX profiler trace of the first batch size here")
@@ -331,9 +313,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.arch == "llama":  # the same size as a Llama-style decoder: RoPE, RMSNorm, SwiGLU, 4 key/value heads
         cfg.update(arch="llama", kv_heads=2 if args.smoke else 4)
     cfg["bias"] = not args.no_bias
-    if args.pallas_layer_norm:
-        use_pallas_layer_norm()
-        cfg["layer_norm"] = "pallas"
+    if args.pallas_layer_norm or args.pallas_loss:
+        import gpu_kernels  # bench/, beside this file
+
+        if args.pallas_layer_norm:
+            gpu_kernels.use_pallas_layer_norm()
+            cfg["layer_norm"] = "pallas"
+        if args.pallas_loss:
+            gpu_kernels.use_pallas_loss()
+            cfg["loss_kernels"] = "pallas"
     device = jax.devices()[0]
     peak, peak_source = peak_flops(recipe_from_dict({}).train, device.device_kind)
     ceiling = matmul_rate(512 if args.smoke else 8192, 5 if args.smoke else 30)
