@@ -313,7 +313,7 @@ def simple_rnn_sequence(projected, h0, kernel, keep=None):
     return _recurrent_sequence(_SimpleRnnMath, projected, [h0], kernel, None, keep)[0]
 
 
-def _recurrent_sequence(math: type, projected, initial_states: list, kernel, bias, keep):
+def _recurrent_sequence(math: type[_CellMath], projected, initial_states: list, kernel, bias, keep):
     """The loops and backward pass `lstm_sequence`, `gru_sequence` and `simple_rnn_sequence` share; `math` is
     the cell's arithmetic (`_LstmMath`, `_GruMath`, `_SimpleRnnMath`). Returns every step's h (T, B, U) and the
     final states after h (the last h is the last step's).
@@ -380,7 +380,35 @@ def _recurrent_sequence(math: type, projected, initial_states: list, kernel, bia
     return run(projected, kernel, stand_in, *([bias] if biased else []), *initial_states)
 
 
-class _LstmMath:
+class _CellMath:
+    """A cell's arithmetic for `_recurrent_sequence`: what its loops read and keep, one step forward and back."""
+
+    def __init__(self, units: int, dtype):
+        pass
+
+    def forward(self, x, states, recurrent):
+        """(what the backward pass keeps of the step, its outgoing states) from the step's input projection x,
+        its incoming states and its recurrent product h·kernel (+ bias)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def backward_inputs(blocks, befores) -> tuple:
+        """The sequences the backward loop reads, from the kept blocks (T, B, U) each and the incoming states."""
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(inputs, d_states):
+        """(gradient of the step's input, of its recurrent product, of its incoming states not through the
+        kernel (None: none)) from the gradients of its outgoing states."""
+        raise NotImplementedError
+
+    @staticmethod
+    def recurrent_gradients(d_projected, blocks):
+        """The gradient of every step's recurrent product (h·kernel + bias) from that of its input."""
+        return d_projected
+
+
+class _LstmMath(_CellMath):
     """The LSTM cell for `_recurrent_sequence`: sigmoid gates and tanh in Keras' gate order (input, forget,
     candidate, output); states h, c; kept per step: h, c and the four gate activations."""
 
@@ -401,8 +429,6 @@ class _LstmMath:
 
     @staticmethod
     def backward(inputs, d_states):
-        """(gradient of the step's input, of its recurrent product, of its incoming states not through the
-        kernel (None: none)) from the gradients of its outgoing states."""
         dh, dc = d_states
         c, i, f, g, o, c_prev = inputs
         tanh_c = ops.tanh(c)
@@ -413,23 +439,17 @@ class _LstmMath:
         )
         return dz, dz, [None, dc * f]
 
-    @staticmethod
-    def recurrent_gradients(d_projected, blocks):
-        """The gradient of every step's recurrent product (h·kernel + bias) from that of its input."""
-        return d_projected
 
-
-class _GruMath:
+class _GruMath(_CellMath):
     """The GRU cell with `reset_after` for `_recurrent_sequence` (see `gru_sequence`); kept per step: h, z, r,
     n and the candidate's recurrent part (h·kernel + bias)_n."""
-
-    def __init__(self, units: int, dtype):
-        pass
 
     @staticmethod
     def forward(x, states, recurrent):
         (h,) = states
-        z, r, _ = ops.split(ops.sigmoid(x + recurrent), 3, axis=-1)  # one kernel over the row (see lstm_sequence)
+        # The gates' sigmoid in one kernel over the whole row (its last third unused; see `lstm_sequence`). Reading
+        # the candidate's input columns as a sequence of their own rather than a slice of x timed the same.
+        z, r, _ = ops.split(ops.sigmoid(x + recurrent), 3, axis=-1)
         recurrent_n = ops.split(recurrent, 3, axis=-1)[2]
         n = ops.tanh(ops.split(x, 3, axis=-1)[2] + r * recurrent_n)
         h = z * h + (1 - z) * n
@@ -458,11 +478,8 @@ class _GruMath:
         return ops.concatenate([d_zr, d_n * blocks[2]], axis=-1)
 
 
-class _SimpleRnnMath:
+class _SimpleRnnMath(_CellMath):
     """The tanh RNN cell for `_recurrent_sequence`; kept per step: h."""
-
-    def __init__(self, units: int, dtype):
-        pass
 
     @staticmethod
     def forward(x, states, recurrent):
@@ -478,10 +495,6 @@ class _SimpleRnnMath:
         (h,) = inputs
         d = d_states[0] * (1 - h * h)
         return d, d, [None]
-
-    @staticmethod
-    def recurrent_gradients(d_projected, blocks):
-        return d_projected
 
 
 def _time_major(x):
