@@ -222,6 +222,34 @@ def test_hand_written_backward_matches_keras_through_initial_and_final_states(na
     assert_trains_alike(model(RECURRENT_LAYERS[name]), model(stock_cls), x, y)
 
 
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_first_layer_projects_token_ids_through_the_embedding_table_exactly(arch):
+    """With a learned embedding and no embedding dropout the first recurrent layer's input projection is a
+    lookup into embedding @ kernel + bias: the outputs, and the embedding's and kernels' weights after a few
+    Adam steps (so the gradients into both), equal the plain path's; the same for the stateful twin."""
+    from llmtui.models.recurrent import build_recurrent, stateful_twin
+
+    config = model_config(arch, dim=16, dropout=0.0, embedding_dropout=0.0)
+    x, y = fixed_batches(1, VOCAB, batch=3, context=8)[0]
+
+    def models(lookup):
+        keras.utils.set_random_seed(0)
+        model = build_recurrent(config, VOCAB, 0, token_lookup=lookup)
+        assert (model.get_layer(f"{arch}_0")._token_table is not None) == lookup
+        twin = stateful_twin(model, config, 3, reset_id=1)
+        for m in (model, twin):
+            m.compile(optimizer=keras.optimizers.Adam(0.05), loss=keras.losses.SparseCategoricalCrossentropy(True))
+        return model, twin
+
+    (fast, fast_twin), (plain, plain_twin) = models(True), models(False)
+    assert_trains_alike(fast, plain, x, y)
+    reset = np.ones(3, "float32")
+    assert_trains_alike(fast_twin, plain_twin, [x, reset], y)
+    # Anything between the embedding and the layer (here its dropout) keeps the plain projection.
+    dropped = build_recurrent(model_config(arch, dim=16, embedding_dropout=0.1), VOCAB, 0)
+    assert dropped.get_layer(f"{arch}_0")._token_table is None
+
+
 def _plain_lstm(p, r, b, states, k):
     h, c = states
     hs = []

@@ -38,9 +38,39 @@ class _HoistedInputProjection:
         cell = self.cell
         return mask is not None or self.go_backwards or bool(training and (cell.dropout or cell.recurrent_dropout))
 
+    # The token embedding this layer reads directly (`read_tokens_from`) and, during a call, the token ids.
+    _token_table: Any = None
+    _token_ids: Any = None
+
+    def read_tokens_from(self, embedding) -> None:
+        """Take this layer's input projection from `embedding` (a Keras `Embedding`, whose output this layer
+        reads with nothing between) when called with `token_ids=` (B, T): a lookup into embedding @ kernel
+        + bias, exact in math, instead of the product of every step's looked-up vector with the kernel.
+
+        With a small vocabulary the (V, C)·(C, gates·U) product is far smaller than the (B·T, C)·(C, gates·U)
+        one, and its gradient too (the two large backward products become a scatter-add and two small ones):
+        one-thread CPU time of the 2×256 LSTM's step, bench/README.md ("Recurrent layers"). Not saved: a loaded
+        model projects its input as usual (same result); only the hand-written loops use it."""
+        object.__setattr__(self, "_token_table", embedding)  # not tracked: the embedding's weights are its own
+
+    def call(self, sequences, initial_state=None, mask=None, training=False, token_ids=None):
+        object.__setattr__(self, "_token_ids", token_ids)  # read by inner_loop, during this call only
+        try:
+            return super().call(sequences, initial_state=initial_state, mask=mask, training=training)  # type: ignore[misc]  # the Keras layer after this mixin has it
+        finally:
+            object.__setattr__(self, "_token_ids", None)
+
     def _project(self, sequences):
         projected = ops.matmul(sequences, self.cell.kernel)  # (B, T, gates * units)
         return projected + self._input_bias() if self.cell.use_bias else projected
+
+    def _project_time_major(self, sequences, token_ids=None):
+        """The input projection (T, B, gates * units) of `sequences` (B, T, C), or of `token_ids` (B, T)
+        through `read_tokens_from`'s embedding."""
+        if token_ids is None or self._token_table is None:
+            return self._project(_time_major(sequences))
+        table = ops.cast(self._token_table.embeddings, sequences.dtype)
+        return ops.take(self._project(table), ops.transpose(token_ids), axis=0)
 
     def _hand_written(self) -> bool:
         """Whether `_sequence` (the hand-written backward pass) runs this layer: its cell's standard activations."""
@@ -56,7 +86,7 @@ class _HoistedInputProjection:
             return super().inner_loop(sequences, initial_state, mask, training=training)  # type: ignore[misc]  # the Keras layer after this mixin has it
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
         if self._hand_written():
-            hs, states = self._sequence(self._project(_time_major(sequences)), states, None)
+            hs, states = self._sequence(self._project_time_major(sequences, self._token_ids), states, None)
             return hs[-1], _time_major(hs), states
         projected = self._project(sequences)
         # The weights the loop body uses are read once, here. Read inside the body, each step's read is a new
@@ -79,14 +109,14 @@ class _HoistedInputProjection:
             return_all_outputs=self.return_sequences,
         )
 
-    def run_carried(self, sequences, initial_state: list, keep):
+    def run_carried(self, sequences, initial_state: list, keep, token_ids=None):
         """Every step's output (B, T, U) and the final states, from `initial_state`; the states are zeroed
-        before each step t where keep[:, t] (B, T, 1) is 0."""
+        before each step t where keep[:, t] (B, T, 1) is 0. `token_ids`: see `read_tokens_from`."""
         if self.cell.dropout or self.cell.recurrent_dropout or self.go_backwards:
             raise ValueError("a carried state needs a forward recurrent layer without cell dropout")
         if not self._hand_written():
             return self._carried_loop(sequences, initial_state, keep)
-        projected = self._project(_time_major(sequences))
+        projected = self._project_time_major(sequences, token_ids)
         hs, states = self._sequence(projected, list(initial_state), _time_major(ops.cast(keep, projected.dtype)))
         return _time_major(hs), states
 
@@ -253,9 +283,9 @@ class CarriedStates(keras.layers.Layer):
     def call(self, x, ids, reset, training=None):
         keep = ops.expand_dims(ops.cast(ops.not_equal(ids, self.reset_id), x.dtype), -1)  # (B, T, 1)
         lane = ops.expand_dims(1.0 - ops.cast(reset, "float32"), -1)  # (B, 1)
-        for (layer, dropout), variables in zip(self.pairs, self.states):
+        for index, ((layer, dropout), variables) in enumerate(zip(self.pairs, self.states)):
             initial = [ops.cast(ops.convert_to_tensor(v) * lane, x.dtype) for v in variables]
-            x, final = layer.run_carried(x, initial, keep)
+            x, final = layer.run_carried(x, initial, keep, ids if index == 0 else None)
             for variable, value in zip(variables, final):
                 variable.assign(ops.cast(ops.stop_gradient(value), "float32"))
             x = dropout(x, training=training)
