@@ -8,6 +8,7 @@ The loop body also takes its weights as tensors read once before the loop (see `
 standard activations the layers have a hand-written backward pass (`lstm_sequence`, `gru_sequence`,
 `simple_rnn_sequence`); together they more than halve the LSTM's step against Keras' own layer (measured:
 bench/README.md, "Recurrent layers"). Cell dropout, masks and reversed sequences fall back to Keras' loop.
+A first layer that reads the token embedding directly projects the token ids instead (`read_tokens_from`).
 
 `run_carried` runs a layer from a given state and returns its final state, zeroing the state before every
 step whose `keep` is 0: stateful training (`train.stateful`) carries the state from one batch to the next
