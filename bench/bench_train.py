@@ -174,6 +174,13 @@ def llmtui_command(recipe: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "llmtui", "run", str(recipe), *extra]
 
 
+def llmtui_env() -> dict:
+    """The environment of an `llmtui run`: this checkout's code first (run from a temporary folder, `-m llmtui`
+    would otherwise import whichever checkout the environment's editable install points at)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": path}
+
+
 # One side, one round --------------------------------------------------------------------------------
 def nanogpt_command(python: str, s: dict, iters: int, out: Path, *logging: str) -> list[str]:
     """nanoGPT's own `train.py` on the CPU at shape `s` for `iters` iterations; `logging`: its eval/log options."""
@@ -230,7 +237,7 @@ def run_llmtui(work: Path, recipe: Path, s: dict, extra: list[str]) -> list[floa
         cwd=work,
         check=True,
         capture_output=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=llmtui_env(),
     )
     logs = read_log_folder(work / "runs" / recipe.stem / "logs" / "train")
     rates = [value for _, value in logs.scalars["tokens_per_sec"]][2:]
@@ -248,7 +255,11 @@ def race(model: str, rounds: int, iters: int, extra: list[str]) -> dict:
         work = Path(tmp)
         recipe = llmtui_recipe(work, model, s, iters)
         subprocess.run(
-            llmtui_command(recipe, "--until", "tokenizer", *extra), cwd=work, check=True, capture_output=True
+            llmtui_command(recipe, "--until", "tokenizer", *extra),
+            cwd=work,
+            check=True,
+            capture_output=True,
+            env=llmtui_env(),
         )
         if model == "gpt":
             copy = prepare_nanogpt(work, python)
@@ -310,7 +321,7 @@ def quality(recipe: Path, iters: int) -> dict:
             cwd=work,
             check=True,
             capture_output=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            env=llmtui_env(),
         )
         llmtui_seconds = time.time() - started
         run_name = _recipe_run_name(ROOT / recipe)
