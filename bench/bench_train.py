@@ -4,8 +4,9 @@ GPT: nanoGPT's own `train.py` (../shared/yardsticks/nanogpt, run from a temporar
 the project) against `llmtui run`, on the "baby GPT" (4 layers, 4 heads, 128 wide, context 64, batch 12,
 AdamW, no dropout, no biases: nanoGPT's `train.py` default) over the characters of tinyshakespeare, split at
 90% as nanoGPT splits it.
-LSTM: a 2-layer, 256-wide `torch.nn.LSTM` language model (this file's `--torch-lstm` mode, same batch, context,
-AdamW, clip and embedding tie) against `llmtui run` with `model.arch = "lstm"`.
+LSTM, GRU, RNN: a 2-layer, 256-wide `torch.nn.LSTM` / `torch.nn.GRU` / `torch.nn.RNN` language model (this file's
+`--torch-recurrent` mode, same batch, context, AdamW, clip and embedding tie) against `llmtui run` with
+`model.arch = "lstm"` / `"gru"` / `"rnn"`.
 
 Method, per model and round (the order of the two sides flips every round):
   - each side is a fresh process started alone (nothing else of ours running), trained ITERS steps;
@@ -27,7 +28,7 @@ its TensorBoard validation loss first reached nanoGPT's, read from the event fil
 
 Usage (torch for the peers: TORCH_PYTHON=/path/to/python with torch, else ~/.cache/llmtui-race/torch, which
 ../shared/tools/race-nanogpt.sh creates):
-    python bench/bench_train.py [--models gpt,lstm] [--rounds 3] [--iters 300] [--set train.precision=...]
+    python bench/bench_train.py [--models gpt,lstm,gru,rnn] [--rounds 3] [--iters 300] [--set train.precision=...]
     LAYERS=4 HEADS=8 DIM=512 CONTEXT=128 BATCH=16 python bench/bench_train.py --models gpt --iters 30 --name gpt512
     python bench/bench_train.py --quality [--recipe recipes/shakespeare-fast.toml]
 Results go to bench/results/train.json (each run updates only its own entries).
@@ -175,6 +176,13 @@ def llmtui_command(recipe: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "llmtui", "run", str(recipe), *extra]
 
 
+def llmtui_env() -> dict:
+    """The environment of an `llmtui run`: this checkout's code first (run from a temporary folder, `-m llmtui`
+    would otherwise import whichever checkout the environment's editable install points at)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": path}
+
+
 # One side, one round --------------------------------------------------------------------------------
 def nanogpt_command(python: str, s: dict, iters: int, out: Path, *logging: str) -> list[str]:
     """nanoGPT's own `train.py` on the CPU at shape `s` for `iters` iterations; `logging`: its eval/log options."""
@@ -211,9 +219,9 @@ def run_nanogpt(copy: Path, python: str, s: dict, iters: int, out: Path) -> list
     return [float(v) for v in re.findall(r"time ([0-9.]+)ms", log)]
 
 
-def run_torch_lstm(python: str, s: dict, iters: int) -> list[float]:
+def run_torch_recurrent(python: str, cell: str, s: dict, iters: int) -> list[float]:
     log = subprocess.run(
-        [python, __file__, "--torch-lstm", json.dumps({**s, "iters": iters})],
+        [python, __file__, "--torch-recurrent", json.dumps({**s, "iters": iters, "cell": cell})],
         capture_output=True,
         text=True,
         check=True,
@@ -231,7 +239,7 @@ def run_llmtui(work: Path, recipe: Path, s: dict, extra: list[str]) -> list[floa
         cwd=work,
         check=True,
         capture_output=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=llmtui_env(),
     )
     logs = read_log_folder(work / "runs" / recipe.stem / "logs" / "train")
     rates = [value for _, value in logs.scalars["tokens_per_sec"]][2:]
@@ -249,13 +257,17 @@ def race(model: str, rounds: int, iters: int, extra: list[str]) -> dict:
         work = Path(tmp)
         recipe = llmtui_recipe(work, model, s, iters)
         subprocess.run(
-            llmtui_command(recipe, "--until", "tokenizer", *extra), cwd=work, check=True, capture_output=True
+            llmtui_command(recipe, "--until", "tokenizer", *extra),
+            cwd=work,
+            check=True,
+            capture_output=True,
+            env=llmtui_env(),
         )
         if model == "gpt":
             copy = prepare_nanogpt(work, python)
             peer = lambda: run_nanogpt(copy, python, s, iters, work / "ngout")  # noqa: E731
         else:
-            peer = lambda: run_torch_lstm(python, s, iters)  # noqa: E731
+            peer = lambda: run_torch_recurrent(python, model, s, iters)  # noqa: E731
         sides = {"peer": peer, "llmtui": lambda: run_llmtui(work, recipe, s, extra)}
         per_round = []
         for r in range(rounds):
@@ -269,7 +281,7 @@ def race(model: str, rounds: int, iters: int, extra: list[str]) -> dict:
     return {
         "peer": "nanoGPT train.py (PyTorch eager, CPU)"
         if model == "gpt"
-        else "torch.nn.LSTM, this file's --torch-lstm mode (PyTorch eager, CPU)",
+        else f"torch.nn.{TORCH_CELLS[model]}, this file's --torch-recurrent mode (PyTorch eager, CPU)",
         "shape": s if model == "gpt" else {**s, "layers": 2, "dim": 256},
         "iters_per_process": iters,
         "llmtui_overrides": extra,
@@ -311,7 +323,7 @@ def quality(recipe: Path, iters: int) -> dict:
             cwd=work,
             check=True,
             capture_output=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            env=llmtui_env(),
         )
         llmtui_seconds = time.time() - started
         run_name = _recipe_run_name(ROOT / recipe)
@@ -343,9 +355,13 @@ def _recipe_run_name(path: Path) -> str:
     return tomllib.loads(path.read_text(encoding="utf-8")).get("run", {}).get("name", path.stem)
 
 
-# The torch LSTM peer --------------------------------------------------------------------------------------
-def torch_lstm(spec: dict) -> None:
-    """A 2-layer nn.LSTM character model trained like llmtui's lstm recipe; prints each iteration's time."""
+# The torch recurrent peers ---------------------------------------------------------------------------------
+TORCH_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}  # llmtui's arch -> the torch.nn layer of the peer
+
+
+def torch_recurrent(spec: dict) -> None:
+    """A 2-layer nn.LSTM (nn.GRU, nn.RNN with tanh: spec["cell"]) character model trained like llmtui's
+    recipe of that arch; prints each iteration's time."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -362,10 +378,10 @@ def torch_lstm(spec: dict) -> None:
         def __init__(self):
             super().__init__()
             self.embed = nn.Embedding(vocab, d)
-            self.lstm = nn.LSTM(d, d, num_layers=2, batch_first=True)
+            self.recurrent = getattr(nn, TORCH_CELLS[spec.get("cell", "lstm")])(d, d, num_layers=2, batch_first=True)
 
         def forward(self, x):
-            h, _ = self.lstm(self.embed(x))
+            h, _ = self.recurrent(self.embed(x))
             return h @ self.embed.weight.T  # tied output embedding, as llmtui's
 
     model = Model()
@@ -396,11 +412,11 @@ def main() -> None:
     parser.add_argument("--name", default="", help="result key (default: the model's name)")
     parser.add_argument("--quality", action="store_true", help="time to nanoGPT's validation loss instead")
     parser.add_argument("--recipe", default="recipes/shakespeare-fast.toml")
-    parser.add_argument("--torch-lstm", help=argparse.SUPPRESS)
+    parser.add_argument("--torch-recurrent", help=argparse.SUPPRESS)
     parser.add_argument("--write-char-data", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.torch_lstm:
-        return torch_lstm(json.loads(args.torch_lstm))
+    if args.torch_recurrent:
+        return torch_recurrent(json.loads(args.torch_recurrent))
     if args.write_char_data:
         return write_char_data(Path(args.write_char_data))
     if not NANOGPT.is_dir():

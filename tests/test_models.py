@@ -196,63 +196,133 @@ def test_recurrent_layers_match_keras_own(name):
     assert_trains_alike(model(RECURRENT_LAYERS[name]), model(stock_cls), x, y)
 
 
-def test_lstm_hand_written_backward_matches_keras_through_carried_states():
-    """Our LSTM's own backward pass must also send the right gradients into the initial state and out of the
-    final cell state: both come from (and feed) trained layers here, and the weights must match Keras'."""
-    from llmtui.models.recurrent_layers import LSTM
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_hand_written_backward_matches_keras_through_initial_and_final_states(name):
+    """Our layers' own backward passes must also send the right gradients into the initial states and out of
+    the final ones: both come from (and feed) trained layers here, and the weights must match Keras'."""
+    from llmtui.models.recurrent_layers import RECURRENT_LAYERS
 
+    stock_cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}[name]
+    count = 2 if name == "lstm" else 1
     x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype("float32")
-    y = np.random.default_rng(1).normal(size=(3, 7 * 6 + 12)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(3, 7 * 6 + 6 * count)).astype("float32")
 
     def model(cls):
         keras.utils.set_random_seed(0)
         inputs = keras.Input((7, 5))
         summary = keras.layers.Flatten()(inputs)
-        h0 = keras.layers.Dense(6, activation="tanh", name="h0")(summary)
-        c0 = keras.layers.Dense(6, name="c0")(summary)
-        sequence, h_last, c_last = cls(6, return_sequences=True, return_state=True, name="recurrent")(
-            inputs, initial_state=[h0, c0]
-        )
-        outputs = keras.layers.Concatenate()([keras.layers.Flatten()(sequence), h_last, c_last])
+        states = [keras.layers.Dense(6, activation="tanh", name=f"state_{k}")(summary) for k in range(count)]
+        # A random bias, so that the GRU's recurrent bias (inside its reset product) counts from the first step.
+        layer = cls(6, return_sequences=True, return_state=True, bias_initializer="random_normal", name="recurrent")
+        sequence, *finals = layer(inputs, initial_state=states)
+        outputs = keras.layers.Concatenate()([keras.layers.Flatten()(sequence), *finals])
         m = keras.Model(inputs, outputs)
         m.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
         return m
 
-    assert_trains_alike(model(LSTM), model(keras.layers.LSTM), x, y)
+    assert_trains_alike(model(RECURRENT_LAYERS[name]), model(stock_cls), x, y)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_first_layer_projects_token_ids_through_the_embedding_table_exactly(arch):
+    """With a learned embedding and no embedding dropout the first recurrent layer's input projection is a
+    lookup into embedding @ kernel + bias: the outputs, and the embedding's and kernels' weights after a few
+    Adam steps (so the gradients into both), equal the plain path's; the same for the stateful twin."""
+    from llmtui.models.recurrent import build_recurrent, stateful_twin
+
+    config = model_config(arch, dim=16, dropout=0.0, embedding_dropout=0.0)
+    x, y = fixed_batches(1, VOCAB, batch=3, context=8)[0]
+
+    def models(lookup):
+        keras.utils.set_random_seed(0)
+        model = build_recurrent(config, VOCAB, 0, token_lookup=lookup)
+        assert (model.get_layer(f"{arch}_0")._token_table is not None) == lookup
+        twin = stateful_twin(model, config, 3, reset_id=1)
+        for m in (model, twin):
+            m.compile(optimizer=keras.optimizers.Adam(0.05), loss=keras.losses.SparseCategoricalCrossentropy(True))
+        return model, twin
+
+    (fast, fast_twin), (plain, plain_twin) = models(True), models(False)
+    assert_trains_alike(fast, plain, x, y)
+    reset = np.ones(3, "float32")
+    assert_trains_alike(fast_twin, plain_twin, [x, reset], y)
+    # Anything between the embedding and the layer (here its dropout) keeps the plain projection.
+    dropped = build_recurrent(model_config(arch, dim=16, embedding_dropout=0.1), VOCAB, 0)
+    assert dropped.get_layer(f"{arch}_0")._token_table is None
+
+
+def _plain_lstm(p, r, b, states, k):
+    h, c = states
+    hs = []
+    for t in range(p.shape[0]):
+        h, c = h * k[t], c * k[t]
+        i, f, g, o = keras.ops.split(p[t] + keras.ops.matmul(h, r), 4, axis=-1)
+        c = keras.ops.sigmoid(f) * c + keras.ops.sigmoid(i) * keras.ops.tanh(g)
+        h = keras.ops.sigmoid(o) * keras.ops.tanh(c)
+        hs.append(h)
+    return keras.ops.stack(hs), [c]
+
+
+def _plain_gru(p, r, b, states, k):
+    """Keras' GRU cell with reset_after, written out (its `GRUCell.call`)."""
+    ops = keras.ops
+    (h,) = states
+    hs = []
+    for t in range(p.shape[0]):
+        h = h * k[t]
+        x_z, x_r, x_h = ops.split(p[t], 3, axis=-1)
+        rec_z, rec_r, rec_h = ops.split(ops.matmul(h, r) + b, 3, axis=-1)
+        z, reset = ops.sigmoid(x_z + rec_z), ops.sigmoid(x_r + rec_r)
+        h = z * h + (1 - z) * ops.tanh(x_h + reset * rec_h)
+        hs.append(h)
+    return ops.stack(hs), []
+
+
+def _plain_rnn(p, r, b, states, k):
+    (h,) = states
+    hs = []
+    for t in range(p.shape[0]):
+        h = keras.ops.tanh(p[t] + keras.ops.matmul(h * k[t], r))
+        hs.append(h)
+    return keras.ops.stack(hs), []
 
 
 @pytest.mark.parametrize("restarts", [False, True])
-def test_lstm_sequence_gradients_match_autodiff_with_static_and_dynamic_length(restarts):
-    """`lstm_sequence`'s own backward pass (time-major; one loop sequence per saved quantity when the length is
-    static, joined along the last axis when TensorFlow traces an unknown length) against autodiff of a plain
-    LSTM loop, with and without restarts (`keep`)."""
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_sequence_gradients_match_autodiff_with_static_and_dynamic_length(name, restarts):
+    """`lstm_sequence`'s, `gru_sequence`'s and `simple_rnn_sequence`'s own backward passes (time-major; one loop
+    sequence per saved quantity when the length is static, joined along the last axis when TensorFlow traces an
+    unknown length) against autodiff of a plain loop of the cell, with and without restarts (`keep`): gradients
+    of the inputs, the recurrent kernel, the GRU's recurrent bias and the initial states."""
     from keras import ops
 
-    from llmtui.models.recurrent_layers import lstm_sequence
+    from llmtui.models.recurrent_layers import gru_sequence, lstm_sequence, simple_rnn_sequence
 
     rng = np.random.default_rng(0)
     steps, batch, units = 6, 3, 4
-    projected = rng.normal(size=(steps, batch, 4 * units)).astype("float32")
-    kernel = rng.normal(size=(units, 4 * units)).astype("float32") * 0.7
-    h0, c0 = (rng.normal(size=(batch, units)).astype("float32") for _ in range(2))
+    gates, count = {"lstm": (4, 2), "gru": (3, 1), "rnn": (1, 1)}[name]
+    projected = rng.normal(size=(steps, batch, gates * units)).astype("float32")
+    kernel = rng.normal(size=(units, gates * units)).astype("float32") * 0.7
+    bias = rng.normal(size=(gates * units,)).astype("float32")
+    states = [rng.normal(size=(batch, units)).astype("float32") for _ in range(count)]
     keep = (rng.random((steps, batch, 1)) > 0.3).astype("float32") if restarts else np.ones((steps, batch, 1), "f4")
     w_h, w_c = rng.normal(size=(steps, batch, units)).astype("float32"), rng.normal(size=(batch, units)).astype("f4")
 
-    def ours(p, r, h, c, k):
-        hs, c_last = lstm_sequence(p, h, c, r, k if restarts else None)
-        return ops.sum(hs * w_h) + ops.sum(c_last * w_c)
+    def ours(p, r, b, k, *s):
+        k = k if restarts else None
+        if name == "lstm":
+            hs, c_last = lstm_sequence(p, *s, r, k)
+            return ops.sum(hs * w_h) + ops.sum(c_last * w_c)
+        hs = gru_sequence(p, *s, r, b, k) if name == "gru" else simple_rnn_sequence(p, *s, r, k)
+        return ops.sum(hs * w_h)
 
-    def plain(p, r, h, c, k):
-        hs = []
-        for t in range(steps):
-            h, c = h * k[t], c * k[t]
-            i, f, g, o = ops.split(p[t] + ops.matmul(h, r), 4, axis=-1)
-            c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-            h = ops.sigmoid(o) * ops.tanh(c)
-            hs.append(h)
-        return ops.sum(ops.stack(hs) * w_h) + ops.sum(c * w_c)
+    def plain(p, r, b, k, *s):
+        hs, finals = {"lstm": _plain_lstm, "gru": _plain_gru, "rnn": _plain_rnn}[name](p, r, b, list(s), k)
+        return ops.sum(hs * w_h) + sum(ops.sum(final * w_c) for final in finals)
 
-    inputs = (projected, kernel, h0, c0, keep)
+    inputs = (projected, kernel, bias, keep, *states)
+    watched = [0, 1, 2, *range(4, 4 + count)] if name == "gru" else [0, 1, *range(4, 4 + count)]
+    labels = [["projected", "kernel", "bias", "keep", "h0", "c0"][i] for i in watched]
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -264,9 +334,9 @@ def test_lstm_sequence_gradients_match_autodiff_with_static_and_dynamic_length(r
             )
             def run(*args):
                 with tf.GradientTape() as tape:
-                    tape.watch(args[:4])
+                    tape.watch([args[i] for i in watched])
                     value = fn(*args)
-                return value, tape.gradient(value, args[:4])
+                return value, tape.gradient(value, [args[i] for i in watched])
 
             value, grads = run(*inputs)
             return [np.asarray(value)] + [np.asarray(g) for g in grads]
@@ -277,13 +347,13 @@ def test_lstm_sequence_gradients_match_autodiff_with_static_and_dynamic_length(r
         import jax
 
         def gradients(fn):
-            value, grads = jax.value_and_grad(fn, argnums=(0, 1, 2, 3))(*inputs)
+            value, grads = jax.value_and_grad(fn, argnums=tuple(watched))(*inputs)
             return [np.asarray(value)] + [np.asarray(g) for g in grads]
 
         expected, found = gradients(plain), {"static": gradients(ours)}
     for case, values in found.items():
-        for name, a, b in zip(["loss", "projected", "kernel", "h0", "c0"], values, expected, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f"{case} length: {name}")
+        for label, a, b in zip(["loss", *labels], values, expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f"{case} length: {label}")
 
 
 def test_cost_estimate_and_preflight():

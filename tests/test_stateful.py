@@ -46,45 +46,46 @@ def test_twin_carries_the_state_and_restarts_at_end_of_text(arch):
 
 
 class _Carried(keras.layers.Layer):
-    """Runs an LSTM from states computed from its input, through our backward pass or through autodiff."""
+    """Runs a recurrent layer from states computed from its input, through its own backward pass or through
+    Keras' loop and autodiff."""
 
-    def __init__(self, hand_written: bool, **kwargs):
+    def __init__(self, name: str, hand_written: bool, **kwargs):
         super().__init__(**kwargs)
-        from llmtui.models.recurrent_layers import LSTM
+        from llmtui.models.recurrent_layers import RECURRENT_LAYERS
 
         self.hand_written = hand_written
-        self.lstm = LSTM(6, return_sequences=True, name="recurrent")
-        self.h0 = keras.layers.Dense(6, activation="tanh", name="h0")
-        self.c0 = keras.layers.Dense(6, name="c0")
+        self.recurrent = RECURRENT_LAYERS[name](6, return_sequences=True, bias_initializer="random_normal")
+        self.states = [keras.layers.Dense(6, activation="tanh") for _ in range(2 if name == "lstm" else 1)]
 
     def build(self, shape):
-        self.lstm.build(shape)
-        self.h0.build((shape[0], shape[1] * shape[2]))
-        self.c0.build((shape[0], shape[1] * shape[2]))
+        self.recurrent.build(shape)
+        for dense in self.states:
+            dense.build((shape[0], shape[1] * shape[2]))
 
     def call(self, x):
         from keras import ops
 
-        from llmtui.models.recurrent_layers import LSTM, _HoistedInputProjection
-
         summary = ops.reshape(x, (ops.shape(x)[0], -1))
         keep = ops.expand_dims(ops.cast(x[..., 0] > 0.5, "float32"), -1)  # some steps restart
-        runner = LSTM.run_carried if self.hand_written else _HoistedInputProjection.run_carried
-        outputs, (h, c) = runner(self.lstm, x, [self.h0(summary), self.c0(summary)], keep)
-        return ops.concatenate([ops.reshape(outputs, (ops.shape(x)[0], -1)), h, c], axis=-1)
+        layer = self.recurrent
+        assert layer._hand_written()
+        runner = layer.run_carried if self.hand_written else layer._carried_loop
+        outputs, finals = runner(x, [dense(summary) for dense in self.states], keep)
+        return ops.concatenate([ops.reshape(outputs, (ops.shape(x)[0], -1)), *finals], axis=-1)
 
 
-def test_lstm_backward_with_restarts_matches_autodiff():
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
+def test_backward_with_restarts_matches_autodiff(arch):
     from tests.helpers import assert_trains_alike
 
     x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype("float32")
-    y = np.random.default_rng(1).normal(size=(3, 7 * 6 + 12)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(3, 7 * 6 + 6 * (2 if arch == "lstm" else 1))).astype("float32")
     assert (x[..., 0] > 0.5).any() and (x[..., 0] <= 0.5).any()
 
     def model(hand_written):
         keras.utils.set_random_seed(0)
         inputs = keras.Input((7, 5), batch_size=3)
-        m = keras.Model(inputs, _Carried(hand_written)(inputs))
+        m = keras.Model(inputs, _Carried(arch, hand_written)(inputs))
         m.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
         return m
 

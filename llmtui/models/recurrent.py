@@ -40,8 +40,11 @@ def _initializers(config: ModelConfig, seed: int) -> dict:
     }
 
 
-def build_recurrent(config: ModelConfig, vocab_size: int, seed: int):
+def build_recurrent(config: ModelConfig, vocab_size: int, seed: int, token_lookup: bool = True):
+    """The model; with `token_lookup` (and a learned embedding, no embedding dropout) the first recurrent layer
+    projects the token ids through the embedding table (`read_tokens_from`: same result, less work)."""
     import keras
+    import keras_hub
 
     from llmtui.models.recurrent_layers import RECURRENT_LAYERS
 
@@ -54,8 +57,15 @@ def build_recurrent(config: ModelConfig, vocab_size: int, seed: int):
     )
     x = embedding(ids)  # (B, T, C)
     x = keras.layers.Dropout(config.embedding_dropout, seed=seed, name="embedding_dropout")(x)
+    plain_table = isinstance(embedding, keras_hub.layers.ReversibleEmbedding)  # not a one-hot or projected encoding
+    lookup = token_lookup and plain_table and not config.embedding_dropout
     for i in range(config.layers):
-        x = layer_cls(config.dim, return_sequences=True, **_initializers(config, seed + i), name=f"{cell}_{i}")(x)
+        layer = layer_cls(config.dim, return_sequences=True, **_initializers(config, seed + i), name=f"{cell}_{i}")
+        if i == 0 and lookup:
+            layer.read_tokens_from(embedding)
+            x = layer(x, token_ids=ids)
+        else:
+            x = layer(x)
         x = keras.layers.Dropout(config.dropout, seed=seed + i + 1, name=f"dropout_{i}")(x)
     logits = output_logits(x, embedding, config, vocab_size, seed)  # (B, T, V)
     return keras.Model(ids, logits, name=cell)

@@ -4,10 +4,11 @@ The layers are Keras' own (same weights, same cells and options) with one change
 sequence is run: the input projection `x @ kernel + bias` of every time step is computed up front as one
 large matrix product, and only the recurrent product `h @ recurrent_kernel` stays inside the time loop.
 Keras' generic loop multiplies each step's input separately, 64 small products where one large one does.
-The loop body also takes its weights as tensors read once before the loop (see `inner_loop`), and the LSTM
-has a hand-written backward pass (`lstm_sequence`); together they more than halve the step of Keras' own
-layer (measured: bench/README.md, "Recurrent layers").
-Cell dropout, masks and reversed sequences fall back to Keras' loop.
+The loop body also takes its weights as tensors read once before the loop (see `inner_loop`), and with their
+standard activations the layers have a hand-written backward pass (`lstm_sequence`, `gru_sequence`,
+`simple_rnn_sequence`); together they more than halve the LSTM's step against Keras' own layer (measured:
+bench/README.md, "Recurrent layers"). Cell dropout, masks and reversed sequences fall back to Keras' loop.
+A first layer that reads the token embedding directly projects the token ids instead (`read_tokens_from`).
 
 `run_carried` runs a layer from a given state and returns its final state, zeroing the state before every
 step whose `keep` is 0: stateful training (`train.stateful`) carries the state from one batch to the next
@@ -38,15 +39,57 @@ class _HoistedInputProjection:
         cell = self.cell
         return mask is not None or self.go_backwards or bool(training and (cell.dropout or cell.recurrent_dropout))
 
+    # The token embedding this layer reads directly (`read_tokens_from`) and, during a call, the token ids.
+    _token_table: Any = None
+    _token_ids: Any = None
+
+    def read_tokens_from(self, embedding) -> None:
+        """Take this layer's input projection from `embedding` (a Keras `Embedding`, whose output this layer
+        reads with nothing between) when called with `token_ids=` (B, T): a lookup into embedding @ kernel
+        + bias, exact in math, instead of the product of every step's looked-up vector with the kernel.
+
+        With a small vocabulary the (V, C)·(C, gates·U) product is far smaller than the (B·T, C)·(C, gates·U)
+        one, and its gradient too (the two large backward products become a scatter-add and two small ones):
+        one-thread CPU time of the 2×256 LSTM's step, bench/README.md ("Recurrent layers"). Not saved: a loaded
+        model projects its input as usual (same result); only the hand-written loops use it."""
+        object.__setattr__(self, "_token_table", embedding)  # not tracked: the embedding's weights are its own
+
+    def call(self, sequences, initial_state=None, mask=None, training=False, token_ids=None):
+        object.__setattr__(self, "_token_ids", token_ids)  # read by inner_loop, during this call only
+        try:
+            return super().call(sequences, initial_state=initial_state, mask=mask, training=training)  # type: ignore[misc]  # the Keras layer after this mixin has it
+        finally:
+            object.__setattr__(self, "_token_ids", None)
+
     def _project(self, sequences):
         projected = ops.matmul(sequences, self.cell.kernel)  # (B, T, gates * units)
         return projected + self._input_bias() if self.cell.use_bias else projected
 
+    def _project_time_major(self, sequences, token_ids=None):
+        """The input projection (T, B, gates * units) of `sequences` (B, T, C), or of `token_ids` (B, T)
+        through `read_tokens_from`'s embedding."""
+        if token_ids is None or self._token_table is None:
+            return self._project(_time_major(sequences))
+        table = ops.cast(self._token_table.embeddings, sequences.dtype)
+        return ops.take(self._project(table), ops.transpose(token_ids), axis=0)
+
+    def _hand_written(self) -> bool:
+        """Whether `_sequence` (the hand-written backward pass) runs this layer: its cell's standard activations."""
+        return False
+
+    def _sequence(self, projected, states: list, keep):
+        """Every step's h (T, B, U) and the final states, from the time-major projection (T, B, gates * U) and
+        `states`, through the layer's hand-written backward pass; `keep` (T, B, 1) or None as `run_carried`'s."""
+        raise NotImplementedError
+
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if self._uses_keras_loop(mask, training):
             return super().inner_loop(sequences, initial_state, mask, training=training)  # type: ignore[misc]  # the Keras layer after this mixin has it
-        projected = self._project(sequences)
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+        if self._hand_written():
+            hs, states = self._sequence(self._project_time_major(sequences, self._token_ids), states, None)
+            return hs[-1], _time_major(hs), states
+        projected = self._project(sequences)
         # The weights the loop body uses are read once, here. Read inside the body, each step's read is a new
         # tensor that TensorFlow's while-loop gradient stacks for the backward pass: a (T, units, 4 * units)
         # copy of the recurrent kernel per layer, which cost about a third of the 2×256 LSTM's step.
@@ -67,11 +110,19 @@ class _HoistedInputProjection:
             return_all_outputs=self.return_sequences,
         )
 
-    def run_carried(self, sequences, initial_state: list, keep):
+    def run_carried(self, sequences, initial_state: list, keep, token_ids=None):
         """Every step's output (B, T, U) and the final states, from `initial_state`; the states are zeroed
-        before each step t where keep[:, t] (B, T, 1) is 0."""
+        before each step t where keep[:, t] (B, T, 1) is 0. `token_ids`: see `read_tokens_from`."""
         if self.cell.dropout or self.cell.recurrent_dropout or self.go_backwards:
             raise ValueError("a carried state needs a forward recurrent layer without cell dropout")
+        if not self._hand_written():
+            return self._carried_loop(sequences, initial_state, keep)
+        projected = self._project_time_major(sequences, token_ids)
+        hs, states = self._sequence(projected, list(initial_state), _time_major(ops.cast(keep, projected.dtype)))
+        return _time_major(hs), states
+
+    def _carried_loop(self, sequences, initial_state: list, keep):
+        """`run_carried` through Keras' loop and autodiff (any cell options but dropout)."""
         projected = self._project(sequences)
         stepped = ops.concatenate([projected, ops.cast(keep, projected.dtype)], axis=-1)  # keep as a last channel
         weights = {name: ops.copy(weight) for name, weight in self._loop_weights().items()}
@@ -95,35 +146,18 @@ class LSTM(_HoistedInputProjection, keras.layers.LSTM):
     """`keras.layers.LSTM` with the input projection outside the time loop and, for the standard gates
     (sigmoid and tanh), a hand-written backward pass (`lstm_sequence`)."""
 
-    def inner_loop(self, sequences, initial_state, mask, training=False):
+    def _hand_written(self) -> bool:
         cell = self.cell
-        if (
-            self._uses_keras_loop(mask, training)
-            or self.unroll
-            or cell.activation is not keras.activations.tanh
-            or cell.recurrent_activation is not keras.activations.sigmoid
-        ):
-            return super().inner_loop(sequences, initial_state, mask, training=training)
-        h0, c0 = initial_state
-        hs, c_last = lstm_sequence(self._project(_time_major(sequences)), h0, c0, ops.copy(cell.recurrent_kernel))
-        return hs[-1], _time_major(hs), [hs[-1], c_last]
-
-    def run_carried(self, sequences, initial_state: list, keep):
-        cell = self.cell
-        if (
-            self.unroll
-            or cell.activation is not keras.activations.tanh
-            or cell.recurrent_activation is not keras.activations.sigmoid
-        ):
-            return super().run_carried(sequences, initial_state, keep)
-        if cell.dropout or cell.recurrent_dropout or self.go_backwards:
-            raise ValueError("a carried state needs a forward recurrent layer without cell dropout")
-        h0, c0 = initial_state
-        projected = self._project(_time_major(sequences))
-        hs, c_last = lstm_sequence(
-            projected, h0, c0, ops.copy(cell.recurrent_kernel), _time_major(ops.cast(keep, projected.dtype))
+        return (
+            not self.unroll
+            and cell.activation is keras.activations.tanh
+            and cell.recurrent_activation is keras.activations.sigmoid
         )
-        return _time_major(hs), [hs[-1], c_last]
+
+    def _sequence(self, projected, states: list, keep):
+        h0, c0 = states
+        hs, c_last = lstm_sequence(projected, h0, c0, ops.copy(self.cell.recurrent_kernel), keep)
+        return hs, [hs[-1], c_last]
 
     def _recurrence(self, projected, states, kernel):
         cell = self.cell
@@ -137,7 +171,23 @@ class LSTM(_HoistedInputProjection, keras.layers.LSTM):
 
 @keras.saving.register_keras_serializable(package="llmtui")
 class GRU(_HoistedInputProjection, keras.layers.GRU):
-    """`keras.layers.GRU` with the input projection outside the time loop."""
+    """`keras.layers.GRU` with the input projection outside the time loop and, for Keras' default cell (sigmoid
+    gates, tanh, `reset_after`), a hand-written backward pass (`gru_sequence`)."""
+
+    def _hand_written(self) -> bool:
+        cell = self.cell
+        return (
+            not self.unroll
+            and cell.reset_after
+            and cell.activation is keras.activations.tanh
+            and cell.recurrent_activation is keras.activations.sigmoid
+        )
+
+    def _sequence(self, projected, states: list, keep):
+        cell = self.cell
+        bias = ops.copy(cell.bias[1]) if cell.use_bias else None
+        hs = gru_sequence(projected, states[0], ops.copy(cell.recurrent_kernel), bias, keep)
+        return hs, [hs[-1]]
 
     def _input_bias(self):
         return self.cell.bias[0] if self.cell.reset_after else self.cell.bias
@@ -175,7 +225,15 @@ class GRU(_HoistedInputProjection, keras.layers.GRU):
 
 @keras.saving.register_keras_serializable(package="llmtui")
 class SimpleRNN(_HoistedInputProjection, keras.layers.SimpleRNN):
-    """`keras.layers.SimpleRNN` with the input projection outside the time loop."""
+    """`keras.layers.SimpleRNN` with the input projection outside the time loop and, with tanh, a hand-written
+    backward pass (`simple_rnn_sequence`)."""
+
+    def _hand_written(self) -> bool:
+        return not self.unroll and self.cell.activation is keras.activations.tanh
+
+    def _sequence(self, projected, states: list, keep):
+        hs = simple_rnn_sequence(projected, states[0], ops.copy(self.cell.recurrent_kernel), keep)
+        return hs, [hs[-1]]
 
     def _recurrence(self, projected, states, kernel):
         cell = self.cell
@@ -226,9 +284,9 @@ class CarriedStates(keras.layers.Layer):
     def call(self, x, ids, reset, training=None):
         keep = ops.expand_dims(ops.cast(ops.not_equal(ids, self.reset_id), x.dtype), -1)  # (B, T, 1)
         lane = ops.expand_dims(1.0 - ops.cast(reset, "float32"), -1)  # (B, 1)
-        for (layer, dropout), variables in zip(self.pairs, self.states):
+        for index, ((layer, dropout), variables) in enumerate(zip(self.pairs, self.states)):
             initial = [ops.cast(ops.convert_to_tensor(v) * lane, x.dtype) for v in variables]
-            x, final = layer.run_carried(x, initial, keep)
+            x, final = layer.run_carried(x, initial, keep, ids if index == 0 else None)
             for variable, value in zip(variables, final):
                 variable.assign(ops.cast(ops.stop_gradient(value), "float32"))
             x = dropout(x, training=training)
@@ -264,64 +322,210 @@ def lstm_sequence(projected, h0, c0, kernel, keep=None):
     end to end (the caller transposes the layer's (B, T, C) input before projecting it, 4× smaller than the
     projection), so no (B, T, 4U) or (B, T, 6U) array is transposed on the way into or out of either loop.
     """
-    kept = keep is not None
+    hs, c_last = _recurrent_sequence(_LstmMath, projected, [h0, c0], kernel, None, keep)
+    return hs, c_last
+
+
+def gru_sequence(projected, h0, kernel, bias=None, keep=None):
+    """Keras' GRU with `reset_after` (its default: the recurrent bias inside the reset product), sigmoid gates
+    and tanh, over a whole sequence, with its own backward pass; every step's h (T, B, U).
+
+    Time-major as `lstm_sequence`: `projected` is the input projection plus the input bias (T, B, 3U) in Keras'
+    gate order (update z, reset r, candidate); `kernel` the recurrent kernel (U, 3U), `bias` the recurrent bias
+    (3U,) or None; `keep` as `lstm_sequence`'s. Per step: z, r = sigmoid(x_zr + (h·kernel + bias)_zr),
+    n = tanh(x_n + r * (h·kernel + bias)_n), h = z * h + (1 - z) * n.
+    """
+    return _recurrent_sequence(_GruMath, projected, [h0], kernel, bias, keep)[0]
+
+
+def simple_rnn_sequence(projected, h0, kernel, keep=None):
+    """A tanh RNN, h = tanh(x + h·kernel), over a whole sequence with its own backward pass; every step's h
+    (T, B, U). Time-major, `projected` (T, B, U) the input projection plus bias, `keep` as `lstm_sequence`'s."""
+    return _recurrent_sequence(_SimpleRnnMath, projected, [h0], kernel, None, keep)[0]
+
+
+def _recurrent_sequence(math: type[_CellMath], projected, initial_states: list, kernel, bias, keep):
+    """The loops and backward pass `lstm_sequence`, `gru_sequence` and `simple_rnn_sequence` share; `math` is
+    the cell's arithmetic (`_LstmMath`, `_GruMath`, `_SimpleRnnMath`). Returns every step's h (T, B, U) and the
+    final states after h (the last h is the last step's).
+
+    The forward loop keeps what the cell's backward step needs (a (T, B, kU) sequence whose first blocks are
+    the states, h first); the backward loop carries only the states' gradients back, and the recurrent kernel's
+    (and bias') gradient is one product over the whole sequence afterwards. With `keep`, the states are
+    multiplied by keep[t] before step t, and so are the gradients reaching a step's incoming states.
+    """
+    kept, biased = keep is not None, bias is not None
 
     @ops.custom_gradient
-    def run(projected, h0, c0, kernel, keep):
+    def run(projected, kernel, keep, *rest):
+        bias, states0 = (rest[0], list(rest[1:])) if biased else (None, list(rest))
         units = kernel.shape[0]
-        activation_constants = _gate_constants(units, projected.dtype)
+        cell = math(units, projected.dtype)
 
         def forward_step(inputs, states):
-            h, c = states
             if kept:
-                h, c = h * inputs[1], c * inputs[1]
-            act = _gate_activations(inputs[0] + ops.matmul(h, kernel), *activation_constants)
-            i, f, g, o = ops.split(act, 4, axis=-1)
-            c = f * c + i * g
-            h = o * ops.tanh(c)
-            return ops.concatenate([h, c, act], axis=-1), [h, c]
+                states = [state * inputs[1] for state in states]
+            recurrent = ops.matmul(states[0], kernel)
+            return cell.forward(inputs[0], states, recurrent + bias if biased else recurrent)
 
-        # Each step's h, c and gate activations (i, f, g, o), kept for the backward pass: (T, B, 6U).
-        saved, (_, c_last) = _scan(forward_step, (projected, keep) if kept else (projected,), [h0, c0])
-        hs = saved[..., :units]
+        saved, finals = _scan(forward_step, (projected, keep) if kept else (projected,), states0)
+        blocks = [saved[..., k * units : (k + 1) * units] for k in range(saved.shape[-1] // units)]
 
         def grad(*upstream, **kwargs):
             # TensorFlow passes one gradient per output; JAX one tuple of them.
-            d_hs, d_c_last = upstream[0] if len(upstream) == 1 else upstream
-            # The state each step started from (after its keep factor).
-            c_before = ops.concatenate([c0[None], saved[:-1, :, units : 2 * units]], axis=0)
-            h_before = ops.concatenate([h0[None], hs[:-1]], axis=0)
+            if len(upstream) == 1 and isinstance(upstream[0], (tuple, list)):
+                upstream = tuple(upstream[0])
+            d_hs, *d_finals = upstream
+            # The states each step started from (after its keep factor).
+            befores = [ops.concatenate([s0[None], block[:-1]], axis=0) for s0, block in zip(states0, blocks)]
             if kept:
-                c_before, h_before = c_before * keep, h_before * keep
+                befores = [before * keep for before in befores]
             kernel_t = ops.transpose(kernel)
 
-            def backward_step(inputs, states):
-                dh, dc = states
-                d_h_out, c, i, f, g, o, c_prev = inputs[:7]
-                dh = dh + d_h_out
-                tanh_c = ops.tanh(c)
-                dc = dc + dh * o * (1 - tanh_c * tanh_c)
-                dz = ops.concatenate(
-                    [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)],
-                    axis=-1,
-                )
-                dh, dc = ops.matmul(dz, kernel_t), dc * f
+            def backward_step(inputs, d_states):
+                d_states = [d_states[0] + inputs[0], *d_states[1:]]
+                d_projected, d_recurrent, d_states = cell.backward(inputs[1 : len(inputs) - kept], d_states)
+                through = ops.matmul(d_recurrent, kernel_t)
+                d_states = [through if d_states[0] is None else d_states[0] + through, *d_states[1:]]
                 if kept:  # the gradient reaching a step's incoming state passes through its keep factor
-                    dh, dc = dh * inputs[7], dc * inputs[7]
-                return dz, [dh, dc]
+                    d_states = [d_state * inputs[-1] for d_state in d_states]
+                return d_projected, d_states
 
-            # One sequence per saved quantity (see the docstring): d_out, c, i, f, g, o, c_prev [, keep].
-            sequences = (d_hs, *(saved[..., k * units : (k + 1) * units] for k in range(1, 6)), c_before)
-            dz, (dh0, dc0) = _scan(
-                backward_step, (*sequences, keep) if kept else sequences, [ops.zeros_like(h0), d_c_last], True
+            # One sequence per saved quantity (see `lstm_sequence`): d_out, the cell's inputs [, keep].
+            sequences = (d_hs, *cell.backward_inputs(blocks, befores))
+            d_projected, d_states0 = _scan(
+                backward_step,
+                (*sequences, keep) if kept else sequences,
+                [ops.zeros_like(states0[0]), *d_finals],
+                True,
             )
-            d_kernel = ops.einsum("tbu,tbg->ug", h_before, dz)
-            return dz, dh0, dc0, d_kernel, ops.zeros_like(keep)
+            d_recurrent = cell.recurrent_gradients(d_projected, blocks)
+            d_kernel = ops.einsum("tbu,tbg->ug", befores[0], d_recurrent)
+            d_bias = [ops.sum(d_recurrent, axis=(0, 1))] if biased else []
+            return (d_projected, d_kernel, ops.zeros_like(keep), *d_bias, *d_states0)
 
-        return (hs, c_last), grad
+        return (blocks[0], *finals[1:]), grad
 
     # Without `keep` a (1, B, 1) stand-in keeps one signature; the loops never read it.
-    return run(projected, h0, c0, kernel, keep if kept else ops.ones_like(projected[:1, :, :1]))
+    stand_in = keep if kept else ops.ones_like(projected[:1, :, :1])
+    return run(projected, kernel, stand_in, *([bias] if biased else []), *initial_states)
+
+
+class _CellMath:
+    """A cell's arithmetic for `_recurrent_sequence`: what its loops read and keep, one step forward and back."""
+
+    def __init__(self, units: int, dtype):
+        pass
+
+    def forward(self, x, states, recurrent):
+        """(what the backward pass keeps of the step, its outgoing states) from the step's input projection x,
+        its incoming states and its recurrent product h·kernel (+ bias)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def backward_inputs(blocks, befores) -> tuple:
+        """The sequences the backward loop reads, from the kept blocks (T, B, U) each and the incoming states."""
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(inputs, d_states):
+        """(gradient of the step's input, of its recurrent product, of its incoming states not through the
+        kernel (None: none)) from the gradients of its outgoing states."""
+        raise NotImplementedError
+
+    @staticmethod
+    def recurrent_gradients(d_projected, blocks):
+        """The gradient of every step's recurrent product (h·kernel + bias) from that of its input."""
+        return d_projected
+
+
+class _LstmMath(_CellMath):
+    """The LSTM cell for `_recurrent_sequence`: sigmoid gates and tanh in Keras' gate order (input, forget,
+    candidate, output); states h, c; kept per step: h, c and the four gate activations."""
+
+    def __init__(self, units: int, dtype):
+        self.constants = _gate_constants(units, dtype)
+
+    def forward(self, x, states, recurrent):
+        _, c = states
+        act = _gate_activations(x + recurrent, *self.constants)
+        i, f, g, o = ops.split(act, 4, axis=-1)
+        c = f * c + i * g
+        h = o * ops.tanh(c)
+        return ops.concatenate([h, c, act], axis=-1), [h, c]
+
+    @staticmethod
+    def backward_inputs(blocks, befores) -> tuple:
+        return (*blocks[1:6], befores[1])  # c, i, f, g, o, the incoming c
+
+    @staticmethod
+    def backward(inputs, d_states):
+        dh, dc = d_states
+        c, i, f, g, o, c_prev = inputs
+        tanh_c = ops.tanh(c)
+        dc = dc + dh * o * (1 - tanh_c * tanh_c)
+        dz = ops.concatenate(
+            [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)],
+            axis=-1,
+        )
+        return dz, dz, [None, dc * f]
+
+
+class _GruMath(_CellMath):
+    """The GRU cell with `reset_after` for `_recurrent_sequence` (see `gru_sequence`); kept per step: h, z, r,
+    n and the candidate's recurrent part (h·kernel + bias)_n."""
+
+    @staticmethod
+    def forward(x, states, recurrent):
+        (h,) = states
+        # The gates' sigmoid in one kernel over the whole row (its last third unused; see `lstm_sequence`). Reading
+        # the candidate's input columns as a sequence of their own rather than a slice of x timed the same.
+        z, r, _ = ops.split(ops.sigmoid(x + recurrent), 3, axis=-1)
+        recurrent_n = ops.split(recurrent, 3, axis=-1)[2]
+        n = ops.tanh(ops.split(x, 3, axis=-1)[2] + r * recurrent_n)
+        h = z * h + (1 - z) * n
+        return ops.concatenate([h, z, r, n, recurrent_n], axis=-1), [h]
+
+    @staticmethod
+    def backward_inputs(blocks, befores) -> tuple:
+        return (*blocks[1:5], befores[0])  # z, r, n, (h·kernel + bias)_n, the incoming h
+
+    @staticmethod
+    def backward(inputs, d_states):
+        (dh,) = d_states
+        z, r, n, recurrent_n, h_prev = inputs
+        d_n = dh * (1 - z) * (1 - n * n)
+        d_z = dh * (h_prev - n) * z * (1 - z)
+        d_r = d_n * recurrent_n * r * (1 - r)
+        return (
+            ops.concatenate([d_z, d_r, d_n], axis=-1),
+            ops.concatenate([d_z, d_r, d_n * r], axis=-1),
+            [dh * z],
+        )
+
+    @staticmethod
+    def recurrent_gradients(d_projected, blocks):
+        d_zr, d_n = ops.split(d_projected, [2 * blocks[0].shape[-1]], axis=-1)
+        return ops.concatenate([d_zr, d_n * blocks[2]], axis=-1)
+
+
+class _SimpleRnnMath(_CellMath):
+    """The tanh RNN cell for `_recurrent_sequence`; kept per step: h."""
+
+    @staticmethod
+    def forward(x, states, recurrent):
+        h = ops.tanh(x + recurrent)
+        return h, [h]
+
+    @staticmethod
+    def backward_inputs(blocks, befores) -> tuple:
+        return (blocks[0],)
+
+    @staticmethod
+    def backward(inputs, d_states):
+        (h,) = inputs
+        d = d_states[0] * (1 - h * h)
+        return d, d, [None]
 
 
 def _time_major(x):
